@@ -1,0 +1,259 @@
+//! Criterion suite of `shoal-index`: distance kernels, single-query search at
+//! several `ef`, batch search on a 2-thread pool, and index builds, on siftsmall
+//! (when present) and a seeded clustered 100k × 128 set.
+//!
+//! Data sets and indexes are built once, lazily, outside any timing; each build
+//! prints its time and the recall@10 at every `ef` benchmarked, so throughput can be
+//! read next to the recall it buys. Search throughput is reported per query
+//! (`elements/s` = queries per second).
+
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rayon::prelude::*;
+use shoal_benches::{Dataset, build, params, recall};
+use shoal_index::{Backend, InternalId, VectorIndex, distance};
+
+const K: usize = 10;
+const EFS: [usize; 4] = [16, 32, 64, 128];
+const CLUSTERED_N: usize = 100_000;
+const CLUSTERED_QUERIES: usize = 100;
+const CLUSTERED_DIM: usize = 128;
+const CLUSTERED_CLUSTERS: usize = 100;
+const CLUSTERED_SEED: u64 = 20_240_601;
+/// Size of the timed build on the clustered set (a 100k build per sample would
+/// take minutes on two cores).
+const CLUSTERED_INSERT_N: usize = 20_000;
+
+struct Built {
+    data: Dataset,
+    index: Box<dyn VectorIndex>,
+}
+
+fn build_and_report(data: Dataset) -> Built {
+    let start = Instant::now();
+    let index = build(Backend::HnswRs, params(&data), &data.base);
+    eprintln!(
+        "[{}] built {} × {} (m 16, ef_construction 200) in {:.2} s on {} rayon threads",
+        data.name,
+        data.base.len(),
+        data.dim(),
+        start.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    );
+    for ef in EFS {
+        eprintln!(
+            "[{}] recall@{K} at ef {ef}: {:.4}",
+            data.name,
+            recall(index.as_ref(), &data, K, ef)
+        );
+    }
+    Built { data, index }
+}
+
+/// Whether the siftsmall benchmarks can run (checked before registering them, so
+/// nothing is loaded for a filtered-out run).
+fn have_siftsmall() -> bool {
+    static CELL: OnceLock<bool> = OnceLock::new();
+    *CELL.get_or_init(|| shoal_benches::siftsmall_dir().is_some())
+}
+
+fn siftsmall() -> &'static Built {
+    static CELL: OnceLock<Built> = OnceLock::new();
+    CELL.get_or_init(|| {
+        build_and_report(shoal_benches::siftsmall().expect("siftsmall was found before"))
+    })
+}
+
+fn clustered_data() -> &'static Dataset {
+    static CELL: OnceLock<Dataset> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let start = Instant::now();
+        let data = shoal_benches::clustered(
+            CLUSTERED_N,
+            CLUSTERED_QUERIES,
+            CLUSTERED_DIM,
+            CLUSTERED_CLUSTERS,
+            CLUSTERED_SEED,
+            K,
+        );
+        eprintln!(
+            "[{}] generated with ground truth in {:.2} s",
+            data.name,
+            start.elapsed().as_secs_f64()
+        );
+        data
+    })
+}
+
+fn clustered() -> &'static Built {
+    static CELL: OnceLock<Built> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let d = clustered_data();
+        build_and_report(Dataset {
+            name: d.name.clone(),
+            metric: d.metric,
+            base: d.base.clone(),
+            queries: d.queries.clone(),
+            truth: d.truth.clone(),
+        })
+    })
+}
+
+fn bench_distance(c: &mut Criterion) {
+    let mut group = c.benchmark_group("distance");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    eprintln!(
+        "[distance] dispatched kernel: {}",
+        distance::selected().name
+    );
+    for dim in [128, 960] {
+        let v = shoal_datasets::uniform(2, dim, 1);
+        let (a, b) = (&v[0], &v[1]);
+        group.bench_function(BenchmarkId::new("l2_sq/dispatched", dim), |bch| {
+            bch.iter(|| distance::l2_sq(black_box(a), black_box(b)))
+        });
+        group.bench_function(BenchmarkId::new("dot/dispatched", dim), |bch| {
+            bch.iter(|| distance::dot(black_box(a), black_box(b)))
+        });
+        for k in distance::available() {
+            group.bench_function(BenchmarkId::new(format!("l2_sq/{}", k.name), dim), |bch| {
+                bch.iter(|| (k.l2_sq)(black_box(a), black_box(b)))
+            });
+            group.bench_function(BenchmarkId::new(format!("dot/{}", k.name), dim), |bch| {
+                bch.iter(|| (k.dot)(black_box(a), black_box(b)))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn search_all(index: &dyn VectorIndex, queries: &[Vec<f32>], ef: usize) -> usize {
+    queries
+        .iter()
+        .map(|q| index.search(black_box(q), K, ef, None).len())
+        .sum()
+}
+
+fn bench_search(c: &mut Criterion) {
+    let mut group = c.benchmark_group("search");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(100));
+    for ef in EFS.into_iter().filter(|_| have_siftsmall()) {
+        group.bench_function(BenchmarkId::new("siftsmall", format!("ef{ef}")), |b| {
+            let s = siftsmall();
+            b.iter(|| search_all(s.index.as_ref(), &s.data.queries, ef))
+        });
+    }
+    // The cost of tombstones: 10% of siftsmall deleted, so every graph search goes
+    // through hnsw_rs's filtered path.
+    if have_siftsmall() {
+        group.bench_function(BenchmarkId::new("siftsmall-10pct-deleted", "ef64"), |b| {
+            static CELL: OnceLock<Box<dyn VectorIndex>> = OnceLock::new();
+            let s = siftsmall();
+            let index = CELL.get_or_init(|| {
+                let index = build(Backend::HnswRs, params(&s.data), &s.data.base);
+                for id in (0..s.data.base.len() as InternalId).step_by(10) {
+                    index.delete(id);
+                }
+                // Recall against the exact answer over the remaining points.
+                let mut hits = 0;
+                for q in &s.data.queries {
+                    let exact: Vec<u32> = index
+                        .exact_search(q, K, None)
+                        .iter()
+                        .map(|h| h.id)
+                        .collect();
+                    hits += index
+                        .search(q, K, 64, None)
+                        .iter()
+                        .filter(|h| exact.contains(&h.id))
+                        .count();
+                }
+                eprintln!(
+                    "[siftsmall-10pct-deleted] recall@{K} at ef 64: {:.4}",
+                    hits as f64 / (K * s.data.queries.len()) as f64
+                );
+                index
+            });
+            b.iter(|| search_all(index.as_ref(), &s.data.queries, 64))
+        });
+    }
+    for ef in EFS {
+        group.bench_function(BenchmarkId::new("clustered-100k", format!("ef{ef}")), |b| {
+            let s = clustered();
+            b.iter(|| search_all(s.index.as_ref(), &s.data.queries, ef))
+        });
+    }
+    group.finish();
+}
+
+fn bench_batch_search(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_search");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(100));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a 2-thread pool");
+    if !have_siftsmall() {
+        return;
+    }
+    group.bench_function(BenchmarkId::new("siftsmall-ef64", "sequential"), |b| {
+        let s = siftsmall();
+        b.iter(|| search_all(s.index.as_ref(), &s.data.queries, 64))
+    });
+    group.bench_function(
+        BenchmarkId::new("siftsmall-ef64", "par_iter-2-threads"),
+        |b| {
+            let s = siftsmall();
+            b.iter(|| {
+                pool.install(|| {
+                    s.data
+                        .queries
+                        .par_iter()
+                        .map(|q| s.index.search(black_box(q), K, 64, None))
+                        .collect::<Vec<_>>()
+                })
+            })
+        },
+    );
+    group.finish();
+}
+
+fn bench_insert(c: &mut Criterion) {
+    let mut group = c.benchmark_group("insert");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(100));
+    group.measurement_time(Duration::from_secs(20));
+    if have_siftsmall() {
+        group.bench_function(BenchmarkId::new("siftsmall", "10k"), |b| {
+            let s = siftsmall();
+            b.iter_with_large_drop(|| build(Backend::HnswRs, params(&s.data), &s.data.base))
+        });
+    }
+    group.bench_function(BenchmarkId::new("clustered", "20k"), |b| {
+        let d = clustered_data();
+        let base = &d.base[..CLUSTERED_INSERT_N];
+        let p = shoal_index::IndexParams {
+            capacity_hint: base.len(),
+            ..params(d)
+        };
+        b.iter_with_large_drop(|| build(Backend::HnswRs, p, base))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_distance,
+    bench_search,
+    bench_batch_search,
+    bench_insert
+);
+criterion_main!(benches);

@@ -1,0 +1,47 @@
+//! The one error type of `shoal-core`, shared by the layers above as their domain error
+//! vocabulary. `shoal-server` is the only place that turns it into a `tonic::Status`.
+
+/// What can go wrong with a request, independent of transport.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A field of the request is malformed. `field` is a path such as
+    /// `points[3].vector[17]`.
+    #[error("invalid argument: {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// A request exceeds a configured limit (batch size, message size, `top_k`, …).
+    #[error("resource exhausted: {field}: {reason}")]
+    ResourceExhausted { field: String, reason: String },
+    /// The named thing does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The named thing exists already.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The service cannot take the request now; retrying later may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an environment failure (disk error, corrupt record, …).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::ResourceExhausted`].
+    pub fn exhausted(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::ResourceExhausted {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

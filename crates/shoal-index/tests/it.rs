@@ -1,0 +1,493 @@
+//! Integration tests of `shoal-index` through its public interface: model-based
+//! property tests against a brute-force oracle, deletions, dumps, concurrency, and
+//! recall on siftsmall.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shoal_core::Metric;
+use shoal_index::distance::distance;
+use shoal_index::{
+    Backend, Hit, IndexError, IndexParams, InternalId, VectorIndex, load, new_index,
+};
+
+const DIM: usize = 8;
+const MAX_VECTORS: u32 = 300;
+
+fn params(metric: Metric, dim: usize) -> IndexParams {
+    IndexParams {
+        dim,
+        metric,
+        m: 16,
+        ef_construction: 100,
+        capacity_hint: 0,
+    }
+}
+
+/// Prepares a vector like `shoal-core` does (unit length for cosine; a zero vector,
+/// which validation refuses for cosine, becomes the first axis).
+fn prep(metric: Metric, mut v: Vec<f32>) -> Vec<f32> {
+    if metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
+        v[0] = 1.0;
+    }
+    shoal_core::vector::prepare(metric, v)
+}
+
+/// The live vectors, by id, and a brute-force search over them. It uses the crate's
+/// distance function so ties are bit-identical; the kernels themselves are checked
+/// against an f64 reference in the unit tests.
+#[derive(Default)]
+struct Oracle {
+    live: BTreeMap<InternalId, Vec<f32>>,
+}
+
+impl Oracle {
+    fn search(
+        &self,
+        metric: Metric,
+        q: &[f32],
+        k: usize,
+        accept: &dyn Fn(InternalId) -> bool,
+    ) -> Vec<Hit> {
+        let mut all: Vec<Hit> = self
+            .live
+            .iter()
+            .filter(|(id, _)| accept(**id))
+            .map(|(&id, v)| Hit {
+                id,
+                distance: distance(metric, q, v),
+            })
+            .collect();
+        all.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
+        all.truncate(k);
+        all
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(Vec<Vec<f32>>),
+    /// Replace a live point: delete its id, insert its new vector under a fresh id.
+    Reinsert {
+        pick: usize,
+        vector: Vec<f32>,
+    },
+    Delete {
+        pick: usize,
+    },
+}
+
+fn component() -> impl Strategy<Value = f32> {
+    // Small integers make exact distance ties common.
+    prop_oneof![(-3i8..=3).prop_map(f32::from), -1.0f32..1.0]
+}
+
+fn vector() -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(component(), DIM)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => prop::collection::vec(vector(), 1..40).prop_map(Op::Insert),
+        2 => (any::<usize>(), vector()).prop_map(|(pick, vector)| Op::Reinsert { pick, vector }),
+        2 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
+    ]
+}
+
+fn metric() -> impl Strategy<Value = Metric> {
+    prop_oneof![Just(Metric::Cosine), Just(Metric::Dot), Just(Metric::L2)]
+}
+
+/// Applies the ops to the index and the oracle.
+fn apply(index: &dyn VectorIndex, oracle: &mut Oracle, metric: Metric, ops: Vec<Op>) {
+    let mut next: InternalId = 0;
+    for op in ops {
+        match op {
+            Op::Insert(vs) => {
+                let vs: Vec<Vec<f32>> = vs.into_iter().map(|v| prep(metric, v)).collect();
+                if next + vs.len() as u32 > MAX_VECTORS {
+                    continue;
+                }
+                let items: Vec<(InternalId, &[f32])> = vs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (next + i as u32, v.as_slice()))
+                    .collect();
+                index.insert(&items).unwrap();
+                let n = items.len() as u32;
+                drop(items);
+                for (i, v) in vs.into_iter().enumerate() {
+                    oracle.live.insert(next + i as u32, v);
+                }
+                next += n;
+            }
+            Op::Reinsert { pick, vector } => {
+                if oracle.live.is_empty() || next >= MAX_VECTORS {
+                    continue;
+                }
+                let old = *oracle.live.keys().nth(pick % oracle.live.len()).unwrap();
+                let v = prep(metric, vector);
+                assert!(index.delete(old));
+                index.insert(&[(next, &v)]).unwrap();
+                oracle.live.remove(&old);
+                oracle.live.insert(next, v);
+                next += 1;
+            }
+            Op::Delete { pick } => {
+                if oracle.live.is_empty() {
+                    assert!(!index.delete(next + 1));
+                    continue;
+                }
+                let id = *oracle.live.keys().nth(pick % oracle.live.len()).unwrap();
+                assert!(index.delete(id));
+                assert!(!index.delete(id), "second delete of {id}");
+                oracle.live.remove(&id);
+            }
+        }
+    }
+    assert_eq!(index.len(), oracle.live.len());
+    assert_eq!(index.len() + index.tombstones(), next as usize);
+}
+
+/// Graph search hits equal the oracle's up to the order of equal distances: same
+/// length, same distances rank by rank, every id live, accepted, at its true
+/// distance, and listed once.
+fn same_up_to_ties(
+    got: &[Hit],
+    want: &[Hit],
+    oracle: &Oracle,
+    metric: Metric,
+    q: &[f32],
+    accept: &dyn Fn(InternalId) -> bool,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len(), "got {:?}\nwant {:?}", got, want);
+    let mut seen = HashSet::new();
+    for (g, w) in got.iter().zip(want) {
+        prop_assert_eq!(g.distance, w.distance, "got {:?}\nwant {:?}", got, want);
+        let v = oracle.live.get(&g.id);
+        prop_assert!(v.is_some(), "{} is not live", g.id);
+        prop_assert!(accept(g.id), "{} is rejected by the filter", g.id);
+        prop_assert_eq!(distance(metric, q, v.unwrap()), g.distance);
+        prop_assert!(seen.insert(g.id), "{} listed twice", g.id);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn index_matches_a_brute_force_oracle(
+        metric in metric(),
+        ops in prop::collection::vec(op(), 1..30),
+        queries in prop::collection::vec(vector(), 1..5),
+        k in 1usize..25,
+        filter_mod in 2u32..5,
+        filter_rem in 0u32..5,
+    ) {
+        let index = new_index(Backend::HnswRs, params(metric, DIM));
+        let mut oracle = Oracle::default();
+        apply(index.as_ref(), &mut oracle, metric, ops);
+
+        // Query with fresh vectors and with stored ones (exact matches).
+        let mut qs: Vec<Vec<f32>> = queries.into_iter().map(|q| prep(metric, q)).collect();
+        qs.extend(oracle.live.values().take(2).cloned());
+        let everything = |_: InternalId| true;
+        let filter = move |id: InternalId| id % filter_mod == filter_rem % filter_mod;
+        let ef = oracle.live.len().max(k);
+        for q in &qs {
+            // (a) exact search is the oracle, ties and all.
+            let want = oracle.search(metric, q, k, &everything);
+            prop_assert_eq!(index.exact_search(q, k, None), want.clone());
+            let want_filtered = oracle.search(metric, q, k, &filter);
+            prop_assert_eq!(index.exact_search(q, k, Some(&filter)), want_filtered.clone());
+            let among: Vec<InternalId> = (0..MAX_VECTORS).filter(|&id| filter(id)).collect();
+            prop_assert_eq!(index.exact_search_among(q, k, &among), want_filtered.clone());
+
+            // (b) a graph search whose ef covers the set finds the true top k.
+            same_up_to_ties(&index.search(q, k, ef, None), &want, &oracle, metric, q, &everything)?;
+
+            // (c) filtered: never a rejected or deleted id, and min(k, accepted live)
+            // hits, the true ones.
+            let got = index.search(q, k, ef, Some(&filter));
+            let accepted_live = oracle.live.keys().filter(|&&id| filter(id)).count();
+            prop_assert_eq!(got.len(), k.min(accepted_live));
+            same_up_to_ties(&got, &want_filtered, &oracle, metric, q, &filter)?;
+        }
+        for (&id, v) in &oracle.live {
+            prop_assert_eq!(index.vector(id), Some(v.clone()));
+        }
+    }
+}
+
+fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    shoal_datasets::uniform(n, dim, seed)
+}
+
+fn insert_all(index: &dyn VectorIndex, vs: &[Vec<f32>], first_id: InternalId) {
+    let items: Vec<(InternalId, &[f32])> = vs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (first_id + i as u32, v.as_slice()))
+        .collect();
+    index.insert(&items).unwrap();
+}
+
+#[test]
+fn searches_fill_k_with_live_points_when_half_are_deleted() {
+    let vs = random_vectors(2000, 16, 1);
+    let index = new_index(Backend::HnswRs, params(Metric::L2, 16));
+    insert_all(index.as_ref(), &vs, 0);
+    for id in (0..2000).step_by(2) {
+        assert!(index.delete(id));
+    }
+    assert_eq!((index.len(), index.tombstones()), (1000, 1000));
+    let queries = random_vectors(50, 16, 2);
+    let mut found = 0;
+    for q in &queries {
+        let hits = index.search(q, 10, 64, None);
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| h.id % 2 == 1), "{hits:?}");
+        assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+        let exact: HashSet<InternalId> = index
+            .exact_search(q, 10, None)
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        assert!(exact.iter().all(|id| id % 2 == 1));
+        found += hits.iter().filter(|h| exact.contains(&h.id)).count();
+    }
+    let recall = found as f64 / 500.0;
+    assert!(
+        recall >= 0.9,
+        "recall@10 with half the points deleted: {recall}"
+    );
+}
+
+#[test]
+fn dump_and_load_restore_the_index_exactly() {
+    for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+        let vs: Vec<Vec<f32>> = random_vectors(1500, 12, 3)
+            .into_iter()
+            .map(|v| prep(metric, v))
+            .collect();
+        let index = new_index(Backend::HnswRs, params(metric, 12));
+        insert_all(index.as_ref(), &vs, 0);
+        for id in (0..1500).step_by(7) {
+            assert!(index.delete(id));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        index.dump(dir.path()).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(loaded.params(), index.params());
+        assert_eq!(
+            (loaded.len(), loaded.tombstones()),
+            (index.len(), index.tombstones())
+        );
+        let queries: Vec<Vec<f32>> = random_vectors(40, 12, 4)
+            .into_iter()
+            .map(|v| prep(metric, v))
+            .collect();
+        let not_third = |id: InternalId| !id.is_multiple_of(3);
+        for q in &queries {
+            assert_eq!(
+                loaded.search(q, 10, 50, None),
+                index.search(q, 10, 50, None),
+                "{metric}"
+            );
+            assert_eq!(
+                loaded.search(q, 5, 30, Some(&not_third)),
+                index.search(q, 5, 30, Some(&not_third))
+            );
+            assert_eq!(
+                loaded.exact_search(q, 10, None),
+                index.exact_search(q, 10, None)
+            );
+        }
+        for id in [0, 1, 7, 8, 1499] {
+            assert_eq!(loaded.vector(id), index.vector(id));
+        }
+        // The loaded index keeps working: deletes, inserts, and its ids stay used.
+        assert!(!loaded.delete(0));
+        assert!(loaded.delete(1));
+        assert!(matches!(
+            loaded.insert(&[(2, &vs[0])]),
+            Err(IndexError::IdInUse(2))
+        ));
+        let extra: Vec<Vec<f32>> = random_vectors(100, 12, 5)
+            .into_iter()
+            .map(|v| prep(metric, v))
+            .collect();
+        insert_all(loaded.as_ref(), &extra, 1500);
+        assert_eq!(loaded.len(), index.len() - 1 + 100);
+        // The new points are in the graph. (For DOT a point need not be its own
+        // nearest neighbour, so compare with the exact scan.)
+        for (i, v) in extra.iter().enumerate() {
+            let exact = loaded.exact_search(v, 1, None);
+            if metric != Metric::Dot {
+                assert_eq!(exact[0].id, 1500 + i as u32);
+            }
+            assert_eq!(loaded.search(v, 1, 100, None), exact, "{metric}");
+        }
+    }
+}
+
+#[test]
+fn empty_and_tiny_indexes_dump_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = new_index(Backend::HnswRs, params(Metric::L2, 4));
+    empty.dump(dir.path()).unwrap();
+    let loaded = load(dir.path()).unwrap();
+    assert!(loaded.is_empty() && loaded.tombstones() == 0);
+    assert!(loaded.search(&[0.0; 4], 3, 10, None).is_empty());
+    loaded.insert(&[(0, &[1.0, 0.0, 0.0, 0.0])]).unwrap();
+    assert_eq!(loaded.search(&[0.0; 4], 3, 10, None).len(), 1);
+
+    // Everything deleted: the graph is dumped, every search is empty.
+    let dir = tempfile::tempdir().unwrap();
+    let gone = new_index(Backend::HnswRs, params(Metric::L2, 4));
+    insert_all(gone.as_ref(), &random_vectors(3, 4, 9), 0);
+    for id in 0..3 {
+        gone.delete(id);
+    }
+    gone.dump(dir.path()).unwrap();
+    let loaded = load(dir.path()).unwrap();
+    assert_eq!((loaded.len(), loaded.tombstones()), (0, 3));
+    assert!(loaded.search(&[0.0; 4], 3, 10, None).is_empty());
+}
+
+#[test]
+fn damaged_dumps_are_refused_without_panicking() {
+    let index = new_index(Backend::HnswRs, params(Metric::L2, 8));
+    insert_all(index.as_ref(), &random_vectors(300, 8, 6), 0);
+    let dir = tempfile::tempdir().unwrap();
+    index.dump(dir.path()).unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("index.meta"))
+        .collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    for file in &files {
+        let good = std::fs::read(file).unwrap();
+        // A flipped byte in the middle.
+        let mut bad = good.clone();
+        bad[good.len() / 2] ^= 0x40;
+        std::fs::write(file, &bad).unwrap();
+        assert!(
+            matches!(load(dir.path()), Err(IndexError::Corrupt(_))),
+            "{file:?}"
+        );
+        // Truncated.
+        std::fs::write(file, &good[..good.len() - 10]).unwrap();
+        assert!(
+            matches!(load(dir.path()), Err(IndexError::Corrupt(_))),
+            "{file:?}"
+        );
+        std::fs::write(file, &good).unwrap();
+    }
+    assert!(load(dir.path()).is_ok());
+    std::fs::remove_file(dir.path().join("index.meta")).unwrap();
+    assert!(matches!(load(dir.path()), Err(IndexError::Io { .. })));
+}
+
+#[test]
+fn searches_run_while_other_threads_insert_and_delete() {
+    let index: Arc<dyn VectorIndex> = Arc::from(new_index(Backend::HnswRs, params(Metric::L2, 16)));
+    let vs = Arc::new(random_vectors(4000, 16, 7));
+    insert_all(index.as_ref(), &vs[..500], 0);
+    std::thread::scope(|s| {
+        for t in 0..2u32 {
+            let (index, vs) = (index.clone(), vs.clone());
+            s.spawn(move || {
+                // Each writer owns its id range: batches of 50, and deletes behind.
+                let start = 500 + t as usize * 1750;
+                for b in (start..start + 1750).step_by(50) {
+                    insert_all(index.as_ref(), &vs[b..b + 50], b as u32);
+                    assert!(index.delete(b as u32));
+                }
+            });
+        }
+        let (index, vs) = (index.clone(), vs.clone());
+        s.spawn(move || {
+            let mut rng = StdRng::seed_from_u64(8);
+            for _ in 0..400 {
+                let q = &vs[rng.random_range(0..500)];
+                let hits = index.search(q, 5, 32, None);
+                assert!(!hits.is_empty() && hits.len() <= 5);
+                assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+                let exact = index.exact_search(q, 1, None);
+                assert_eq!(exact[0].distance, 0.0);
+            }
+        });
+    });
+    assert_eq!(index.len(), 4000 - 70);
+    assert_eq!(index.tombstones(), 70);
+    for (i, v) in vs.iter().enumerate().skip(500).step_by(97) {
+        let id = i as u32;
+        let hits = index.search(v, 3, 200, None);
+        if (i - 500) % 50 == 0 {
+            assert!(index.vector(id).is_none());
+            assert!(hits.iter().all(|h| h.id != id));
+        } else {
+            assert_eq!(index.vector(id).as_ref(), Some(v));
+            assert_eq!(hits[0].id, id);
+        }
+    }
+}
+
+fn siftsmall() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/siftsmall"
+    ));
+    if dir.join("siftsmall_base.fvecs").exists() {
+        Some(dir)
+    } else {
+        eprintln!("skipping: siftsmall not found at {}", dir.display());
+        None
+    }
+}
+
+#[test]
+fn siftsmall_recall_at_10() {
+    let Some(dir) = siftsmall() else { return };
+    let base = shoal_datasets::read_fvecs(&dir.join("siftsmall_base.fvecs")).unwrap();
+    let queries = shoal_datasets::read_fvecs(&dir.join("siftsmall_query.fvecs")).unwrap();
+    let truth = shoal_datasets::read_ivecs(&dir.join("siftsmall_groundtruth.ivecs")).unwrap();
+    let index = new_index(
+        Backend::HnswRs,
+        IndexParams {
+            dim: 128,
+            metric: Metric::L2,
+            m: 16,
+            ef_construction: 200,
+            capacity_hint: base.len(),
+        },
+    );
+    insert_all(index.as_ref(), &base, 0);
+    assert_eq!(index.len(), 10_000);
+    let found: Vec<Vec<u32>> = queries
+        .iter()
+        .map(|q| index.search(q, 10, 64, None).iter().map(|h| h.id).collect())
+        .collect();
+    let recall = shoal_datasets::recall_at_k(&found, &truth, 10);
+    eprintln!("siftsmall recall@10 at ef 64: {recall:.4}");
+    assert!(recall >= 0.95, "recall@10 {recall}");
+    // The exact scan is exact.
+    let exact: Vec<Vec<u32>> = queries
+        .iter()
+        .map(|q| {
+            index
+                .exact_search(q, 10, None)
+                .iter()
+                .map(|h| h.id)
+                .collect()
+        })
+        .collect();
+    assert_eq!(shoal_datasets::recall_at_k(&exact, &truth, 10), 1.0);
+}

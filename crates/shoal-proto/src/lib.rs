@@ -1,0 +1,16 @@
+//! # shoal-proto
+//!
+//! Generated code for Shoal's public gRPC API (`proto/shoal/v1/shoal.proto`): message
+//! types, client stubs and server traits. Generated code only: conversions between
+//! these wire types and `shoal-core`'s domain types live in `shoal-server`, next to
+//! the validation that guards them.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Package `shoal.v1`.
+pub mod v1 {
+    tonic::include_proto!("shoal.v1");
+
+    /// Encoded file descriptor set, for the gRPC reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shoal_descriptor");
+}

@@ -1,0 +1,277 @@
+//! The `shoal` command line: `shoal serve` runs a node; the other subcommands are a
+//! client of a running node. `src/main.rs` only calls [`main`].
+
+use std::path::PathBuf;
+
+use crate::client::{self, Format, SearchOpts};
+use crate::serve::{ServeArgs, serve};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shoal_proto::v1 as pb;
+
+/// Shoal: a sharded vector database served over gRPC.
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Node to talk to (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ADDR",
+        default_value = "http://127.0.0.1:7470"
+    )]
+    addr: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Create, list, describe or delete collections.
+    #[command(subcommand)]
+    Collection(CollectionCmd),
+    /// Import points from an fvecs or JSON-lines file, in batches, with a progress bar.
+    Import {
+        collection: String,
+        file: PathBuf,
+        /// File format (guessed from the extension when omitted).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Points per Upsert request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Upsert requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// fvecs only: id of the first row (ids are consecutive).
+        #[arg(long, default_value_t = 0)]
+        start_id: u64,
+        /// Import at most this many points.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Search with one vector, or with every vector of an fvecs file (optionally
+    /// scoring recall@k against an ivecs ground truth).
+    Search {
+        collection: String,
+        /// One query, as comma-separated numbers: "0.1,0.2,0.3".
+        #[arg(long, conflicts_with = "queries", required_unless_present = "queries")]
+        vector: Option<String>,
+        /// An fvecs file of queries.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// ivecs ground truth for --queries; prints recall@top-k.
+        #[arg(long, requires = "queries")]
+        ground_truth: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        top_k: u32,
+        /// Graph search candidate list (default: the server's, 64).
+        #[arg(long)]
+        ef: Option<u32>,
+        /// Filter as JSON, e.g. '{"must":[{"key":"color","keyword":["red"]}]}'.
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long)]
+        with_payload: bool,
+        #[arg(long)]
+        with_vector: bool,
+        /// Queries per SearchBatch request with --queries.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
+    /// Print points by id (as JSON lines).
+    Get {
+        collection: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long)]
+        with_vector: bool,
+    },
+    /// Delete points by id.
+    Delete {
+        collection: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Count points, optionally matching a JSON filter.
+    Count {
+        collection: String,
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CollectionCmd {
+    /// Create a collection.
+    Create {
+        name: String,
+        #[arg(long)]
+        dim: u32,
+        /// COSINE, DOT or L2.
+        #[arg(long, default_value = "COSINE")]
+        metric: String,
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
+        /// HNSW links per node.
+        #[arg(long, default_value_t = 16)]
+        m: u32,
+        #[arg(long, default_value_t = 200)]
+        ef_construction: u32,
+    },
+    /// List collections.
+    List,
+    /// Describe a collection.
+    Get { name: String },
+    /// Delete a collection and all its points.
+    Delete { name: String },
+}
+
+/// Parses the command line and runs it to completion.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Serve(args) = cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        return serve(args).await;
+    }
+    let (mut collections, points) = client::connect(&cli.addr).await?;
+    let err = client::status_err;
+    match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
+        Command::Collection(cmd) => match cmd {
+            CollectionCmd::Create {
+                name,
+                dim,
+                metric,
+                shards,
+                replication_factor,
+                m,
+                ef_construction,
+            } => {
+                let metric: shoal_core::Metric =
+                    metric.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let info = collections
+                    .create(pb::CreateCollectionRequest {
+                        name,
+                        dim,
+                        metric: crate::convert::metric_to_pb(metric) as i32,
+                        shard_count: Some(shards),
+                        replication_factor: Some(replication_factor),
+                        m: Some(m),
+                        ef_construction: Some(ef_construction),
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                client::print_collection(&info);
+            }
+            CollectionCmd::List => {
+                let list = collections
+                    .list(pb::ListCollectionsRequest {})
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                if list.collections.is_empty() {
+                    println!("no collections");
+                }
+                list.collections.iter().for_each(client::print_collection);
+            }
+            CollectionCmd::Get { name } => {
+                let info = collections
+                    .get(pb::GetCollectionRequest { name })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                client::print_collection(&info);
+            }
+            CollectionCmd::Delete { name } => {
+                collections
+                    .delete(pb::DeleteCollectionRequest { name: name.clone() })
+                    .await
+                    .map_err(err)?;
+                println!("deleted collection {name}");
+            }
+        },
+        Command::Import {
+            collection,
+            file,
+            format,
+            batch,
+            parallel,
+            start_id,
+            limit,
+        } => {
+            client::import(
+                points,
+                client::ImportOpts {
+                    collection,
+                    file,
+                    format,
+                    batch,
+                    start_id,
+                    limit,
+                    parallel,
+                },
+            )
+            .await?;
+        }
+        Command::Search {
+            collection,
+            vector,
+            queries,
+            ground_truth,
+            top_k,
+            ef,
+            filter,
+            with_payload,
+            with_vector,
+            batch,
+        } => {
+            let o = SearchOpts {
+                top_k,
+                ef,
+                filter,
+                with_payload,
+                with_vector,
+            };
+            match (vector, queries) {
+                (Some(v), _) => {
+                    client::search_one(points, &collection, client::parse_vector(&v)?, &o).await?
+                }
+                (None, Some(q)) => {
+                    client::search_file(points, &collection, &q, ground_truth.as_deref(), batch, &o)
+                        .await?
+                }
+                (None, None) => anyhow::bail!("give --vector or --queries"),
+            }
+        }
+        Command::Get {
+            collection,
+            ids,
+            with_vector,
+        } => client::get(points, &collection, &ids, with_vector).await?,
+        Command::Delete { collection, ids } => client::delete(points, &collection, &ids).await?,
+        Command::Count { collection, filter } => client::count(points, &collection, &filter)
+            .await
+            .context("count")?,
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! The CLI client: subcommands that talk to a running node over gRPC.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_proto::v1::{
+    self as pb, collections_client::CollectionsClient, points_client::PointsClient,
+};
+use tonic::transport::Channel;
+
+use crate::convert;
+use crate::filter_json;
+
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Connects to a node.
+pub async fn connect(
+    addr: &str,
+) -> anyhow::Result<(CollectionsClient<Channel>, PointsClient<Channel>)> {
+    let channel = Channel::from_shared(addr.to_string())
+        .with_context(|| format!("bad address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| {
+            format!("cannot reach a shoal node at {addr}; is `shoal serve` running?")
+        })?;
+    Ok((
+        CollectionsClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        PointsClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    ))
+}
+
+/// A gRPC status as a CLI error.
+pub fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+pub fn print_collection(info: &pb::CollectionInfo) {
+    let Some(c) = &info.config else { return };
+    let metric = pb::Metric::try_from(c.metric)
+        .map(|m| m.as_str_name())
+        .unwrap_or("?");
+    println!(
+        "{}: dim={} metric={} shards={} replication_factor={} m={} ef_construction={} points={}",
+        c.name,
+        c.dim,
+        metric,
+        c.shard_count,
+        c.replication_factor,
+        c.m,
+        c.ef_construction,
+        info.points_count
+    );
+    for s in &info.shards {
+        println!(
+            "  shard {}: points={} tombstones={} applied_seq={}",
+            s.shard, s.points_count, s.tombstones, s.applied_seq
+        );
+    }
+}
+
+/// Input formats of `shoal import`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Binary fvecs (int32 dim, then dim float32 per vector); ids are row numbers
+    /// plus --start-id.
+    Fvecs,
+    /// One JSON object per line: {"id": 1 or "uuid", "vector": [...], "payload": {...}}.
+    Jsonl,
+}
+
+fn guess_format(path: &Path) -> anyhow::Result<Format> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("fvecs") => Ok(Format::Fvecs),
+        Some("jsonl") | Some("ndjson") | Some("json") => Ok(Format::Jsonl),
+        _ => bail!(
+            "cannot tell the format of {}; pass --format fvecs|jsonl",
+            path.display()
+        ),
+    }
+}
+
+/// What `shoal import` reads and how it sends it.
+pub struct ImportOpts {
+    pub collection: String,
+    pub file: PathBuf,
+    pub format: Option<Format>,
+    /// Points per Upsert request.
+    pub batch: usize,
+    /// fvecs only: id of the first row.
+    pub start_id: u64,
+    pub limit: Option<usize>,
+    /// Upsert requests in flight at once.
+    pub parallel: usize,
+}
+
+/// `shoal import`.
+pub async fn import(points: PointsClient<Channel>, o: ImportOpts) -> anyhow::Result<()> {
+    let ImportOpts {
+        collection,
+        file,
+        format,
+        batch,
+        start_id,
+        limit,
+        parallel,
+    } = o;
+    let format = match format {
+        Some(f) => f,
+        None => guess_format(&file)?,
+    };
+    let all: Vec<pb::Point> = match format {
+        Format::Fvecs => shoal_datasets::read_fvecs_limit(&file, limit)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| pb::Point {
+                id: Some(convert::point_id_to_pb(shoal_core::PointId::Num(
+                    start_id + i as u64,
+                ))),
+                vector: v,
+                payload: Default::default(),
+            })
+            .collect(),
+        Format::Jsonl => {
+            let mut ps = shoal_datasets::read_jsonl(&file)?;
+            if let Some(l) = limit {
+                ps.truncate(l);
+            }
+            ps.into_iter()
+                .map(|p| pb::Point {
+                    id: Some(convert::point_id_to_pb(p.id)),
+                    vector: p.vector,
+                    payload: convert::payload_to_pb(p.payload),
+                })
+                .collect()
+        }
+    };
+    let total = all.len();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} points {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    let batches: Vec<Vec<pb::Point>> = {
+        let mut it = all.into_iter().peekable();
+        let mut out = Vec::new();
+        while it.peek().is_some() {
+            out.push(it.by_ref().take(batch.max(1)).collect());
+        }
+        out
+    };
+    let mut stream = futures::stream::iter(batches.into_iter().map(|b| {
+        let mut client = points.clone();
+        let collection = collection.clone();
+        async move {
+            let n = b.len() as u64;
+            client
+                .upsert(pb::UpsertRequest {
+                    collection,
+                    points: b,
+                })
+                .await
+                .map(|_| n)
+        }
+    }))
+    .buffer_unordered(parallel.max(1));
+    while let Some(r) = stream.next().await {
+        bar.inc(r.map_err(status_err)?);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {total} points into {collection} in {secs:.1}s ({:.0} points/s, durable)",
+        total as f64 / secs
+    );
+    Ok(())
+}
+
+/// Options shared by the search commands.
+pub struct SearchOpts {
+    pub top_k: u32,
+    pub ef: Option<u32>,
+    pub filter: Option<String>,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+fn parse_filter(f: &Option<String>) -> anyhow::Result<Option<pb::Filter>> {
+    f.as_deref().map(filter_json::parse).transpose()
+}
+
+fn request(
+    collection: &str,
+    vector: Vec<f32>,
+    o: &SearchOpts,
+    filter: Option<pb::Filter>,
+) -> pb::SearchRequest {
+    pb::SearchRequest {
+        collection: collection.to_string(),
+        vector,
+        top_k: o.top_k,
+        ef: o.ef,
+        filter,
+        with_payload: o.with_payload,
+        with_vector: o.with_vector,
+    }
+}
+
+fn print_hit(h: &pb::ScoredPoint) {
+    let id = h.id.clone().map(|i| {
+        convert::point_id("id", Some(i))
+            .map(|i| i.to_string())
+            .unwrap_or_default()
+    });
+    let mut line = format!("{}\t{}", id.unwrap_or_default(), h.score);
+    if !h.payload.is_empty() {
+        let payload = convert::payload(h.payload.clone());
+        line.push('\t');
+        line.push_str(&filter_json::payload_to_json(&payload).to_string());
+    }
+    if !h.vector.is_empty() {
+        line.push_str(&format!("\t{:?}", h.vector));
+    }
+    println!("{line}");
+}
+
+/// `shoal search --vector`.
+pub async fn search_one(
+    mut points: PointsClient<Channel>,
+    collection: &str,
+    vector: Vec<f32>,
+    o: &SearchOpts,
+) -> anyhow::Result<()> {
+    let filter = parse_filter(&o.filter)?;
+    let resp = points
+        .search(request(collection, vector, o, filter))
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!("id\tscore");
+    resp.results.iter().for_each(print_hit);
+    Ok(())
+}
+
+/// `shoal search --queries FILE [--ground-truth FILE]`: runs every query (in
+/// SearchBatch requests of `batch`), prints QPS and, with ground truth, recall@k.
+pub async fn search_file(
+    mut points: PointsClient<Channel>,
+    collection: &str,
+    queries: &Path,
+    ground_truth: Option<&Path>,
+    batch: usize,
+    o: &SearchOpts,
+) -> anyhow::Result<()> {
+    let filter = parse_filter(&o.filter)?;
+    let qs = shoal_datasets::read_fvecs(queries)?;
+    let truth = ground_truth.map(shoal_datasets::read_ivecs).transpose()?;
+    if let Some(t) = &truth
+        && t.len() < qs.len()
+    {
+        bail!(
+            "{} has {} rows but there are {} queries",
+            ground_truth.unwrap().display(),
+            t.len(),
+            qs.len()
+        );
+    }
+    let bar = ProgressBar::new(qs.len() as u64);
+    let started = Instant::now();
+    let mut found: Vec<Vec<u32>> = Vec::with_capacity(qs.len());
+    for chunk in qs.chunks(batch.max(1)) {
+        let resp = points
+            .search_batch(pb::SearchBatchRequest {
+                collection: collection.to_string(),
+                searches: chunk
+                    .iter()
+                    .map(|q| request(collection, q.clone(), o, filter.clone()))
+                    .collect(),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        for r in resp.responses {
+            found.push(
+                r.results
+                    .iter()
+                    .filter_map(|h| match h.id.as_ref().and_then(|i| i.kind.clone()) {
+                        Some(pb::point_id::Kind::Num(n)) => u32::try_from(n).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} queries in {secs:.3}s ({:.0} QPS over gRPC, batches of {batch})",
+        qs.len(),
+        qs.len() as f64 / secs
+    );
+    match truth {
+        Some(t) => {
+            let k = o.top_k as usize;
+            let recall = shoal_datasets::recall_at_k(&found, &t[..found.len()], k);
+            println!("recall@{k} = {recall:.4}");
+        }
+        None => {
+            for (i, ids) in found.iter().enumerate().take(10) {
+                println!("query {i}: {ids:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn parse_vector(s: &str) -> anyhow::Result<Vec<f32>> {
+    s.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<f32>()
+                .with_context(|| format!("bad vector component {x:?}"))
+        })
+        .collect()
+}
+
+pub fn parse_ids(ids: &[String]) -> anyhow::Result<Vec<pb::PointId>> {
+    ids.iter()
+        .map(|s| {
+            Ok(convert::point_id_to_pb(
+                shoal_core::PointId::parse(s).map_err(|e| anyhow::anyhow!("{e}"))?,
+            ))
+        })
+        .collect()
+}
+
+pub async fn get(
+    mut points: PointsClient<Channel>,
+    collection: &str,
+    ids: &[String],
+    with_vector: bool,
+) -> anyhow::Result<()> {
+    let resp = points
+        .get(pb::GetPointsRequest {
+            collection: collection.into(),
+            ids: parse_ids(ids)?,
+            with_payload: true,
+            with_vector,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    for p in resp.points {
+        let id = convert::point_id("id", p.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut obj = serde_json::json!({ "id": id.to_string(), "payload": filter_json::payload_to_json(&convert::payload(p.payload)) });
+        if with_vector {
+            obj["vector"] = serde_json::json!(p.vector);
+        }
+        println!("{obj}");
+    }
+    Ok(())
+}
+
+pub async fn delete(
+    mut points: PointsClient<Channel>,
+    collection: &str,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    let r = points
+        .delete(pb::DeletePointsRequest {
+            collection: collection.into(),
+            ids: parse_ids(ids)?,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!("deleted {} ids (durable)", r.count);
+    Ok(())
+}
+
+pub async fn count(
+    mut points: PointsClient<Channel>,
+    collection: &str,
+    filter: &Option<String>,
+) -> anyhow::Result<()> {
+    let r = points
+        .count(pb::CountRequest {
+            collection: collection.into(),
+            filter: parse_filter(filter)?,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!("{}", r.count);
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! The one error type of `shoal-shard`.
+
+/// Failures while applying to or reading from a shard.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Storage(#[from] shoal_storage::StorageError),
+    #[error("index: {0}")]
+    Index(#[from] shoal_index::IndexError),
+}
+
+impl From<ShardError> for shoal_core::Error {
+    fn from(e: ShardError) -> Self {
+        match e {
+            ShardError::Storage(s) => s.into(),
+            ShardError::Index(i) => shoal_core::Error::Internal(format!("index: {i}")),
+        }
+    }
+}

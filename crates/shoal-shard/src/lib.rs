@@ -1,0 +1,36 @@
+//! # shoal-shard
+//!
+//! One shard of a collection: the shard's points, durable in `shoal-storage`, and the
+//! in-memory state derived from them — the vector index (`shoal-index`), the map from
+//! point ids to the index's internal ids, and the payloads that filters read.
+//!
+//! A [`Shard`] applies *validated* writes (it never validates: `shoal-core` did that
+//! before the write reached it) and answers searches, gets, scrolls and counts. In the
+//! single-node server the engine calls it directly; in the replicated cluster it is
+//! the state machine a shard's Raft group applies committed entries to.
+//!
+//! ## Versions and tombstones
+//! Every version of a point gets a fresh internal id; the replaced or deleted version
+//! is deleted from the index (a tombstone for backends that cannot delete). When
+//! tombstones exceed [`ShardOptions::rebuild_tombstone_ratio`] of the live points, a
+//! background thread rebuilds the index from the live points with dense ids and swaps
+//! it in. Writes that arrive during the rebuild are logged and replayed onto the new
+//! index before the swap, so neither searches nor writes wait for the rebuild.
+//!
+//! ## Search strategy
+//! - shards with fewer live points than [`ShardOptions::exact_threshold`]: exact scan;
+//! - filtered searches: the filter is evaluated over the shard's payloads first; when
+//!   few points match (at most [`ShardOptions::filter_exact_fraction`] of the shard) the
+//!   matches are scanned exactly; otherwise the graph is searched with the filter
+//!   checked during traversal, falling back to an exact scan of the matches if the
+//!   graph found fewer than `top_k`. A filtered search therefore returns `top_k`
+//!   results whenever that many points match.
+//!
+//! This crate must never decode wire formats, read configuration, or fsync on its own
+//! schedule: durability is requested from `shoal-storage` per write.
+
+mod error;
+mod shard;
+
+pub use error::ShardError;
+pub use shard::{Shard, ShardOptions, ShardStats};

@@ -1,0 +1,514 @@
+//! The shard: write application, derived state, searches and background rebuilds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use shoal_core::{
+    CollectionConfig, Filter, Payload, Point, PointId, RetrievedPoint, ScoredPoint, SearchRequest,
+};
+use shoal_index::{Backend, Hit, IdFilter, IndexParams, InternalId, VectorIndex};
+use shoal_storage::{ShardStore, Ticket, WriteOp};
+
+use crate::ShardError;
+
+/// Tuning knobs of a shard.
+#[derive(Debug, Clone)]
+pub struct ShardOptions {
+    /// Index implementation.
+    pub backend: Backend,
+    /// Shards with at most this many live points are searched exactly.
+    pub exact_threshold: usize,
+    /// Filtered searches whose filter matches at most this fraction of the shard scan
+    /// the matches exactly instead of searching the graph.
+    pub filter_exact_fraction: f64,
+    /// Rebuild the index once tombstones exceed this fraction of live points...
+    pub rebuild_tombstone_ratio: f64,
+    /// ...and number at least this many.
+    pub rebuild_min_tombstones: usize,
+}
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions {
+            backend: Backend::default(),
+            exact_threshold: 2_000,
+            filter_exact_fraction: 0.05,
+            rebuild_tombstone_ratio: 0.5,
+            rebuild_min_tombstones: 1_000,
+        }
+    }
+}
+
+/// Counters describing a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStats {
+    pub points: u64,
+    pub tombstones: u64,
+    pub applied_seq: u64,
+}
+
+/// A point's in-memory record, by internal id.
+struct Record {
+    id: PointId,
+    payload: Payload,
+}
+
+/// Everything derived from the stored points. Replaced wholesale by a rebuild.
+struct State {
+    index: Arc<dyn VectorIndex>,
+    ids: BTreeMap<PointId, InternalId>,
+    /// Indexed by internal id; `None` for replaced or deleted versions and for ids
+    /// inserted into the index but not yet published.
+    records: Vec<Option<Record>>,
+}
+
+impl State {
+    fn is_live(&self, id: InternalId) -> bool {
+        matches!(self.records.get(id as usize), Some(Some(_)))
+    }
+
+    fn record(&self, id: InternalId) -> Option<&Record> {
+        self.records.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Publishes points already inserted into the index under `base..`, retiring the
+    /// versions they replace.
+    fn publish_upserts(
+        &mut self,
+        base: InternalId,
+        points: impl IntoIterator<Item = (PointId, Payload)>,
+    ) {
+        for (i, (id, payload)) in points.into_iter().enumerate() {
+            let new = base + i as InternalId;
+            if let Some(old) = self.ids.insert(id, new) {
+                self.retire(old);
+            }
+            let slot = new as usize;
+            if self.records.len() <= slot {
+                self.records.resize_with(slot + 1, || None);
+            }
+            self.records[slot] = Some(Record { id, payload });
+        }
+    }
+
+    fn publish_deletes(&mut self, ids: &[PointId]) {
+        for id in ids {
+            if let Some(old) = self.ids.remove(id) {
+                self.retire(old);
+            }
+        }
+    }
+
+    fn retire(&mut self, old: InternalId) {
+        self.index.delete(old);
+        if let Some(slot) = self.records.get_mut(old as usize) {
+            *slot = None;
+        }
+    }
+
+    fn retrieved(
+        &self,
+        iid: InternalId,
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Option<RetrievedPoint> {
+        let rec = self.record(iid)?;
+        Some(RetrievedPoint {
+            id: rec.id,
+            payload: with_payload.then(|| rec.payload.clone()),
+            vector: if with_vector {
+                self.index.vector(iid)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn matching(&self, filter: &Filter) -> Vec<InternalId> {
+        self.records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                r.as_ref()
+                    .filter(|r| filter.matches(&r.id, &r.payload))
+                    .map(|_| i as InternalId)
+            })
+            .collect()
+    }
+}
+
+/// A logged write, replayed onto a rebuilt index.
+enum Logged {
+    Upsert(Vec<Point>),
+    Delete(Vec<PointId>),
+}
+
+/// State owned by the (single) writer of a shard.
+struct Writer {
+    applied_seq: u64,
+    next_internal: InternalId,
+    /// Writes applied since the running rebuild took its snapshot.
+    rebuild_log: Option<Vec<Logged>>,
+}
+
+struct Inner {
+    config: Arc<CollectionConfig>,
+    shard_no: u32,
+    store: ShardStore,
+    options: ShardOptions,
+    writer: Mutex<Writer>,
+    state: RwLock<State>,
+}
+
+/// One shard. Cheap to clone; all clones are the same shard.
+#[derive(Clone)]
+pub struct Shard {
+    inner: Arc<Inner>,
+}
+
+fn index_params(config: &CollectionConfig, capacity_hint: usize) -> IndexParams {
+    IndexParams {
+        dim: config.dim as usize,
+        metric: config.metric,
+        m: config.hnsw.m as usize,
+        ef_construction: config.hnsw.ef_construction as usize,
+        capacity_hint,
+    }
+}
+
+/// Builds fresh derived state over `points` with dense internal ids `0..n`. Inserts
+/// in parallel on the current rayon pool.
+fn build_state(
+    config: &CollectionConfig,
+    backend: Backend,
+    points: Vec<Point>,
+) -> Result<State, ShardError> {
+    let index: Arc<dyn VectorIndex> = Arc::from(shoal_index::new_index(
+        backend,
+        index_params(config, points.len()),
+    ));
+    let items: Vec<(InternalId, &[f32])> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as InternalId, p.vector.as_slice()))
+        .collect();
+    index.insert(&items)?;
+    drop(items);
+    let mut state = State {
+        index,
+        ids: BTreeMap::new(),
+        records: Vec::with_capacity(points.len()),
+    };
+    state.publish_upserts(0, points.into_iter().map(|p| (p.id, p.payload)));
+    Ok(state)
+}
+
+fn allocate(next: &mut InternalId, n: usize) -> Result<InternalId, ShardError> {
+    let base = *next;
+    *next = base
+        .checked_add(n as InternalId)
+        .filter(|_| n <= InternalId::MAX as usize)
+        .ok_or_else(|| {
+            ShardError::Index(shoal_index::IndexError::Unsupported(
+                "internal id space exhausted; the shard's index must be rebuilt".into(),
+            ))
+        })?;
+    Ok(base)
+}
+
+impl Shard {
+    /// Opens shard `shard_no` of a collection: loads its points from `store` and
+    /// builds the index (in parallel on the current rayon pool).
+    pub fn open(
+        config: Arc<CollectionConfig>,
+        shard_no: u32,
+        store: ShardStore,
+        options: ShardOptions,
+    ) -> Result<Shard, ShardError> {
+        let applied_seq = store.applied_seq()?;
+        let points: Vec<Point> = store.points().collect::<Result<_, _>>()?;
+        let state = build_state(&config, options.backend, points)?;
+        let next_internal = state.records.len() as InternalId;
+        Ok(Shard {
+            inner: Arc::new(Inner {
+                config,
+                shard_no,
+                store,
+                options,
+                writer: Mutex::new(Writer {
+                    applied_seq,
+                    next_internal,
+                    rebuild_log: None,
+                }),
+                state: RwLock::new(state),
+            }),
+        })
+    }
+
+    /// The shard's number within its collection.
+    pub fn shard_no(&self) -> u32 {
+        self.inner.shard_no
+    }
+
+    /// Applies an upsert of validated, prepared points. The change is committed to
+    /// storage and visible to searches on return, but durable only after
+    /// [`Shard::sync`] with the returned ticket.
+    pub fn upsert(&self, points: Vec<Point>) -> Result<Ticket, ShardError> {
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock();
+        let seq = w.applied_seq + 1;
+        let ops: Vec<WriteOp<'_>> = points.iter().map(WriteOp::Upsert).collect();
+        let ticket = inner.store.write(&ops, seq)?;
+        drop(ops);
+        w.applied_seq = seq;
+        let base = allocate(&mut w.next_internal, points.len())?;
+        let index = inner.state.read().index.clone();
+        let items: Vec<(InternalId, &[f32])> = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
+            .collect();
+        index.insert(&items)?;
+        drop(items);
+        let logged = w.rebuild_log.as_ref().map(|_| points.clone());
+        inner
+            .state
+            .write()
+            .publish_upserts(base, points.into_iter().map(|p| (p.id, p.payload)));
+        if let (Some(log), Some(points)) = (w.rebuild_log.as_mut(), logged) {
+            log.push(Logged::Upsert(points));
+        }
+        self.maybe_start_rebuild(&mut w);
+        Ok(ticket)
+    }
+
+    /// Applies a delete by ids (unknown ids are ignored). Durable after
+    /// [`Shard::sync`].
+    pub fn delete(&self, ids: Vec<PointId>) -> Result<Ticket, ShardError> {
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock();
+        let seq = w.applied_seq + 1;
+        let ops: Vec<WriteOp<'_>> = ids.iter().map(|id| WriteOp::Delete(*id)).collect();
+        let ticket = inner.store.write(&ops, seq)?;
+        w.applied_seq = seq;
+        inner.state.write().publish_deletes(&ids);
+        if let Some(log) = w.rebuild_log.as_mut() {
+            log.push(Logged::Delete(ids));
+        }
+        self.maybe_start_rebuild(&mut w);
+        Ok(ticket)
+    }
+
+    /// Waits until the write of `ticket` is durable.
+    pub fn sync(&self, ticket: Ticket) -> Result<(), ShardError> {
+        Ok(self.inner.store.sync(ticket)?)
+    }
+
+    /// Nearest neighbours of a validated query within this shard, nearest first.
+    pub fn search(&self, req: &SearchRequest) -> Vec<ScoredPoint> {
+        let st = self.inner.state.read();
+        let opts = &self.inner.options;
+        let k = req.top_k as usize;
+        let ef = req.effective_ef();
+        let q = req.vector.as_slice();
+        let live_count = st.ids.len();
+        let hits: Vec<Hit> = match &req.filter {
+            None => {
+                let live = |id: InternalId| st.is_live(id);
+                if live_count <= opts.exact_threshold {
+                    st.index.exact_search(q, k, Some(&live))
+                } else {
+                    st.index.search(q, k, ef, Some(&live))
+                }
+            }
+            Some(filter) => {
+                let matches = st.matching(filter);
+                let small = matches.len() <= k
+                    || live_count <= opts.exact_threshold
+                    || (matches.len() as f64) <= opts.filter_exact_fraction * live_count as f64;
+                if small {
+                    st.index.exact_search_among(q, k, &matches)
+                } else {
+                    let mut bits = vec![0u64; st.records.len().div_ceil(64)];
+                    for &m in &matches {
+                        bits[m as usize / 64] |= 1 << (m % 64);
+                    }
+                    let accept = |id: InternalId| {
+                        bits.get(id as usize / 64)
+                            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+                    };
+                    let hits = st.index.search(q, k, ef, Some(&accept as &dyn IdFilter));
+                    if hits.len() < k.min(matches.len()) {
+                        st.index.exact_search_among(q, k, &matches)
+                    } else {
+                        hits
+                    }
+                }
+            }
+        };
+        let metric = self.inner.config.metric;
+        hits.into_iter()
+            .filter_map(|h| {
+                let rec = st.record(h.id)?;
+                Some(ScoredPoint {
+                    id: rec.id,
+                    score: metric.score_from_distance(h.distance),
+                    payload: req.with_payload.then(|| rec.payload.clone()),
+                    vector: if req.with_vector {
+                        st.index.vector(h.id)
+                    } else {
+                        None
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The points with these ids that exist here, in the order asked.
+    pub fn get(
+        &self,
+        ids: &[PointId],
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Vec<RetrievedPoint> {
+        let st = self.inner.state.read();
+        ids.iter()
+            .filter_map(|id| st.retrieved(*st.ids.get(id)?, with_payload, with_vector))
+            .collect()
+    }
+
+    /// Up to `limit` points with id `>= offset` matching `filter`, in id order.
+    pub fn scroll(
+        &self,
+        offset: Option<PointId>,
+        limit: usize,
+        filter: Option<&Filter>,
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Vec<RetrievedPoint> {
+        let st = self.inner.state.read();
+        let range = match offset {
+            Some(o) => st.ids.range(o..),
+            None => st.ids.range(..),
+        };
+        range
+            .filter(|(id, iid)| {
+                filter.is_none_or(|f| st.record(**iid).is_some_and(|r| f.matches(id, &r.payload)))
+            })
+            .take(limit)
+            .filter_map(|(_, iid)| st.retrieved(*iid, with_payload, with_vector))
+            .collect()
+    }
+
+    /// Number of points, or of points matching `filter`.
+    pub fn count(&self, filter: Option<&Filter>) -> u64 {
+        let st = self.inner.state.read();
+        match filter {
+            None => st.ids.len() as u64,
+            Some(f) => st.matching(f).len() as u64,
+        }
+    }
+
+    /// Live points, tombstones and applied sequence number.
+    pub fn stats(&self) -> ShardStats {
+        let applied_seq = self.inner.writer.lock().applied_seq;
+        let st = self.inner.state.read();
+        ShardStats {
+            points: st.ids.len() as u64,
+            tombstones: st.index.tombstones() as u64,
+            applied_seq,
+        }
+    }
+
+    /// True while a background rebuild is running.
+    pub fn is_rebuilding(&self) -> bool {
+        self.inner.writer.lock().rebuild_log.is_some()
+    }
+
+    fn maybe_start_rebuild(&self, w: &mut Writer) {
+        if w.rebuild_log.is_some() {
+            return;
+        }
+        let opts = &self.inner.options;
+        let snapshot: Vec<Point> = {
+            let st = self.inner.state.read();
+            let tombstones = st.index.tombstones();
+            if tombstones < opts.rebuild_min_tombstones
+                || (tombstones as f64) <= opts.rebuild_tombstone_ratio * st.ids.len() as f64
+            {
+                return;
+            }
+            st.ids
+                .iter()
+                .filter_map(|(id, iid)| {
+                    Some(Point {
+                        id: *id,
+                        vector: st.index.vector(*iid)?,
+                        payload: st.record(*iid)?.payload.clone(),
+                    })
+                })
+                .collect()
+        };
+        w.rebuild_log = Some(Vec::new());
+        let shard = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!(
+                "rebuild-{}-{}",
+                self.inner.config.name, self.inner.shard_no
+            ))
+            .spawn(move || shard.rebuild(snapshot));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start index rebuild");
+            w.rebuild_log = None;
+        }
+    }
+
+    /// Builds a new index from `snapshot`, replays the writes logged since, and swaps
+    /// it in.
+    fn rebuild(&self, snapshot: Vec<Point>) {
+        let inner = &*self.inner;
+        let started = std::time::Instant::now();
+        let n = snapshot.len();
+        let result =
+            build_state(&inner.config, inner.options.backend, snapshot).and_then(|mut state| {
+                let mut w = inner.writer.lock();
+                let mut next = state.records.len() as InternalId;
+                for op in w.rebuild_log.take().unwrap_or_default() {
+                    match op {
+                        Logged::Upsert(points) => {
+                            let base = allocate(&mut next, points.len())?;
+                            let items: Vec<(InternalId, &[f32])> = points
+                                .iter()
+                                .enumerate()
+                                .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
+                                .collect();
+                            state.index.insert(&items)?;
+                            drop(items);
+                            state.publish_upserts(
+                                base,
+                                points.into_iter().map(|p| (p.id, p.payload)),
+                            );
+                        }
+                        Logged::Delete(ids) => state.publish_deletes(&ids),
+                    }
+                }
+                *inner.state.write() = state;
+                w.next_internal = next;
+                Ok(())
+            });
+        match result {
+            Ok(()) => tracing::info!(
+                collection = %inner.config.name,
+                shard = inner.shard_no,
+                points = n,
+                secs = started.elapsed().as_secs_f64(),
+                "index rebuilt"
+            ),
+            Err(e) => {
+                inner.writer.lock().rebuild_log = None;
+                tracing::error!(collection = %inner.config.name, shard = inner.shard_no, error = %e, "index rebuild failed; keeping the old index");
+            }
+        }
+    }
+}

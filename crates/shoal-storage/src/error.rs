@@ -1,0 +1,32 @@
+//! The one error type of `shoal-storage`.
+
+/// Failures of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The storage engine failed (IO error, full disk, corruption it detected, …).
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    /// A record could not be decoded: the data on disk is not what this version wrote.
+    #[error("corrupt record {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    /// A collection of that name exists already.
+    #[error("collection {0:?} already exists")]
+    CollectionExists(String),
+    /// No collection of that name exists.
+    #[error("collection {0:?} not found")]
+    CollectionNotFound(String),
+}
+
+impl From<StorageError> for shoal_core::Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::CollectionExists(name) => {
+                shoal_core::Error::AlreadyExists(format!("collection {name:?}"))
+            }
+            StorageError::CollectionNotFound(name) => {
+                shoal_core::Error::NotFound(format!("collection {name:?}"))
+            }
+            other => shoal_core::Error::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! # shoal-storage
+//!
+//! The only crate that knows the storage engine. Everything Shoal persists goes
+//! through here: the catalogue of collections ([`Store`]) and every shard's points
+//! ([`ShardStore`]), in one fjall database per node.
+//!
+//! ## Layout on disk
+//! - keyspace `meta`: `collection/<name>` → [`CollectionRecord`], and the counter
+//!   `next_collection_id`;
+//! - one keyspace per shard, named `c<collection id>-s<shard>`: `p<point id key>` →
+//!   the point's vector and payload; `m/applied` → the sequence number of the last
+//!   write batch applied to the shard.
+//!
+//! Collection ids are never reused, so a collection deleted and created again under the
+//! same name can never see the old one's points.
+//!
+//! ## Durability
+//! A write batch is atomic (fjall write batch across the shard's points and its applied
+//! counter) and is made durable by [`Store::sync`]/[`ShardStore::sync`], which fsyncs the
+//! journal. Syncs are *group commits*: a caller waiting for its batch to be durable
+//! shares one fsync with every batch committed before that fsync started (see
+//! [`sync::GroupSync`]). Callers must not acknowledge a write before `sync` returns.
+//!
+//! This crate must never interpret vectors or payloads beyond encoding them, and never
+//! touch the index.
+
+mod error;
+mod store;
+pub mod sync;
+
+pub use error::StorageError;
+pub use store::{CollectionRecord, ShardStore, Store, Ticket, WriteOp};

@@ -1,0 +1,172 @@
+//! # shoal-tests
+//!
+//! Test kit for Shoal's integration tests: [`Node`] runs a real `shoal serve` process
+//! on a free loopback port over a data directory, can kill it with SIGKILL and start
+//! it again over the same directory; [`data`] locates the shared SIFT data.
+//!
+//! The tests themselves live in `tests/it/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use shoal_proto::v1::{collections_client::CollectionsClient, points_client::PointsClient};
+use tonic::transport::Channel;
+
+/// A running `shoal serve` process.
+pub struct Node {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts a node over `data_dir` with extra `serve` flags, and waits until it
+    /// accepts connections (up to two minutes, for restarts over big data).
+    pub fn start(binary: &Path, data_dir: &Path, args: &[&str]) -> Node {
+        let mut node = Node {
+            child: None,
+            url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+        };
+        node.launch(binary);
+        node
+    }
+
+    fn launch(&mut self, binary: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open node log");
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn shoal");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => self.url = format!("http://{addr}"),
+            Err(_) => panic!(
+                "shoal did not start listening; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// SIGKILL: no shutdown hooks, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// Starts the process again over the same data directory (on a new port).
+    pub fn restart(&mut self, binary: &Path) {
+        self.kill9();
+        self.launch(binary);
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// gRPC clients of this node.
+    pub async fn clients(&self) -> (CollectionsClient<Channel>, PointsClient<Channel>) {
+        let channel = Channel::from_shared(self.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        (
+            CollectionsClient::new(channel.clone()).max_decoding_message_size(256 << 20),
+            PointsClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+        )
+    }
+
+    /// A raw channel (for the health and reflection services).
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Shared data sets.
+pub mod data {
+    use std::path::PathBuf;
+
+    /// `../shared/data/siftsmall` beside the checkout, if present.
+    pub fn siftsmall() -> Option<PathBuf> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/siftsmall");
+        dir.join("siftsmall_base.fvecs").exists().then_some(dir)
+    }
+}
+
+/// A minimal gRPC reflection client (what `grpcurl list` does).
+pub mod reflection {
+    use tonic::transport::Channel;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+
+    /// Names of the services the server lists.
+    pub async fn list_services(channel: Channel) -> Vec<String> {
+        let mut client = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .expect("reflection call")
+            .into_inner();
+        let resp = stream
+            .message()
+            .await
+            .expect("reflection reply")
+            .expect("one message");
+        match resp.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection reply {other:?}"),
+        }
+    }
+}
