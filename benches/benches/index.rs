@@ -183,6 +183,52 @@ fn bench_search(c: &mut Criterion) {
             b.iter(|| search_all(index.as_ref(), &s.data.queries, 64))
         });
     }
+    // A caller filter accepting half the ids: hnsw_rs's filtered graph search.
+    if have_siftsmall() {
+        group.bench_function(BenchmarkId::new("siftsmall-filter-50pct", "ef64"), |b| {
+            static REPORTED: OnceLock<()> = OnceLock::new();
+            let s = siftsmall();
+            let even = |id: InternalId| id.is_multiple_of(2);
+            REPORTED.get_or_init(|| {
+                let mut hits = 0;
+                for q in &s.data.queries {
+                    let exact: Vec<u32> = s
+                        .index
+                        .exact_search(q, K, Some(&even))
+                        .iter()
+                        .map(|h| h.id)
+                        .collect();
+                    hits += s
+                        .index
+                        .search(q, K, 64, Some(&even))
+                        .iter()
+                        .filter(|h| exact.contains(&h.id))
+                        .count();
+                }
+                eprintln!(
+                    "[siftsmall-filter-50pct] recall@{K} at ef 64: {:.4}",
+                    hits as f64 / (K * s.data.queries.len()) as f64
+                );
+            });
+            b.iter(|| {
+                s.data
+                    .queries
+                    .iter()
+                    .map(|q| s.index.search(black_box(q), K, 64, Some(&even)).len())
+                    .sum::<usize>()
+            })
+        });
+        group.bench_function(BenchmarkId::new("siftsmall-exact-scan", "k10"), |b| {
+            let s = siftsmall();
+            b.iter(|| {
+                s.data
+                    .queries
+                    .iter()
+                    .map(|q| s.index.exact_search(black_box(q), K, None).len())
+                    .sum::<usize>()
+            })
+        });
+    }
     for ef in EFS {
         group.bench_function(BenchmarkId::new("clustered-100k", format!("ef{ef}")), |b| {
             let s = clustered();

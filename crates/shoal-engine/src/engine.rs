@@ -56,7 +56,7 @@ pub struct Engine {
     store: Store,
     limits: Limits,
     shard_options: ShardOptions,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     /// Serialises collection creation and deletion.
     ddl: parking_lot::Mutex<()>,
@@ -101,6 +101,7 @@ impl Engine {
                 tracing::error!(panic = %msg, "search job panicked");
             })
             .build()
+            .map(Arc::new)
             .map_err(internal)?;
         let engine = Engine {
             store,
@@ -143,6 +144,7 @@ impl Engine {
                         s,
                         store,
                         self.shard_options.clone(),
+                        self.pool.clone(),
                     )?)
                 })
                 .collect::<Result<Vec<Shard>>>()
@@ -238,7 +240,8 @@ impl Engine {
         f(&collection)
     }
 
-    /// Validates and writes points; returns once they are durable.
+    /// Validates and writes points; returns once they are durable. Blocks on fsync:
+    /// call from a blocking thread, never from a thread of [`Engine::pool`].
     pub fn upsert(&self, name: &str, points: Vec<Point>) -> Result<u64> {
         self.write_to(name, |c| {
             let points = validate::upsert(&c.config, points, &self.limits)?;
@@ -250,7 +253,8 @@ impl Engine {
             let mut last = None;
             for (shard, points) in c.shards.iter().zip(by_shard) {
                 if !points.is_empty() {
-                    last = Some(self.pool.install(|| shard.upsert(points))?);
+                    // On the caller's thread, never on the pool: see `Shard::upsert`.
+                    last = Some(shard.upsert(points)?);
                 }
             }
             // Tickets are ordered node-wide: syncing the last covers every shard's batch.

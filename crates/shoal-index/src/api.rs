@@ -96,6 +96,6 @@ pub trait VectorIndex: Send + Sync {
     fn tombstones(&self) -> usize;
 
     /// Writes the whole index (vectors, graph, deletions) into the directory `dir`,
-    /// which exists and is empty. [`load`] restores it exactly.
+    /// which exists and is empty. [`load`](crate::load) restores it exactly.
     fn dump(&self, dir: &Path) -> Result<(), IndexError>;
 }

@@ -9,16 +9,25 @@
 //! - **A vector arena** ([`crate::arena`]) with the deleted set: `vector()`, exact
 //!   scans and dumps read it; the graph keeps its own copy of every vector (so each
 //!   vector is held twice).
-//! - **Tombstones.** `hnsw_rs` cannot delete: a deleted id stays in the graph and is
-//!   rejected by the filter of every graph search, which keeps exploring until it has
-//!   `ef` accepted candidates (or has seen everything reachable).
+//! - **Tombstones.** `hnsw_rs` cannot delete: a deleted id stays in the graph. A
+//!   search with a caller filter passes `hnsw_rs` a filter rejecting tombstones and
+//!   unaccepted ids; it keeps exploring until it has `ef` accepted candidates (or has
+//!   seen everything reachable) and never stops early, so it costs several times an
+//!   unfiltered search (on siftsmall at ef 64: 2.3x with 10% tombstones, 4.5x with a
+//!   filter accepting half the ids, where an exact scan is 7x cheaper). So a search
+//!   without a caller filter instead runs unfiltered with `ef` widened by
+//!   `present / live` and drops tombstones from the candidates, falling back to the
+//!   filtered search if fewer than `k` live hits remain.
 //! - **A safe first insertion.** `hnsw_rs` leaves any point inserted while the graph
 //!   has no entry point unlinked (and so unreachable); the first point is inserted
-//!   alone, under a lock, before any other.
+//!   alone, under a lock, before any other. Batches are inserted with a rayon
+//!   `par_iter` over `insert_slice` (what `parallel_insert_slice` does), so that each
+//!   insertion can hold the dump gate on its own.
 //! - **Dumps** through `hnsw_rs`'s own `file_dump` / `HnswIo`, plus the arena, with
 //!   a manifest of checksums verified before `hnsw_rs` parses anything (see
 //!   [`crate::meta`]). The reloaded graph borrows from its `HnswIo` loader; both live
-//!   in one [`self_cell`], so nothing is leaked.
+//!   in one [`self_cell`], so nothing is leaked. A dump taken while a batch was
+//!   half inserted holds arena vectors the graph lacks; loading inserts them.
 //!
 //! It must never hand `hnsw_rs` a NaN or negative distance, an unchecked dump, or two
 //! insertions racing for the first entry point.
@@ -49,6 +58,9 @@ const MAX_LAYER: usize = 16;
 const MAX_M: usize = 255;
 /// Batches at least this long are inserted in parallel.
 const PARALLEL_MIN: usize = 16;
+/// Unfiltered searches skip tombstones by searching wider (see `search`) while live
+/// points are at least `1 / this` of the graph; beyond, they use the filtered search.
+const TOMBSTONE_FAST_PATH_MAX_RATIO: usize = 4;
 /// Upper bound of the pre-allocation hint handed to `hnsw_rs`.
 const MAX_CAPACITY_HINT: usize = 1 << 20;
 
@@ -402,33 +414,60 @@ impl VectorIndex for HnswRsIndex {
         if arena.live_count() == 0 {
             return Vec::new();
         }
+        let live = arena.live_count();
         let accepted = |id: InternalId| filter.is_none_or(|f| f.accept(id));
+        // Hits among graph candidates: live, accepted, at their true distance.
+        let to_hits = |found: Vec<hnsw_rs::hnsw::Neighbour>| -> Vec<Hit> {
+            let mut hits: Vec<Hit> = found
+                .iter()
+                .filter_map(|n| {
+                    let id = InternalId::try_from(n.d_id).ok()?;
+                    let v = arena.live_vector(id)?;
+                    accepted(id).then(|| Hit {
+                        id,
+                        distance: distance::distance_with(
+                            self.kernels,
+                            self.params.metric,
+                            query,
+                            v,
+                        ),
+                    })
+                })
+                .collect();
+            sort_hits(&mut hits);
+            hits.truncate(k);
+            hits
+        };
+        let ef = ef.max(k);
+        let present = live + arena.deleted_count();
+        if filter.is_none() && live * TOMBSTONE_FAST_PATH_MAX_RATIO >= present {
+            // No caller filter, and tombstones (if any) are a minority. hnsw_rs's
+            // filtered search never stops early, so instead search unfiltered with
+            // ef scaled up to hold `ef` live candidates on average, keep the whole
+            // candidate list, and drop the tombstones; fall back to the filtered
+            // search only if that leaves fewer than k hits.
+            let ef = if present == live {
+                ef
+            } else {
+                (ef * present)
+                    .div_ceil(live)
+                    .min(ef * TOMBSTONE_FAST_PATH_MAX_RATIO)
+            };
+            let knbn = if present == live { k } else { ef };
+            let hits = to_hits(
+                self.graph
+                    .with_dependent(|_, g| g.search_filter(query, knbn, ef, None)),
+            );
+            if hits.len() >= k.min(live) {
+                return hits;
+            }
+        }
         let graph_filter = |id: &usize| {
             InternalId::try_from(*id).is_ok_and(|id| arena.is_live(id) && accepted(id))
         };
-        let needs_filter = filter.is_some() || arena.deleted_count() > 0;
-        let found = self.graph.with_dependent(|_, g| {
-            g.search_filter(
-                query,
-                k,
-                ef.max(k),
-                needs_filter.then_some(&graph_filter as &dyn FilterT),
-            )
-        });
-        let mut hits: Vec<Hit> = found
-            .iter()
-            .filter_map(|n| {
-                let id = InternalId::try_from(n.d_id).ok()?;
-                let v = arena.live_vector(id)?;
-                accepted(id).then(|| Hit {
-                    id,
-                    distance: distance::distance_with(self.kernels, self.params.metric, query, v),
-                })
-            })
-            .collect();
-        sort_hits(&mut hits);
-        hits.truncate(k);
-        hits
+        to_hits(self.graph.with_dependent(|_, g| {
+            g.search_filter(query, k, ef, Some(&graph_filter as &dyn FilterT))
+        }))
     }
 
     fn exact_search(&self, query: &[f32], k: usize, filter: Option<&dyn IdFilter>) -> Vec<Hit> {
@@ -481,7 +520,10 @@ impl VectorIndex for HnswRsIndex {
         if !dir.is_dir() {
             return Err(IndexError::io(
                 dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "dump directory does not exist"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "dump directory does not exist",
+                ),
             ));
         }
         let _gate = self.gate.write();

@@ -154,6 +154,10 @@ struct Writer {
 
 struct Inner {
     config: Arc<CollectionConfig>,
+    /// Where index inserts run in parallel. Locks are never held by jobs on this pool
+    /// across a rayon join, so a pool thread can never wait on a lock its own stack
+    /// holds (see [`Shard::upsert`]).
+    pool: Arc<rayon::ThreadPool>,
     shard_no: u32,
     store: ShardStore,
     options: ShardOptions,
@@ -178,10 +182,11 @@ fn index_params(config: &CollectionConfig, capacity_hint: usize) -> IndexParams 
 }
 
 /// Builds fresh derived state over `points` with dense internal ids `0..n`. Inserts
-/// in parallel on the current rayon pool.
+/// in parallel on `pool`.
 fn build_state(
     config: &CollectionConfig,
     backend: Backend,
+    pool: &rayon::ThreadPool,
     points: Vec<Point>,
 ) -> Result<State, ShardError> {
     let index: Arc<dyn VectorIndex> = Arc::from(shoal_index::new_index(
@@ -193,7 +198,7 @@ fn build_state(
         .enumerate()
         .map(|(i, p)| (i as InternalId, p.vector.as_slice()))
         .collect();
-    index.insert(&items)?;
+    pool.install(|| index.insert(&items))?;
     drop(items);
     let mut state = State {
         index,
@@ -219,20 +224,23 @@ fn allocate(next: &mut InternalId, n: usize) -> Result<InternalId, ShardError> {
 
 impl Shard {
     /// Opens shard `shard_no` of a collection: loads its points from `store` and
-    /// builds the index (in parallel on the current rayon pool).
+    /// builds the index (in parallel on `pool`, which index inserts of later writes
+    /// use too).
     pub fn open(
         config: Arc<CollectionConfig>,
         shard_no: u32,
         store: ShardStore,
         options: ShardOptions,
+        pool: Arc<rayon::ThreadPool>,
     ) -> Result<Shard, ShardError> {
         let applied_seq = store.applied_seq()?;
         let points: Vec<Point> = store.points().collect::<Result<_, _>>()?;
-        let state = build_state(&config, options.backend, points)?;
+        let state = build_state(&config, options.backend, &pool, points)?;
         let next_internal = state.records.len() as InternalId;
         Ok(Shard {
             inner: Arc::new(Inner {
                 config,
+                pool,
                 shard_no,
                 store,
                 options,
@@ -254,6 +262,11 @@ impl Shard {
     /// Applies an upsert of validated, prepared points. The change is committed to
     /// storage and visible to searches on return, but durable only after
     /// [`Shard::sync`] with the returned ticket.
+    ///
+    /// Must not be called from a thread of the shard's pool: it holds the shard's
+    /// writer lock while the pool inserts the vectors, and a pool thread waiting inside
+    /// that insert may pick up any queued pool job — which must never be one that
+    /// wants this lock.
     pub fn upsert(&self, points: Vec<Point>) -> Result<Ticket, ShardError> {
         let inner = &*self.inner;
         let mut w = inner.writer.lock();
@@ -269,7 +282,7 @@ impl Shard {
             .enumerate()
             .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
             .collect();
-        index.insert(&items)?;
+        inner.pool.install(|| index.insert(&items))?;
         drop(items);
         let logged = w.rebuild_log.as_ref().map(|_| points.clone());
         inner
@@ -470,8 +483,8 @@ impl Shard {
         let inner = &*self.inner;
         let started = std::time::Instant::now();
         let n = snapshot.len();
-        let result =
-            build_state(&inner.config, inner.options.backend, snapshot).and_then(|mut state| {
+        let result = build_state(&inner.config, inner.options.backend, &inner.pool, snapshot)
+            .and_then(|mut state| {
                 let mut w = inner.writer.lock();
                 let mut next = state.records.len() as InternalId;
                 for op in w.rebuild_log.take().unwrap_or_default() {
@@ -483,7 +496,7 @@ impl Shard {
                                 .enumerate()
                                 .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
                                 .collect();
-                            state.index.insert(&items)?;
+                            inner.pool.install(|| state.index.insert(&items))?;
                             drop(items);
                             state.publish_upserts(
                                 base,

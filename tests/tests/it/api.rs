@@ -392,3 +392,62 @@ async fn tonic_reflection_client(node: &shoal_tests::Node) -> Vec<String> {
     use shoal_tests::reflection::list_services;
     list_services(node.channel().await).await
 }
+
+/// Regression: concurrent large upserts to the same shards once deadlocked (a pool
+/// thread holding a shard's writer lock stole another upsert of the same shard while
+/// waiting inside its parallel index insert).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_large_upserts_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = shoal_tests::Node::start(binary(), &tmp.path().join("data"), &[]);
+    let (mut cols, pts) = node.clients().await;
+    cols.create(create("big", 8, pb::Metric::L2, 2))
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let mut pts = pts.clone();
+            tokio::spawn(async move {
+                for b in 0..3u64 {
+                    let batch = (0..1000u64)
+                        .map(|i| {
+                            let id = w * 100_000 + b * 1000 + i;
+                            point(
+                                id,
+                                (0..8).map(|j| ((id * 7 + j) % 13) as f32).collect(),
+                                &[],
+                            )
+                        })
+                        .collect();
+                    pts.upsert(pb::UpsertRequest {
+                        collection: "big".into(),
+                        points: batch,
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    let all = futures_join(writers);
+    tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .expect("concurrent upserts did not finish within 120 s (deadlock?)");
+    let mut pts = pts;
+    let n = pts
+        .count(pb::CountRequest {
+            collection: "big".into(),
+            filter: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(n, 12_000);
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        h.await.unwrap();
+    }
+}

@@ -1,0 +1,263 @@
+//! A shard against a brute-force model: random upserts, re-upserts, deletes and
+//! filtered searches, with index rebuilds forced often.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use shoal_core::{
+    CollectionConfig, Condition, Filter, HnswParams, Metric, Payload, Point, PointId,
+    SearchRequest, Value,
+};
+use shoal_shard::{Shard, ShardOptions};
+use shoal_storage::Store;
+
+const DIM: usize = 4;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert(Vec<(u64, [i8; DIM], i64)>),
+    Delete(Vec<u64>),
+    Search {
+        query: [i8; DIM],
+        k: usize,
+        groups: Option<Vec<i64>>,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let point = (0u64..80, prop::array::uniform4(-20i8..20), 0i64..5);
+    prop_oneof![
+        4 => prop::collection::vec(point, 1..20).prop_map(|mut ps| {
+            // One version per id per batch, as validation guarantees.
+            let mut seen = std::collections::HashSet::new();
+            ps.retain(|p| seen.insert(p.0));
+            Op::Upsert(ps)
+        }),
+        1 => prop::collection::vec(0u64..80, 1..10).prop_map(|mut ids| { ids.sort(); ids.dedup(); Op::Delete(ids) }),
+        3 => (prop::array::uniform4(-20i8..20), 1usize..15, prop::option::of(prop::collection::vec(0i64..5, 1..3)))
+            .prop_map(|(query, k, groups)| Op::Search { query, k, groups }),
+    ]
+}
+
+fn vector(v: &[i8; DIM]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn l2(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+fn open(dir: &std::path::Path) -> Shard {
+    let store = Store::open(dir).unwrap();
+    let config = CollectionConfig {
+        name: "t".into(),
+        dim: DIM as u32,
+        metric: Metric::L2,
+        shard_count: 1,
+        replication_factor: 1,
+        hnsw: HnswParams {
+            m: 8,
+            ef_construction: 64,
+        },
+    };
+    let record = match store.collections().unwrap().pop() {
+        Some(r) => r,
+        None => store.create_collection(config.clone()).unwrap(),
+    };
+    let options = ShardOptions {
+        exact_threshold: 0,         // always the graph path for unfiltered searches
+        filter_exact_fraction: 0.0, // and for filtered ones, unless fewer than k match
+        rebuild_min_tombstones: 8,  // rebuild often
+        rebuild_tombstone_ratio: 0.3,
+        ..ShardOptions::default()
+    };
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap(),
+    );
+    Shard::open(
+        Arc::new(config),
+        0,
+        store.shard(&record, 0).unwrap(),
+        options,
+        pool,
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shard_matches_brute_force(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open(dir.path());
+        let mut model: BTreeMap<u64, (Vec<f32>, i64)> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Upsert(ps) => {
+                    let points = ps.iter().map(|(id, v, g)| Point {
+                        id: PointId::Num(*id),
+                        vector: vector(v),
+                        payload: Payload::from([("g".to_string(), Value::Integer(*g))]),
+                    }).collect();
+                    let t = shard.upsert(points).unwrap();
+                    shard.sync(t).unwrap();
+                    for (id, v, g) in ps {
+                        model.insert(id, (vector(&v), g));
+                    }
+                }
+                Op::Delete(ids) => {
+                    let t = shard.delete(ids.iter().map(|i| PointId::Num(*i)).collect()).unwrap();
+                    shard.sync(t).unwrap();
+                    for id in ids {
+                        model.remove(&id);
+                    }
+                }
+                Op::Search { query, k, groups } => {
+                    let q = vector(&query);
+                    let filter = groups.clone().map(|any| Filter {
+                        must: vec![Condition::Integer { key: "g".into(), any }],
+                        ..Filter::default()
+                    });
+                    let hits = shard.search(&SearchRequest {
+                        vector: q.clone(),
+                        top_k: k as u32,
+                        ef: Some(200), // covers every point the shard can hold
+                        filter,
+                        with_payload: true,
+                        with_vector: true,
+                    });
+                    let matching: Vec<(u64, f32)> = model.iter()
+                        .filter(|(_, (_, g))| groups.as_ref().is_none_or(|gs| gs.contains(g)))
+                        .map(|(id, (v, _))| (*id, l2(&q, v)))
+                        .collect();
+                    prop_assert_eq!(hits.len(), k.min(matching.len()), "top_k results whenever that many match");
+                    let mut expected: Vec<f32> = matching.iter().map(|m| m.1.sqrt()).collect();
+                    expected.sort_by(f32::total_cmp);
+                    for (i, h) in hits.iter().enumerate() {
+                        let PointId::Num(id) = h.id else { unreachable!() };
+                        let (v, g) = &model[&id];
+                        prop_assert!(groups.as_ref().is_none_or(|gs| gs.contains(g)), "non-matching point returned");
+                        prop_assert_eq!(h.vector.as_ref(), Some(v));
+                        prop_assert_eq!(h.payload.as_ref().and_then(|p| p.get("g")), Some(&Value::Integer(*g)));
+                        prop_assert!((h.score - l2(&q, v).sqrt()).abs() < 1e-3);
+                        // Same distances as the exact answer, rank by rank.
+                        prop_assert!((h.score - expected[i]).abs() < 1e-3, "rank {}: {} vs exact {}", i, h.score, expected[i]);
+                    }
+                }
+            }
+        }
+        // Wait out a background rebuild, then everything is still there.
+        while shard.is_rebuilding() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        prop_assert_eq!(shard.count(None), model.len() as u64);
+        let ids: Vec<PointId> = model.keys().map(|i| PointId::Num(*i)).collect();
+        prop_assert_eq!(shard.get(&ids, false, true).len(), model.len());
+    }
+}
+
+#[test]
+fn reopen_restores_points_and_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = open(dir.path());
+        let points = (0..50)
+            .map(|i| Point {
+                id: PointId::Num(i),
+                vector: vec![i as f32, 0.0, 0.0, 0.0],
+                payload: Payload::new(),
+            })
+            .collect();
+        shard.sync(shard.upsert(points).unwrap()).unwrap();
+        shard
+            .sync(shard.delete(vec![PointId::Num(3)]).unwrap())
+            .unwrap();
+        assert_eq!(shard.stats().applied_seq, 2);
+        while shard.is_rebuilding() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let shard = open(dir.path());
+    let stats = shard.stats();
+    assert_eq!(
+        (stats.points, stats.tombstones, stats.applied_seq),
+        (49, 0, 2)
+    );
+    let hits = shard.search(&SearchRequest {
+        vector: vec![3.2, 0.0, 0.0, 0.0],
+        top_k: 2,
+        ef: None,
+        filter: None,
+        with_payload: false,
+        with_vector: false,
+    });
+    assert_eq!(
+        hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        vec![PointId::Num(4), PointId::Num(2)]
+    );
+}
+
+#[test]
+fn rebuild_under_concurrent_writes_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path());
+    // Many re-upserts of the same ids pile up tombstones and trigger rebuilds while a
+    // second thread keeps writing new ids.
+    let writer = {
+        let shard = shard.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u64 {
+                let p = Point {
+                    id: PointId::Num(10_000 + i),
+                    vector: vec![i as f32, 1.0, 0.0, 0.0],
+                    payload: Payload::new(),
+                };
+                shard.sync(shard.upsert(vec![p]).unwrap()).unwrap();
+            }
+        })
+    };
+    for round in 0..30u64 {
+        let points = (0..100)
+            .map(|i| Point {
+                id: PointId::Num(i),
+                vector: vec![i as f32, round as f32, 0.0, 0.0],
+                payload: Payload::from([("round".to_string(), Value::Integer(round as i64))]),
+            })
+            .collect();
+        shard.sync(shard.upsert(points).unwrap()).unwrap();
+    }
+    writer.join().unwrap();
+    while shard.is_rebuilding() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(shard.count(None), 400);
+    let latest = Filter {
+        must: vec![Condition::Integer {
+            key: "round".into(),
+            any: vec![29],
+        }],
+        ..Filter::default()
+    };
+    assert_eq!(
+        shard.count(Some(&latest)),
+        100,
+        "every id shows its latest version"
+    );
+    let stats = shard.stats();
+    assert!(
+        stats.tombstones <= 400,
+        "rebuilds cleared tombstones: {stats:?}"
+    );
+    for i in [0u64, 57, 99] {
+        let got = shard.get(&[PointId::Num(i)], false, true);
+        assert_eq!(
+            got[0].vector.as_deref(),
+            Some(&[i as f32, 29.0, 0.0, 0.0][..])
+        );
+    }
+}
