@@ -166,6 +166,21 @@ impl Engine {
         &self.pool
     }
 
+    /// Saves an index checkpoint of every shard with writes since its last one, so
+    /// the next start skips rebuilding graphs. Blocks each shard's writes while it runs.
+    pub fn checkpoint_all(&self) -> Result<()> {
+        let all: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
+        for c in all {
+            let alive = c.alive.read();
+            if *alive {
+                for s in &c.shards {
+                    s.checkpoint()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Number of fsyncs issued so far.
     pub fn fsyncs(&self) -> u64 {
         self.store.fsyncs()

@@ -14,6 +14,64 @@ use tonic::transport::Channel;
 use crate::convert;
 use crate::filter_json;
 
+/// A progress bar on a terminal; a line per 10% otherwise (logs, CI).
+struct Progress {
+    bar: ProgressBar,
+    tty: bool,
+    total: u64,
+    done: u64,
+    unit: &'static str,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: u64, unit: &'static str) -> Progress {
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal();
+        let bar = if tty {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{bar:40}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}"
+            ))
+            .expect("valid template"),
+        );
+        Progress {
+            bar,
+            tty,
+            total,
+            done: 0,
+            unit,
+            started: Instant::now(),
+        }
+    }
+
+    fn inc(&mut self, n: u64) {
+        let before = self.done * 10 / self.total.max(1);
+        self.done += n;
+        self.bar.inc(n);
+        let after = self.done * 10 / self.total.max(1);
+        if !self.tty && after > before {
+            let secs = self.started.elapsed().as_secs_f64();
+            eprintln!(
+                "{}/{} {} ({:.0}%, {:.0}/s)",
+                self.done,
+                self.total,
+                self.unit,
+                100.0 * self.done as f64 / self.total.max(1) as f64,
+                self.done as f64 / secs.max(1e-9)
+            );
+        }
+    }
+
+    fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
@@ -145,11 +203,7 @@ pub async fn import(points: PointsClient<Channel>, o: ImportOpts) -> anyhow::Res
         }
     };
     let total = all.len();
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} points {per_sec} eta {eta}")
-            .expect("valid template"),
-    );
+    let mut bar = Progress::new(total as u64, "points");
     let started = Instant::now();
     let batches: Vec<Vec<pb::Point>> = {
         let mut it = all.into_iter().peekable();
@@ -275,7 +329,7 @@ pub async fn search_file(
             qs.len()
         );
     }
-    let bar = ProgressBar::new(qs.len() as u64);
+    let mut bar = Progress::new(qs.len() as u64, "queries");
     let started = Instant::now();
     let mut found: Vec<Vec<u32>> = Vec::with_capacity(qs.len());
     for chunk in qs.chunks(batch.max(1)) {

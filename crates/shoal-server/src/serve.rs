@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Largest payload of one point, in bytes.
     #[arg(long, env = "SHOAL_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
     pub max_payload_bytes: usize,
+    /// Save a shard's index checkpoint after this many writes since the last one (0:
+    /// only at shutdown). Checkpoints make restarts skip rebuilding the graph.
+    #[arg(long, env = "SHOAL_CHECKPOINT_EVERY", default_value_t = ShardOptions::default().checkpoint_every)]
+    pub checkpoint_every: usize,
     /// Shards with at most this many points are searched exactly.
     #[arg(long, env = "SHOAL_EXACT_THRESHOLD", default_value_t = ShardOptions::default().exact_threshold)]
     pub exact_threshold: usize,
@@ -66,6 +70,7 @@ impl ServeArgs {
             },
             shard: ShardOptions {
                 exact_threshold: self.exact_threshold,
+                checkpoint_every: self.checkpoint_every,
                 ..ShardOptions::default()
             },
             search_threads: self.search_threads,
@@ -123,6 +128,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown_signal(),
         )
         .await?;
+    tracing::info!("saving index checkpoints before exit");
+    tokio::task::spawn_blocking(move || engine.checkpoint_all())
+        .await?
+        .context("saving index checkpoints")?;
     tracing::info!("shut down");
     Ok(())
 }

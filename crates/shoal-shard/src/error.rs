@@ -7,6 +7,8 @@ pub enum ShardError {
     Storage(#[from] shoal_storage::StorageError),
     #[error("index: {0}")]
     Index(#[from] shoal_index::IndexError),
+    #[error("index checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 impl From<ShardError> for shoal_core::Error {
@@ -14,6 +16,9 @@ impl From<ShardError> for shoal_core::Error {
         match e {
             ShardError::Storage(s) => s.into(),
             ShardError::Index(i) => shoal_core::Error::Internal(format!("index: {i}")),
+            ShardError::Checkpoint(c) => {
+                shoal_core::Error::Internal(format!("index checkpoint: {c}"))
+            }
         }
     }
 }

@@ -17,6 +17,14 @@
 //! it in. Writes that arrive during the rebuild are logged and replayed onto the new
 //! index before the swap, so neither searches nor writes wait for the rebuild.
 //!
+//! ## Checkpoints and restart
+//! After [`ShardOptions::checkpoint_every`] points have been written since the last
+//! checkpoint, a background thread saves the index and the id map (see
+//! `checkpoint.rs`); [`Shard::checkpoint`] does it on demand (the server calls it on
+//! shutdown). [`Shard::open`] loads the newest checkpoint and reconciles it with the
+//! stored points, re-inserting only what changed since, instead of rebuilding the
+//! graph from scratch.
+//!
 //! ## Search strategy
 //! - shards with fewer live points than [`ShardOptions::exact_threshold`]: exact scan;
 //! - filtered searches: the filter is evaluated over the shard's payloads first; when
@@ -29,6 +37,7 @@
 //! This crate must never decode wire formats, read configuration, or fsync on its own
 //! schedule: durability is requested from `shoal-storage` per write.
 
+mod checkpoint;
 mod error;
 mod shard;
 

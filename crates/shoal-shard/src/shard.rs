@@ -11,6 +11,7 @@ use shoal_index::{Backend, Hit, IdFilter, IndexParams, InternalId, VectorIndex};
 use shoal_storage::{ShardStore, Ticket, WriteOp};
 
 use crate::ShardError;
+use crate::checkpoint;
 
 /// Tuning knobs of a shard.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct ShardOptions {
     pub rebuild_tombstone_ratio: f64,
     /// ...and number at least this many.
     pub rebuild_min_tombstones: usize,
+    /// Save an index checkpoint in the background once the points written since the
+    /// last one reach this many, or a tenth of the shard if that is more (0: only on
+    /// demand). A restart re-inserts at most that many points per shard.
+    pub checkpoint_every: usize,
 }
 
 impl Default for ShardOptions {
@@ -36,6 +41,7 @@ impl Default for ShardOptions {
             filter_exact_fraction: 0.05,
             rebuild_tombstone_ratio: 0.5,
             rebuild_min_tombstones: 1_000,
+            checkpoint_every: 10_000,
         }
     }
 }
@@ -150,6 +156,10 @@ struct Writer {
     next_internal: InternalId,
     /// Writes applied since the running rebuild took its snapshot.
     rebuild_log: Option<Vec<Logged>>,
+    /// Points written since the last checkpoint.
+    since_checkpoint: usize,
+    /// A background checkpoint is running.
+    checkpointing: bool,
 }
 
 struct Inner {
@@ -209,6 +219,70 @@ fn build_state(
     Ok(state)
 }
 
+/// Derived state from a checkpointed index and id map, brought up to date with the
+/// points in storage: unchanged points keep their graph node, changed and new ones are
+/// inserted under fresh ids, and nodes of points no longer stored are deleted.
+/// Returns the state, the next free internal id, and how many points differed from
+/// the checkpoint.
+fn reconcile(
+    pool: &rayon::ThreadPool,
+    index: Arc<dyn VectorIndex>,
+    map: checkpoint::IdMap,
+    store: &ShardStore,
+) -> Result<(State, (InternalId, usize)), ShardError> {
+    let mut checkpointed: std::collections::HashMap<PointId, InternalId> =
+        map.ids.into_iter().collect();
+    let mut next = map.next_internal;
+    let mut state = State {
+        index: index.clone(),
+        ids: BTreeMap::new(),
+        records: Vec::new(),
+    };
+    state.records.resize_with(next as usize, || None);
+    let mut fresh: Vec<Point> = Vec::new();
+    for p in store.points() {
+        let p = p?;
+        match checkpointed.remove(&p.id) {
+            Some(iid)
+                if (iid as usize) < state.records.len()
+                    && index.vector(iid).as_deref() == Some(&p.vector[..]) =>
+            {
+                state.ids.insert(p.id, iid);
+                state.records[iid as usize] = Some(Record {
+                    id: p.id,
+                    payload: p.payload,
+                });
+            }
+            Some(iid) => {
+                index.delete(iid);
+                fresh.push(p);
+            }
+            None => fresh.push(p),
+        }
+    }
+    let stale = checkpointed.len();
+    for iid in checkpointed.into_values() {
+        index.delete(iid);
+    }
+    let base = allocate(&mut next, fresh.len())?;
+    let items: Vec<(InternalId, &[f32])> = fresh
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
+        .collect();
+    pool.install(|| index.insert(&items))?;
+    drop(items);
+    tracing::info!(
+        kept = state.ids.len(),
+        reinserted = fresh.len(),
+        removed = stale,
+        "checkpoint reconciled with storage"
+    );
+    let diverged = fresh.len() + stale;
+    state.publish_upserts(base, fresh.into_iter().map(|p| (p.id, p.payload)));
+    Ok((state, (next, diverged)))
+}
+
 fn allocate(next: &mut InternalId, n: usize) -> Result<InternalId, ShardError> {
     let base = *next;
     *next = base
@@ -234,10 +308,19 @@ impl Shard {
         pool: Arc<rayon::ThreadPool>,
     ) -> Result<Shard, ShardError> {
         let applied_seq = store.applied_seq()?;
-        let points: Vec<Point> = store.points().collect::<Result<_, _>>()?;
-        let state = build_state(&config, options.backend, &pool, points)?;
-        let next_internal = state.records.len() as InternalId;
-        Ok(Shard {
+        let params = index_params(&config, 0);
+        let (state, next_internal) = match checkpoint::read_latest(store.derived_dir(), &params) {
+            Some((index, ids)) => reconcile(&pool, Arc::from(index), ids, &store)?,
+            None => {
+                let points: Vec<Point> = store.points().collect::<Result<_, _>>()?;
+                let state = build_state(&config, options.backend, &pool, points)?;
+                let next = state.records.len() as InternalId;
+                let all = state.ids.len();
+                (state, (next, all))
+            }
+        };
+        let (next_internal, diverged) = next_internal;
+        let shard = Shard {
             inner: Arc::new(Inner {
                 config,
                 pool,
@@ -248,10 +331,15 @@ impl Shard {
                     applied_seq,
                     next_internal,
                     rebuild_log: None,
+                    since_checkpoint: diverged,
+                    checkpointing: false,
                 }),
                 state: RwLock::new(state),
             }),
-        })
+        };
+        // Save what the open had to rebuild, so the next one need not.
+        shard.maybe_start_checkpoint(&mut shard.inner.writer.lock());
+        Ok(shard)
     }
 
     /// The shard's number within its collection.
@@ -283,6 +371,7 @@ impl Shard {
             .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
             .collect();
         inner.pool.install(|| index.insert(&items))?;
+        let items_len = items.len();
         drop(items);
         let logged = w.rebuild_log.as_ref().map(|_| points.clone());
         inner
@@ -292,7 +381,9 @@ impl Shard {
         if let (Some(log), Some(points)) = (w.rebuild_log.as_mut(), logged) {
             log.push(Logged::Upsert(points));
         }
+        w.since_checkpoint += items_len;
         self.maybe_start_rebuild(&mut w);
+        self.maybe_start_checkpoint(&mut w);
         Ok(ticket)
     }
 
@@ -431,6 +522,71 @@ impl Shard {
             points: st.ids.len() as u64,
             tombstones: st.index.tombstones() as u64,
             applied_seq,
+        }
+    }
+
+    /// Saves an index checkpoint now (blocking writes to this shard meanwhile), so
+    /// the next open skips rebuilding the graph. Skipped when nothing was written since
+    /// the last one.
+    pub fn checkpoint(&self) -> Result<(), ShardError> {
+        let mut w = self.inner.writer.lock();
+        if w.since_checkpoint == 0 && self.has_checkpoint() {
+            return Ok(());
+        }
+        self.checkpoint_locked(&mut w)
+    }
+
+    fn has_checkpoint(&self) -> bool {
+        std::fs::read_dir(self.inner.store.derived_dir()).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    fn checkpoint_locked(&self, w: &mut Writer) -> Result<(), ShardError> {
+        let started = std::time::Instant::now();
+        let st = self.inner.state.read();
+        let ids = checkpoint::IdMap {
+            next_internal: w.next_internal,
+            ids: st.ids.iter().map(|(p, i)| (*p, *i)).collect(),
+        };
+        let path = checkpoint::write(
+            self.inner.store.derived_dir(),
+            w.applied_seq,
+            &*st.index,
+            &ids,
+        )
+        .map_err(|e| ShardError::Checkpoint(e))?;
+        w.since_checkpoint = 0;
+        tracing::info!(
+            checkpoint = %path.display(),
+            points = ids.ids.len(),
+            secs = started.elapsed().as_secs_f64(),
+            "index checkpoint saved"
+        );
+        Ok(())
+    }
+
+    fn maybe_start_checkpoint(&self, w: &mut Writer) {
+        let every = self.inner.options.checkpoint_every;
+        if every == 0 || w.checkpointing || w.since_checkpoint == 0 {
+            return;
+        }
+        let live = self.inner.state.read().ids.len();
+        if w.since_checkpoint < every.max(live / 10) {
+            return;
+        }
+        w.checkpointing = true;
+        let shard = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("checkpoint-{}-{}", self.inner.config.name, self.inner.shard_no))
+            .spawn(move || {
+                let mut w = shard.inner.writer.lock();
+                if let Err(e) = shard.checkpoint_locked(&mut w) {
+                    tracing::warn!(error = %e, "index checkpoint failed; will retry after more writes");
+                    w.since_checkpoint = 0;
+                }
+                w.checkpointing = false;
+            });
+        if spawned.is_err() {
+            w.checkpointing = false;
         }
     }
 

@@ -261,3 +261,133 @@ fn rebuild_under_concurrent_writes_loses_nothing() {
         );
     }
 }
+
+fn exact_ids(shard: &Shard, q: Vec<f32>, k: u32) -> Vec<PointId> {
+    shard
+        .search(&SearchRequest {
+            vector: q,
+            top_k: k,
+            ef: Some(500),
+            filter: None,
+            with_payload: false,
+            with_vector: false,
+        })
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
+}
+
+#[test]
+fn stale_checkpoint_is_reconciled_with_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |id: u64, x: f32, tag: i64| Point {
+        id: PointId::Num(id),
+        vector: vec![x, 0.0, 0.0, 0.0],
+        payload: Payload::from([("tag".to_string(), Value::Integer(tag))]),
+    };
+    {
+        let shard = open(dir.path());
+        shard
+            .sync(
+                shard
+                    .upsert((0..100).map(|i| p(i, i as f32, 0)).collect())
+                    .unwrap(),
+            )
+            .unwrap();
+        shard.checkpoint().unwrap();
+        // After the checkpoint: move 10 points, delete 10, add 10, change a payload.
+        shard
+            .sync(
+                shard
+                    .upsert((0..10).map(|i| p(i, 1000.0 + i as f32, 1)).collect())
+                    .unwrap(),
+            )
+            .unwrap();
+        shard
+            .sync(shard.delete((10..20).map(PointId::Num).collect()).unwrap())
+            .unwrap();
+        shard
+            .sync(
+                shard
+                    .upsert((100..110).map(|i| p(i, i as f32, 2)).collect())
+                    .unwrap(),
+            )
+            .unwrap();
+        shard
+            .sync(shard.upsert(vec![p(50, 50.0, 7)]).unwrap())
+            .unwrap();
+        while shard.is_rebuilding() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let shard = open(dir.path());
+    assert_eq!(shard.count(None), 100);
+    assert_eq!(
+        exact_ids(&shard, vec![1000.0, 0.0, 0.0, 0.0], 3),
+        vec![PointId::Num(0), PointId::Num(1), PointId::Num(2)]
+    );
+    assert_eq!(
+        exact_ids(&shard, vec![15.0, 0.0, 0.0, 0.0], 2),
+        vec![PointId::Num(20), PointId::Num(21)]
+    );
+    assert_eq!(
+        exact_ids(&shard, vec![109.0, 0.0, 0.0, 0.0], 1),
+        vec![PointId::Num(109)]
+    );
+    let tag7 = Filter {
+        must: vec![Condition::Integer {
+            key: "tag".into(),
+            any: vec![7],
+        }],
+        ..Filter::default()
+    };
+    assert_eq!(shard.count(Some(&tag7)), 1);
+    assert!(shard.get(&[PointId::Num(12)], false, false).is_empty());
+    // Checkpointing again and reopening gives the same answers.
+    shard.checkpoint().unwrap();
+    drop(shard);
+    let shard = open(dir.path());
+    assert_eq!(shard.count(None), 100);
+    assert_eq!(
+        exact_ids(&shard, vec![1000.0, 0.0, 0.0, 0.0], 3),
+        vec![PointId::Num(0), PointId::Num(1), PointId::Num(2)]
+    );
+}
+
+#[test]
+fn damaged_checkpoint_falls_back_to_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = open(dir.path());
+        let points = (0..60)
+            .map(|i| Point {
+                id: PointId::Num(i),
+                vector: vec![i as f32, 1.0, 0.0, 0.0],
+                payload: Payload::new(),
+            })
+            .collect();
+        shard.sync(shard.upsert(points).unwrap()).unwrap();
+        shard.checkpoint().unwrap();
+    }
+    // Truncate every file of the checkpoint.
+    let mut damaged = 0;
+    let mut stack = vec![dir.path().join("index")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                std::fs::write(e.path(), b"x").unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "the checkpoint wrote files under <data>/index");
+    let shard = open(dir.path());
+    assert_eq!(shard.count(None), 60);
+    assert_eq!(shard.stats().tombstones, 0, "rebuilt from storage");
+    assert_eq!(
+        exact_ids(&shard, vec![30.2, 1.0, 0.0, 0.0], 2),
+        vec![PointId::Num(30), PointId::Num(31)]
+    );
+}

@@ -5,6 +5,8 @@
 //! ([`ShardStore`]), in one fjall database per node.
 //!
 //! ## Layout on disk
+//! `<data dir>/db/` is the fjall database; `<data dir>/index/<shard>/` holds files a
+//! shard derives from its points (see [`ShardStore::derived_dir`]). In the database:
 //! - keyspace `meta`: `collection/<name>` → [`CollectionRecord`], and the counter
 //!   `next_collection_id`;
 //! - one keyspace per shard, named `c<collection id>-s<shard>`: `p<point id key>` →

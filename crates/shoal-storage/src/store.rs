@@ -11,6 +11,11 @@ use crate::StorageError;
 use crate::sync::GroupSync;
 
 const META: &str = "meta";
+/// Subdirectory of the data directory holding the fjall database.
+const DB_DIR: &str = "db";
+/// Subdirectory of the data directory holding shards' derived files (index
+/// checkpoints), one subdirectory per shard named like its keyspace.
+const DERIVED_DIR: &str = "index";
 const COLLECTION_PREFIX: &str = "collection/";
 const NEXT_ID_KEY: &str = "next_collection_id";
 const APPLIED_KEY: &[u8] = b"m/applied";
@@ -54,6 +59,8 @@ fn shard_keyspace_name(collection_id: u64, shard: u32) -> String {
 }
 
 struct Inner {
+    /// The node's data directory.
+    dir: std::path::PathBuf,
     db: Database,
     meta: Keyspace,
     sync: GroupSync,
@@ -79,10 +86,11 @@ impl Store {
     /// Opens (or creates) the database in `dir`, and removes shard keyspaces that no
     /// collection refers to (left behind by a crash during a collection delete).
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
-        let db = Database::builder(dir).open()?;
+        let db = Database::builder(dir.join(DB_DIR)).open()?;
         let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
         let store = Store {
             inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
                 db,
                 meta,
                 sync: GroupSync::default(),
@@ -182,6 +190,12 @@ impl Store {
                 KeyspaceCreateOptions::default,
             )?;
             self.inner.db.delete_keyspace(ks)?;
+            let derived = self
+                .inner
+                .dir
+                .join(DERIVED_DIR)
+                .join(shard_keyspace_name(record.id, shard));
+            let _ = std::fs::remove_dir_all(derived);
         }
         Ok(())
     }
@@ -194,6 +208,11 @@ impl Store {
         )?;
         Ok(ShardStore {
             inner: self.inner.clone(),
+            derived_dir: self
+                .inner
+                .dir
+                .join(DERIVED_DIR)
+                .join(shard_keyspace_name(record.id, shard)),
             ks,
         })
     }
@@ -210,6 +229,7 @@ impl Store {
 pub struct ShardStore {
     inner: Arc<Inner>,
     ks: Keyspace,
+    derived_dir: std::path::PathBuf,
 }
 
 fn point_key(id: &PointId) -> Vec<u8> {
@@ -246,6 +266,13 @@ impl ShardStore {
     /// disk.
     pub fn sync(&self, ticket: Ticket) -> Result<(), StorageError> {
         self.inner.sync(ticket)
+    }
+
+    /// A directory (not yet created) where the shard may keep files derived from its
+    /// points, such as index checkpoints. Removed with the collection. Its contents
+    /// are not covered by the durability promise: they must be rebuildable.
+    pub fn derived_dir(&self) -> &Path {
+        &self.derived_dir
     }
 
     /// Sequence number of the last applied batch (0 for a new shard).

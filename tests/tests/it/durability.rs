@@ -50,10 +50,12 @@ async fn get_all(
 async fn acknowledged_writes_survive_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
     // Exact search: results after restart must equal results before, point for point.
+    // Frequent index checkpoints: the restart loads one and must still find the writes
+    // acknowledged after it.
     let mut node = shoal_tests::Node::start(
         binary(),
         &tmp.path().join("data"),
-        &["--exact-threshold", "1000000"],
+        &["--exact-threshold", "1000000", "--checkpoint-every", "500"],
     );
     let (mut cols, pts) = node.clients().await;
     cols.create(create("durable", DIM as u32, pb::Metric::L2, 3))
