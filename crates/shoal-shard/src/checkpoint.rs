@@ -49,11 +49,7 @@ pub(crate) fn write(
     let ids_path = tmp.join(IDS_FILE);
     std::fs::write(&ids_path, bytes).map_err(|e| io_err(&ids_path, e))?;
     // Make the files durable before the rename publishes them.
-    for f in [&ids_path] {
-        std::fs::File::open(f)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io_err(f, e))?;
-    }
+    sync_tree(&tmp)?;
     let done = dir.join(format!("{PREFIX}{seq}"));
     let _ = std::fs::remove_dir_all(&done);
     std::fs::rename(&tmp, &done).map_err(|e| io_err(&done, e))?;
@@ -66,6 +62,26 @@ pub(crate) fn write(
         }
     }
     Ok(done)
+}
+
+/// fsyncs every file below `dir`, and the directories themselves.
+fn sync_tree(dir: &Path) -> Result<(), String> {
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .flatten()
+    {
+        let path = e.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_err(&path, e))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
 }
 
 /// Complete checkpoints in `dir`, as (seq, path); incomplete ones are removed.

@@ -553,7 +553,7 @@ impl Shard {
             &*st.index,
             &ids,
         )
-        .map_err(|e| ShardError::Checkpoint(e))?;
+        .map_err(ShardError::Checkpoint)?;
         w.since_checkpoint = 0;
         tracing::info!(
             checkpoint = %path.display(),
