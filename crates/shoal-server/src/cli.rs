@@ -131,6 +131,18 @@ enum CollectionCmd {
     Delete { name: String },
 }
 
+/// Prints an error as one line (with its causes) and turns it into an exit code:
+/// the CLI's errors are messages for a person, not backtraces.
+pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line and runs it to completion.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

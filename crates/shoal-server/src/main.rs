@@ -1,5 +1,5 @@
 //! The `shoal` binary. All of it lives in the library: see `shoal_server::cli`.
 
-fn main() -> anyhow::Result<()> {
-    shoal_server::cli::main()
+fn main() -> std::process::ExitCode {
+    shoal_server::cli::exit(shoal_server::cli::main())
 }

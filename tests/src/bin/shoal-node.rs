@@ -1,5 +1,5 @@
 //! The `shoal` binary under test (identical to `crates/shoal-server/src/main.rs`).
 
-fn main() -> anyhow::Result<()> {
-    shoal_server::cli::main()
+fn main() -> std::process::ExitCode {
+    shoal_server::cli::exit(shoal_server::cli::main())
 }
