@@ -12,8 +12,8 @@
 pub mod cli;
 pub mod client;
 pub mod convert;
+pub mod early_status;
 pub mod filter_json;
-pub mod message_limit;
 pub mod serve;
 pub mod service;
 pub mod status;

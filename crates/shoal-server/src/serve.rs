@@ -117,7 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
-            crate::message_limit::remap_too_large::<tonic::body::Body>,
+            crate::early_status::remap::<tonic::body::Body>,
         ))
         .add_service(health)
         .add_service(reflection)

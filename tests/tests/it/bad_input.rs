@@ -435,6 +435,22 @@ async fn bad_input_table() {
         Code::InvalidArgument,
         "filter",
     );
+    // Nested past protobuf's own recursion limit: refused while decoding.
+    let mut nested = pb::Filter::default();
+    for _ in 0..80 {
+        nested = pb::Filter {
+            must: vec![cond(pb::condition::Kind::Filter(nested))],
+            ..Default::default()
+        };
+    }
+    let mut r = s(v(1.0), 10);
+    r.filter = Some(nested);
+    check(
+        "filter nested beyond protobuf's limit",
+        pts.search(r).await,
+        Code::InvalidArgument,
+        "request",
+    );
     let batch = |searches| pb::SearchBatchRequest {
         collection: "c".into(),
         searches,
