@@ -12,6 +12,9 @@ pub enum StorageError {
     /// A collection of that name exists already.
     #[error("collection {0:?} already exists")]
     CollectionExists(String),
+    /// An fsync requested through the flusher failed, or the flusher is gone.
+    #[error("flush: {0}")]
+    Flush(String),
     /// No collection of that name exists.
     #[error("collection {0:?} not found")]
     CollectionNotFound(String),

@@ -9,6 +9,8 @@
 //! shard derives from its points (see [`ShardStore::derived_dir`]). In the database:
 //! - keyspace `meta`: `collection/<name>` → [`CollectionRecord`], and the counter
 //!   `next_collection_id`;
+//! - keyspace `raft`: every Raft group's log entries, vote and log pointers, keyed by
+//!   group id ([`RaftLog`]; not used by the single-node engine yet);
 //! - one keyspace per shard, named `c<collection id>-s<shard>`: `p<point id key>` →
 //!   the point's vector and payload; `m/applied` → the sequence number of the last
 //!   write batch applied to the shard.
@@ -27,8 +29,10 @@
 //! touch the index.
 
 mod error;
+mod raft_log;
 mod store;
 pub mod sync;
 
 pub use error::StorageError;
-pub use store::{CollectionRecord, ShardStore, Store, Ticket, WriteOp};
+pub use raft_log::RaftLog;
+pub use store::{CollectionRecord, ShardStore, Store, SyncCallback, Ticket, WriteOp};

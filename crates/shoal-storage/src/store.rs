@@ -11,6 +11,7 @@ use crate::StorageError;
 use crate::sync::GroupSync;
 
 const META: &str = "meta";
+const RAFT: &str = "raft";
 /// Subdirectory of the data directory holding the fjall database.
 const DB_DIR: &str = "db";
 /// Subdirectory of the data directory holding shards' derived files (index
@@ -23,7 +24,10 @@ const POINT_PREFIX: u8 = b'p';
 
 /// A position in the node's commit order; pass it to `sync` to wait for durability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
+pub struct Ticket(pub(crate) u64);
+
+/// Called by the flusher thread once a ticket is durable (or the fsync failed).
+pub type SyncCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 
 /// A collection as stored: its immutable id and configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,21 +62,73 @@ fn shard_keyspace_name(collection_id: u64, shard: u32) -> String {
     format!("c{collection_id}-s{shard}")
 }
 
-struct Inner {
+pub(crate) struct Inner {
     /// The node's data directory.
     dir: std::path::PathBuf,
-    db: Database,
+    pub(crate) db: Database,
     meta: Keyspace,
-    sync: GroupSync,
+    /// Keyspace of every Raft group's log (see `raft_log.rs`).
+    raft: Keyspace,
+    sync: Arc<GroupSync>,
     /// Serialises catalogue changes (id allocation, create/delete).
     catalogue: parking_lot::Mutex<()>,
+    flusher: Flusher,
 }
 
 impl Inner {
-    fn sync(&self, ticket: Ticket) -> Result<(), StorageError> {
+    pub(crate) fn sync(&self, ticket: Ticket) -> Result<(), StorageError> {
         self.sync
             .sync(ticket.0, || self.db.persist(PersistMode::SyncAll))
             .map_err(StorageError::from)
+    }
+
+    /// A ticket for a batch just committed.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket(self.sync.committed())
+    }
+}
+
+/// A thread that makes tickets durable and calls back: every request waiting when an
+/// fsync starts is answered by that one fsync, whichever group or shard it came from.
+struct Flusher {
+    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<(u64, SyncCallback)>>>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Flusher {
+    fn start(db: Database, sync: Arc<GroupSync>) -> Result<Flusher, StorageError> {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, SyncCallback)>();
+        let thread = std::thread::Builder::new()
+            .name("shoal-flusher".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let target = waiting.iter().map(|w| w.0).max().unwrap_or(0);
+                    let result = sync.sync(target, || db.persist(PersistMode::SyncAll));
+                    for (_, callback) in waiting {
+                        callback(match &result {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(StorageError::Flush(e.to_string())),
+                        });
+                    }
+                }
+            })
+            .map_err(|e| StorageError::Flush(format!("cannot start the flusher thread: {e}")))?;
+        Ok(Flusher {
+            tx: parking_lot::Mutex::new(Some(tx)),
+            thread: parking_lot::Mutex::new(Some(thread)),
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the flusher after it answered everything queued.
+        self.flusher.tx.lock().take();
+        if let Some(t) = self.flusher.thread.lock().take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -88,13 +144,18 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
         let db = Database::builder(dir.join(DB_DIR)).open()?;
         let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
+        let raft = db.keyspace(RAFT, KeyspaceCreateOptions::default)?;
+        let sync = Arc::new(GroupSync::default());
+        let flusher = Flusher::start(db.clone(), sync.clone())?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 db,
                 meta,
-                sync: GroupSync::default(),
+                raft,
+                sync,
                 catalogue: parking_lot::Mutex::new(()),
+                flusher,
             }),
         };
         store.remove_orphan_keyspaces()?;
@@ -109,7 +170,7 @@ impl Store {
             .collect();
         for name in self.inner.db.list_keyspace_names() {
             let name: &str = &name;
-            if name != META && !live.contains(name) {
+            if name != META && name != RAFT && !live.contains(name) {
                 tracing::warn!(keyspace = name, "removing orphaned shard data");
                 let ks = self
                     .inner
@@ -166,7 +227,7 @@ impl Store {
             postcard::to_stdvec(&record).map_err(|e| corrupt("collection", e))?,
         );
         batch.commit()?;
-        self.inner.sync(Ticket(self.inner.sync.committed()))?;
+        self.inner.sync(self.inner.ticket())?;
         Ok(record)
     }
 
@@ -181,7 +242,7 @@ impl Store {
         self.inner
             .meta
             .remove(format!("{COLLECTION_PREFIX}{name}"))?;
-        self.inner.sync(Ticket(self.inner.sync.committed()))?;
+        self.inner.sync(self.inner.ticket())?;
         // The catalogue no longer names them: a crash from here on leaves orphans that
         // the next `open` removes.
         for shard in 0..record.config.shard_count {
@@ -215,6 +276,36 @@ impl Store {
                 .join(shard_keyspace_name(record.id, shard)),
             ks,
         })
+    }
+
+    /// The log of Raft group `group` (created empty on first use).
+    pub fn raft_log(&self, group: u64) -> crate::RaftLog {
+        crate::RaftLog {
+            inner: self.inner.clone(),
+            ks: self.inner.raft.clone(),
+            group,
+        }
+    }
+
+    /// Waits until `ticket` (and everything committed before it) is durable.
+    pub fn sync(&self, ticket: Ticket) -> Result<(), StorageError> {
+        self.inner.sync(ticket)
+    }
+
+    /// Returns at once; `callback` runs on the node's flusher thread once `ticket` is
+    /// durable. Requests queued while an fsync runs share the next one.
+    pub fn sync_then(&self, ticket: Ticket, callback: SyncCallback) {
+        let tx = self.inner.flusher.tx.lock().clone();
+        match tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError((_, callback))) =
+                    tx.send((ticket.0, callback))
+                {
+                    callback(Err(StorageError::Flush("the flusher has stopped".into())));
+                }
+            }
+            None => callback(Err(StorageError::Flush("the store is closing".into()))),
+        }
     }
 
     /// Number of fsyncs this store has issued (group commit makes it lower than the
@@ -259,7 +350,7 @@ impl ShardStore {
         }
         batch.insert(&self.ks, APPLIED_KEY, seq.to_le_bytes());
         batch.commit()?;
-        Ok(Ticket(self.inner.sync.committed()))
+        Ok(self.inner.ticket())
     }
 
     /// Waits until the batch of `ticket` (and everything committed before it) is on
