@@ -42,4 +42,4 @@ mod error;
 mod shard;
 
 pub use error::ShardError;
-pub use shard::{Shard, ShardOptions, ShardStats};
+pub use shard::{Shard, ShardOp, ShardOptions, ShardSnapshot, ShardStats};

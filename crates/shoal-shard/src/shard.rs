@@ -160,6 +160,27 @@ struct Writer {
     since_checkpoint: usize,
     /// A background checkpoint is running.
     checkpointing: bool,
+    /// Bumped when a snapshot replaces the shard's contents: a rebuild that started
+    /// from an older generation must not swap its result in.
+    generation: u64,
+}
+
+/// A change to apply at a given sequence number (see [`Shard::apply_at`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShardOp {
+    Upsert(Vec<Point>),
+    Delete(Vec<PointId>),
+}
+
+/// A consistent copy of a shard's contents (see [`Shard::snapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardSnapshot {
+    /// Sequence number of the last write included.
+    pub seq: u64,
+    /// The metadata stored with that write.
+    pub meta: Option<Vec<u8>>,
+    /// Every point, in id order.
+    pub points: Vec<Point>,
 }
 
 struct Inner {
@@ -333,6 +354,7 @@ impl Shard {
                     rebuild_log: None,
                     since_checkpoint: diverged,
                     checkpointing: false,
+                    generation: 0,
                 }),
                 state: RwLock::new(state),
             }),
@@ -356,11 +378,21 @@ impl Shard {
     /// that insert may pick up any queued pool job — which must never be one that
     /// wants this lock.
     pub fn upsert(&self, points: Vec<Point>) -> Result<Ticket, ShardError> {
-        let inner = &*self.inner;
-        let mut w = inner.writer.lock();
+        let mut w = self.inner.writer.lock();
         let seq = w.applied_seq + 1;
+        self.upsert_locked(&mut w, seq, points, None)
+    }
+
+    fn upsert_locked(
+        &self,
+        w: &mut Writer,
+        seq: u64,
+        points: Vec<Point>,
+        meta: Option<&[u8]>,
+    ) -> Result<Ticket, ShardError> {
+        let inner = &*self.inner;
         let ops: Vec<WriteOp<'_>> = points.iter().map(WriteOp::Upsert).collect();
-        let ticket = inner.store.write(&ops, seq)?;
+        let ticket = inner.store.write_with_meta(&ops, seq, meta)?;
         drop(ops);
         w.applied_seq = seq;
         let base = allocate(&mut w.next_internal, points.len())?;
@@ -382,25 +414,114 @@ impl Shard {
             log.push(Logged::Upsert(points));
         }
         w.since_checkpoint += items_len;
-        self.maybe_start_rebuild(&mut w);
-        self.maybe_start_checkpoint(&mut w);
+        self.maybe_start_rebuild(w);
+        self.maybe_start_checkpoint(w);
         Ok(ticket)
     }
 
     /// Applies a delete by ids (unknown ids are ignored). Durable after
     /// [`Shard::sync`].
     pub fn delete(&self, ids: Vec<PointId>) -> Result<Ticket, ShardError> {
-        let inner = &*self.inner;
-        let mut w = inner.writer.lock();
+        let mut w = self.inner.writer.lock();
         let seq = w.applied_seq + 1;
+        self.delete_locked(&mut w, seq, ids, None)
+    }
+
+    fn delete_locked(
+        &self,
+        w: &mut Writer,
+        seq: u64,
+        ids: Vec<PointId>,
+        meta: Option<&[u8]>,
+    ) -> Result<Ticket, ShardError> {
+        let inner = &*self.inner;
         let ops: Vec<WriteOp<'_>> = ids.iter().map(|id| WriteOp::Delete(*id)).collect();
-        let ticket = inner.store.write(&ops, seq)?;
+        let ticket = inner.store.write_with_meta(&ops, seq, meta)?;
         w.applied_seq = seq;
         inner.state.write().publish_deletes(&ids);
         if let Some(log) = w.rebuild_log.as_mut() {
             log.push(Logged::Delete(ids));
         }
-        self.maybe_start_rebuild(&mut w);
+        self.maybe_start_rebuild(w);
+        Ok(ticket)
+    }
+
+    /// Applies `op` (or nothing, for entries that only advance the sequence) as the
+    /// write with sequence number `seq` — a Raft log index — and stores `meta` in the
+    /// same atomic batch. A `seq` at or below the last applied one is skipped and
+    /// returns `None`, so re-applying a log after a crash is harmless. Durable after
+    /// [`Shard::sync`]; same threading rule as [`Shard::upsert`].
+    pub fn apply_at(
+        &self,
+        seq: u64,
+        op: Option<ShardOp>,
+        meta: &[u8],
+    ) -> Result<Option<Ticket>, ShardError> {
+        let mut w = self.inner.writer.lock();
+        if seq <= w.applied_seq {
+            return Ok(None);
+        }
+        let ticket = match op {
+            Some(ShardOp::Upsert(points)) => self.upsert_locked(&mut w, seq, points, Some(meta))?,
+            Some(ShardOp::Delete(ids)) => self.delete_locked(&mut w, seq, ids, Some(meta))?,
+            None => {
+                let t = self.inner.store.write_with_meta(&[], seq, Some(meta))?;
+                w.applied_seq = seq;
+                t
+            }
+        };
+        Ok(Some(ticket))
+    }
+
+    /// The metadata stored with the last [`Shard::apply_at`] or [`Shard::install`].
+    pub fn meta(&self) -> Result<Option<Vec<u8>>, ShardError> {
+        Ok(self.inner.store.meta()?)
+    }
+
+    /// A consistent copy of the shard: its points, sequence number and metadata, taken
+    /// with writes held off.
+    pub fn snapshot(&self) -> Result<ShardSnapshot, ShardError> {
+        let w = self.inner.writer.lock();
+        let st = self.inner.state.read();
+        let points = st
+            .ids
+            .iter()
+            .filter_map(|(id, iid)| {
+                Some(Point {
+                    id: *id,
+                    vector: st.index.vector(*iid)?,
+                    payload: st.record(*iid)?.payload.clone(),
+                })
+            })
+            .collect();
+        Ok(ShardSnapshot {
+            seq: w.applied_seq,
+            meta: self.inner.store.meta()?,
+            points,
+        })
+    }
+
+    /// Replaces the shard's whole contents with a snapshot (a follower catching up):
+    /// storage atomically, then the index is rebuilt. Durable after [`Shard::sync`].
+    pub fn install(&self, snapshot: ShardSnapshot) -> Result<Ticket, ShardError> {
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock();
+        let meta = snapshot.meta.unwrap_or_default();
+        let ticket = inner
+            .store
+            .replace_all(&snapshot.points, snapshot.seq, &meta)?;
+        let state = build_state(
+            &inner.config,
+            inner.options.backend,
+            &inner.pool,
+            snapshot.points,
+        )?;
+        w.next_internal = state.records.len() as InternalId;
+        w.since_checkpoint = state.ids.len();
+        *inner.state.write() = state;
+        w.applied_seq = snapshot.seq;
+        w.rebuild_log = None;
+        w.generation += 1;
         Ok(ticket)
     }
 
@@ -621,12 +742,13 @@ impl Shard {
         };
         w.rebuild_log = Some(Vec::new());
         let shard = self.clone();
+        let generation = w.generation;
         let spawned = std::thread::Builder::new()
             .name(format!(
                 "rebuild-{}-{}",
                 self.inner.config.name, self.inner.shard_no
             ))
-            .spawn(move || shard.rebuild(snapshot));
+            .spawn(move || shard.rebuild(snapshot, generation));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start index rebuild");
             w.rebuild_log = None;
@@ -635,13 +757,17 @@ impl Shard {
 
     /// Builds a new index from `snapshot`, replays the writes logged since, and swaps
     /// it in.
-    fn rebuild(&self, snapshot: Vec<Point>) {
+    fn rebuild(&self, snapshot: Vec<Point>, generation: u64) {
         let inner = &*self.inner;
         let started = std::time::Instant::now();
         let n = snapshot.len();
         let result = build_state(&inner.config, inner.options.backend, &inner.pool, snapshot)
             .and_then(|mut state| {
                 let mut w = inner.writer.lock();
+                if w.generation != generation {
+                    // A snapshot replaced the shard meanwhile; this build is of old data.
+                    return Ok(());
+                }
                 let mut next = state.records.len() as InternalId;
                 for op in w.rebuild_log.take().unwrap_or_default() {
                     match op {

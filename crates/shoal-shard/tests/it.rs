@@ -391,3 +391,130 @@ fn damaged_checkpoint_falls_back_to_rebuild() {
         vec![PointId::Num(30), PointId::Num(31)]
     );
 }
+
+fn pt(id: u64, x: f32) -> Point {
+    Point {
+        id: PointId::Num(id),
+        vector: vec![x, 0.0, 0.0, 0.0],
+        payload: Payload::new(),
+    }
+}
+
+#[test]
+fn apply_at_is_idempotent_and_keeps_meta_atomically() {
+    use shoal_shard::ShardOp;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = open(dir.path());
+        let t = shard
+            .apply_at(
+                5,
+                Some(ShardOp::Upsert(vec![pt(1, 1.0), pt(2, 2.0)])),
+                b"log-5",
+            )
+            .unwrap();
+        shard.sync(t.unwrap()).unwrap();
+        // Replays of applied entries are skipped, whatever they carry.
+        assert!(
+            shard
+                .apply_at(5, Some(ShardOp::Delete(vec![PointId::Num(1)])), b"x")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            shard
+                .apply_at(3, Some(ShardOp::Upsert(vec![pt(9, 9.0)])), b"x")
+                .unwrap()
+                .is_none()
+        );
+        let t = shard.apply_at(6, None, b"log-6").unwrap().unwrap();
+        shard.sync(t).unwrap();
+        let t = shard
+            .apply_at(7, Some(ShardOp::Delete(vec![PointId::Num(2)])), b"log-7")
+            .unwrap();
+        shard.sync(t.unwrap()).unwrap();
+        assert_eq!(shard.count(None), 1);
+        assert_eq!(shard.meta().unwrap().as_deref(), Some(&b"log-7"[..]));
+    }
+    let shard = open(dir.path());
+    assert_eq!(shard.stats().applied_seq, 7);
+    assert_eq!(shard.meta().unwrap().as_deref(), Some(&b"log-7"[..]));
+    assert_eq!(
+        shard
+            .get(
+                &[PointId::Num(1), PointId::Num(2), PointId::Num(9)],
+                false,
+                false
+            )
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn snapshot_installs_on_another_shard_replacing_its_contents() {
+    use shoal_shard::ShardOp;
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path());
+    let points: Vec<Point> = (0..300).map(|i| pt(i, i as f32)).collect();
+    a.sync(
+        a.apply_at(10, Some(ShardOp::Upsert(points)), b"ten")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    a.sync(
+        a.apply_at(11, Some(ShardOp::Delete(vec![PointId::Num(0)])), b"eleven")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let snap = a.snapshot().unwrap();
+    assert_eq!(
+        (snap.seq, snap.meta.as_deref(), snap.points.len()),
+        (11, Some(&b"eleven"[..]), 299)
+    );
+    {
+        let b = open(b_dir.path());
+        // B has stale data of its own, which the snapshot must replace entirely.
+        b.sync(
+            b.apply_at(
+                3,
+                Some(ShardOp::Upsert(vec![pt(5000, 1.0), pt(5, 123.0)])),
+                b"old",
+            )
+            .unwrap()
+            .unwrap(),
+        )
+        .unwrap();
+        b.sync(b.install(snap.clone()).unwrap()).unwrap();
+        assert_eq!(b.snapshot().unwrap(), snap);
+        // Later entries apply on top; replays of covered ones are skipped.
+        assert!(
+            b.apply_at(11, Some(ShardOp::Upsert(vec![pt(7777, 0.0)])), b"x")
+                .unwrap()
+                .is_none()
+        );
+        b.sync(
+            b.apply_at(12, Some(ShardOp::Upsert(vec![pt(300, 300.0)])), b"twelve")
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    let b = open(b_dir.path());
+    assert_eq!(b.count(None), 300);
+    assert_eq!(b.stats().applied_seq, 12);
+    assert!(
+        b.get(&[PointId::Num(5000), PointId::Num(0)], false, false)
+            .is_empty()
+    );
+    assert_eq!(
+        b.get(&[PointId::Num(5)], false, true)[0].vector.as_deref(),
+        Some(&[5.0, 0.0, 0.0, 0.0][..])
+    );
+    assert_eq!(
+        exact_ids(&b, vec![299.6, 0.0, 0.0, 0.0], 2),
+        vec![PointId::Num(300), PointId::Num(299)]
+    );
+}

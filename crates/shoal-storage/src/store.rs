@@ -20,6 +20,9 @@ const DERIVED_DIR: &str = "index";
 const COLLECTION_PREFIX: &str = "collection/";
 const NEXT_ID_KEY: &str = "next_collection_id";
 const APPLIED_KEY: &[u8] = b"m/applied";
+/// Opaque metadata written atomically with a batch (the Raft state machine keeps its
+/// last applied log id and membership here).
+const META_KEY: &[u8] = b"m/meta";
 const POINT_PREFIX: u8 = b'p';
 
 /// A position in the node's commit order; pass it to `sync` to wait for durability.
@@ -334,17 +337,24 @@ impl ShardStore {
     /// number. Not yet durable: call [`ShardStore::sync`] with the returned ticket
     /// before acknowledging.
     pub fn write(&self, ops: &[WriteOp<'_>], seq: u64) -> Result<Ticket, StorageError> {
+        self.write_with_meta(ops, seq, None)
+    }
+
+    /// [`ShardStore::write`], also replacing the shard's metadata with `meta` in the
+    /// same atomic batch when given.
+    pub fn write_with_meta(
+        &self,
+        ops: &[WriteOp<'_>],
+        seq: u64,
+        meta: Option<&[u8]>,
+    ) -> Result<Ticket, StorageError> {
         let mut batch = self.inner.db.batch();
+        if let Some(m) = meta {
+            batch.insert(&self.ks, META_KEY, m);
+        }
         for op in ops {
             match op {
-                WriteOp::Upsert(p) => {
-                    let value = postcard::to_stdvec(&StoredPoint {
-                        vector: std::borrow::Cow::Borrowed(&p.vector),
-                        payload: std::borrow::Cow::Borrowed(&p.payload),
-                    })
-                    .map_err(|e| corrupt(format!("point {}", p.id), e))?;
-                    batch.insert(&self.ks, point_key(&p.id), value);
-                }
+                WriteOp::Upsert(p) => batch.insert(&self.ks, point_key(&p.id), encode_point(p)?),
                 WriteOp::Delete(id) => batch.remove(&self.ks, point_key(id)),
             }
         }
@@ -364,6 +374,33 @@ impl ShardStore {
     /// are not covered by the durability promise: they must be rebuildable.
     pub fn derived_dir(&self) -> &Path {
         &self.derived_dir
+    }
+
+    /// The metadata last written by [`ShardStore::write_with_meta`] or
+    /// [`ShardStore::replace_all`].
+    pub fn meta(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.ks.get(META_KEY)?.map(|v| v.to_vec()))
+    }
+
+    /// Atomically replaces every point of the shard with `points`, and sets the
+    /// sequence number and metadata (installing a snapshot). Not durable until synced.
+    pub fn replace_all(
+        &self,
+        points: &[Point],
+        seq: u64,
+        meta: &[u8],
+    ) -> Result<Ticket, StorageError> {
+        let mut batch = self.inner.db.batch();
+        for kv in self.ks.prefix([POINT_PREFIX]) {
+            batch.remove(&self.ks, kv.key()?);
+        }
+        for p in points {
+            batch.insert(&self.ks, point_key(&p.id), encode_point(p)?);
+        }
+        batch.insert(&self.ks, APPLIED_KEY, seq.to_le_bytes());
+        batch.insert(&self.ks, META_KEY, meta);
+        batch.commit()?;
+        Ok(self.inner.ticket())
     }
 
     /// Sequence number of the last applied batch (0 for a new shard).
@@ -394,6 +431,14 @@ impl ShardStore {
             decode_point(id, &v)
         })
     }
+}
+
+fn encode_point(p: &Point) -> Result<Vec<u8>, StorageError> {
+    postcard::to_stdvec(&StoredPoint {
+        vector: std::borrow::Cow::Borrowed(&p.vector),
+        payload: std::borrow::Cow::Borrowed(&p.payload),
+    })
+    .map_err(|e| corrupt(format!("point {}", p.id), e))
 }
 
 fn decode_point(id: PointId, bytes: &[u8]) -> Result<Point, StorageError> {
