@@ -71,6 +71,17 @@ impl RaftLog {
         Ok(self.inner.ticket())
     }
 
+    /// Waits until `ticket` is durable (see [`crate::Store::sync`]).
+    pub fn sync(&self, ticket: Ticket) -> Result<(), StorageError> {
+        self.inner.sync(ticket)
+    }
+
+    /// Calls `callback` from the flusher once `ticket` is durable (see
+    /// [`crate::Store::sync_then`]).
+    pub fn sync_then(&self, ticket: Ticket, callback: crate::SyncCallback) {
+        self.inner.sync_then(ticket, callback)
+    }
+
     /// Entries with index in `range`, in index order.
     pub fn entries(
         &self,

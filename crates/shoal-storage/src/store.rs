@@ -85,6 +85,20 @@ impl Inner {
             .map_err(StorageError::from)
     }
 
+    pub(crate) fn sync_then(&self, ticket: Ticket, callback: SyncCallback) {
+        let tx = self.flusher.tx.lock().clone();
+        match tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError((_, callback))) =
+                    tx.send((ticket.0, callback))
+                {
+                    callback(Err(StorageError::Flush("the flusher has stopped".into())));
+                }
+            }
+            None => callback(Err(StorageError::Flush("the store is closing".into()))),
+        }
+    }
+
     /// A ticket for a batch just committed.
     pub(crate) fn ticket(&self) -> Ticket {
         Ticket(self.sync.committed())
@@ -298,17 +312,7 @@ impl Store {
     /// Returns at once; `callback` runs on the node's flusher thread once `ticket` is
     /// durable. Requests queued while an fsync runs share the next one.
     pub fn sync_then(&self, ticket: Ticket, callback: SyncCallback) {
-        let tx = self.inner.flusher.tx.lock().clone();
-        match tx {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError((_, callback))) =
-                    tx.send((ticket.0, callback))
-                {
-                    callback(Err(StorageError::Flush("the flusher has stopped".into())));
-                }
-            }
-            None => callback(Err(StorageError::Flush("the store is closing".into()))),
-        }
+        self.inner.sync_then(ticket, callback)
     }
 
     /// Number of fsyncs this store has issued (group commit makes it lower than the

@@ -1,0 +1,223 @@
+//! The shard state machine: committed entries applied to a `shoal_shard::Shard`.
+//!
+//! **Sequence numbers.** The shard's applied sequence is the Raft log index plus one
+//! (openraft's first entry has index 0, a fresh shard has applied nothing: 0).
+//!
+//! **Atomicity.** Each entry is applied with `Shard::apply_at`, which writes the
+//! points, the sequence number and the encoded [`Applied`] state (last applied log id
+//! and membership) in one atomic batch, without fsync: after a crash the shard is at
+//! some applied index and openraft re-applies the log from there; entries at or below
+//! it are skipped.
+//!
+//! **Snapshots** are the shard's points (postcard), consistent with the applied state
+//! they were taken at. The last built or installed snapshot is kept in memory; after a
+//! restart `get_current_snapshot` builds a fresh one on demand (its log id is never
+//! behind anything the log has purged, because purging follows snapshots).
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use shoal_core::Point;
+use shoal_shard::{Shard, ShardOp, ShardSnapshot};
+use std::sync::Mutex;
+
+use crate::error::storage_error;
+use crate::log_store::{blocking, decode, encode};
+use crate::{RaftStoreError, ShardCommand, ShardReply, StorageError, TypeConfig};
+
+/// What the state machine has applied, stored atomically with the shard's points.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+}
+
+type Built = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
+
+/// The state machine of one shard group. Cheap to clone (clones share the shard).
+#[derive(Clone)]
+pub struct ShardStateMachine {
+    shard: Shard,
+    current: Arc<Mutex<Option<Built>>>,
+    snapshots_built: Arc<AtomicU64>,
+}
+
+fn sm_err(e: RaftStoreError) -> StorageError {
+    storage_error::read_state_machine(e.any())
+}
+
+impl ShardStateMachine {
+    /// The state machine over `shard`.
+    pub fn new(shard: Shard) -> ShardStateMachine {
+        ShardStateMachine {
+            shard,
+            current: Arc::default(),
+            snapshots_built: Arc::default(),
+        }
+    }
+
+    /// The shard it applies to.
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    fn applied(shard: &Shard) -> Result<Applied, RaftStoreError> {
+        match shard.meta()? {
+            Some(b) if !b.is_empty() => decode(&b),
+            _ => Ok(Applied::default()),
+        }
+    }
+
+    fn cached(&self) -> Option<Built> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn cache(&self, built: Built) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(built);
+    }
+
+    async fn build(&self) -> Result<Built, RaftStoreError> {
+        let shard = self.shard.clone();
+        let (snap, applied) = blocking(move || {
+            let snap = shard.snapshot()?;
+            let applied = Self::applied(&shard)?;
+            Ok((snap, applied))
+        })
+        .await?;
+        let data = encode(&snap.points)?;
+        let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match applied.last_applied {
+            Some(l) => format!(
+                "{}-{}-{}-{n}",
+                l.leader_id.term, l.leader_id.node_id, l.index
+            ),
+            None => format!("none-{n}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id,
+        };
+        Ok((meta, data))
+    }
+}
+
+fn snapshot_of((meta, data): Built) -> Snapshot<TypeConfig> {
+    Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(data)),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let built = self.build().await.map_err(sm_err)?;
+        self.cache(built.clone());
+        Ok(snapshot_of(built))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for ShardStateMachine {
+    type SnapshotBuilder = ShardStateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError> {
+        let a = Self::applied(&self.shard).map_err(sm_err)?;
+        Ok((a.last_applied, a.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ShardReply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let shard = self.shard.clone();
+        blocking(move || {
+            let mut applied = Self::applied(&shard)?;
+            let mut replies = Vec::with_capacity(entries.len());
+            for e in entries {
+                let log_id = e.log_id;
+                applied.last_applied = Some(log_id);
+                let op = match e.payload {
+                    EntryPayload::Blank => None,
+                    EntryPayload::Normal(ShardCommand::Upsert(points)) => {
+                        Some(ShardOp::Upsert(points))
+                    }
+                    EntryPayload::Normal(ShardCommand::Delete(ids)) => Some(ShardOp::Delete(ids)),
+                    EntryPayload::Membership(m) => {
+                        applied.membership = StoredMembership::new(Some(log_id), m);
+                        None
+                    }
+                };
+                shard.apply_at(log_id.index + 1, op, &encode(&applied)?)?;
+                replies.push(ShardReply {
+                    applied: log_id.index,
+                });
+            }
+            Ok(replies)
+        })
+        .await
+        .map_err(|e| storage_error::write_state_machine(e.any()))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> ShardStateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let err = |e: RaftStoreError| storage_error::read_snapshot(Some(meta.signature()), e.any());
+        let points: Vec<Point> = decode(&data).map_err(err)?;
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let snap = ShardSnapshot {
+            seq: meta.last_log_id.map(|l| l.index + 1).unwrap_or(0),
+            meta: Some(encode(&applied).map_err(err)?),
+            points,
+        };
+        let shard = self.shard.clone();
+        blocking(move || {
+            let t = shard.install(snap)?;
+            Ok(shard.sync(t)?)
+        })
+        .await
+        .map_err(err)?;
+        self.cache((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        if let Some(built) = self.cached() {
+            return Ok(Some(snapshot_of(built)));
+        }
+        let built = self.build().await.map_err(sm_err)?;
+        if built.0.last_log_id.is_none() {
+            // Nothing applied yet: there is no snapshot to speak of.
+            return Ok(None);
+        }
+        self.cache(built.clone());
+        Ok(Some(snapshot_of(built)))
+    }
+}
