@@ -14,7 +14,13 @@ async fn recall_for(metric: pb::Metric, shards: u32) -> f64 {
         _ => ground_truth(&base, &queries, 10, shoal_core::Metric::Cosine),
     };
     let tmp = tempfile::tempdir().unwrap();
-    let node = shoal_tests::Node::start(binary(), &tmp.path().join("data"), &[]);
+    // Force graph search: these tests hold the HNSW index, not the exact scan, to the
+    // recall target.
+    let node = shoal_tests::Node::start(
+        binary(),
+        &tmp.path().join("data"),
+        &["--exact-threshold", "0"],
+    );
     let (mut cols, mut pts) = node.clients().await;
     let name = format!("sift_{}_{shards}", metric.as_str_name().to_lowercase());
     cols.create(create(&name, 128, metric, shards))
