@@ -546,7 +546,16 @@ impl Shard {
                 if live_count <= opts.exact_threshold {
                     st.index.exact_search(q, k, Some(&live))
                 } else {
-                    st.index.search(q, k, ef, Some(&live))
+                    // Unfiltered graph search (a filter makes backends take a slower
+                    // path). Hits not yet published by a concurrent write are dropped;
+                    // only if that leaves fewer than k is the search redone with the
+                    // liveness check in the loop.
+                    let mut hits = st.index.search(q, k, ef, None);
+                    hits.retain(|h| st.is_live(h.id));
+                    if hits.len() < k.min(live_count) {
+                        hits = st.index.search(q, k, ef, Some(&live));
+                    }
+                    hits
                 }
             }
             Some(filter) => {
