@@ -11,7 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("shoal_descriptor.bin"))
         .compile_protos(&protos, std::slice::from_ref(&root))?;
-    for p in &protos {
+    // The internal Raft transport: its own package, not in the reflection descriptor.
+    let internal = [root.join("shoal/internal/raft.proto")];
+    tonic_prost_build::configure().compile_protos(&internal, std::slice::from_ref(&root))?;
+    for p in protos.iter().chain(&internal) {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     Ok(())

@@ -20,6 +20,7 @@
 
 mod error;
 mod log_store;
+pub mod network;
 mod state_machine;
 
 use std::io::Cursor;

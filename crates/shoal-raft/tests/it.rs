@@ -138,3 +138,163 @@ async fn applies_point_writes_idempotently_and_ships_them_by_snapshot() {
         .unwrap();
     assert_eq!(sm_b.shard().count(None), 49);
 }
+
+mod cluster {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use openraft::{BasicNode, Config, Raft};
+    use shoal_core::PointId;
+    use shoal_proto::internal::v1::raft_transport_server::RaftTransportServer;
+    use shoal_raft::network::{MAX_RAFT_MESSAGE, Network, Peers, RaftTransportService, Registry};
+    use shoal_raft::{LogStore, ShardCommand, ShardStateMachine, TypeConfig};
+
+    use super::{open, point};
+
+    const GROUP: u64 = 42;
+
+    struct Node {
+        raft: Raft<TypeConfig>,
+        sm: ShardStateMachine,
+        server: tokio::task::JoinHandle<()>,
+        _store: shoal_storage::Store,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, shard) = open(dir.path());
+        let registry = Registry::default();
+        let service = RaftTransportServer::new(RaftTransportService::new(registry.clone()))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        let config = Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let sm = ShardStateMachine::new(shard);
+        let raft = Raft::new(
+            id,
+            std::sync::Arc::new(config),
+            Network::new(GROUP, Peers::default()),
+            LogStore::new(store.raft_log(GROUP)),
+            sm.clone(),
+        )
+        .await
+        .unwrap();
+        registry.insert(GROUP, raft.clone());
+        Node {
+            raft,
+            sm,
+            server,
+            _store: store,
+            _dir: dir,
+        }
+    }
+
+    async fn leader_among(nodes: &BTreeMap<u64, Node>, not: Option<u64>) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            for n in nodes.values() {
+                let m = n.raft.metrics().borrow().clone();
+                if let Some(l) = m.current_leader
+                    && Some(l) != not
+                    && nodes.contains_key(&l)
+                    && m.state == openraft::ServerState::Leader
+                {
+                    return l;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader elected within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_applied(nodes: &BTreeMap<u64, Node>, index: u64) {
+        for n in nodes.values() {
+            n.raft
+                .wait(Some(Duration::from_secs(20)))
+                .metrics(
+                    |m| m.last_applied.is_some_and(|l| l.index >= index),
+                    "applied",
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn three_nodes_replicate_and_survive_the_leader() {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let members: BTreeMap<u64, BasicNode> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                (
+                    i as u64 + 1,
+                    BasicNode::new(l.local_addr().unwrap().to_string()),
+                )
+            })
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            nodes.insert(i as u64 + 1, start(i as u64 + 1, l).await);
+        }
+        nodes[&1].raft.initialize(members).await.unwrap();
+
+        // Writes go through the leader and reach every replica's shard.
+        let leader = leader_among(&nodes, None).await;
+        let resp = nodes[&leader]
+            .raft
+            .client_write(ShardCommand::Upsert(
+                (0..100).map(|i| point(i, i as f32)).collect(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.data.applied, resp.log_id.index);
+        wait_applied(&nodes, resp.log_id.index).await;
+        for (id, n) in &nodes {
+            assert_eq!(n.sm.shard().count(None), 100, "replica {id}");
+        }
+
+        // The leader dies; the other two elect a new one and keep accepting writes.
+        let old = nodes.remove(&leader).unwrap();
+        old.raft.shutdown().await.unwrap();
+        old.server.abort();
+        let leader = leader_among(&nodes, Some(leader)).await;
+        let resp = nodes[&leader]
+            .raft
+            .client_write(ShardCommand::Delete((0..10).map(PointId::Num).collect()))
+            .await
+            .unwrap();
+        wait_applied(&nodes, resp.log_id.index).await;
+        let digests: Vec<_> = nodes
+            .values()
+            .map(|n| n.sm.shard().snapshot().unwrap().points)
+            .collect();
+        assert_eq!(digests[0].len(), 90);
+        assert_eq!(
+            digests[0], digests[1],
+            "the surviving replicas agree point for point"
+        );
+        for n in nodes.values() {
+            n.raft.shutdown().await.unwrap();
+        }
+    }
+}
