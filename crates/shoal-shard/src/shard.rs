@@ -214,6 +214,22 @@ fn index_params(config: &CollectionConfig, capacity_hint: usize) -> IndexParams 
     }
 }
 
+/// Inserts the points' vectors into `index` under ids `base, base + 1, …`, in
+/// parallel on `pool`.
+fn insert_vectors(
+    pool: &rayon::ThreadPool,
+    index: &dyn VectorIndex,
+    base: InternalId,
+    points: &[Point],
+) -> Result<(), ShardError> {
+    let items: Vec<(InternalId, &[f32])> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
+        .collect();
+    Ok(pool.install(|| index.insert(&items))?)
+}
+
 /// Builds fresh derived state over `points` with dense internal ids `0..n`. Inserts
 /// in parallel on `pool`.
 fn build_state(
@@ -226,13 +242,7 @@ fn build_state(
         backend,
         index_params(config, points.len()),
     ));
-    let items: Vec<(InternalId, &[f32])> = points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i as InternalId, p.vector.as_slice()))
-        .collect();
-    pool.install(|| index.insert(&items))?;
-    drop(items);
+    insert_vectors(pool, &*index, 0, &points)?;
     let mut state = State {
         index,
         ids: BTreeMap::new(),
@@ -288,13 +298,7 @@ fn reconcile(
         index.delete(iid);
     }
     let base = allocate(&mut next, fresh.len())?;
-    let items: Vec<(InternalId, &[f32])> = fresh
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
-        .collect();
-    pool.install(|| index.insert(&items))?;
-    drop(items);
+    insert_vectors(pool, &*index, base, &fresh)?;
     tracing::info!(
         kept = state.ids.len(),
         reinserted = fresh.len(),
@@ -399,14 +403,8 @@ impl Shard {
         w.applied_seq = seq;
         let base = allocate(&mut w.next_internal, points.len())?;
         let index = inner.state.read().index.clone();
-        let items: Vec<(InternalId, &[f32])> = points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
-            .collect();
-        inner.pool.install(|| index.insert(&items))?;
-        let items_len = items.len();
-        drop(items);
+        insert_vectors(&inner.pool, &*index, base, &points)?;
+        let items_len = points.len();
         let logged = w.rebuild_log.as_ref().map(|_| points.clone());
         inner
             .state
@@ -784,13 +782,7 @@ impl Shard {
                     match op {
                         Logged::Upsert(points) => {
                             let base = allocate(&mut next, points.len())?;
-                            let items: Vec<(InternalId, &[f32])> = points
-                                .iter()
-                                .enumerate()
-                                .map(|(i, p)| (base + i as InternalId, p.vector.as_slice()))
-                                .collect();
-                            inner.pool.install(|| state.index.insert(&items))?;
-                            drop(items);
+                            insert_vectors(&inner.pool, &*state.index, base, &points)?;
                             state.publish_upserts(
                                 base,
                                 points.into_iter().map(|p| (p.id, p.payload)),

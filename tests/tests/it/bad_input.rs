@@ -30,6 +30,14 @@ fn cond(kind: pb::condition::Kind) -> pb::Condition {
     pb::Condition { kind: Some(kind) }
 }
 
+/// A filter nested `depth` levels deep.
+fn nested_filter(depth: usize) -> pb::Filter {
+    (0..depth).fold(pb::Filter::default(), |inner, _| pb::Filter {
+        must: vec![cond(pb::condition::Kind::Filter(inner))],
+        ..Default::default()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_table() {
     let tmp = tempfile::tempdir().unwrap();
@@ -420,15 +428,8 @@ async fn bad_input_table() {
         Code::InvalidArgument,
         "filter.must[0].has_id.ids[0]",
     );
-    let mut nested = pb::Filter::default();
-    for _ in 0..20 {
-        nested = pb::Filter {
-            must: vec![cond(pb::condition::Kind::Filter(nested))],
-            ..Default::default()
-        };
-    }
     let mut r = s(v(1.0), 10);
-    r.filter = Some(nested);
+    r.filter = Some(nested_filter(20));
     check(
         "filter too deep",
         pts.search(r).await,
@@ -436,15 +437,8 @@ async fn bad_input_table() {
         "filter",
     );
     // Nested past protobuf's own recursion limit: refused while decoding.
-    let mut nested = pb::Filter::default();
-    for _ in 0..80 {
-        nested = pb::Filter {
-            must: vec![cond(pb::condition::Kind::Filter(nested))],
-            ..Default::default()
-        };
-    }
     let mut r = s(v(1.0), 10);
-    r.filter = Some(nested);
+    r.filter = Some(nested_filter(80));
     check(
         "filter nested beyond protobuf's limit",
         pts.search(r).await,
