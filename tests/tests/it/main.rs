@@ -2,6 +2,7 @@
 
 mod api;
 mod bad_input;
+mod docker;
 mod durability;
 mod recall;
 
