@@ -95,6 +95,9 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Load generator: ingest a data set (fvecs or seeded synthetic), sweep search `ef`
+    /// and client concurrency, report points/s, QPS, latency percentiles and recall.
+    Bench(crate::bench::BenchArgs),
     /// Count points, optionally matching a JSON filter.
     Count {
         collection: String,
@@ -281,6 +284,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             with_vector,
         } => client::get(points, &collection, &ids, with_vector).await?,
         Command::Delete { collection, ids } => client::delete(points, &collection, &ids).await?,
+        Command::Bench(args) => {
+            crate::bench::run(collections, points, args).await?;
+        }
         Command::Count { collection, filter } => client::count(points, &collection, &filter)
             .await
             .context("count")?,

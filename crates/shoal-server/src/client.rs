@@ -203,7 +203,24 @@ pub async fn import(points: PointsClient<Channel>, o: ImportOpts) -> anyhow::Res
         }
     };
     let total = all.len();
-    let mut bar = Progress::new(total as u64, "points");
+    let secs = upload(points, &collection, all, batch, parallel).await?;
+    println!(
+        "imported {total} points into {collection} in {secs:.1}s ({:.0} points/s, durable)",
+        total as f64 / secs
+    );
+    Ok(())
+}
+
+/// Upserts `all` in batches of `batch`, `parallel` requests in flight, showing
+/// progress. Returns the seconds it took (every point durable).
+pub async fn upload(
+    points: PointsClient<Channel>,
+    collection: &str,
+    all: Vec<pb::Point>,
+    batch: usize,
+    parallel: usize,
+) -> anyhow::Result<f64> {
+    let mut bar = Progress::new(all.len() as u64, "points");
     let started = Instant::now();
     let batches: Vec<Vec<pb::Point>> = {
         let mut it = all.into_iter().peekable();
@@ -215,7 +232,7 @@ pub async fn import(points: PointsClient<Channel>, o: ImportOpts) -> anyhow::Res
     };
     let mut stream = futures::stream::iter(batches.into_iter().map(|b| {
         let mut client = points.clone();
-        let collection = collection.clone();
+        let collection = collection.to_string();
         async move {
             let n = b.len() as u64;
             client
@@ -232,12 +249,7 @@ pub async fn import(points: PointsClient<Channel>, o: ImportOpts) -> anyhow::Res
         bar.inc(r.map_err(status_err)?);
     }
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "imported {total} points into {collection} in {secs:.1}s ({:.0} points/s, durable)",
-        total as f64 / secs
-    );
-    Ok(())
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Options shared by the search commands.

@@ -9,6 +9,7 @@
 //! validate requests by hand (`shoal-core` does) or reach storage except through the
 //! engine.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod convert;

@@ -2,6 +2,7 @@
 
 mod api;
 mod bad_input;
+mod cli;
 mod docker;
 mod durability;
 mod recall;

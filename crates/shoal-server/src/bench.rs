@@ -1,0 +1,388 @@
+//! `shoal bench`: the load generator. Against a running node it creates a collection,
+//! ingests a data set (an fvecs file, or a seeded synthetic one), then runs searches
+//! for each `ef` at each concurrency level — every level bounded in time and in count —
+//! and reports ingest points/s, QPS, latency percentiles and recall@k against exact
+//! ground truth (read from a file, or computed by brute force).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use shoal_core::{Metric, PointId};
+use shoal_proto::v1::{
+    self as pb, collections_client::CollectionsClient, points_client::PointsClient,
+};
+use tonic::transport::Channel;
+
+use crate::client::{status_err, upload};
+use crate::convert;
+
+/// Synthetic data shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum Synthetic {
+    /// Components uniform in [-1, 1).
+    Uniform,
+    /// Gaussian blobs around 100 random centres.
+    Clustered,
+}
+
+/// Options of `shoal bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Collection to create for the run (must not exist).
+    #[arg(long, default_value = "shoal-bench")]
+    pub collection: String,
+    /// Base vectors (fvecs). Without it, a synthetic set is generated.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Query vectors (fvecs); required with --data.
+    #[arg(long, requires = "data")]
+    pub queries: Option<PathBuf>,
+    /// Exact top-k ids per query (ivecs); computed by brute force when omitted.
+    #[arg(long)]
+    pub ground_truth: Option<PathBuf>,
+    /// Shape of the synthetic set.
+    #[arg(long, value_enum, default_value = "clustered")]
+    pub synthetic: Synthetic,
+    /// Synthetic: number of base vectors.
+    #[arg(long, default_value_t = 100_000)]
+    pub n: usize,
+    /// Synthetic: dimension.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Synthetic: number of queries.
+    #[arg(long, default_value_t = 1_000)]
+    pub n_queries: usize,
+    /// Synthetic: random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// COSINE, DOT or L2.
+    #[arg(long, default_value = "L2")]
+    pub metric: String,
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    #[arg(long, default_value_t = 16)]
+    pub m: u32,
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: u32,
+    #[arg(long, default_value_t = 10)]
+    pub top_k: u32,
+    /// Search `ef` values to sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+    pub ef: Vec<u32>,
+    /// Concurrent clients per level, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Time per level, in seconds (each level also runs every query at least once).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Most searches per level.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_queries: usize,
+    /// Points per Upsert while ingesting.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Upserts in flight while ingesting.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Write results here: `.json`, or `.csv` for one row per level.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep the collection afterwards (deleted by default).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// One (ef, concurrency) level.
+#[derive(Debug, Clone, Serialize)]
+pub struct Level {
+    pub ef: u32,
+    pub concurrency: usize,
+    pub queries: usize,
+    pub qps: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub recall: f64,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dataset: String,
+    pub n: usize,
+    pub dim: usize,
+    pub metric: String,
+    pub shards: u32,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub top_k: u32,
+    pub ingest_seconds: f64,
+    pub ingest_points_per_second: f64,
+    pub levels: Vec<Level>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn ids_of(resp: &pb::SearchResponse) -> Vec<u32> {
+    resp.results
+        .iter()
+        .filter_map(|h| match h.id.as_ref().and_then(|i| i.kind.clone()) {
+            Some(pb::point_id::Kind::Num(n)) => u32::try_from(n).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs one level: `concurrency` clients cycle through the queries until the time is up
+/// (and every query ran once), or `max` searches were made.
+async fn level(
+    points: &PointsClient<Channel>,
+    a: &BenchArgs,
+    queries: &Arc<Vec<Vec<f32>>>,
+    truth: &[Vec<u32>],
+    ef: u32,
+    concurrency: usize,
+) -> anyhow::Result<Level> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (mut client, queries, next) = (points.clone(), queries.clone(), next.clone());
+        let (collection, top_k, max) = (a.collection.clone(), a.top_k, a.max_queries);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut first: Vec<(usize, Vec<u32>)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= max || (i >= queries.len() && Instant::now() >= deadline) {
+                    break;
+                }
+                let q = i % queries.len();
+                let t = Instant::now();
+                let resp = client
+                    .search(pb::SearchRequest {
+                        collection: collection.clone(),
+                        vector: queries[q].clone(),
+                        top_k,
+                        ef: Some(ef),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                latencies.push(t.elapsed());
+                if i < queries.len() {
+                    first.push((q, ids_of(&resp)));
+                }
+            }
+            anyhow::Ok((latencies, first))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut found = vec![Vec::new(); queries.len()];
+    for t in tasks {
+        let (l, f) = t.await??;
+        latencies.extend(l);
+        for (q, ids) in f {
+            found[q] = ids;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok(Level {
+        ef,
+        concurrency,
+        queries: latencies.len(),
+        qps: latencies.len() as f64 / secs,
+        p50_ms: percentile(&latencies, 0.50),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        recall: shoal_datasets::recall_at_k(&found, truth, a.top_k as usize),
+    })
+}
+
+/// `shoal bench`.
+pub async fn run(
+    mut cols: CollectionsClient<Channel>,
+    points: PointsClient<Channel>,
+    a: BenchArgs,
+) -> anyhow::Result<Report> {
+    let metric: Metric = a.metric.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (dataset, base, queries) = match &a.data {
+        Some(path) => {
+            let q = a
+                .queries
+                .as_ref()
+                .context("--queries is required with --data")?;
+            (
+                path.display().to_string(),
+                shoal_datasets::read_fvecs(path)?,
+                shoal_datasets::read_fvecs(q)?,
+            )
+        }
+        None => {
+            eprintln!(
+                "generating {} {:?} vectors of dim {} (seed {})",
+                a.n + a.n_queries,
+                a.synthetic,
+                a.dim,
+                a.seed
+            );
+            // Queries come from the same generator call, so they share its distribution.
+            let mut all = match a.synthetic {
+                Synthetic::Uniform => shoal_datasets::uniform(a.n + a.n_queries, a.dim, a.seed),
+                Synthetic::Clustered => {
+                    shoal_datasets::clustered(a.n + a.n_queries, a.dim, 100, a.seed)
+                }
+            };
+            let queries = all.split_off(a.n);
+            (
+                format!("{:?}-{}x{}-seed{}", a.synthetic, a.n, a.dim, a.seed).to_lowercase(),
+                all,
+                queries,
+            )
+        }
+    };
+    if base.is_empty() || queries.is_empty() {
+        bail!("the data set has no base vectors or no queries");
+    }
+    let k = a.top_k as usize;
+    let truth = match &a.ground_truth {
+        Some(p) => shoal_datasets::read_ivecs(p)?,
+        None => {
+            eprintln!(
+                "computing exact top-{k} of {} queries by brute force",
+                queries.len()
+            );
+            shoal_datasets::ground_truth(&base, &queries, k, metric)
+        }
+    };
+    if truth.len() < queries.len() || truth.iter().any(|t| t.len() < k) {
+        bail!(
+            "the ground truth must have at least {k} ids for each of the {} queries",
+            queries.len()
+        );
+    }
+    let (n, dim) = (base.len(), base[0].len());
+    cols.create(pb::CreateCollectionRequest {
+        name: a.collection.clone(),
+        dim: dim as u32,
+        metric: convert::metric_to_pb(metric) as i32,
+        shard_count: Some(a.shards),
+        replication_factor: Some(1),
+        m: Some(a.m),
+        ef_construction: Some(a.ef_construction),
+    })
+    .await
+    .map_err(status_err)
+    .with_context(|| {
+        format!(
+            "creating collection {:?} (pick another with --collection)",
+            a.collection
+        )
+    })?;
+    let result = async {
+        let all: Vec<pb::Point> = base
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| pb::Point {
+                id: Some(convert::point_id_to_pb(PointId::Num(i as u64))),
+                vector: v,
+                payload: Default::default(),
+            })
+            .collect();
+        let ingest = upload(points.clone(), &a.collection, all, a.batch, a.parallel).await?;
+        eprintln!(
+            "ingested {n} points in {ingest:.1}s ({:.0} points/s, durable)",
+            n as f64 / ingest
+        );
+        let queries = Arc::new(queries);
+        let mut levels = Vec::new();
+        println!(
+            "{:>6} {:>6} {:>9} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            "ef", "conc", "queries", "QPS", "p50 ms", "p95 ms", "p99 ms", "recall"
+        );
+        for &ef in &a.ef {
+            for &c in &a.concurrency {
+                let l = level(&points, &a, &queries, &truth, ef, c).await?;
+                println!(
+                    "{:>6} {:>6} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>8.4}",
+                    l.ef, l.concurrency, l.queries, l.qps, l.p50_ms, l.p95_ms, l.p99_ms, l.recall
+                );
+                levels.push(l);
+            }
+        }
+        anyhow::Ok(Report {
+            dataset,
+            n,
+            dim,
+            metric: metric.to_string(),
+            shards: a.shards,
+            m: a.m,
+            ef_construction: a.ef_construction,
+            top_k: a.top_k,
+            ingest_seconds: ingest,
+            ingest_points_per_second: n as f64 / ingest,
+            levels,
+        })
+    }
+    .await;
+    if !a.keep {
+        let _ = cols
+            .delete(pb::DeleteCollectionRequest {
+                name: a.collection.clone(),
+            })
+            .await;
+    }
+    let report = result?;
+    if let Some(out) = &a.out {
+        write_report(out, &report)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(report)
+}
+
+fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
+    let text = if path.extension().is_some_and(|e| e == "csv") {
+        let mut s = String::from(
+            "dataset,n,dim,metric,shards,m,ef_construction,top_k,ingest_points_per_second,ef,concurrency,queries,qps,p50_ms,p95_ms,p99_ms,recall\n",
+        );
+        for l in &r.levels {
+            s.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{:.4},{:.4},{:.4},{:.4}\n",
+                r.dataset,
+                r.n,
+                r.dim,
+                r.metric,
+                r.shards,
+                r.m,
+                r.ef_construction,
+                r.top_k,
+                r.ingest_points_per_second,
+                l.ef,
+                l.concurrency,
+                l.queries,
+                l.qps,
+                l.p50_ms,
+                l.p95_ms,
+                l.p99_ms,
+                l.recall
+            ));
+        }
+        s
+    } else {
+        serde_json::to_string_pretty(r)?
+    };
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

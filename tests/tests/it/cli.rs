@@ -1,0 +1,138 @@
+//! The `shoal` command line against a running node: collection commands, JSON-lines
+//! import, filtered search, count, one-line errors, and the `bench` load generator.
+
+use std::process::Command;
+
+use crate::*;
+
+fn shoal(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary())
+        .arg("--addr")
+        .arg(url)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run shoal");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_commands_and_bench() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = shoal_tests::Node::start(binary(), &tmp.path().join("data"), &[]);
+    let url = node.url.as_str();
+
+    let (ok, out, err) = shoal(
+        url,
+        &[
+            "collection",
+            "create",
+            "docs",
+            "--dim",
+            "3",
+            "--metric",
+            "COSINE",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("docs: dim=3 metric=COSINE"), "{out}");
+    let jsonl = tmp.path().join("docs.jsonl");
+    std::fs::write(
+        &jsonl,
+        concat!(
+            r#"{"id": 1, "vector": [0.1, 0.9, 0.0], "payload": {"lang": "en", "year": 2021}}"#, "\n",
+            r#"{"id": "67e55044-10b1-426f-9247-bb680e5fe0c8", "vector": [0.8, 0.1, 0.1], "payload": {"lang": "de", "year": 2024}}"#, "\n",
+            r#"{"id": 3, "vector": [0.2, 0.7, 0.1], "payload": {"lang": "en", "year": 2019}}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = shoal(url, &["import", "docs", jsonl.to_str().unwrap()]);
+    assert!(ok && out.contains("imported 3 points"), "{out}{err}");
+
+    let filter = r#"{"must": [{"key": "lang", "keyword": ["en"]}, {"key": "year", "range": {"gte": 2020}}]}"#;
+    let (ok, out, err) = shoal(
+        url,
+        &[
+            "search",
+            "docs",
+            "--vector",
+            "0.2,0.8,0",
+            "--with-payload",
+            "--filter",
+            filter,
+        ],
+    );
+    assert!(ok, "{err}");
+    let hits: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(hits.len(), 1, "{out}");
+    assert!(
+        hits[0].starts_with("1\t") && hits[0].contains(r#""year":2021"#),
+        "{out}"
+    );
+    let (_, out, _) = shoal(
+        url,
+        &[
+            "count",
+            "docs",
+            "--filter",
+            r#"{"must": [{"key": "lang", "keyword": ["en"]}]}"#,
+        ],
+    );
+    assert_eq!(out.trim(), "2");
+
+    // Errors are one line naming the problem, with a failing exit code.
+    let (ok, _, err) = shoal(url, &["search", "docs", "--vector", "1,2"]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: InvalidArgument: vector:"), "{err}");
+    let (ok, _, err) = shoal(url, &["count", "nope"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+
+    // The load generator: a small synthetic run, with its report and cleanup.
+    let report = tmp.path().join("bench.json");
+    let (ok, out, err) = shoal(
+        url,
+        &[
+            "bench",
+            "--n",
+            "3000",
+            "--dim",
+            "16",
+            "--n-queries",
+            "40",
+            "--ef",
+            "32",
+            "--concurrency",
+            "1,4",
+            "--seconds",
+            "0.2",
+            "--shards",
+            "2",
+            "--out",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["n"], 3000);
+    let levels = r["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    for l in levels {
+        assert!(
+            l["queries"].as_u64().unwrap() >= 40,
+            "every query runs at least once: {l}"
+        );
+        assert!(l["recall"].as_f64().unwrap() >= 0.95, "{l}");
+        assert!(l["qps"].as_f64().unwrap() > 0.0);
+    }
+    let (_, out, _) = shoal(url, &["collection", "list"]);
+    assert!(
+        !out.contains("shoal-bench"),
+        "the bench collection is removed: {out}"
+    );
+}
