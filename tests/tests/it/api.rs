@@ -177,17 +177,7 @@ async fn collections_points_filters_scroll() {
         None,
         "a replace replaces the payload"
     );
-    assert_eq!(
-        pts.count(pb::CountRequest {
-            collection: "a".into(),
-            filter: None
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count,
-        400
-    );
+    assert_eq!(count_all(&mut pts, "a").await, 400);
 
     // Filters: every result matches, and top_k come back when that many match.
     let filtered = |filter: pb::Filter, top_k: u32| {
@@ -434,15 +424,7 @@ async fn concurrent_large_upserts_complete() {
         .await
         .expect("concurrent upserts did not finish within 120 s (deadlock?)");
     let mut pts = pts;
-    let n = pts
-        .count(pb::CountRequest {
-            collection: "big".into(),
-            filter: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count;
+    let n = count_all(&mut pts, "big").await;
     assert_eq!(n, 12_000);
 }
 

@@ -573,15 +573,7 @@ async fn bad_input_table() {
 
     // Nothing invalid was stored, and the node still serves.
     assert!(node.is_running());
-    let count = pts
-        .count(pb::CountRequest {
-            collection: "c".into(),
-            filter: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count;
+    let count = count_all(&mut pts, "c").await;
     assert_eq!(count, 10);
     let list = cols
         .list(pb::ListCollectionsRequest {})

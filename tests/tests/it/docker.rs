@@ -143,15 +143,7 @@ async fn container_keeps_acknowledged_writes_across_sigkill() {
     docker_ok(&["kill", "--signal", "KILL", &guard.container]);
     docker_ok(&["start", &guard.container]);
     let mut pts = pb::points_client::PointsClient::new(connect(&guard.container).await);
-    let n = pts
-        .count(pb::CountRequest {
-            collection: "docs".into(),
-            filter: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count;
+    let n = count_all(&mut pts, "docs").await;
     assert_eq!(
         n, 50,
         "acknowledged points survive SIGKILL of the container"

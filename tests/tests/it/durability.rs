@@ -149,27 +149,11 @@ async fn acknowledged_writes_survive_kill_9() {
                 .into_inner(),
         );
     }
-    let count_before = pts
-        .count(pb::CountRequest {
-            collection: "durable".into(),
-            filter: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count;
+    let count_before = count_all(&mut pts, "durable").await;
 
     node.restart(binary());
     let (_, mut pts) = node.clients().await;
-    let count_after = pts
-        .count(pb::CountRequest {
-            collection: "durable".into(),
-            filter: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count;
+    let count_after = count_all(&mut pts, "durable").await;
     assert_eq!(count_after, count_before);
     let found = get_all(&mut pts, &doomed).await;
     assert!(found.is_empty(), "{} deleted points came back", found.len());

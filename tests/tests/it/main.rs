@@ -75,6 +75,22 @@ pub fn search(collection: &str, vector: Vec<f32>, top_k: u32) -> pb::SearchReque
     }
 }
 
+/// Number of points in a collection.
+pub async fn count_all(
+    points: &mut shoal_proto::v1::points_client::PointsClient<tonic::transport::Channel>,
+    collection: &str,
+) -> u64 {
+    points
+        .count(pb::CountRequest {
+            collection: collection.into(),
+            filter: None,
+        })
+        .await
+        .expect("count")
+        .into_inner()
+        .count
+}
+
 /// The siftsmall directory, or a panic that says where it was expected.
 pub fn siftsmall() -> std::path::PathBuf {
     shoal_tests::data::siftsmall()
