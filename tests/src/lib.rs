@@ -90,6 +90,11 @@ impl Node {
         self.launch(binary);
     }
 
+    /// Everything the node (in all its runs) has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

@@ -17,7 +17,7 @@ use shoal_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::client::{status_err, upload};
+use crate::client::{numeric_ids, status_err, upload};
 use crate::convert;
 
 /// Synthetic data shapes.
@@ -133,16 +133,6 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-fn ids_of(resp: &pb::SearchResponse) -> Vec<u32> {
-    resp.results
-        .iter()
-        .filter_map(|h| match h.id.as_ref().and_then(|i| i.kind.clone()) {
-            Some(pb::point_id::Kind::Num(n)) => u32::try_from(n).ok(),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Runs one level: `concurrency` clients cycle through the queries until the time is up
 /// (and every query ran once), or `max` searches were made.
 async fn level(
@@ -183,21 +173,25 @@ async fn level(
                     .into_inner();
                 latencies.push(t.elapsed());
                 if i < queries.len() {
-                    first.push((q, ids_of(&resp)));
+                    first.push((q, numeric_ids(&resp)));
                 }
             }
             anyhow::Ok((latencies, first))
         }));
     }
     let mut latencies = Vec::new();
-    let mut found = vec![Vec::new(); queries.len()];
+    let mut answered: Vec<(usize, Vec<u32>)> = Vec::new();
     for t in tasks {
         let (l, f) = t.await??;
         latencies.extend(l);
-        for (q, ids) in f {
-            found[q] = ids;
-        }
+        answered.extend(f);
     }
+    // Recall over the queries that ran (all of them, unless --max-queries cut the level
+    // short): an unanswered query is not a miss.
+    let (found, expected): (Vec<Vec<u32>>, Vec<Vec<u32>>) = answered
+        .into_iter()
+        .map(|(q, ids)| (ids, truth[q].clone()))
+        .unzip();
     let secs = started.elapsed().as_secs_f64();
     latencies.sort();
     Ok(Level {
@@ -208,7 +202,7 @@ async fn level(
         p50_ms: percentile(&latencies, 0.50),
         p95_ms: percentile(&latencies, 0.95),
         p99_ms: percentile(&latencies, 0.99),
-        recall: shoal_datasets::recall_at_k(&found, truth, a.top_k as usize),
+        recall: shoal_datasets::recall_at_k(&found, &expected, a.top_k as usize),
     })
 }
 

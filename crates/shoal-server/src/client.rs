@@ -252,6 +252,18 @@ pub async fn upload(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// The numeric ids of a search's results, in rank order (UUID ids and ids above
+/// `u32::MAX` are left out: data sets with ground truth number their rows).
+pub fn numeric_ids(resp: &pb::SearchResponse) -> Vec<u32> {
+    resp.results
+        .iter()
+        .filter_map(|h| match h.id.as_ref().and_then(|i| i.kind.clone()) {
+            Some(pb::point_id::Kind::Num(n)) => u32::try_from(n).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Options shared by the search commands.
 pub struct SearchOpts {
     pub top_k: u32,
@@ -357,15 +369,7 @@ pub async fn search_file(
             .map_err(status_err)?
             .into_inner();
         for r in resp.responses {
-            found.push(
-                r.results
-                    .iter()
-                    .filter_map(|h| match h.id.as_ref().and_then(|i| i.kind.clone()) {
-                        Some(pb::point_id::Kind::Num(n)) => u32::try_from(n).ok(),
-                        _ => None,
-                    })
-                    .collect(),
-            );
+            found.push(numeric_ids(&r));
         }
         bar.inc(chunk.len() as u64);
     }

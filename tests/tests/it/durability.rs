@@ -112,6 +112,10 @@ async fn acknowledged_writes_survive_kill_9() {
 
     node.restart(binary());
     let (_, mut pts) = node.clients().await;
+    assert!(
+        node.log().contains("loaded index checkpoint"),
+        "the restart went through a checkpoint (and must still find later writes)"
+    );
     let found = get_all(&mut pts, &acked).await;
     let missing: Vec<&u64> = acked.iter().filter(|id| !found.contains_key(id)).collect();
     assert!(
