@@ -48,6 +48,8 @@ pub enum Backend {
     /// The `hnsw_rs` crate.
     #[default]
     HnswRs,
+    /// Shoal's own HNSW ([`crate::NativeIndex`]).
+    Native,
 }
 
 /// A vector index over one shard's live vectors.

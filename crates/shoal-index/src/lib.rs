@@ -8,6 +8,10 @@
 //! - [`HnswRsIndex`]: the `hnsw_rs` crate. It cannot delete, so a delete (or the
 //!   replaced version of an updated point) is a *tombstone*: still in the graph,
 //!   skipped by searches. The shard rebuilds the index once tombstones pile up.
+//! - [`NativeIndex`]: Shoal's own HNSW (`native/`): vectors stored once in aligned
+//!   chunks, lock-free reads of the graph, levels drawn from a hash of the id (so
+//!   replicas inserting the same ids build the same levels), deletions and filters
+//!   checked during traversal, reusable per-thread visited sets.
 //! - exact scan ([`VectorIndex::exact_search`]): brute force over live vectors, used
 //!   for small shards and very selective filters, and as the test oracle.
 //!
@@ -32,17 +36,20 @@ mod error;
 pub mod exact;
 mod hnsw_rs_backend;
 mod meta;
+mod native;
 
 use std::path::Path;
 
 pub use api::{Backend, Hit, IdFilter, IndexParams, InternalId, VectorIndex};
 pub use error::IndexError;
 pub use hnsw_rs_backend::HnswRsIndex;
+pub use native::NativeIndex;
 
 /// A new, empty index.
 pub fn new_index(backend: Backend, params: IndexParams) -> Box<dyn VectorIndex> {
     match backend {
         Backend::HnswRs => Box::new(HnswRsIndex::new(params)),
+        Backend::Native => Box::new(NativeIndex::new(params)),
     }
 }
 
@@ -53,5 +60,6 @@ pub fn load(dir: &Path) -> Result<Box<dyn VectorIndex>, IndexError> {
     let meta = meta::read(dir)?;
     match meta.backend {
         Backend::HnswRs => Ok(Box::new(HnswRsIndex::load(dir, &meta)?)),
+        Backend::Native => Ok(Box::new(NativeIndex::load(dir, &meta)?)),
     }
 }

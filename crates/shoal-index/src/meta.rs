@@ -37,6 +37,7 @@ impl Meta {
 fn backend_name(b: Backend) -> &'static str {
     match b {
         Backend::HnswRs => "hnsw_rs",
+        Backend::Native => "native",
     }
 }
 
@@ -149,6 +150,7 @@ pub(crate) fn read(dir: &Path) -> Result<Meta, IndexError> {
     )?;
     let backend = match take("backend")? {
         "hnsw_rs" => Backend::HnswRs,
+        "native" => Backend::Native,
         other => return Err(IndexError::Unsupported(format!("index backend {other:?}"))),
     };
     let mut number = |key: &str| -> Result<usize, IndexError> {

@@ -1,6 +1,7 @@
 //! Integration tests of `shoal-index` through its public interface: model-based
 //! property tests against a brute-force oracle, deletions, dumps, concurrency, and
-//! recall on siftsmall.
+//! recall on siftsmall. Every test runs against every backend ([`BACKENDS`]); the
+//! native backend's own promises (determinism, filtered searches filling `k`) follow.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use shoal_index::{
     Backend, Hit, IndexError, IndexParams, InternalId, VectorIndex, load, new_index,
 };
 
+const BACKENDS: [Backend; 2] = [Backend::HnswRs, Backend::Native];
 const DIM: usize = 8;
 const MAX_VECTORS: u32 = 300;
 
@@ -189,39 +191,69 @@ proptest! {
         filter_mod in 2u32..5,
         filter_rem in 0u32..5,
     ) {
-        let index = new_index(Backend::HnswRs, params(metric, DIM));
-        let mut oracle = Oracle::default();
-        apply(index.as_ref(), &mut oracle, metric, ops);
-
-        // Query with fresh vectors and with stored ones (exact matches).
-        let mut qs: Vec<Vec<f32>> = queries.into_iter().map(|q| prep(metric, q)).collect();
-        qs.extend(oracle.live.values().take(2).cloned());
-        let everything = |_: InternalId| true;
-        let filter = move |id: InternalId| id % filter_mod == filter_rem % filter_mod;
-        let ef = oracle.live.len().max(k);
-        for q in &qs {
-            // (a) exact search is the oracle, ties and all.
-            let want = oracle.search(metric, q, k, &everything);
-            prop_assert_eq!(index.exact_search(q, k, None), want.clone());
-            let want_filtered = oracle.search(metric, q, k, &filter);
-            prop_assert_eq!(index.exact_search(q, k, Some(&filter)), want_filtered.clone());
-            let among: Vec<InternalId> = (0..MAX_VECTORS).filter(|&id| filter(id)).collect();
-            prop_assert_eq!(index.exact_search_among(q, k, &among), want_filtered.clone());
-
-            // (b) a graph search whose ef covers the set finds the true top k.
-            same_up_to_ties(&index.search(q, k, ef, None), &want, &oracle, metric, q, &everything)?;
-
-            // (c) filtered: never a rejected or deleted id, and min(k, accepted live)
-            // hits, the true ones.
-            let got = index.search(q, k, ef, Some(&filter));
-            let accepted_live = oracle.live.keys().filter(|&&id| filter(id)).count();
-            prop_assert_eq!(got.len(), k.min(accepted_live));
-            same_up_to_ties(&got, &want_filtered, &oracle, metric, q, &filter)?;
-        }
-        for (&id, v) in &oracle.live {
-            prop_assert_eq!(index.vector(id), Some(v.clone()));
+        for backend in BACKENDS {
+            matches_oracle(backend, metric, &ops, &queries, k, filter_mod, filter_rem)
+                .map_err(|e| TestCaseError::fail(format!("{backend:?}: {e}")))?;
         }
     }
+}
+
+/// One case of `index_matches_a_brute_force_oracle` on one backend.
+fn matches_oracle(
+    backend: Backend,
+    metric: Metric,
+    ops: &[Op],
+    queries: &[Vec<f32>],
+    k: usize,
+    filter_mod: u32,
+    filter_rem: u32,
+) -> Result<(), TestCaseError> {
+    let index = new_index(backend, params(metric, DIM));
+    let mut oracle = Oracle::default();
+    apply(index.as_ref(), &mut oracle, metric, ops.to_vec());
+
+    // Query with fresh vectors and with stored ones (exact matches).
+    let mut qs: Vec<Vec<f32>> = queries.iter().map(|q| prep(metric, q.clone())).collect();
+    qs.extend(oracle.live.values().take(2).cloned());
+    let everything = |_: InternalId| true;
+    let filter = move |id: InternalId| id % filter_mod == filter_rem % filter_mod;
+    let ef = oracle.live.len().max(k);
+    for q in &qs {
+        // (a) exact search is the oracle, ties and all.
+        let want = oracle.search(metric, q, k, &everything);
+        prop_assert_eq!(index.exact_search(q, k, None), want.clone());
+        let want_filtered = oracle.search(metric, q, k, &filter);
+        prop_assert_eq!(
+            index.exact_search(q, k, Some(&filter)),
+            want_filtered.clone()
+        );
+        let among: Vec<InternalId> = (0..MAX_VECTORS).filter(|&id| filter(id)).collect();
+        prop_assert_eq!(
+            index.exact_search_among(q, k, &among),
+            want_filtered.clone()
+        );
+
+        // (b) a graph search whose ef covers the set finds the true top k.
+        same_up_to_ties(
+            &index.search(q, k, ef, None),
+            &want,
+            &oracle,
+            metric,
+            q,
+            &everything,
+        )?;
+
+        // (c) filtered: never a rejected or deleted id, and min(k, accepted live)
+        // hits, the true ones.
+        let got = index.search(q, k, ef, Some(&filter));
+        let accepted_live = oracle.live.keys().filter(|&&id| filter(id)).count();
+        prop_assert_eq!(got.len(), k.min(accepted_live));
+        same_up_to_ties(&got, &want_filtered, &oracle, metric, q, &filter)?;
+    }
+    for (&id, v) in &oracle.live {
+        prop_assert_eq!(index.vector(id), Some(v.clone()));
+    }
+    Ok(())
 }
 
 fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
@@ -239,43 +271,49 @@ fn insert_all(index: &dyn VectorIndex, vs: &[Vec<f32>], first_id: InternalId) {
 
 #[test]
 fn searches_fill_k_with_live_points_when_half_are_deleted() {
-    let vs = random_vectors(2000, 16, 1);
-    let index = new_index(Backend::HnswRs, params(Metric::L2, 16));
-    insert_all(index.as_ref(), &vs, 0);
-    for id in (0..2000).step_by(2) {
-        assert!(index.delete(id));
+    for backend in BACKENDS {
+        let vs = random_vectors(2000, 16, 1);
+        let index = new_index(backend, params(Metric::L2, 16));
+        insert_all(index.as_ref(), &vs, 0);
+        for id in (0..2000).step_by(2) {
+            assert!(index.delete(id));
+        }
+        assert_eq!((index.len(), index.tombstones()), (1000, 1000));
+        let queries = random_vectors(50, 16, 2);
+        let mut found = 0;
+        for q in &queries {
+            let hits = index.search(q, 10, 64, None);
+            assert_eq!(hits.len(), 10);
+            assert!(hits.iter().all(|h| h.id % 2 == 1), "{hits:?}");
+            assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+            let exact: HashSet<InternalId> = index
+                .exact_search(q, 10, None)
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            assert!(exact.iter().all(|id| id % 2 == 1));
+            found += hits.iter().filter(|h| exact.contains(&h.id)).count();
+        }
+        let recall = found as f64 / 500.0;
+        assert!(
+            recall >= 0.9,
+            "recall@10 with half the points deleted: {recall}"
+        );
     }
-    assert_eq!((index.len(), index.tombstones()), (1000, 1000));
-    let queries = random_vectors(50, 16, 2);
-    let mut found = 0;
-    for q in &queries {
-        let hits = index.search(q, 10, 64, None);
-        assert_eq!(hits.len(), 10);
-        assert!(hits.iter().all(|h| h.id % 2 == 1), "{hits:?}");
-        assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
-        let exact: HashSet<InternalId> = index
-            .exact_search(q, 10, None)
-            .iter()
-            .map(|h| h.id)
-            .collect();
-        assert!(exact.iter().all(|id| id % 2 == 1));
-        found += hits.iter().filter(|h| exact.contains(&h.id)).count();
-    }
-    let recall = found as f64 / 500.0;
-    assert!(
-        recall >= 0.9,
-        "recall@10 with half the points deleted: {recall}"
-    );
 }
 
 #[test]
 fn dump_and_load_restore_the_index_exactly() {
-    for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+    for (backend, metric) in BACKENDS.into_iter().flat_map(|b| {
+        [Metric::L2, Metric::Cosine, Metric::Dot]
+            .into_iter()
+            .map(move |m| (b, m))
+    }) {
         let vs: Vec<Vec<f32>> = random_vectors(1500, 12, 3)
             .into_iter()
             .map(|v| prep(metric, v))
             .collect();
-        let index = new_index(Backend::HnswRs, params(metric, 12));
+        let index = new_index(backend, params(metric, 12));
         insert_all(index.as_ref(), &vs, 0);
         for id in (0..1500).step_by(7) {
             assert!(index.delete(id));
@@ -338,104 +376,111 @@ fn dump_and_load_restore_the_index_exactly() {
 
 #[test]
 fn empty_and_tiny_indexes_dump_and_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let empty = new_index(Backend::HnswRs, params(Metric::L2, 4));
-    empty.dump(dir.path()).unwrap();
-    let loaded = load(dir.path()).unwrap();
-    assert!(loaded.is_empty() && loaded.tombstones() == 0);
-    assert!(loaded.search(&[0.0; 4], 3, 10, None).is_empty());
-    loaded.insert(&[(0, &[1.0, 0.0, 0.0, 0.0])]).unwrap();
-    assert_eq!(loaded.search(&[0.0; 4], 3, 10, None).len(), 1);
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = new_index(backend, params(Metric::L2, 4));
+        empty.dump(dir.path()).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert!(loaded.is_empty() && loaded.tombstones() == 0);
+        assert!(loaded.search(&[0.0; 4], 3, 10, None).is_empty());
+        loaded.insert(&[(0, &[1.0, 0.0, 0.0, 0.0])]).unwrap();
+        assert_eq!(loaded.search(&[0.0; 4], 3, 10, None).len(), 1);
 
-    // Everything deleted: the graph is dumped, every search is empty.
-    let dir = tempfile::tempdir().unwrap();
-    let gone = new_index(Backend::HnswRs, params(Metric::L2, 4));
-    insert_all(gone.as_ref(), &random_vectors(3, 4, 9), 0);
-    for id in 0..3 {
-        gone.delete(id);
+        // Everything deleted: the graph is dumped, every search is empty.
+        let dir = tempfile::tempdir().unwrap();
+        let gone = new_index(backend, params(Metric::L2, 4));
+        insert_all(gone.as_ref(), &random_vectors(3, 4, 9), 0);
+        for id in 0..3 {
+            gone.delete(id);
+        }
+        gone.dump(dir.path()).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!((loaded.len(), loaded.tombstones()), (0, 3));
+        assert!(loaded.search(&[0.0; 4], 3, 10, None).is_empty());
     }
-    gone.dump(dir.path()).unwrap();
-    let loaded = load(dir.path()).unwrap();
-    assert_eq!((loaded.len(), loaded.tombstones()), (0, 3));
-    assert!(loaded.search(&[0.0; 4], 3, 10, None).is_empty());
 }
 
 #[test]
 fn damaged_dumps_are_refused_without_panicking() {
-    let index = new_index(Backend::HnswRs, params(Metric::L2, 8));
-    insert_all(index.as_ref(), &random_vectors(300, 8, 6), 0);
-    let dir = tempfile::tempdir().unwrap();
-    index.dump(dir.path()).unwrap();
-    let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.ends_with("index.meta"))
-        .collect();
-    assert_eq!(files.len(), 3, "{files:?}");
-    for file in &files {
-        let good = std::fs::read(file).unwrap();
-        // A flipped byte in the middle.
-        let mut bad = good.clone();
-        bad[good.len() / 2] ^= 0x40;
-        std::fs::write(file, &bad).unwrap();
-        assert!(
-            matches!(load(dir.path()), Err(IndexError::Corrupt(_))),
-            "{file:?}"
-        );
-        // Truncated.
-        std::fs::write(file, &good[..good.len() - 10]).unwrap();
-        assert!(
-            matches!(load(dir.path()), Err(IndexError::Corrupt(_))),
-            "{file:?}"
-        );
-        std::fs::write(file, &good).unwrap();
+    for backend in BACKENDS {
+        let index = new_index(backend, params(Metric::L2, 8));
+        insert_all(index.as_ref(), &random_vectors(300, 8, 6), 0);
+        let dir = tempfile::tempdir().unwrap();
+        index.dump(dir.path()).unwrap();
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.ends_with("index.meta"))
+            .collect();
+        let want = if backend == Backend::HnswRs { 3 } else { 1 };
+        assert_eq!(files.len(), want, "{files:?}");
+        for file in &files {
+            let good = std::fs::read(file).unwrap();
+            // A flipped byte in the middle.
+            let mut bad = good.clone();
+            bad[good.len() / 2] ^= 0x40;
+            std::fs::write(file, &bad).unwrap();
+            assert!(
+                matches!(load(dir.path()), Err(IndexError::Corrupt(_))),
+                "{file:?}"
+            );
+            // Truncated.
+            std::fs::write(file, &good[..good.len() - 10]).unwrap();
+            assert!(
+                matches!(load(dir.path()), Err(IndexError::Corrupt(_))),
+                "{file:?}"
+            );
+            std::fs::write(file, &good).unwrap();
+        }
+        assert!(load(dir.path()).is_ok());
+        std::fs::remove_file(dir.path().join("index.meta")).unwrap();
+        assert!(matches!(load(dir.path()), Err(IndexError::Io { .. })));
     }
-    assert!(load(dir.path()).is_ok());
-    std::fs::remove_file(dir.path().join("index.meta")).unwrap();
-    assert!(matches!(load(dir.path()), Err(IndexError::Io { .. })));
 }
 
 #[test]
 fn searches_run_while_other_threads_insert_and_delete() {
-    let index: Arc<dyn VectorIndex> = Arc::from(new_index(Backend::HnswRs, params(Metric::L2, 16)));
-    let vs = Arc::new(random_vectors(4000, 16, 7));
-    insert_all(index.as_ref(), &vs[..500], 0);
-    std::thread::scope(|s| {
-        for t in 0..2u32 {
+    for backend in BACKENDS {
+        let index: Arc<dyn VectorIndex> = Arc::from(new_index(backend, params(Metric::L2, 16)));
+        let vs = Arc::new(random_vectors(4000, 16, 7));
+        insert_all(index.as_ref(), &vs[..500], 0);
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let (index, vs) = (index.clone(), vs.clone());
+                s.spawn(move || {
+                    // Each writer owns its id range: batches of 50, and deletes behind.
+                    let start = 500 + t as usize * 1750;
+                    for b in (start..start + 1750).step_by(50) {
+                        insert_all(index.as_ref(), &vs[b..b + 50], b as u32);
+                        assert!(index.delete(b as u32));
+                    }
+                });
+            }
             let (index, vs) = (index.clone(), vs.clone());
             s.spawn(move || {
-                // Each writer owns its id range: batches of 50, and deletes behind.
-                let start = 500 + t as usize * 1750;
-                for b in (start..start + 1750).step_by(50) {
-                    insert_all(index.as_ref(), &vs[b..b + 50], b as u32);
-                    assert!(index.delete(b as u32));
+                let mut rng = StdRng::seed_from_u64(8);
+                for _ in 0..400 {
+                    let q = &vs[rng.random_range(0..500)];
+                    let hits = index.search(q, 5, 32, None);
+                    assert!(!hits.is_empty() && hits.len() <= 5);
+                    assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+                    let exact = index.exact_search(q, 1, None);
+                    assert_eq!(exact[0].distance, 0.0);
                 }
             });
-        }
-        let (index, vs) = (index.clone(), vs.clone());
-        s.spawn(move || {
-            let mut rng = StdRng::seed_from_u64(8);
-            for _ in 0..400 {
-                let q = &vs[rng.random_range(0..500)];
-                let hits = index.search(q, 5, 32, None);
-                assert!(!hits.is_empty() && hits.len() <= 5);
-                assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
-                let exact = index.exact_search(q, 1, None);
-                assert_eq!(exact[0].distance, 0.0);
-            }
         });
-    });
-    assert_eq!(index.len(), 4000 - 70);
-    assert_eq!(index.tombstones(), 70);
-    for (i, v) in vs.iter().enumerate().skip(500).step_by(97) {
-        let id = i as u32;
-        let hits = index.search(v, 3, 200, None);
-        if (i - 500) % 50 == 0 {
-            assert!(index.vector(id).is_none());
-            assert!(hits.iter().all(|h| h.id != id));
-        } else {
-            assert_eq!(index.vector(id).as_ref(), Some(v));
-            assert_eq!(hits[0].id, id);
+        assert_eq!(index.len(), 4000 - 70);
+        assert_eq!(index.tombstones(), 70);
+        for (i, v) in vs.iter().enumerate().skip(500).step_by(97) {
+            let id = i as u32;
+            let hits = index.search(v, 3, 200, None);
+            if (i - 500) % 50 == 0 {
+                assert!(index.vector(id).is_none());
+                assert!(hits.iter().all(|h| h.id != id));
+            } else {
+                assert_eq!(index.vector(id).as_ref(), Some(v));
+                assert_eq!(hits[0].id, id);
+            }
         }
     }
 }
@@ -455,12 +500,18 @@ fn siftsmall() -> Option<PathBuf> {
 
 #[test]
 fn siftsmall_recall_at_10() {
+    for backend in BACKENDS {
+        siftsmall_recall_at_10_of(backend);
+    }
+}
+
+fn siftsmall_recall_at_10_of(backend: Backend) {
     let Some(dir) = siftsmall() else { return };
     let base = shoal_datasets::read_fvecs(&dir.join("siftsmall_base.fvecs")).unwrap();
     let queries = shoal_datasets::read_fvecs(&dir.join("siftsmall_query.fvecs")).unwrap();
     let truth = shoal_datasets::read_ivecs(&dir.join("siftsmall_groundtruth.ivecs")).unwrap();
     let index = new_index(
-        Backend::HnswRs,
+        backend,
         IndexParams {
             dim: 128,
             metric: Metric::L2,
@@ -476,7 +527,7 @@ fn siftsmall_recall_at_10() {
         .map(|q| index.search(q, 10, 64, None).iter().map(|h| h.id).collect())
         .collect();
     let recall = shoal_datasets::recall_at_k(&found, &truth, 10);
-    eprintln!("siftsmall recall@10 at ef 64: {recall:.4}");
+    eprintln!("{backend:?}: siftsmall recall@10 at ef 64: {recall:.4}");
     assert!(recall >= 0.95, "recall@10 {recall}");
     // The exact scan is exact.
     let exact: Vec<Vec<u32>> = queries
@@ -490,4 +541,132 @@ fn siftsmall_recall_at_10() {
         })
         .collect();
     assert_eq!(shoal_datasets::recall_at_k(&exact, &truth, 10), 1.0);
+}
+
+/// Inserts `vs` one by one (so on one thread whatever the pool).
+fn insert_one_by_one(index: &dyn VectorIndex, vs: &[Vec<f32>]) {
+    for (i, v) in vs.iter().enumerate() {
+        index.insert(&[(i as InternalId, v.as_slice())]).unwrap();
+    }
+}
+
+#[test]
+fn native_indexes_fed_the_same_inserts_answer_identically() {
+    for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+        let vs: Vec<Vec<f32>> = random_vectors(3000, 16, 11)
+            .into_iter()
+            .map(|v| prep(metric, v))
+            .collect();
+        let a = new_index(Backend::Native, params(metric, 16));
+        let b = new_index(Backend::Native, params(metric, 16));
+        insert_one_by_one(a.as_ref(), &vs);
+        // The same, as one batch on a one-thread pool.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        pool.install(|| insert_all(b.as_ref(), &vs, 0));
+        for id in (0..3000).step_by(5) {
+            assert!(a.delete(id) && b.delete(id));
+        }
+        let odd = |id: InternalId| id % 2 == 1;
+        for q in random_vectors(100, 16, 12)
+            .into_iter()
+            .map(|v| prep(metric, v))
+        {
+            assert_eq!(a.search(&q, 10, 40, None), b.search(&q, 10, 40, None));
+            assert_eq!(
+                a.search(&q, 10, 40, Some(&odd)),
+                b.search(&q, 10, 40, Some(&odd))
+            );
+        }
+    }
+}
+
+#[test]
+fn native_deletes_and_updates_are_reflected_at_once() {
+    let index = new_index(Backend::Native, params(Metric::L2, 16));
+    let vs = random_vectors(2000, 16, 13);
+    insert_all(index.as_ref(), &vs, 0);
+    // Update the first 500 points: delete each and insert its new vector under a
+    // fresh id.
+    let moved = random_vectors(500, 16, 14);
+    for (i, v) in moved.iter().enumerate() {
+        assert!(index.delete(i as InternalId));
+        index.insert(&[(2000 + i as InternalId, v)]).unwrap();
+    }
+    assert_eq!((index.len(), index.tombstones()), (2000, 500));
+    for (i, v) in moved.iter().enumerate().step_by(7) {
+        let hits = index.search(v, 5, 64, None);
+        assert_eq!(hits[0].id, 2000 + i as InternalId);
+        assert_eq!(hits[0].distance, 0.0);
+        assert!(hits.iter().all(|h| h.id >= 500), "{hits:?}");
+        // The old version is gone, whichever way it is looked for.
+        assert!(index.vector(i as InternalId).is_none());
+        let old = index.search(&vs[i], 5, 64, None);
+        assert!(old.iter().all(|h| h.id != i as InternalId));
+        assert!(!index.delete(i as InternalId));
+    }
+}
+
+#[test]
+fn native_filtered_searches_return_k_when_enough_match() {
+    let vs = random_vectors(5000, 16, 15);
+    let index = new_index(Backend::Native, params(Metric::L2, 16));
+    insert_all(index.as_ref(), &vs, 0);
+    for id in (0..5000).step_by(9) {
+        index.delete(id);
+    }
+    let queries = random_vectors(50, 16, 16);
+    // Filters from permissive to very selective (the last accepts 25 ids).
+    for modulus in [2u32, 5, 20, 200] {
+        let accept = move |id: InternalId| id.is_multiple_of(modulus);
+        let matching = (0..5000u32).filter(|&id| accept(id) && id % 9 != 0).count();
+        let mut found = 0;
+        for q in &queries {
+            let hits = index.search(q, 10, 32, Some(&accept));
+            assert_eq!(hits.len(), 10.min(matching), "1 in {modulus}");
+            assert!(hits.iter().all(|h| accept(h.id) && h.id % 9 != 0));
+            assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+            let exact = index.exact_search(q, 10, Some(&accept));
+            found += hits.iter().filter(|h| exact.contains(h)).count();
+        }
+        let recall = found as f64 / (10 * queries.len()) as f64;
+        assert!(recall >= 0.9, "1 in {modulus}: recall {recall}");
+    }
+}
+
+#[test]
+fn native_dump_load_roundtrip_keeps_graph_and_levels() {
+    // The same inserts give the same answers before and after a dump, and further
+    // identical inserts keep both in step (levels come from ids, not from state).
+    let vs = random_vectors(2500, 8, 17);
+    let index = new_index(Backend::Native, params(Metric::L2, 8));
+    insert_one_by_one(index.as_ref(), &vs[..2000]);
+    for id in (0..2000).step_by(3) {
+        index.delete(id);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    index.dump(dir.path()).unwrap();
+    let loaded = load(dir.path()).unwrap();
+    for (i, v) in vs[2000..].iter().enumerate() {
+        let id = 2000 + i as InternalId;
+        index.insert(&[(id, v.as_slice())]).unwrap();
+        loaded.insert(&[(id, v.as_slice())]).unwrap();
+    }
+    let even = |id: InternalId| id.is_multiple_of(2);
+    for q in &random_vectors(60, 8, 18) {
+        assert_eq!(
+            index.search(q, 10, 30, None),
+            loaded.search(q, 10, 30, None)
+        );
+        assert_eq!(
+            index.search(q, 10, 30, Some(&even)),
+            loaded.search(q, 10, 30, Some(&even))
+        );
+    }
+    assert_eq!(
+        (loaded.len(), loaded.tombstones()),
+        (index.len(), index.tombstones())
+    );
 }

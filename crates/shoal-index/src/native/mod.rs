@@ -1,0 +1,255 @@
+//! The native HNSW backend ([`NativeIndex`]): Shoal's own graph, built for this
+//! crate's kernels and for the shard's needs.
+//!
+//! - [`store`]: every node's vector (the only copy), links, level, lock and flags in
+//!   64-byte aligned chunks that never move, readable without a lock.
+//! - [`graph`]: levels from a hash of the id, hnswlib's layer search and neighbour
+//!   heuristic, concurrent insertion with one small lock per node.
+//! - [`visited`]: per-thread visited sets and heaps, so a search allocates only its
+//!   result.
+//! - [`dump`]: one checksummed file under the crate's manifest.
+//!
+//! Semantics are those of [`VectorIndex`], identical to the `hnsw_rs` backend's:
+//! a delete marks the node (never returned again, still traversed), an update is a
+//! delete plus an insert under a fresh id, and the shard rebuilds once tombstones pile
+//! up. Searches check the caller's filter (and deletions) on every candidate during
+//! the traversal; a search that has to look at more than half the nodes to fill its
+//! results, or that cannot reach every node while its result list is not full, is
+//! answered by an exact scan instead, so a filtered search returns `min(k, accepted)`
+//! hits.
+//!
+//! Dumps and inserts exclude each other through `gate`: an insertion holds it shared
+//! for one node at a time, a dump exclusively, so a dump sees every node either fully
+//! linked or not in the graph (loading inserts the latter).
+//!
+//! It must never do IO except in `dump` and `load`, and never panic on input that
+//! passed validation (or on any dump: [`crate::meta`] checks it, `dump::read` checks
+//! every field again).
+
+mod dump;
+mod graph;
+mod store;
+mod visited;
+
+use std::path::Path;
+
+use parking_lot::RwLock;
+use rayon::prelude::*;
+
+use crate::exact::TopK;
+use crate::meta::Meta;
+use crate::{Hit, IdFilter, IndexError, IndexParams, InternalId, VectorIndex};
+use graph::{Graph, Layer, key_distance, key_id, level_for};
+use visited::with_scratch;
+
+/// Largest `m` (as for `hnsw_rs`).
+const MAX_M: usize = 255;
+/// Batches at least this long are inserted in parallel.
+const PARALLEL_MIN: usize = 16;
+/// A filtered (or tombstoned) search that computes more distances than this share of
+/// the nodes gives up for an exact scan.
+const FILTERED_BUDGET_DIVISOR: usize = 2;
+
+/// The native HNSW index.
+pub struct NativeIndex {
+    params: IndexParams,
+    graph: Graph,
+    gate: RwLock<()>,
+}
+
+impl NativeIndex {
+    /// An empty index. `m` is clamped to `2..=255` and `ef_construction` to at least
+    /// 1; [`VectorIndex::params`] reports the values in use.
+    pub fn new(params: IndexParams) -> Self {
+        let params = Self::clamp(params);
+        NativeIndex {
+            graph: Graph::new(params.dim, params.metric, params.m, params.ef_construction),
+            params,
+            gate: RwLock::new(()),
+        }
+    }
+
+    fn clamp(params: IndexParams) -> IndexParams {
+        IndexParams {
+            m: params.m.clamp(2, MAX_M),
+            ef_construction: params.ef_construction.max(1),
+            ..params
+        }
+    }
+
+    /// Restores an index from a dump whose manifest [`crate::meta::read`] verified.
+    pub(crate) fn load(dir: &Path, meta: &Meta) -> Result<Self, IndexError> {
+        if Self::clamp(meta.params) != meta.params {
+            return Err(IndexError::corrupt(format!(
+                "parameters m {} / ef_construction {} cannot have been written by this backend",
+                meta.params.m, meta.params.ef_construction
+            )));
+        }
+        let index = NativeIndex::new(meta.params);
+        dump::read(&index.graph, dir, meta)?;
+        // A dump taken while a batch was being inserted holds nodes the graph had not
+        // received yet: give them to it now.
+        let mut missing = Vec::new();
+        index.graph.store.for_each_live(|id, _| {
+            if !index.graph.store.in_graph(id) {
+                missing.push(id);
+            }
+        });
+        index.insert_graph(&missing);
+        Ok(index)
+    }
+
+    fn insert_graph(&self, ids: &[InternalId]) {
+        let one = |&id: &InternalId| {
+            let _gate = self.gate.read();
+            with_scratch(|s| self.graph.insert_node(id, s));
+        };
+        if ids.len() >= PARALLEL_MIN {
+            ids.par_iter().for_each(one);
+        } else {
+            ids.iter().for_each(one);
+        }
+    }
+
+    /// The graph search; `None` when an exact scan must answer instead.
+    fn graph_search(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<&dyn IdFilter>,
+    ) -> Option<Vec<Hit>> {
+        let store = &self.graph.store;
+        let start = self.graph.descend(q)?;
+        let present = store.present_count();
+        with_scratch(|s| {
+            let at = Layer {
+                level: 0,
+                ef,
+                budget: (present / FILTERED_BUDGET_DIVISOR).max(ef),
+            };
+            let outcome = match filter {
+                None if store.deleted_count() == 0 => {
+                    self.graph.search_layer::<false>(q, start, at, s, |_| true)
+                }
+                None => self
+                    .graph
+                    .search_layer::<true>(q, start, at, s, |id| !store.is_deleted(id)),
+                Some(f) => self.graph.search_layer::<true>(q, start, at, s, |id| {
+                    !store.is_deleted(id) && f.accept(id)
+                }),
+            };
+            // Fewer than ef results means every reachable node was expanded: if some
+            // nodes were not reached, only a scan can be sure to find them.
+            if outcome.aborted || (s.top.len() < ef && outcome.visited < present) {
+                return None;
+            }
+            s.found.clear();
+            s.found.extend(s.top.drain());
+            s.found.sort_unstable();
+            Some(
+                s.found
+                    .iter()
+                    .take(k)
+                    .map(|&key| Hit {
+                        id: key_id(key),
+                        distance: key_distance(key),
+                    })
+                    .collect(),
+            )
+        })
+    }
+}
+
+impl VectorIndex for NativeIndex {
+    fn params(&self) -> &IndexParams {
+        &self.params
+    }
+
+    fn insert(&self, items: &[(InternalId, &[f32])]) -> Result<(), IndexError> {
+        let dim = self.params.dim;
+        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != dim) {
+            return Err(IndexError::DimensionMismatch {
+                expected: dim,
+                got: v.len(),
+            });
+        }
+        {
+            let _gate = self.gate.read();
+            let m = self.params.m;
+            self.graph
+                .store
+                .insert_batch(items, |id| level_for(id, m))?;
+        }
+        let ids: Vec<InternalId> = items.iter().map(|(id, _)| *id).collect();
+        self.insert_graph(&ids);
+        Ok(())
+    }
+
+    fn delete(&self, id: InternalId) -> bool {
+        let _gate = self.gate.read();
+        self.graph.store.delete(id)
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<&dyn IdFilter>,
+    ) -> Vec<Hit> {
+        if k == 0 || query.len() != self.params.dim || self.graph.store.live_count() == 0 {
+            return Vec::new();
+        }
+        match self.graph_search(query, k, ef.max(k), filter) {
+            Some(hits) => hits,
+            None => self.exact_search(query, k, filter),
+        }
+    }
+
+    fn exact_search(&self, query: &[f32], k: usize, filter: Option<&dyn IdFilter>) -> Vec<Hit> {
+        if k == 0 || query.len() != self.params.dim {
+            return Vec::new();
+        }
+        let mut top = TopK::new(k);
+        self.graph.store.for_each_live(|id, v| {
+            if filter.is_none_or(|f| f.accept(id)) {
+                top.push(id, self.graph.dist(query, v));
+            }
+        });
+        top.into_sorted()
+    }
+
+    fn exact_search_among(&self, query: &[f32], k: usize, ids: &[InternalId]) -> Vec<Hit> {
+        if k == 0 || query.len() != self.params.dim {
+            return Vec::new();
+        }
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut top = TopK::new(k);
+        for id in ids {
+            if let Some(v) = self.graph.store.live_vector(id) {
+                top.push(id, self.graph.dist(query, v));
+            }
+        }
+        top.into_sorted()
+    }
+
+    fn vector(&self, id: InternalId) -> Option<Vec<f32>> {
+        self.graph.store.live_vector(id).map(<[f32]>::to_vec)
+    }
+
+    fn len(&self) -> usize {
+        self.graph.store.live_count()
+    }
+
+    fn tombstones(&self) -> usize {
+        self.graph.store.deleted_count()
+    }
+
+    fn dump(&self, dir: &Path) -> Result<(), IndexError> {
+        let _gate = self.gate.write();
+        dump::write(&self.graph, &self.params, dir)
+    }
+}
