@@ -1,6 +1,7 @@
 //! Criterion suite of `shoal-index`: distance kernels, single-query search at
 //! several `ef`, batch search on a 2-thread pool, and index builds, on siftsmall
-//! (when present) and a seeded clustered 100k × 128 set.
+//! (when present) and a seeded clustered 100k × 128 set, for each backend (benchmark
+//! names carry `native` or `hnsw_rs`).
 //!
 //! Data sets and indexes are built once, lazily, outside any timing; each build
 //! prints its time and the recall@10 at every `ef` benchmarked, so throughput can be
@@ -11,12 +12,14 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use criterion::measurement::WallTime;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
-use shoal_benches::{Dataset, build, params, recall};
+use shoal_benches::{Dataset, backend_tag, build, params, recall};
 use shoal_index::{Backend, InternalId, VectorIndex, distance};
 
 const K: usize = 10;
+const BACKENDS: [Backend; 2] = [Backend::Native, Backend::HnswRs];
 const EFS: [usize; 4] = [16, 32, 64, 128];
 const CLUSTERED_N: usize = 100_000;
 const CLUSTERED_QUERIES: usize = 100;
@@ -32,12 +35,13 @@ struct Built {
     index: Box<dyn VectorIndex>,
 }
 
-fn build_and_report(data: Dataset) -> Built {
+fn build_and_report(backend: Backend, data: Dataset) -> Built {
     let start = Instant::now();
-    let index = build(Backend::HnswRs, params(&data), &data.base);
+    let index = build(backend, params(&data), &data.base);
     eprintln!(
-        "[{}] built {} × {} (m 16, ef_construction 200) in {:.2} s on {} rayon threads",
+        "[{} {}] built {} × {} (m 16, ef_construction 200) in {:.2} s on {} rayon threads",
         data.name,
+        backend_tag(backend),
         data.base.len(),
         data.dim(),
         start.elapsed().as_secs_f64(),
@@ -45,8 +49,9 @@ fn build_and_report(data: Dataset) -> Built {
     );
     for ef in EFS {
         eprintln!(
-            "[{}] recall@{K} at ef {ef}: {:.4}",
+            "[{} {}] recall@{K} at ef {ef}: {:.4}",
             data.name,
+            backend_tag(backend),
             recall(index.as_ref(), &data, K, ef)
         );
     }
@@ -60,11 +65,32 @@ fn have_siftsmall() -> bool {
     *CELL.get_or_init(|| shoal_benches::siftsmall_dir().is_some())
 }
 
-fn siftsmall() -> &'static Built {
-    static CELL: OnceLock<Built> = OnceLock::new();
-    CELL.get_or_init(|| {
-        build_and_report(shoal_benches::siftsmall().expect("siftsmall was found before"))
-    })
+/// Index of a backend in per-backend caches.
+fn slot(backend: Backend) -> usize {
+    BACKENDS
+        .iter()
+        .position(|&b| b == backend)
+        .expect("a benchmarked backend")
+}
+
+fn siftsmall_data() -> &'static Dataset {
+    static CELL: OnceLock<Dataset> = OnceLock::new();
+    CELL.get_or_init(|| shoal_benches::siftsmall().expect("siftsmall was found before"))
+}
+
+fn siftsmall(backend: Backend) -> &'static Built {
+    static CELLS: [OnceLock<Built>; 2] = [OnceLock::new(), OnceLock::new()];
+    CELLS[slot(backend)].get_or_init(|| build_and_report(backend, copy(siftsmall_data())))
+}
+
+fn copy(d: &Dataset) -> Dataset {
+    Dataset {
+        name: d.name.clone(),
+        metric: d.metric,
+        base: d.base.clone(),
+        queries: d.queries.clone(),
+        truth: d.truth.clone(),
+    }
 }
 
 fn clustered_data() -> &'static Dataset {
@@ -88,18 +114,9 @@ fn clustered_data() -> &'static Dataset {
     })
 }
 
-fn clustered() -> &'static Built {
-    static CELL: OnceLock<Built> = OnceLock::new();
-    CELL.get_or_init(|| {
-        let d = clustered_data();
-        build_and_report(Dataset {
-            name: d.name.clone(),
-            metric: d.metric,
-            base: d.base.clone(),
-            queries: d.queries.clone(),
-            truth: d.truth.clone(),
-        })
-    })
+fn clustered(backend: Backend) -> &'static Built {
+    static CELLS: [OnceLock<Built>; 2] = [OnceLock::new(), OnceLock::new()];
+    CELLS[slot(backend)].get_or_init(|| build_and_report(backend, copy(clustered_data())))
 }
 
 fn bench_distance(c: &mut Criterion) {
@@ -143,26 +160,64 @@ fn bench_search(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements(100));
-    for ef in EFS.into_iter().filter(|_| have_siftsmall()) {
-        group.bench_function(BenchmarkId::new("siftsmall", format!("ef{ef}")), |b| {
-            let s = siftsmall();
-            b.iter(|| search_all(s.index.as_ref(), &s.data.queries, ef))
-        });
+    for backend in BACKENDS {
+        let tag = backend_tag(backend);
+        for ef in EFS.into_iter().filter(|_| have_siftsmall()) {
+            group.bench_function(
+                BenchmarkId::new(format!("siftsmall/{tag}"), format!("ef{ef}")),
+                |b| {
+                    let s = siftsmall(backend);
+                    b.iter(|| search_all(s.index.as_ref(), &s.data.queries, ef))
+                },
+            );
+        }
+        if have_siftsmall() {
+            bench_tombstones(&mut group, backend);
+            bench_filter(&mut group, backend);
+            group.bench_function(
+                BenchmarkId::new(format!("siftsmall-exact-scan/{tag}"), "k10"),
+                |b| {
+                    let s = siftsmall(backend);
+                    b.iter(|| {
+                        s.data
+                            .queries
+                            .iter()
+                            .map(|q| s.index.exact_search(black_box(q), K, None).len())
+                            .sum::<usize>()
+                    })
+                },
+            );
+        }
+        for ef in EFS {
+            group.bench_function(
+                BenchmarkId::new(format!("clustered-100k/{tag}"), format!("ef{ef}")),
+                |b| {
+                    let s = clustered(backend);
+                    b.iter(|| search_all(s.index.as_ref(), &s.data.queries, ef))
+                },
+            );
+        }
     }
-    // The cost of tombstones: 10% of siftsmall deleted, so every graph search goes
-    // through hnsw_rs's filtered path.
-    if have_siftsmall() {
-        group.bench_function(BenchmarkId::new("siftsmall-10pct-deleted", "ef64"), |b| {
-            static CELL: OnceLock<Box<dyn VectorIndex>> = OnceLock::new();
-            let s = siftsmall();
-            let index = CELL.get_or_init(|| {
-                let index = build(Backend::HnswRs, params(&s.data), &s.data.base);
-                for id in (0..s.data.base.len() as InternalId).step_by(10) {
+    group.finish();
+}
+
+/// The cost of tombstones: 10% of siftsmall deleted (hnsw_rs searches wider and
+/// drops them; native skips them during traversal).
+fn bench_tombstones(group: &mut criterion::BenchmarkGroup<'_, WallTime>, backend: Backend) {
+    let tag = backend_tag(backend);
+    group.bench_function(
+        BenchmarkId::new(format!("siftsmall-10pct-deleted/{tag}"), "ef64"),
+        |b| {
+            static CELLS: [OnceLock<Box<dyn VectorIndex>>; 2] = [OnceLock::new(), OnceLock::new()];
+            let data = siftsmall_data();
+            let index = CELLS[slot(backend)].get_or_init(|| {
+                let index = build(backend, params(data), &data.base);
+                for id in (0..data.base.len() as InternalId).step_by(10) {
                     index.delete(id);
                 }
                 // Recall against the exact answer over the remaining points.
                 let mut hits = 0;
-                for q in &s.data.queries {
+                for q in &data.queries {
                     let exact: Vec<u32> = index
                         .exact_search(q, K, None)
                         .iter()
@@ -175,21 +230,26 @@ fn bench_search(c: &mut Criterion) {
                         .count();
                 }
                 eprintln!(
-                    "[siftsmall-10pct-deleted] recall@{K} at ef 64: {:.4}",
-                    hits as f64 / (K * s.data.queries.len()) as f64
+                    "[siftsmall-10pct-deleted {tag}] recall@{K} at ef 64: {:.4}",
+                    hits as f64 / (K * data.queries.len()) as f64
                 );
                 index
             });
-            b.iter(|| search_all(index.as_ref(), &s.data.queries, 64))
-        });
-    }
-    // A caller filter accepting half the ids: hnsw_rs's filtered graph search.
-    if have_siftsmall() {
-        group.bench_function(BenchmarkId::new("siftsmall-filter-50pct", "ef64"), |b| {
-            static REPORTED: OnceLock<()> = OnceLock::new();
-            let s = siftsmall();
+            b.iter(|| search_all(index.as_ref(), &data.queries, 64))
+        },
+    );
+}
+
+/// A caller filter accepting half the ids, checked during the graph search.
+fn bench_filter(group: &mut criterion::BenchmarkGroup<'_, WallTime>, backend: Backend) {
+    let tag = backend_tag(backend);
+    group.bench_function(
+        BenchmarkId::new(format!("siftsmall-filter-50pct/{tag}"), "ef64"),
+        |b| {
+            static REPORTED: [OnceLock<()>; 2] = [OnceLock::new(), OnceLock::new()];
+            let s = siftsmall(backend);
             let even = |id: InternalId| id.is_multiple_of(2);
-            REPORTED.get_or_init(|| {
+            REPORTED[slot(backend)].get_or_init(|| {
                 let mut hits = 0;
                 for q in &s.data.queries {
                     let exact: Vec<u32> = s
@@ -206,7 +266,7 @@ fn bench_search(c: &mut Criterion) {
                         .count();
                 }
                 eprintln!(
-                    "[siftsmall-filter-50pct] recall@{K} at ef 64: {:.4}",
+                    "[siftsmall-filter-50pct {tag}] recall@{K} at ef 64: {:.4}",
                     hits as f64 / (K * s.data.queries.len()) as f64
                 );
             });
@@ -217,25 +277,8 @@ fn bench_search(c: &mut Criterion) {
                     .map(|q| s.index.search(black_box(q), K, 64, Some(&even)).len())
                     .sum::<usize>()
             })
-        });
-        group.bench_function(BenchmarkId::new("siftsmall-exact-scan", "k10"), |b| {
-            let s = siftsmall();
-            b.iter(|| {
-                s.data
-                    .queries
-                    .iter()
-                    .map(|q| s.index.exact_search(black_box(q), K, None).len())
-                    .sum::<usize>()
-            })
-        });
-    }
-    for ef in EFS {
-        group.bench_function(BenchmarkId::new("clustered-100k", format!("ef{ef}")), |b| {
-            let s = clustered();
-            b.iter(|| search_all(s.index.as_ref(), &s.data.queries, ef))
-        });
-    }
-    group.finish();
+        },
+    );
 }
 
 fn bench_batch_search(c: &mut Criterion) {
@@ -250,25 +293,31 @@ fn bench_batch_search(c: &mut Criterion) {
     if !have_siftsmall() {
         return;
     }
-    group.bench_function(BenchmarkId::new("siftsmall-ef64", "sequential"), |b| {
-        let s = siftsmall();
-        b.iter(|| search_all(s.index.as_ref(), &s.data.queries, 64))
-    });
-    group.bench_function(
-        BenchmarkId::new("siftsmall-ef64", "par_iter-2-threads"),
-        |b| {
-            let s = siftsmall();
-            b.iter(|| {
-                pool.install(|| {
-                    s.data
-                        .queries
-                        .par_iter()
-                        .map(|q| s.index.search(black_box(q), K, 64, None))
-                        .collect::<Vec<_>>()
+    for backend in BACKENDS {
+        let tag = backend_tag(backend);
+        group.bench_function(
+            BenchmarkId::new(format!("siftsmall-ef64/{tag}"), "sequential"),
+            |b| {
+                let s = siftsmall(backend);
+                b.iter(|| search_all(s.index.as_ref(), &s.data.queries, 64))
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new(format!("siftsmall-ef64/{tag}"), "par_iter-2-threads"),
+            |b| {
+                let s = siftsmall(backend);
+                b.iter(|| {
+                    pool.install(|| {
+                        s.data
+                            .queries
+                            .par_iter()
+                            .map(|q| s.index.search(black_box(q), K, 64, None))
+                            .collect::<Vec<_>>()
+                    })
                 })
-            })
-        },
-    );
+            },
+        );
+    }
     group.finish();
 }
 
@@ -277,21 +326,24 @@ fn bench_insert(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(100));
     group.measurement_time(Duration::from_secs(20));
-    if have_siftsmall() {
-        group.bench_function(BenchmarkId::new("siftsmall", "10k"), |b| {
-            let s = siftsmall();
-            b.iter_with_large_drop(|| build(Backend::HnswRs, params(&s.data), &s.data.base))
+    for backend in BACKENDS {
+        let tag = backend_tag(backend);
+        if have_siftsmall() {
+            group.bench_function(BenchmarkId::new(format!("siftsmall/{tag}"), "10k"), |b| {
+                let d = siftsmall_data();
+                b.iter_with_large_drop(|| build(backend, params(d), &d.base))
+            });
+        }
+        group.bench_function(BenchmarkId::new(format!("clustered/{tag}"), "20k"), |b| {
+            let d = clustered_data();
+            let base = &d.base[..CLUSTERED_INSERT_N];
+            let p = shoal_index::IndexParams {
+                capacity_hint: base.len(),
+                ..params(d)
+            };
+            b.iter_with_large_drop(|| build(backend, p, base))
         });
     }
-    group.bench_function(BenchmarkId::new("clustered", "20k"), |b| {
-        let d = clustered_data();
-        let base = &d.base[..CLUSTERED_INSERT_N];
-        let p = shoal_index::IndexParams {
-            capacity_hint: base.len(),
-            ..params(d)
-        };
-        b.iter_with_large_drop(|| build(Backend::HnswRs, p, base))
-    });
     group.finish();
 }
 

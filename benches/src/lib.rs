@@ -97,6 +97,22 @@ pub fn params(data: &Dataset) -> IndexParams {
     }
 }
 
+/// How benchmark tables name Shoal with `backend`.
+pub fn system_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Native => "shoal (native backend)",
+        Backend::HnswRs => "shoal (hnsw_rs backend)",
+    }
+}
+
+/// Short name of a backend in benchmark ids: `native` or `hnsw_rs`.
+pub fn backend_tag(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Native => "native",
+        Backend::HnswRs => "hnsw_rs",
+    }
+}
+
 /// Builds an index over `base` (ids are row numbers), in parallel on the current
 /// rayon pool.
 pub fn build(backend: Backend, params: IndexParams, base: &[Vec<f32>]) -> Box<dyn VectorIndex> {

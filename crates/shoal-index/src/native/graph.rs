@@ -211,18 +211,17 @@ impl Graph {
                 break;
             }
             let list = self.store.links(key_id(ck), level);
-            let links = used(list);
-            if let Some(first) = links.first() {
-                self.store.prefetch(first.load(Acquire));
-            }
-            for (i, l) in links.iter().enumerate() {
+            // Mark the unvisited neighbours and start fetching their vectors, then
+            // compute the distances while the later ones arrive.
+            s.batch.clear();
+            for l in used(list) {
                 let nb = l.load(Acquire);
-                if let Some(next) = links.get(i + 1) {
-                    self.store.prefetch(next.load(Acquire));
+                if s.first_visit(nb) {
+                    self.store.prefetch(nb);
+                    s.batch.push(nb);
                 }
-                if !s.first_visit(nb) {
-                    continue;
-                }
+            }
+            for &nb in &s.batch {
                 let Some(v) = self.store.graph_vector(nb) else {
                     continue;
                 };

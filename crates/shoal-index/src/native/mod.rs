@@ -253,3 +253,161 @@ impl VectorIndex for NativeIndex {
         dump::write(&self.graph, &self.params, dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::Metric;
+
+    use super::*;
+    use crate::meta;
+
+    fn params(dim: usize) -> IndexParams {
+        IndexParams {
+            dim,
+            metric: Metric::L2,
+            m: 6,
+            ef_construction: 40,
+            capacity_hint: 0,
+        }
+    }
+
+    fn grid(n: u32) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|i| vec![(i % 17) as f32, (i / 17) as f32])
+            .collect()
+    }
+
+    fn insert(index: &NativeIndex, vs: &[Vec<f32>]) {
+        let items: Vec<(InternalId, &[f32])> = vs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as InternalId, v.as_slice()))
+            .collect();
+        index.insert(&items).unwrap();
+    }
+
+    fn reload(index: &NativeIndex) -> NativeIndex {
+        let dir = tempfile::tempdir().unwrap();
+        index.dump(dir.path()).unwrap();
+        NativeIndex::load(dir.path(), &meta::read(dir.path()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn load_links_the_nodes_a_dump_caught_in_flight() {
+        let index = NativeIndex::new(params(2));
+        insert(&index, &grid(300));
+        // Stored but not yet in the graph, as in the middle of a batch.
+        index
+            .graph
+            .store
+            .insert_batch(
+                &[(300, &[100.0, 100.0][..]), (301, &[-50.0, 3.0][..])],
+                |_| 1,
+            )
+            .unwrap();
+        index.graph.store.delete(301);
+        assert!(!index.graph.store.in_graph(300));
+        let loaded = reload(&index);
+        assert!(loaded.graph.store.in_graph(300) && !loaded.graph.store.in_graph(301));
+        let hits = loaded.search(&[99.0, 99.0], 1, 16, None);
+        assert_eq!(hits[0].id, 300);
+        assert_eq!((loaded.len(), loaded.tombstones()), (301, 1));
+
+        // Nothing in the graph at all.
+        let index = NativeIndex::new(params(2));
+        index
+            .graph
+            .store
+            .insert_batch(&[(0, &[0.0, 1.0][..]), (1, &[1.0, 0.0][..])], |_| 0)
+            .unwrap();
+        let loaded = reload(&index);
+        assert!(loaded.graph.entry().is_some());
+        let hits = loaded.search(&[1.0, 0.1], 2, 4, None);
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![1, 0]);
+    }
+
+    #[test]
+    fn unreachable_nodes_are_found_by_the_fallback_scan() {
+        let index = NativeIndex::new(params(2));
+        insert(&index, &grid(100));
+        // Cut node 5 off: no list names it any more.
+        for id in 0..100 {
+            for level in 0..=index.graph.store.level(id) {
+                let keep: Vec<InternalId> = index
+                    .graph
+                    .links_of(id, level)
+                    .filter(|&x| x != 5)
+                    .collect();
+                index.graph.restore_links(id, level, &keep);
+            }
+        }
+        let v = index.vector(5).unwrap();
+        // ef larger than the graph: the search expands everything it can reach,
+        // sees that it missed a node, and scans.
+        assert_eq!(index.search(&v, 1, 200, None)[0].id, 5);
+    }
+
+    /// Rewrites the dump file with `edit` applied and a fresh manifest, so only the
+    /// backend's own checks stand between the bytes and the index.
+    fn load_edited(index: &NativeIndex, edit: impl Fn(&mut Vec<u8>)) -> Result<(), IndexError> {
+        let dir = tempfile::tempdir().unwrap();
+        index.dump(dir.path()).unwrap();
+        let path = dir.path().join(dump::FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        edit(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        meta::write(
+            dir.path(),
+            &Meta {
+                backend: crate::Backend::Native,
+                params: *index.params(),
+                files: vec![dump::FILE.to_string()],
+            },
+        )
+        .unwrap();
+        NativeIndex::load(dir.path(), &meta::read(dir.path()).unwrap()).map(drop)
+    }
+
+    type Edit = dyn Fn(&mut Vec<u8>);
+
+    #[test]
+    fn damaged_dump_contents_are_refused_without_panicking() {
+        let index = NativeIndex::new(params(2));
+        insert(&index, &grid(40));
+        index.delete(3);
+        let header = 8 + 4 * 5 + 8;
+        let first_links = header + 4 + 1 + 1 + 8;
+        let cases: Vec<(&str, Box<Edit>)> = vec![
+            ("magic", Box::new(|b| b[0] ^= 1)),
+            ("version", Box::new(|b| b[8] = 9)),
+            ("dim", Box::new(|b| b[12] = 3)),
+            ("count", Box::new(move |b| b[header - 8] = 41)),
+            ("truncated", Box::new(|b| b.truncate(b.len() - 3))),
+            ("trailing", Box::new(|b| b.push(0))),
+            ("flags", Box::new(move |b| b[header + 4] = 9)),
+            ("level", Box::new(move |b| b[header + 5] = 200)),
+            ("link count", Box::new(move |b| b[first_links] = 99)),
+            (
+                "link target",
+                Box::new(move |b| {
+                    b[first_links + 4..first_links + 8].copy_from_slice(&77u32.to_le_bytes())
+                }),
+            ),
+            (
+                "self link",
+                Box::new(move |b| {
+                    b[first_links + 4..first_links + 8].copy_from_slice(&0u32.to_le_bytes())
+                }),
+            ),
+            ("entry", Box::new(|b| b[24] = 0xff)),
+        ];
+        for (what, edit) in cases {
+            let got = load_edited(&index, edit);
+            assert!(
+                matches!(got, Err(IndexError::Corrupt(_))),
+                "{what}: {got:?}"
+            );
+        }
+        assert!(load_edited(&index, |_| {}).is_ok());
+    }
+}

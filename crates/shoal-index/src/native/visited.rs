@@ -27,6 +27,8 @@ pub(super) struct Scratch {
     pub found: Vec<u64>,
     /// Neighbours chosen for a new node.
     pub selected: Vec<u64>,
+    /// Unvisited neighbours of the node being expanded.
+    pub batch: Vec<InternalId>,
     /// Candidates of a list being pruned, and the kept ones.
     pub pool: Vec<u64>,
     pub kept: Vec<u64>,
