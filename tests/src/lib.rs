@@ -52,6 +52,12 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
+            .args(
+                (!self.args.iter().any(|a| a == "--raft-listen"))
+                    .then_some(["--raft-listen", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)

@@ -2,7 +2,7 @@
 //! vocabulary. `shoal-server` is the only place that turns it into a `tonic::Status`.
 
 /// What can go wrong with a request, independent of transport.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     /// A field of the request is malformed. `field` is a path such as
     /// `points[3].vector[17]`.

@@ -20,16 +20,18 @@
 
 mod error;
 mod log_store;
+mod meta;
 pub mod network;
 mod state_machine;
 
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{Point, PointId};
+use shoal_core::{CollectionConfig, Point, PointId};
 
 pub use error::RaftStoreError;
 pub use log_store::LogStore;
+pub use meta::{ClusterState, CollectionMeta, META_GROUP, MetaStateMachine, group_of, place};
 pub use state_machine::ShardStateMachine;
 
 /// A write to one shard, as replicated in its Raft log. Points are validated and
@@ -40,17 +42,38 @@ pub enum ShardCommand {
     Delete(Vec<PointId>),
 }
 
+/// A change to the cluster's metadata, as replicated in the metadata group's log.
+/// Configurations are validated before they are proposed; the state machine still
+/// rejects (deterministically, on every replica) what the current state forbids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Creates a collection; the state machine assigns its id and places its replicas.
+    CreateCollection(CollectionConfig),
+    DeleteCollection(String),
+}
+
+/// An entry of any group: shard groups carry [`Command::Shard`], the metadata group
+/// [`Command::Meta`]. A state machine given the other kind rejects it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Shard(ShardCommand),
+    Meta(MetaCommand),
+}
+
 /// What applying an entry returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardReply {
     /// Log index the entry was applied at (the write token for SESSION reads).
     pub applied: u64,
+    /// Why the state machine refused the entry, if it did (the entry is still
+    /// committed and applied as a no-op on every replica).
+    pub rejected: Option<shoal_core::Error>,
 }
 
 openraft::declare_raft_types!(
-    /// openraft types of a shard group.
+    /// openraft types of every group (shards and metadata).
     pub TypeConfig:
-        D = ShardCommand,
+        D = Command,
         R = ShardReply,
 );
 

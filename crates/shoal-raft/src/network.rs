@@ -72,7 +72,7 @@ pub struct Peers {
 
 impl Peers {
     /// The channel to `addr` (`host:port`), created (lazily connecting) on first use.
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         if let Some(c) = self
             .channels
             .read()
@@ -83,6 +83,8 @@ impl Peers {
         }
         let channel = Channel::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(2))
             .connect_lazy();
         self.channels
             .write()

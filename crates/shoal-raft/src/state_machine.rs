@@ -30,13 +30,13 @@ use std::sync::Mutex;
 
 use crate::error::storage_error;
 use crate::log_store::{blocking, decode, encode};
-use crate::{RaftStoreError, ShardCommand, ShardReply, StorageError, TypeConfig};
+use crate::{Command, RaftStoreError, ShardCommand, ShardReply, StorageError, TypeConfig};
 
 /// What the state machine has applied, stored atomically with the shard's points.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Applied {
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
+pub(crate) struct Applied {
+    pub(crate) last_applied: Option<LogId<u64>>,
+    pub(crate) membership: StoredMembership<u64, BasicNode>,
 }
 
 type Built = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
@@ -150,12 +150,21 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             for e in entries {
                 let log_id = e.log_id;
                 applied.last_applied = Some(log_id);
+                let mut rejected = None;
                 let op = match e.payload {
                     EntryPayload::Blank => None,
-                    EntryPayload::Normal(ShardCommand::Upsert(points)) => {
+                    EntryPayload::Normal(Command::Shard(ShardCommand::Upsert(points))) => {
                         Some(ShardOp::Upsert(points))
                     }
-                    EntryPayload::Normal(ShardCommand::Delete(ids)) => Some(ShardOp::Delete(ids)),
+                    EntryPayload::Normal(Command::Shard(ShardCommand::Delete(ids))) => {
+                        Some(ShardOp::Delete(ids))
+                    }
+                    EntryPayload::Normal(Command::Meta(_)) => {
+                        rejected = Some(shoal_core::Error::Internal(
+                            "a metadata command reached a shard group".into(),
+                        ));
+                        None
+                    }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(log_id), m);
                         None
@@ -164,6 +173,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 shard.apply_at(log_id.index + 1, op, &encode(&applied)?)?;
                 replies.push(ShardReply {
                     applied: log_id.index,
+                    rejected,
                 });
             }
             Ok(replies)

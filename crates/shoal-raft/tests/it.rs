@@ -64,7 +64,7 @@ fn openraft_storage_suite() {
 fn entry(index: u64, cmd: shoal_raft::ShardCommand) -> openraft::Entry<TypeConfig> {
     openraft::Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: openraft::EntryPayload::Normal(cmd),
+        payload: openraft::EntryPayload::Normal(shoal_raft::Command::Shard(cmd)),
     }
 }
 
@@ -262,9 +262,9 @@ mod cluster {
         let leader = leader_among(&nodes, None).await;
         let resp = nodes[&leader]
             .raft
-            .client_write(ShardCommand::Upsert(
+            .client_write(shoal_raft::Command::Shard(ShardCommand::Upsert(
                 (0..100).map(|i| point(i, i as f32)).collect(),
-            ))
+            )))
             .await
             .unwrap();
         assert_eq!(resp.data.applied, resp.log_id.index);
@@ -280,7 +280,9 @@ mod cluster {
         let leader = leader_among(&nodes, Some(leader)).await;
         let resp = nodes[&leader]
             .raft
-            .client_write(ShardCommand::Delete((0..10).map(PointId::Num).collect()))
+            .client_write(shoal_raft::Command::Shard(ShardCommand::Delete(
+                (0..10).map(PointId::Num).collect(),
+            )))
             .await
             .unwrap();
         wait_applied(&nodes, resp.log_id.index).await;

@@ -284,6 +284,7 @@ fn request(
     filter: Option<pb::Filter>,
 ) -> pb::SearchRequest {
     pb::SearchRequest {
+        read: None,
         collection: collection.to_string(),
         vector,
         top_k: o.top_k,
@@ -359,6 +360,7 @@ pub async fn search_file(
     for chunk in qs.chunks(batch.max(1)) {
         let resp = points
             .search_batch(pb::SearchBatchRequest {
+                read: None,
                 collection: collection.to_string(),
                 searches: chunk
                     .iter()
@@ -424,6 +426,7 @@ pub async fn get(
 ) -> anyhow::Result<()> {
     let resp = points
         .get(pb::GetPointsRequest {
+            read: None,
             collection: collection.into(),
             ids: parse_ids(ids)?,
             with_payload: true,
@@ -467,6 +470,7 @@ pub async fn count(
 ) -> anyhow::Result<()> {
     let r = points
         .count(pb::CountRequest {
+            read: None,
             collection: collection.into(),
             filter: parse_filter(filter)?,
         })

@@ -134,7 +134,7 @@ pub fn collection_config(r: pb::CreateCollectionRequest) -> Result<core::Collect
     })
 }
 
-pub fn collection_info(info: shoal_engine::CollectionInfo) -> pb::CollectionInfo {
+pub fn collection_info(info: shoal_cluster::CollectionInfo) -> pb::CollectionInfo {
     let c = info.config;
     pb::CollectionInfo {
         config: Some(pb::CollectionConfig {
@@ -252,5 +252,99 @@ pub fn retrieved(p: core::RetrievedPoint) -> pb::RetrievedPoint {
         id: Some(point_id_to_pb(p.id)),
         vector: p.vector.unwrap_or_default(),
         payload: p.payload.map(payload_to_pb).unwrap_or_default(),
+    }
+}
+
+/// The read options of a request (absent: EVENTUAL).
+pub fn read_options(field: &str, r: Option<pb::ReadOptions>) -> Result<shoal_cluster::ReadOptions> {
+    use shoal_cluster::Consistency;
+    let Some(r) = r else {
+        return Ok(shoal_cluster::ReadOptions::default());
+    };
+    let consistency = match pb::Consistency::try_from(r.consistency) {
+        Ok(pb::Consistency::Unspecified) | Ok(pb::Consistency::Eventual) => Consistency::Eventual,
+        Ok(pb::Consistency::Session) => Consistency::Session,
+        Ok(pb::Consistency::Strong) => Consistency::Strong,
+        Err(_) => {
+            return Err(core::Error::invalid(
+                format!("{field}.consistency"),
+                format!("unknown consistency {}", r.consistency),
+            ));
+        }
+    };
+    let token = r.token.map(|t| shoal_cluster::WriteToken {
+        collection_id: t.collection_id,
+        shards: t.shards.into_iter().map(|s| (s.shard, s.index)).collect(),
+    });
+    Ok(shoal_cluster::ReadOptions { consistency, token })
+}
+
+/// A write's reply.
+pub fn write_response(o: shoal_cluster::WriteOutcome) -> pb::WriteResponse {
+    pb::WriteResponse {
+        count: o.count,
+        token: Some(pb::WriteToken {
+            collection_id: o.token.collection_id,
+            shards: o
+                .token
+                .shards
+                .into_iter()
+                .map(|(shard, index)| pb::ShardIndex { shard, index })
+                .collect(),
+        }),
+    }
+}
+
+/// The cluster status as sent to clients.
+pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
+    pb::ClusterStatus {
+        node_id: s.node_id,
+        metadata_leader: s.metadata_leader,
+        nodes: s
+            .nodes
+            .into_iter()
+            .map(|n| pb::NodeStatus {
+                id: n.id,
+                address: n.address,
+                reachable: n.reachable,
+                error: n.error.unwrap_or_default(),
+            })
+            .collect(),
+        collections: s
+            .collections
+            .into_iter()
+            .map(|c| pb::CollectionStatus {
+                name: c.name,
+                id: c.id,
+                shards: c
+                    .shards
+                    .into_iter()
+                    .map(|sh| pb::ShardStatus {
+                        shard: sh.shard,
+                        leader: sh.leader,
+                        replicas: sh
+                            .replicas
+                            .into_iter()
+                            .map(|r| match r.report {
+                                Some(rep) => pb::ReplicaStatus {
+                                    node: r.node,
+                                    state: rep.state,
+                                    applied_index: rep.applied,
+                                    points: rep.points,
+                                    digest: rep.digest.map(|d| format!("{d:016x}")),
+                                },
+                                None => pb::ReplicaStatus {
+                                    node: r.node,
+                                    state: "unreachable".into(),
+                                    applied_index: 0,
+                                    points: 0,
+                                    digest: None,
+                                },
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }

@@ -1,13 +1,13 @@
 //! # shoal-server
 //!
-//! The `shoal` binary's library: the gRPC services over `shoal-engine`
+//! The `shoal` binary's library: the gRPC services over a `shoal-cluster` node
 //! ([`service`]), the wire⇄domain conversions ([`convert`]) and the one place where
 //! domain errors become `tonic::Status` ([`status`]), `shoal serve`'s configuration
 //! ([`serve`]), and the CLI client ([`client`]).
 //!
 //! Only this crate knows configuration, flags and environment variables. It must never
 //! validate requests by hand (`shoal-core` does) or reach storage except through the
-//! engine.
+//! node.
 
 pub mod bench;
 pub mod cli;

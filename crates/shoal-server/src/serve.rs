@@ -1,16 +1,64 @@
-//! `shoal serve`: configuration, engine start-up, and the gRPC server.
+//! `shoal serve`: configuration, node start-up, and the two gRPC servers — the public
+//! API on `--listen`, and the internal Raft and node-to-node services on
+//! `--raft-listen`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use shoal_cluster::{ClusterInternalService, Node, NodeOptions, RaftTiming};
 use shoal_core::Limits;
-use shoal_engine::{Engine, EngineOptions};
-use shoal_proto::v1::{collections_server::CollectionsServer, points_server::PointsServer};
+use shoal_proto::internal::v1::{
+    cluster_internal_server::ClusterInternalServer, raft_transport_server::RaftTransportServer,
+};
+use shoal_proto::v1::{
+    cluster_server::ClusterServer, collections_server::CollectionsServer,
+    points_server::PointsServer,
+};
+use shoal_raft::network::{MAX_RAFT_MESSAGE, RaftTransportService, Registry};
 use shoal_shard::ShardOptions;
 
-use crate::service::{CollectionsService, PointsService};
+use crate::service::{ClusterService, CollectionsService, PointsService};
+
+/// Parses `--peers`: `1=host:port,2=host:port,...`.
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: the node id must be a positive integer"))?;
+        if id == 0 {
+            return Err(format!("{part:?}: node ids start at 1"));
+        }
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(format!("{part:?}: expected HOST:PORT after '='"));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+pub struct Peers(pub BTreeMap<u64, String>);
+
+impl std::str::FromStr for Peers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_peers(s).map(Peers)
+    }
+}
 
 /// Options of `shoal serve`. Every flag can also be set by its environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,40 +101,126 @@ pub struct ServeArgs {
     /// Shards with at most this many points are searched exactly.
     #[arg(long, env = "SHOAL_EXACT_THRESHOLD", default_value_t = ShardOptions::default().exact_threshold)]
     pub exact_threshold: usize,
+
+    /// This node's id in the cluster (a positive integer, unique, never reused).
+    #[arg(long, env = "SHOAL_NODE_ID", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+    /// Address the internal Raft and node-to-node service listens on (port 0 picks a
+    /// free port, printed as `raft listening on ADDR`). Keep it on a private network.
+    #[arg(long, env = "SHOAL_RAFT_LISTEN", default_value = "127.0.0.1:7471")]
+    pub raft_listen: SocketAddr,
+    /// Internal address other nodes reach this node at (default: the --raft-listen
+    /// address, or this node's entry in --peers).
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The initial cluster: every node's id and internal address, this node included,
+    /// e.g. `1=node1:7471,2=node2:7471,3=node3:7471`. Give every node the same list.
+    /// Omit for a single-node cluster.
+    #[arg(long, env = "SHOAL_PEERS")]
+    pub peers: Option<Peers>,
+    /// Raft leader heartbeat period, in milliseconds.
+    #[arg(long, env = "SHOAL_RAFT_HEARTBEAT_MS", default_value_t = RaftTiming::default().heartbeat_ms)]
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between the election
+    /// minimum and maximum (milliseconds) starts an election.
+    #[arg(long, env = "SHOAL_RAFT_ELECTION_MIN_MS", default_value_t = RaftTiming::default().election_min_ms)]
+    pub raft_election_min_ms: u64,
+    #[arg(long, env = "SHOAL_RAFT_ELECTION_MAX_MS", default_value_t = RaftTiming::default().election_max_ms)]
+    pub raft_election_max_ms: u64,
+    /// Snapshot a group and compact its log every this many entries.
+    #[arg(long, env = "SHOAL_RAFT_SNAPSHOT_EVERY", default_value_t = RaftTiming::default().snapshot_every)]
+    pub raft_snapshot_every: u64,
+    /// Log entries kept behind a snapshot for lagging followers.
+    #[arg(long, env = "SHOAL_RAFT_KEEP_LOGS", default_value_t = RaftTiming::default().keep_logs)]
+    pub raft_keep_logs: u64,
+    /// How long a write may wait for its shards' leaders to commit it, and a read for
+    /// a replica, before failing with UNAVAILABLE (milliseconds).
+    #[arg(long, env = "SHOAL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
 }
 
 impl ServeArgs {
-    fn engine_options(&self) -> EngineOptions {
-        EngineOptions {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_dim: self.max_dim,
+            max_top_k: self.max_top_k,
+            max_ef: self.max_ef,
+            max_batch_points: self.max_batch_points,
+            max_search_batch: self.max_search_batch,
+            max_payload_bytes: self.max_payload_bytes,
+            ..Limits::default()
+        }
+    }
+
+    fn node_options(&self, raft_addr: SocketAddr) -> anyhow::Result<NodeOptions> {
+        let peers = self.peers.clone().map(|p| p.0).unwrap_or_default();
+        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+            anyhow::bail!(
+                "--peers does not list this node's id {} (--node-id)",
+                self.node_id
+            );
+        }
+        let advertise = match (&self.advertise, peers.get(&self.node_id)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(a)) => a.clone(),
+            (None, None) => raft_addr.to_string(),
+        };
+        Ok(NodeOptions {
+            node_id: self.node_id,
+            advertise,
+            peers,
             data_dir: self.data_dir.clone(),
-            limits: Limits {
-                max_dim: self.max_dim,
-                max_top_k: self.max_top_k,
-                max_ef: self.max_ef,
-                max_batch_points: self.max_batch_points,
-                max_search_batch: self.max_search_batch,
-                max_payload_bytes: self.max_payload_bytes,
-                ..Limits::default()
-            },
+            limits: self.limits(),
             shard: ShardOptions {
                 exact_threshold: self.exact_threshold,
                 checkpoint_every: self.checkpoint_every,
                 ..ShardOptions::default()
             },
             search_threads: self.search_threads,
-        }
+            timing: RaftTiming {
+                heartbeat_ms: self.raft_heartbeat_ms,
+                election_min_ms: self.raft_election_min_ms,
+                election_max_ms: self.raft_election_max_ms,
+                snapshot_every: self.raft_snapshot_every,
+                keep_logs: self.raft_keep_logs,
+            },
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+        })
     }
 }
 
-/// Opens the engine and serves until SIGINT or SIGTERM.
+/// Starts the node and serves until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let options = args.engine_options();
-    tracing::info!(data_dir = %args.data_dir.display(), "opening engine");
-    let engine = Arc::new(
-        tokio::task::spawn_blocking(move || Engine::open(options))
-            .await?
-            .with_context(|| format!("opening data directory {}", args.data_dir.display()))?,
+    let raft_listener = tokio::net::TcpListener::bind(args.raft_listen)
+        .await
+        .with_context(|| format!("binding --raft-listen {}", args.raft_listen))?;
+    let raft_addr = raft_listener.local_addr()?;
+    let options = args.node_options(raft_addr)?;
+    tracing::info!(data_dir = %args.data_dir.display(), node = args.node_id, "starting node");
+    let registry = Registry::default();
+    let node = Node::start(options, registry.clone())
+        .await
+        .with_context(|| format!("starting the node on {}", args.data_dir.display()))?;
+
+    let raft_service = RaftTransportServer::new(RaftTransportService::new(registry))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let internal = ClusterInternalServer::new(ClusterInternalService::new(node.clone()))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let internal_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(raft_service)
+            .add_service(internal)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+            ),
     );
+    println!("raft listening on {raft_addr}");
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -95,24 +229,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     health_reporter
         .set_serving::<PointsServer<PointsService>>()
         .await;
+    health_reporter
+        .set_serving::<ClusterServer<ClusterService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
     let max = args.max_message_bytes;
-    let collections = CollectionsServer::new(CollectionsService::new(engine.clone()))
+    let collections = CollectionsServer::new(CollectionsService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let points = PointsServer::new(PointsService::new(engine.clone()))
+    let points = PointsServer::new(PointsService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let cluster = ClusterServer::new(ClusterService::new(node.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving gRPC");
+    tracing::info!(%addr, raft = %raft_addr, "serving gRPC");
     println!("listening on {addr}");
 
     tonic::transport::Server::builder()
@@ -123,6 +261,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_service(collections)
         .add_service(points)
+        .add_service(cluster)
         .serve_with_incoming_shutdown(
             // TCP_NODELAY: small replies must not wait for Nagle's algorithm
             // (a ~40 ms stall at the tail under concurrency otherwise).
@@ -130,10 +269,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown_signal(),
         )
         .await?;
-    tracing::info!("saving index checkpoints before exit");
-    tokio::task::spawn_blocking(move || engine.checkpoint_all())
-        .await?
-        .context("saving index checkpoints")?;
+    tracing::info!("stopping Raft groups and saving index checkpoints before exit");
+    node.shutdown().await.context("saving index checkpoints")?;
+    let _ = stop_tx.send(true);
+    let _ = internal_server.await;
     tracing::info!("shut down");
     Ok(())
 }

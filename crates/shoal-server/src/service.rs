@@ -1,55 +1,25 @@
-//! gRPC services `shoal.v1.Collections` and `shoal.v1.Points` over the engine.
-//!
-//! Nothing here blocks a tokio worker: writes (which fsync) run on the blocking pool;
-//! reads and searches run on the engine's rayon pool and are awaited through a oneshot.
+//! gRPC services `shoal.v1.Collections`, `shoal.v1.Points` and `shoal.v1.Cluster`
+//! over a cluster node. Requests are converted (and their wire shape validated) in
+//! `convert`; the node validates their content and routes them.
 
-use std::sync::Arc;
-
+use shoal_cluster::Node;
 use shoal_core::Result;
-use shoal_engine::Engine;
-use shoal_proto::v1::{self as pb, collections_server::Collections, points_server::Points};
+use shoal_proto::v1::{
+    self as pb, cluster_server::Cluster, collections_server::Collections, points_server::Points,
+};
 use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::status::to_status;
 
-/// Runs `f` on the engine's rayon pool.
-async fn on_pool<T, F>(engine: &Arc<Engine>, f: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce(&Engine) -> Result<T> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let e = engine.clone();
-    engine.pool().spawn(move || {
-        let _ = tx.send(f(&e));
-    });
-    rx.await
-        .map_err(|_| Status::internal("the request's worker failed; see the server log"))?
-        .map_err(to_status)
-}
-
-/// Runs `f` on tokio's blocking pool (for work that waits on fsync).
-async fn blocking<T, F>(engine: &Arc<Engine>, f: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce(&Engine) -> Result<T> + Send + 'static,
-{
-    let e = engine.clone();
-    tokio::task::spawn_blocking(move || f(&e))
-        .await
-        .map_err(|_| Status::internal("the request's worker failed; see the server log"))?
-        .map_err(to_status)
-}
-
 /// `shoal.v1.Collections`.
 pub struct CollectionsService {
-    engine: Arc<Engine>,
+    node: Node,
 }
 
 impl CollectionsService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        CollectionsService { engine }
+    pub fn new(node: Node) -> Self {
+        CollectionsService { node }
     }
 }
 
@@ -60,7 +30,11 @@ impl Collections for CollectionsService {
         req: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let config = convert::collection_config(req.into_inner()).map_err(to_status)?;
-        let info = blocking(&self.engine, move |e| e.create_collection(config)).await?;
+        let info = self
+            .node
+            .create_collection(config)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::collection_info(info)))
     }
 
@@ -69,8 +43,9 @@ impl Collections for CollectionsService {
         req: Request<pb::GetCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let info = self
-            .engine
+            .node
             .collection(&req.into_inner().name)
+            .await
             .map_err(to_status)?;
         Ok(Response::new(convert::collection_info(info)))
     }
@@ -79,13 +54,9 @@ impl Collections for CollectionsService {
         &self,
         _req: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        let all = self.node.list_collections().await.map_err(to_status)?;
         Ok(Response::new(pb::ListCollectionsResponse {
-            collections: self
-                .engine
-                .list_collections()
-                .into_iter()
-                .map(convert::collection_info)
-                .collect(),
+            collections: all.into_iter().map(convert::collection_info).collect(),
         }))
     }
 
@@ -93,20 +64,22 @@ impl Collections for CollectionsService {
         &self,
         req: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
-        let name = req.into_inner().name;
-        blocking(&self.engine, move |e| e.delete_collection(&name)).await?;
+        self.node
+            .delete_collection(&req.into_inner().name)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::DeleteCollectionResponse {}))
     }
 }
 
 /// `shoal.v1.Points`.
 pub struct PointsService {
-    engine: Arc<Engine>,
+    node: Node,
 }
 
 impl PointsService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        PointsService { engine }
+    pub fn new(node: Node) -> Self {
+        PointsService { node }
     }
 }
 
@@ -118,8 +91,12 @@ impl Points for PointsService {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = req.into_inner();
         let points = convert::points(r.points).map_err(to_status)?;
-        let count = blocking(&self.engine, move |e| e.upsert(&r.collection, points)).await?;
-        Ok(Response::new(pb::WriteResponse { count }))
+        let outcome = self
+            .node
+            .upsert(&r.collection, points)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::write_response(outcome)))
     }
 
     async fn delete(
@@ -128,8 +105,12 @@ impl Points for PointsService {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = req.into_inner();
         let ids = convert::ids("ids", r.ids).map_err(to_status)?;
-        let count = blocking(&self.engine, move |e| e.delete_points(&r.collection, ids)).await?;
-        Ok(Response::new(pb::WriteResponse { count }))
+        let outcome = self
+            .node
+            .delete_points(&r.collection, ids)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::write_response(outcome)))
     }
 
     async fn get(
@@ -138,10 +119,12 @@ impl Points for PointsService {
     ) -> Result<Response<pb::GetPointsResponse>, Status> {
         let r = req.into_inner();
         let ids = convert::ids("ids", r.ids).map_err(to_status)?;
-        let points = on_pool(&self.engine, move |e| {
-            e.get(&r.collection, ids, r.with_payload, r.with_vector)
-        })
-        .await?;
+        let read = convert::read_options("read", r.read).map_err(to_status)?;
+        let points = self
+            .node
+            .get(&r.collection, ids, r.with_payload, r.with_vector, read)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::GetPointsResponse {
             points: points.into_iter().map(convert::retrieved).collect(),
         }))
@@ -151,10 +134,15 @@ impl Points for PointsService {
         &self,
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        let r = req.into_inner();
-        let collection = r.collection.clone();
+        let mut r = req.into_inner();
+        let collection = std::mem::take(&mut r.collection);
+        let read = convert::read_options("read", r.read.take()).map_err(to_status)?;
         let search = convert::search("", r).map_err(to_status)?;
-        let hits = on_pool(&self.engine, move |e| e.search(&collection, search)).await?;
+        let hits = self
+            .node
+            .search(&collection, search, read)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::scored(hits)))
     }
 
@@ -163,8 +151,9 @@ impl Points for PointsService {
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let r = req.into_inner();
-        shoal_core::validate::search_batch_len(r.searches.len(), self.engine.limits())
+        shoal_core::validate::search_batch_len(r.searches.len(), self.node.limits())
             .map_err(to_status)?;
+        let read = convert::read_options("read", r.read).map_err(to_status)?;
         let searches = r
             .searches
             .into_iter()
@@ -172,10 +161,11 @@ impl Points for PointsService {
             .map(|(i, s)| convert::search(&format!("searches[{i}]"), s))
             .collect::<Result<Vec<_>>>()
             .map_err(to_status)?;
-        let results = on_pool(&self.engine, move |e| {
-            e.search_batch(&r.collection, searches)
-        })
-        .await?;
+        let results = self
+            .node
+            .search_batch(&r.collection, searches, read)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::SearchBatchResponse {
             responses: results.into_iter().map(convert::scored).collect(),
         }))
@@ -196,18 +186,21 @@ impl Points for PointsService {
             .map(|f| convert::filter("filter", f))
             .transpose()
             .map_err(to_status)?;
+        let read = convert::read_options("read", r.read).map_err(to_status)?;
         let limit = r.limit.unwrap_or(100);
-        let (points, next) = on_pool(&self.engine, move |e| {
-            e.scroll(
+        let (points, next) = self
+            .node
+            .scroll(
                 &r.collection,
                 offset,
                 limit,
                 filter,
                 r.with_payload,
                 r.with_vector,
+                read,
             )
-        })
-        .await?;
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::ScrollResponse {
             points: points.into_iter().map(convert::retrieved).collect(),
             next_offset: next.map(convert::point_id_to_pb),
@@ -224,7 +217,38 @@ impl Points for PointsService {
             .map(|f| convert::filter("filter", f))
             .transpose()
             .map_err(to_status)?;
-        let count = on_pool(&self.engine, move |e| e.count(&r.collection, filter)).await?;
+        let read = convert::read_options("read", r.read).map_err(to_status)?;
+        let count = self
+            .node
+            .count(&r.collection, filter, read)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::CountResponse { count }))
+    }
+}
+
+/// `shoal.v1.Cluster`.
+pub struct ClusterService {
+    node: Node,
+}
+
+impl ClusterService {
+    pub fn new(node: Node) -> Self {
+        ClusterService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let s = self
+            .node
+            .status(req.into_inner().digests)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::cluster_status(s)))
     }
 }

@@ -49,7 +49,7 @@ impl Default for ShardOptions {
 }
 
 /// Counters describing a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardStats {
     pub points: u64,
     pub tombstones: u64,

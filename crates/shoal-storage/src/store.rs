@@ -19,6 +19,7 @@ const DB_DIR: &str = "db";
 const DERIVED_DIR: &str = "index";
 const COLLECTION_PREFIX: &str = "collection/";
 const NEXT_ID_KEY: &str = "next_collection_id";
+const BLOB_PREFIX: &str = "blob/";
 const APPLIED_KEY: &[u8] = b"m/applied";
 /// Opaque metadata written atomically with a batch (the Raft state machine keeps its
 /// last applied log id and membership here).
@@ -246,6 +247,52 @@ impl Store {
         batch.commit()?;
         self.inner.sync(self.inner.ticket())?;
         Ok(record)
+    }
+
+    /// Records a collection under an id chosen elsewhere (the cluster's metadata group),
+    /// creating its shards' keyspaces. Idempotent for the same record; a different
+    /// collection under the same name is an error. Not fsynced: the metadata group's
+    /// log is the source of truth and replays it after a crash.
+    pub fn adopt_collection(&self, record: &CollectionRecord) -> Result<(), StorageError> {
+        let _guard = self.inner.catalogue.lock();
+        let key = format!("{COLLECTION_PREFIX}{}", record.config.name);
+        if let Some(v) = self.inner.meta.get(&key)? {
+            let existing: CollectionRecord =
+                postcard::from_bytes(&v).map_err(|e| corrupt(key.clone(), e))?;
+            if existing == *record {
+                return Ok(());
+            }
+            return Err(StorageError::CollectionExists(record.config.name.clone()));
+        }
+        for shard in 0..record.config.shard_count {
+            self.inner.db.keyspace(
+                &shard_keyspace_name(record.id, shard),
+                KeyspaceCreateOptions::default,
+            )?;
+        }
+        self.inner.meta.insert(
+            key,
+            postcard::to_stdvec(record).map_err(|e| corrupt("collection", e))?,
+        )?;
+        Ok(())
+    }
+
+    /// Stores an opaque blob under `name` in the node's metadata (the cluster state
+    /// machine keeps its state here). Not fsynced.
+    pub fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.inner
+            .meta
+            .insert(format!("{BLOB_PREFIX}{name}"), value)?;
+        Ok(())
+    }
+
+    /// The blob stored under `name`, if any.
+    pub fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .inner
+            .meta
+            .get(format!("{BLOB_PREFIX}{name}"))?
+            .map(|v| v.to_vec()))
     }
 
     /// Durably removes a collection and all its points.

@@ -161,6 +161,7 @@ async fn collections_points_filters_scroll() {
     assert_eq!(r.results[0].payload.get("n"), Some(&int(101)));
     let got = pts
         .get(pb::GetPointsRequest {
+            read: None,
             collection: "a".into(),
             ids: vec![num(100).unwrap(), num(7777).unwrap()],
             with_payload: true,
@@ -228,6 +229,7 @@ async fn collections_points_filters_scroll() {
     assert_eq!(ids, expected);
     let c = pts
         .count(pb::CountRequest {
+            read: None,
             collection: "a".into(),
             filter: Some(f),
         })
@@ -238,6 +240,7 @@ async fn collections_points_filters_scroll() {
     assert_eq!(c, expected.len() as u64);
     // is_null / is_empty / has_id / integer.
     let cnt = |c: pb::Condition| pb::CountRequest {
+        read: None,
         collection: "a".into(),
         filter: Some(pb::Filter {
             must: vec![c],
@@ -374,7 +377,15 @@ async fn uuid_ids_cosine_and_dot() {
     let mut refl = tonic_reflection_client(&node).await;
     assert!(refl.contains(&"shoal.v1.Points".to_string()), "{refl:?}");
     refl.retain(|s| s.starts_with("shoal.v1"));
-    assert_eq!(refl.len(), 2);
+    refl.sort();
+    assert_eq!(
+        refl,
+        vec![
+            "shoal.v1.Cluster",
+            "shoal.v1.Collections",
+            "shoal.v1.Points"
+        ]
+    );
 }
 
 async fn tonic_reflection_client(node: &shoal_tests::Node) -> Vec<String> {

@@ -446,6 +446,7 @@ async fn bad_input_table() {
         "request",
     );
     let batch = |searches| pb::SearchBatchRequest {
+        read: None,
         collection: "c".into(),
         searches,
     };
@@ -550,6 +551,7 @@ async fn bad_input_table() {
     check(
         "count unknown",
         pts.count(pb::CountRequest {
+            read: None,
             collection: "nope".into(),
             filter: None,
         })
@@ -560,6 +562,7 @@ async fn bad_input_table() {
     check(
         "count bad filter",
         pts.count(pb::CountRequest {
+            read: None,
             collection: "c".into(),
             filter: Some(pb::Filter {
                 must_not: vec![pb::Condition { kind: None }],

@@ -150,6 +150,7 @@ async fn container_keeps_acknowledged_writes_across_sigkill() {
     );
     let got = pts
         .get(pb::GetPointsRequest {
+            read: None,
             collection: "docs".into(),
             ids: vec![num(49).unwrap()],
             with_payload: true,

@@ -31,6 +31,7 @@ async fn get_all(
     for chunk in ids.chunks(1000) {
         let resp = pts
             .get(pb::GetPointsRequest {
+                read: None,
                 collection: "durable".into(),
                 ids: chunk.iter().map(|i| num(*i).unwrap()).collect(),
                 with_payload: true,

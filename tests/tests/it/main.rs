@@ -82,6 +82,7 @@ pub async fn count_all(
 ) -> u64 {
     points
         .count(pb::CountRequest {
+            read: None,
             collection: collection.into(),
             filter: None,
         })

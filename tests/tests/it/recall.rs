@@ -29,6 +29,7 @@ async fn recall_for(metric: pb::Metric, shards: u32) -> f64 {
     upsert_all(&mut pts, &name, &base).await;
     let resp = pts
         .search_batch(pb::SearchBatchRequest {
+            read: None,
             collection: name.clone(),
             searches: queries
                 .iter()

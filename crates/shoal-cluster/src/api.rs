@@ -1,0 +1,535 @@
+//! The database operations a node offers its clients, from any node: collection
+//! management through the metadata group, writes split by shard and committed by each
+//! shard's group, reads scattered over one replica per shard and merged.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use shoal_core::{
+    CollectionConfig, Error, Filter, Metric, Point, PointId, Result, RetrievedPoint, ScoredPoint,
+    SearchRequest, routing, validate,
+};
+use shoal_raft::{
+    ClusterState, CollectionMeta, Command, META_GROUP, MetaCommand, ShardCommand, group_of,
+};
+use shoal_shard::ShardStats;
+
+use crate::Consistency;
+use crate::node::Node;
+use crate::wire::{ReadCall, ReadOp, ReadResult};
+
+/// A collection's configuration and per-shard counters (read from one replica of
+/// each shard).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionInfo {
+    pub config: CollectionConfig,
+    pub points: u64,
+    pub shards: Vec<ShardStats>,
+}
+
+/// Per shard of one collection, the log index a write was applied at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteToken {
+    pub collection_id: u64,
+    pub shards: BTreeMap<u32, u64>,
+}
+
+/// A committed write: how many points or ids, and its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub count: u64,
+    pub token: WriteToken,
+}
+
+/// How a read picks its replicas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    pub consistency: Consistency,
+    /// For SESSION: the writes to see.
+    pub token: Option<WriteToken>,
+}
+
+/// Orders hits best first for `metric`, ties by id so results are deterministic.
+fn compare_hits(metric: Metric, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
+    let by_score = if metric.higher_is_better() {
+        b.score.total_cmp(&a.score)
+    } else {
+        a.score.total_cmp(&b.score)
+    };
+    by_score.then_with(|| a.id.cmp(&b.id))
+}
+
+impl Node {
+    /// The collection named `name`: from this node's metadata, or — if this node has
+    /// not applied it yet — from the metadata leader.
+    async fn collection_meta(&self, name: &str) -> Result<CollectionMeta> {
+        validate::collection_name(name)?;
+        if let Some(c) = self.cluster_state().collections.get(name) {
+            return Ok(c.clone());
+        }
+        let fresh = self.fresh_state().await?;
+        fresh
+            .collections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("collection {name:?}")))
+    }
+
+    /// The metadata as its leader has it now.
+    async fn fresh_state(&self) -> Result<ClusterState> {
+        let state = self.cluster_state();
+        let voters: Vec<u64> = state.nodes.keys().copied().collect();
+        if voters.is_empty() {
+            return Ok((*state).clone());
+        }
+        let call = ReadCall {
+            consistency: Consistency::Strong,
+            min_applied: 0,
+            op: ReadOp::ClusterState,
+        };
+        match self.read(META_GROUP, &voters, call).await? {
+            ReadResult::ClusterState(s) => Ok(s),
+            _ => Err(Error::Internal(
+                "unexpected reply to a metadata read".into(),
+            )),
+        }
+    }
+
+    /// The metadata group's voters; waits (bounded) for a just-formed cluster to
+    /// commit its first membership.
+    async fn voters(&self) -> Result<Vec<u64>> {
+        let mut rx = self.inner.state.clone();
+        match tokio::time::timeout(self.inner.timeout, rx.wait_for(|s| !s.nodes.is_empty())).await {
+            Ok(Ok(s)) => Ok(s.nodes.keys().copied().collect()),
+            _ => Err(Error::Unavailable(
+                "the cluster has not formed yet: no metadata leader was elected; are the \
+                 other nodes of --peers running?"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Creates a collection cluster-wide; returns once this node knows it.
+    pub async fn create_collection(&self, config: CollectionConfig) -> Result<CollectionInfo> {
+        validate::collection_config(&config, &self.inner.limits)?;
+        let voters = self.voters().await?;
+        let state = self.cluster_state();
+        if state.collections.contains_key(&config.name) {
+            return Err(Error::AlreadyExists(format!(
+                "collection {:?}",
+                config.name
+            )));
+        }
+        if config.replication_factor as usize > state.nodes.len().max(1) {
+            return Err(Error::invalid(
+                "replication_factor",
+                format!(
+                    "{} replicas need as many nodes; the cluster has {}",
+                    config.replication_factor,
+                    state.nodes.len()
+                ),
+            ));
+        }
+        if state.collections.len() >= self.inner.limits.max_collections {
+            return Err(Error::exhausted(
+                "name",
+                format!(
+                    "the cluster holds the maximum of {} collections",
+                    self.inner.limits.max_collections
+                ),
+            ));
+        }
+        let name = config.name.clone();
+        let reply = self
+            .propose(
+                META_GROUP,
+                &voters,
+                Command::Meta(MetaCommand::CreateCollection(config)),
+            )
+            .await?;
+        let state = self.wait_state(reply.applied).await?;
+        self.reconcile(state.clone()).await?;
+        let cm = state
+            .collections
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("collection {name:?}")))?;
+        self.wait_for_leaders(&cm).await;
+        self.info(&cm).await
+    }
+
+    /// Waits (bounded by the request timeout) until every shard of `cm` hosted here
+    /// knows its leader, so the first writes need not wait for elections.
+    async fn wait_for_leaders(&self, cm: &CollectionMeta) {
+        for s in 0..cm.config.shard_count {
+            if let Some(r) = self.replica(group_of(cm.id, s)) {
+                let _ = r
+                    .raft
+                    .wait(Some(self.inner.timeout))
+                    .metrics(|m| m.current_leader.is_some(), "leader known")
+                    .await;
+            }
+        }
+    }
+
+    /// Deletes a collection cluster-wide; returns once this node has removed its data.
+    pub async fn delete_collection(&self, name: &str) -> Result<()> {
+        self.collection_meta(name).await?;
+        let reply = self
+            .propose(
+                META_GROUP,
+                &self.voters().await?,
+                Command::Meta(MetaCommand::DeleteCollection(name.to_string())),
+            )
+            .await?;
+        let state = self.wait_state(reply.applied).await?;
+        self.reconcile(state).await
+    }
+
+    async fn info(&self, cm: &CollectionMeta) -> Result<CollectionInfo> {
+        let stats = join_all((0..cm.config.shard_count).map(|s| async move {
+            match self
+                .read_shard(cm, s, &ReadOptions::default(), ReadOp::Stats)
+                .await?
+            {
+                ReadResult::Stats(st) => Ok(st),
+                _ => Err(Error::Internal("unexpected reply to a stats read".into())),
+            }
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<ShardStats>>>()?;
+        Ok(CollectionInfo {
+            config: cm.config.clone(),
+            points: stats.iter().map(|s| s.points).sum(),
+            shards: stats,
+        })
+    }
+
+    /// Describes one collection.
+    pub async fn collection(&self, name: &str) -> Result<CollectionInfo> {
+        let cm = self.collection_meta(name).await?;
+        self.info(&cm).await
+    }
+
+    /// Describes every collection, by name.
+    pub async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
+        let state = self.cluster_state();
+        let mut out = Vec::with_capacity(state.collections.len());
+        for cm in state.collections.values() {
+            out.push(self.info(cm).await?);
+        }
+        Ok(out)
+    }
+
+    /// Commits one command per shard, in parallel; fails with the first non-retryable
+    /// error, or with UNAVAILABLE naming every shard that did not commit.
+    async fn write_shards(
+        &self,
+        cm: &CollectionMeta,
+        per_shard: Vec<(u32, ShardCommand)>,
+        count: u64,
+    ) -> Result<WriteOutcome> {
+        let results = join_all(per_shard.into_iter().map(|(s, cmd)| async move {
+            let group = group_of(cm.id, s);
+            let r = self
+                .propose(group, &cm.replicas[s as usize], Command::Shard(cmd))
+                .await;
+            (s, r)
+        }))
+        .await;
+        let mut token = WriteToken {
+            collection_id: cm.id,
+            shards: BTreeMap::new(),
+        };
+        let mut failed = Vec::new();
+        for (s, r) in results {
+            match r {
+                Ok(reply) => {
+                    token.shards.insert(s, reply.applied);
+                }
+                Err(Error::Unavailable(m)) => failed.push(format!("shard {s}: {m}")),
+                Err(e) => return Err(e),
+            }
+        }
+        if !failed.is_empty() {
+            let committed: Vec<String> = token.shards.keys().map(|s| s.to_string()).collect();
+            return Err(Error::Unavailable(format!(
+                "the write was not committed on {} of {} shards ({}); committed on shards [{}]. \
+                 Retrying the whole write is safe",
+                failed.len(),
+                failed.len() + committed.len(),
+                failed.join("; "),
+                committed.join(", ")
+            )));
+        }
+        Ok(WriteOutcome { count, token })
+    }
+
+    /// Validates and writes points; returns once every touched shard committed them.
+    pub async fn upsert(&self, name: &str, points: Vec<Point>) -> Result<WriteOutcome> {
+        let cm = self.collection_meta(name).await?;
+        let points = validate::upsert(&cm.config, points, &self.inner.limits)?;
+        let n = points.len() as u64;
+        let mut by_shard: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
+        for p in points {
+            by_shard
+                .entry(routing::shard_of(&p.id, cm.config.shard_count))
+                .or_default()
+                .push(p);
+        }
+        let cmds = by_shard
+            .into_iter()
+            .map(|(s, p)| (s, ShardCommand::Upsert(p)))
+            .collect();
+        self.write_shards(&cm, cmds, n).await
+    }
+
+    /// Deletes points by id; returns once every touched shard committed it.
+    pub async fn delete_points(&self, name: &str, ids: Vec<PointId>) -> Result<WriteOutcome> {
+        let cm = self.collection_meta(name).await?;
+        let ids = validate::ids(ids, &self.inner.limits)?;
+        let n = ids.len() as u64;
+        let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
+        for id in ids {
+            by_shard
+                .entry(routing::shard_of(&id, cm.config.shard_count))
+                .or_default()
+                .push(id);
+        }
+        let cmds = by_shard
+            .into_iter()
+            .map(|(s, i)| (s, ShardCommand::Delete(i)))
+            .collect();
+        self.write_shards(&cm, cmds, n).await
+    }
+
+    fn min_applied(cm: &CollectionMeta, shard: u32, read: &ReadOptions) -> u64 {
+        match (&read.consistency, &read.token) {
+            (Consistency::Session, Some(t)) if t.collection_id == cm.id => {
+                t.shards.get(&shard).copied().unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    fn check_token(cm: &CollectionMeta, read: &ReadOptions) -> Result<()> {
+        match &read.token {
+            Some(t) if t.collection_id != cm.id && read.consistency == Consistency::Session => {
+                Err(Error::invalid(
+                    "read.token.collection_id",
+                    format!(
+                        "the token was issued for collection id {}, this collection's id is {}",
+                        t.collection_id, cm.id
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn read_shard(
+        &self,
+        cm: &CollectionMeta,
+        shard: u32,
+        read: &ReadOptions,
+        op: ReadOp,
+    ) -> Result<ReadResult> {
+        let call = ReadCall {
+            consistency: read.consistency,
+            min_applied: Self::min_applied(cm, shard, read),
+            op,
+        };
+        self.read(group_of(cm.id, shard), &cm.replicas[shard as usize], call)
+            .await
+    }
+
+    /// Points by id, in the order asked; missing ids are left out.
+    pub async fn get(
+        &self,
+        name: &str,
+        ids: Vec<PointId>,
+        with_payload: bool,
+        with_vector: bool,
+        read: ReadOptions,
+    ) -> Result<Vec<RetrievedPoint>> {
+        let cm = self.collection_meta(name).await?;
+        Self::check_token(&cm, &read)?;
+        let ids = validate::ids(ids, &self.inner.limits)?;
+        let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
+        for id in &ids {
+            by_shard
+                .entry(routing::shard_of(id, cm.config.shard_count))
+                .or_default()
+                .push(*id);
+        }
+        let (cm, read) = (&cm, &read);
+        let results = join_all(by_shard.into_iter().map(|(s, ids)| async move {
+            let op = ReadOp::Get {
+                ids,
+                with_payload,
+                with_vector,
+            };
+            match self.read_shard(cm, s, read, op).await? {
+                ReadResult::Points(p) => Ok(p),
+                _ => Err(Error::Internal("unexpected reply to a get".into())),
+            }
+        }))
+        .await;
+        let mut found: BTreeMap<PointId, RetrievedPoint> = BTreeMap::new();
+        for r in results {
+            for p in r? {
+                found.insert(p.id, p);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// One search.
+    pub async fn search(
+        &self,
+        name: &str,
+        req: SearchRequest,
+        read: ReadOptions,
+    ) -> Result<Vec<ScoredPoint>> {
+        let cm = self.collection_meta(name).await?;
+        let req = validate::search(&cm.config, "", req, &self.inner.limits)?;
+        let mut out = self.run_searches(&cm, vec![req], &read).await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Many searches, each shard answering all of them in one parallel job.
+    pub async fn search_batch(
+        &self,
+        name: &str,
+        reqs: Vec<SearchRequest>,
+        read: ReadOptions,
+    ) -> Result<Vec<Vec<ScoredPoint>>> {
+        let cm = self.collection_meta(name).await?;
+        validate::search_batch_len(reqs.len(), &self.inner.limits)?;
+        let reqs = reqs
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                validate::search(&cm.config, &format!("searches[{i}]"), r, &self.inner.limits)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.run_searches(&cm, reqs, &read).await
+    }
+
+    async fn run_searches(
+        &self,
+        cm: &CollectionMeta,
+        reqs: Vec<SearchRequest>,
+        read: &ReadOptions,
+    ) -> Result<Vec<Vec<ScoredPoint>>> {
+        Self::check_token(cm, read)?;
+        let reqs = Arc::new(reqs);
+        let per_shard = join_all((0..cm.config.shard_count).map(|s| {
+            let reqs = reqs.clone();
+            async move {
+                match self
+                    .read_shard(cm, s, read, ReadOp::Search((*reqs).clone()))
+                    .await?
+                {
+                    ReadResult::Search(r) => Ok(r),
+                    _ => Err(Error::Internal("unexpected reply to a search".into())),
+                }
+            }
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<Vec<Vec<ScoredPoint>>>>>()?;
+        let metric = cm.config.metric;
+        let ns = per_shard.len();
+        let mut shards: Vec<std::vec::IntoIter<Vec<ScoredPoint>>> =
+            per_shard.into_iter().map(|v| v.into_iter()).collect();
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                let mut merged: Vec<ScoredPoint> = shards
+                    .iter_mut()
+                    .flat_map(|s| s.next().unwrap_or_default())
+                    .collect();
+                if ns > 1 {
+                    merged.sort_by(|a, b| compare_hits(metric, a, b));
+                }
+                merged.truncate(r.top_k as usize);
+                merged
+            })
+            .collect())
+    }
+
+    /// A page of points in id order from `offset` (inclusive), and the offset of the
+    /// next page if there is one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn scroll(
+        &self,
+        name: &str,
+        offset: Option<PointId>,
+        limit: u32,
+        filter: Option<Filter>,
+        with_payload: bool,
+        with_vector: bool,
+        read: ReadOptions,
+    ) -> Result<(Vec<RetrievedPoint>, Option<PointId>)> {
+        let cm = self.collection_meta(name).await?;
+        Self::check_token(&cm, &read)?;
+        validate::scroll_limit(limit, &self.inner.limits)?;
+        if let Some(f) = &filter {
+            validate::filter("filter", f)?;
+        }
+        let limit = limit as usize;
+        let (cm, read, filter) = (&cm, &read, &filter);
+        let results = join_all((0..cm.config.shard_count).map(|s| async move {
+            let op = ReadOp::Scroll {
+                offset,
+                limit: limit + 1,
+                filter: filter.clone(),
+                with_payload,
+                with_vector,
+            };
+            match self.read_shard(cm, s, read, op).await? {
+                ReadResult::Points(p) => Ok(p),
+                _ => Err(Error::Internal("unexpected reply to a scroll".into())),
+            }
+        }))
+        .await;
+        let mut all = Vec::new();
+        for r in results {
+            all.extend(r?);
+        }
+        all.sort_by_key(|p| p.id);
+        let next = all.get(limit).map(|p| p.id);
+        all.truncate(limit);
+        Ok((all, next))
+    }
+
+    /// Number of points, optionally matching a filter.
+    pub async fn count(
+        &self,
+        name: &str,
+        filter: Option<Filter>,
+        read: ReadOptions,
+    ) -> Result<u64> {
+        let cm = self.collection_meta(name).await?;
+        Self::check_token(&cm, &read)?;
+        if let Some(f) = &filter {
+            validate::filter("filter", f)?;
+        }
+        let (cm, read, filter) = (&cm, &read, &filter);
+        let results = join_all((0..cm.config.shard_count).map(|s| async move {
+            match self
+                .read_shard(cm, s, read, ReadOp::Count(filter.clone()))
+                .await?
+            {
+                ReadResult::Count(n) => Ok(n),
+                _ => Err(Error::Internal("unexpected reply to a count".into())),
+            }
+        }))
+        .await;
+        results.into_iter().sum()
+    }
+}

@@ -1,0 +1,183 @@
+//! Cluster status: every node's health and every shard replica's role, applied index
+//! and content digest, as reported by the node holding it.
+//!
+//! A digest is xxh3-64 over the replica's points (id, vector, payload; postcard) in id
+//! order, taken from a consistent snapshot together with the applied index it
+//! reflects: replicas at the same applied index agree exactly when their digests are
+//! equal.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use shoal_core::Result;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::node::Node;
+use crate::wire::ReplicaReport;
+
+/// A node as seen by the node answering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeHealth {
+    pub id: u64,
+    pub address: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+}
+
+/// One replica of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStatus {
+    pub node: u64,
+    /// `None` if its node did not answer (or has not opened it yet).
+    pub report: Option<ReplicaReport>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardStatus {
+    pub shard: u32,
+    pub leader: Option<u64>,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionStatus {
+    pub name: String,
+    pub id: u64,
+    pub shards: Vec<ShardStatus>,
+}
+
+/// The whole cluster, as gathered by one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    pub metadata_leader: Option<u64>,
+    pub nodes: Vec<NodeHealth>,
+    pub collections: Vec<CollectionStatus>,
+}
+
+impl Node {
+    /// Reports of this node's replicas; with `digests`, each with its content digest.
+    pub(crate) async fn local_reports(&self, digests: bool) -> Result<Vec<ReplicaReport>> {
+        let replicas: Vec<(u64, std::sync::Arc<crate::node::Replica>)> = self
+            .inner
+            .replicas
+            .read()
+            .iter()
+            .map(|(g, r)| (*g, r.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(replicas.len());
+        for (group, r) in replicas {
+            let m = r.raft.metrics().borrow().clone();
+            let mut report = ReplicaReport {
+                group,
+                state: format!("{:?}", m.state).to_lowercase(),
+                leader: m.current_leader,
+                applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                points: r.shard.stats().points,
+                digest: None,
+            };
+            if digests {
+                let shard = r.shard.clone();
+                let (applied, digest, points) = self
+                    .on_pool(move || -> Result<(u64, u64, u64)> {
+                        let mut snap = shard.snapshot().map_err(|e| {
+                            shoal_core::Error::Internal(format!("snapshot for digest: {e}"))
+                        })?;
+                        snap.points.sort_by_key(|p| p.id);
+                        let mut h = Xxh3::new();
+                        for p in &snap.points {
+                            h.update(&postcard::to_stdvec(p).map_err(|e| {
+                                shoal_core::Error::Internal(format!("digest: {e}"))
+                            })?);
+                        }
+                        Ok((
+                            snap.seq.saturating_sub(1),
+                            h.digest(),
+                            snap.points.len() as u64,
+                        ))
+                    })
+                    .await??;
+                report.applied = applied;
+                report.digest = Some(digest);
+                report.points = points;
+            }
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    /// Gathers the status of every node and replica. Unreachable nodes are reported,
+    /// not errors.
+    pub async fn status(&self, digests: bool) -> Result<ClusterStatus> {
+        let state = self.cluster_state();
+        let nodes: Vec<(u64, String)> = state.nodes.iter().map(|(i, a)| (*i, a.clone())).collect();
+        let reports = join_all(nodes.iter().map(|(id, _)| self.reports_of(*id, digests))).await;
+        let mut by_group: BTreeMap<(u64, u64), ReplicaReport> = BTreeMap::new();
+        let mut health = Vec::new();
+        for ((id, address), r) in nodes.into_iter().zip(reports) {
+            match r {
+                Ok(list) => {
+                    for rep in list {
+                        by_group.insert((rep.group, id), rep);
+                    }
+                    health.push(NodeHealth {
+                        id,
+                        address,
+                        reachable: true,
+                        error: None,
+                    });
+                }
+                Err(e) => health.push(NodeHealth {
+                    id,
+                    address,
+                    reachable: false,
+                    error: Some(e.to_string()),
+                }),
+            }
+        }
+        let collections = state
+            .collections
+            .values()
+            .map(|cm| CollectionStatus {
+                name: cm.config.name.clone(),
+                id: cm.id,
+                shards: cm
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(s, nodes)| {
+                        let group = shoal_raft::group_of(cm.id, s as u32);
+                        let replicas: Vec<ReplicaStatus> = nodes
+                            .iter()
+                            .map(|n| ReplicaStatus {
+                                node: *n,
+                                report: by_group.get(&(group, *n)).cloned(),
+                            })
+                            .collect();
+                        let leader = replicas
+                            .iter()
+                            .find(|r| r.report.as_ref().is_some_and(|r| r.state == "leader"))
+                            .map(|r| r.node)
+                            .or_else(|| {
+                                replicas
+                                    .iter()
+                                    .filter_map(|r| r.report.as_ref()?.leader)
+                                    .next()
+                            });
+                        ShardStatus {
+                            shard: s as u32,
+                            leader,
+                            replicas,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(ClusterStatus {
+            node_id: self.inner.id,
+            metadata_leader: self.inner.meta.metrics().borrow().current_leader,
+            nodes: health,
+            collections,
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! What nodes send each other over `shoal.internal.v1.ClusterInternal`, postcard-
+//! encoded. Internal: nodes of one release speak it; nothing here is public API.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shoal_core::{Error, Filter, PointId, RetrievedPoint, ScoredPoint, SearchRequest};
+use shoal_shard::ShardStats;
+
+use crate::Consistency;
+
+/// Why a remote call did not produce a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Refusal {
+    /// The receiver does not lead the group; the leader it knows, if any.
+    NotLeader(Option<u64>),
+    /// A domain error (validation, not found, unavailable...).
+    Error(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Refusal::Error(e)
+    }
+}
+
+/// A read of one shard replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReadCall {
+    pub consistency: Consistency,
+    /// SESSION: the log index the replica must have applied first.
+    pub min_applied: u64,
+    pub op: ReadOp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ReadOp {
+    Search(Vec<SearchRequest>),
+    Get {
+        ids: Vec<PointId>,
+        with_payload: bool,
+        with_vector: bool,
+    },
+    Scroll {
+        offset: Option<PointId>,
+        limit: usize,
+        filter: Option<Filter>,
+        with_payload: bool,
+        with_vector: bool,
+    },
+    Count(Option<Filter>),
+    Stats,
+    /// Of the metadata group: its state, read linearizably at its leader.
+    ClusterState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ReadResult {
+    Search(Vec<Vec<ScoredPoint>>),
+    Points(Vec<RetrievedPoint>),
+    Count(u64),
+    Stats(ShardStats),
+    ClusterState(shoal_raft::ClusterState),
+}
+
+/// One replica as its node reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaReport {
+    pub group: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    pub leader: Option<u64>,
+    pub applied: u64,
+    pub points: u64,
+    pub digest: Option<u64>,
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_stdvec(v).map_err(|e| Error::Internal(format!("encoding: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Error> {
+    postcard::from_bytes(b).map_err(|e| Error::Internal(format!("decoding a peer's message: {e}")))
+}
