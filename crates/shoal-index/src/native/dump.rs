@@ -151,7 +151,11 @@ pub(super) fn read(graph: &Graph, dir: &Path, meta: &Meta) -> Result<(), IndexEr
     let (entry_id, entry_level) = (r.u32()?, r.u32()?);
     let count = r.u64()?;
     let store = &graph.store;
-    let mut v = vec![0f32; dim];
+    // Allocated once the first vector's bytes are known to be there.
+    let mut v = Vec::new();
+    let vector_bytes = dim
+        .checked_mul(4)
+        .ok_or_else(|| bad(format!("dimension {dim}")))?;
     let mut last: Option<InternalId> = None;
     // (id, level, links) per layer of every node in the graph, checked once all
     // nodes are known.
@@ -173,9 +177,12 @@ pub(super) fn read(graph: &Graph, dir: &Path, meta: &Meta) -> Result<(), IndexEr
         if level > MAX_LEVEL {
             return Err(bad(format!("level {level} of node {id}")));
         }
-        for (x, b) in v.iter_mut().zip(r.take(4 * dim)?.chunks_exact(4)) {
-            *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
+        let raw = r.take(vector_bytes)?;
+        v.clear();
+        v.extend(
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
         store.restore(id, &v, level, flags & DELETED != 0)?;
         if flags & IN_GRAPH != 0 {
             in_graph.push(id);

@@ -79,6 +79,12 @@ impl NativeIndex {
 
     /// Restores an index from a dump whose manifest [`crate::meta::read`] verified.
     pub(crate) fn load(dir: &Path, meta: &Meta) -> Result<Self, IndexError> {
+        if meta.params.dim == 0 || u32::try_from(meta.params.dim).is_err() {
+            return Err(IndexError::corrupt(format!(
+                "dimension {} cannot have been written by this backend",
+                meta.params.dim
+            )));
+        }
         if Self::clamp(meta.params) != meta.params {
             return Err(IndexError::corrupt(format!(
                 "parameters m {} / ef_construction {} cannot have been written by this backend",

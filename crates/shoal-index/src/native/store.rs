@@ -75,6 +75,20 @@ fn atomics<T>(n: usize, f: impl Fn() -> T) -> Box<[T]> {
     (0..n).map(|_| f()).collect()
 }
 
+/// Types whose all-zero bytes are a valid value (the zero / null atomics).
+trait Zeroable {}
+impl Zeroable for AtomicU8 {}
+impl Zeroable for AtomicU32 {}
+impl Zeroable for AtomicU64 {}
+impl<T> Zeroable for AtomicPtr<T> {}
+
+/// `n` zeroed values, from zeroed memory: pages never written stay unallocated, so a
+/// mostly empty chunk costs little.
+fn zeroed<T: Zeroable>(n: usize) -> Box<[T]> {
+    // SAFETY: all-zero bytes are a valid `T` (see `Zeroable`).
+    unsafe { Box::<[T]>::new_zeroed_slice(n).assume_init() }
+}
+
 impl Chunk {
     fn new(slots: usize, stride: usize, m: usize, m0: usize) -> Box<Chunk> {
         let bytes = (slots * stride * 4).max(VECTOR_ALIGN);
@@ -88,14 +102,14 @@ impl Chunk {
         Box::new(Chunk {
             vectors,
             layout,
-            links0: atomics(slots * (1 + m0), || AtomicU32::new(0)),
-            upper: atomics(slots, || AtomicPtr::new(std::ptr::null_mut())),
+            links0: zeroed(slots * (1 + m0)),
+            upper: zeroed(slots),
             upper_len_per_level: 1 + m,
-            levels: atomics(slots, || AtomicU8::new(0)),
+            levels: zeroed(slots),
             locks: atomics(slots, || Mutex::new(())),
-            present: atomics(words, || AtomicU64::new(0)),
-            deleted: atomics(words, || AtomicU64::new(0)),
-            in_graph: atomics(words, || AtomicU64::new(0)),
+            present: zeroed(words),
+            deleted: zeroed(words),
+            in_graph: zeroed(words),
         })
     }
 
@@ -388,7 +402,7 @@ impl Store {
         let level = level.min(u8::MAX as usize);
         chunk.levels[slot].store(level as u8, Relaxed);
         if level > 0 {
-            let block: Box<[AtomicU32]> = atomics(level * (1 + self.m), || AtomicU32::new(0));
+            let block: Box<[AtomicU32]> = zeroed(level * (1 + self.m));
             let p = Box::into_raw(block).cast::<AtomicU32>();
             chunk.upper[slot].store(p, Release);
         }
@@ -427,8 +441,7 @@ impl Store {
         let (seg, off, _) = self.locate(id);
         let mut dir = self.segments[seg].load(Acquire);
         if dir.is_null() {
-            let entries: Box<[AtomicPtr<Chunk>]> =
-                atomics(1 << seg, || AtomicPtr::new(std::ptr::null_mut()));
+            let entries: Box<[AtomicPtr<Chunk>]> = zeroed(1 << seg);
             dir = Box::into_raw(entries).cast::<AtomicPtr<Chunk>>();
             self.segments[seg].store(dir, Release);
         }
