@@ -214,6 +214,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         })
         .await
         .map_err(err)?;
+        tracing::info!(
+            shard = self.shard.shard_no(),
+            last_log_index = meta.last_log_id.map(|l| l.index),
+            bytes = data.len(),
+            "installed snapshot"
+        );
         self.cache((meta.clone(), data));
         Ok(())
     }
