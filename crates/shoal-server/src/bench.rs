@@ -64,6 +64,9 @@ pub struct BenchArgs {
     pub metric: String,
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
+    /// Replicas of every shard (at most the number of nodes in the cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: u32,
     #[arg(long, default_value_t = 16)]
     pub m: u32,
     #[arg(long, default_value_t = 200)]
@@ -117,6 +120,7 @@ pub struct Report {
     pub dim: usize,
     pub metric: String,
     pub shards: u32,
+    pub replication_factor: u32,
     pub m: u32,
     pub ef_construction: u32,
     pub top_k: u32,
@@ -274,7 +278,7 @@ pub async fn run(
         dim: dim as u32,
         metric: convert::metric_to_pb(metric) as i32,
         shard_count: Some(a.shards),
-        replication_factor: Some(1),
+        replication_factor: Some(a.replication_factor),
         m: Some(a.m),
         ef_construction: Some(a.ef_construction),
     })
@@ -323,6 +327,7 @@ pub async fn run(
             dim,
             metric: metric.to_string(),
             shards: a.shards,
+            replication_factor: a.replication_factor,
             m: a.m,
             ef_construction: a.ef_construction,
             top_k: a.top_k,
@@ -350,16 +355,17 @@ pub async fn run(
 fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
     let text = if path.extension().is_some_and(|e| e == "csv") {
         let mut s = String::from(
-            "dataset,n,dim,metric,shards,m,ef_construction,top_k,ingest_points_per_second,ef,concurrency,queries,qps,p50_ms,p95_ms,p99_ms,recall\n",
+            "dataset,n,dim,metric,shards,replication_factor,m,ef_construction,top_k,ingest_points_per_second,ef,concurrency,queries,qps,p50_ms,p95_ms,p99_ms,recall\n",
         );
         for l in &r.levels {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{:.4},{:.4},{:.4},{:.4}\n",
+                "{},{},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{:.4},{:.4},{:.4},{:.4}\n",
                 r.dataset,
                 r.n,
                 r.dim,
                 r.metric,
                 r.shards,
+                r.replication_factor,
                 r.m,
                 r.ef_construction,
                 r.top_k,
