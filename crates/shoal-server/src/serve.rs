@@ -292,3 +292,26 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_peers;
+
+    #[test]
+    fn peers_parse_and_reject_with_reasons() {
+        let p = parse_peers("1=a:7471, 2=10.0.0.2:7471,3=c:1").unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[&2], "10.0.0.2:7471");
+        for (bad, why) in [
+            ("1=a:7471,1=b:7471", "twice"),
+            ("0=a:1", "start at 1"),
+            ("x=a:1", "positive integer"),
+            ("1=a", "HOST:PORT"),
+            ("1=a:port", "HOST:PORT"),
+            ("a:1", "ID=HOST:PORT"),
+        ] {
+            let e = parse_peers(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}

@@ -445,6 +445,17 @@ async fn bad_input_table() {
         Code::InvalidArgument,
         "request",
     );
+    let mut r = s(v(1.0), 10);
+    r.read = Some(pb::ReadOptions {
+        consistency: 9,
+        token: None,
+    });
+    check(
+        "unknown consistency",
+        pts.search(r).await,
+        Code::InvalidArgument,
+        "read.consistency",
+    );
     let batch = |searches| pb::SearchBatchRequest {
         read: None,
         collection: "c".into(),
