@@ -9,9 +9,12 @@ FROM debian:bookworm-slim
 RUN useradd --system --home /data shoal && mkdir -p /data && chown shoal /data
 COPY --from=build /out/shoal /usr/local/bin/shoal
 USER shoal
+# 7470: the public gRPC API. 7471: Raft and node-to-node traffic; keep it on a
+# private network (a cluster sets SHOAL_NODE_ID and SHOAL_PEERS, see docker-compose.yml).
 ENV SHOAL_LISTEN=0.0.0.0:7470 \
+    SHOAL_RAFT_LISTEN=0.0.0.0:7471 \
     SHOAL_DATA_DIR=/data
 VOLUME /data
-EXPOSE 7470
+EXPOSE 7470 7471
 ENTRYPOINT ["shoal"]
 CMD ["serve"]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::client::{self, Format, SearchOpts};
+use crate::client::{self, Format, ReadConsistency, SearchOpts};
 use crate::serve::{ServeArgs, serve};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -32,6 +32,9 @@ enum Command {
     /// Create, list, describe or delete collections.
     #[command(subcommand)]
     Collection(CollectionCmd),
+    /// Inspect the cluster: nodes, shard replicas, and whether replicas agree.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Import points from an fvecs or JSON-lines file, in batches, with a progress bar.
     Import {
         collection: String,
@@ -80,6 +83,10 @@ enum Command {
         /// Queries per SearchBatch request with --queries.
         #[arg(long, default_value_t = 100)]
         batch: usize,
+        /// Read consistency: eventual (nearest replica), session (like eventual
+        /// without a write token), or strong (linearizable, through each shard's leader).
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Eventual)]
+        consistency: ReadConsistency,
     },
     /// Print points by id (as JSON lines).
     Get {
@@ -88,6 +95,10 @@ enum Command {
         ids: Vec<String>,
         #[arg(long)]
         with_vector: bool,
+        /// Read consistency: eventual (nearest replica), session (like eventual
+        /// without a write token), or strong (linearizable, through each shard's leader).
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Eventual)]
+        consistency: ReadConsistency,
     },
     /// Delete points by id.
     Delete {
@@ -103,6 +114,27 @@ enum Command {
         collection: String,
         #[arg(long)]
         filter: Option<String>,
+        /// Read consistency: eventual (nearest replica), session (like eventual
+        /// without a write token), or strong (linearizable, through each shard's leader).
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Eventual)]
+        consistency: ReadConsistency,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Nodes and their health, then every shard's leader and replicas (state, applied
+    /// index, points, digest), and whether replica digests agree for every shard.
+    /// Replicas are compared only at equal applied indexes. Exits 0 whenever the node
+    /// answers, whatever the replicas' state.
+    Status {
+        /// Compute a content digest of every replica (reads every point: slow on
+        /// large collections). Without it, contents are not compared.
+        #[arg(long)]
+        digests: bool,
+        /// Print the status as JSON (with a per-shard verdict and the summary).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -167,10 +199,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .init();
         return serve(args).await;
     }
+    if let Command::Cluster(ClusterCmd::Status { digests, json }) = cli.command {
+        return client::cluster_status(&cli.addr, digests, json).await;
+    }
     let (mut collections, points) = client::connect(&cli.addr).await?;
     let err = client::status_err;
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Cluster(_) => unreachable!("handled above"),
         Command::Collection(cmd) => match cmd {
             CollectionCmd::Create {
                 name,
@@ -259,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             with_payload,
             with_vector,
             batch,
+            consistency,
         } => {
             let o = SearchOpts {
                 top_k,
@@ -266,6 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 filter,
                 with_payload,
                 with_vector,
+                consistency,
             };
             match (vector, queries) {
                 (Some(v), _) => {
@@ -282,12 +319,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             collection,
             ids,
             with_vector,
-        } => client::get(points, &collection, &ids, with_vector).await?,
+            consistency,
+        } => client::get(points, &collection, &ids, with_vector, consistency).await?,
         Command::Delete { collection, ids } => client::delete(points, &collection, &ids).await?,
         Command::Bench(args) => {
             crate::bench::run(collections, points, args).await?;
         }
-        Command::Count { collection, filter } => client::count(points, &collection, &filter)
+        Command::Count {
+            collection,
+            filter,
+            consistency,
+        } => client::count(points, &collection, &filter, consistency)
             .await
             .context("count")?,
     }

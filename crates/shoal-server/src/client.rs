@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_proto::v1::{
-    self as pb, collections_client::CollectionsClient, points_client::PointsClient,
+    self as pb, cluster_client::ClusterClient, collections_client::CollectionsClient,
+    points_client::PointsClient,
 };
 use tonic::transport::Channel;
 
@@ -75,18 +76,21 @@ impl Progress {
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
-/// Connects to a node.
-pub async fn connect(
-    addr: &str,
-) -> anyhow::Result<(CollectionsClient<Channel>, PointsClient<Channel>)> {
-    let channel = Channel::from_shared(addr.to_string())
+/// A channel to a node.
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(addr.to_string())
         .with_context(|| format!("bad address {addr:?}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| {
-            format!("cannot reach a shoal node at {addr}; is `shoal serve` running?")
-        })?;
+        .with_context(|| format!("cannot reach a shoal node at {addr}; is `shoal serve` running?"))
+}
+
+/// Connects to a node.
+pub async fn connect(
+    addr: &str,
+) -> anyhow::Result<(CollectionsClient<Channel>, PointsClient<Channel>)> {
+    let channel = channel(addr).await?;
     Ok((
         CollectionsClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
@@ -264,6 +268,33 @@ pub fn numeric_ids(resp: &pb::SearchResponse) -> Vec<u32> {
         .collect()
 }
 
+/// Read consistency of the client's read commands (`--consistency`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadConsistency {
+    /// Nearest replica of each shard: fast, may miss a write acknowledged a moment ago.
+    #[default]
+    Eventual,
+    /// Read-your-writes; without a write token (the CLI has none), like eventual.
+    Session,
+    /// Linearizable: each shard's leader confirms its leadership with a majority.
+    Strong,
+}
+
+impl ReadConsistency {
+    /// The request's `read` field.
+    pub fn read_options(self) -> Option<pb::ReadOptions> {
+        let consistency = match self {
+            ReadConsistency::Eventual => pb::Consistency::Eventual,
+            ReadConsistency::Session => pb::Consistency::Session,
+            ReadConsistency::Strong => pb::Consistency::Strong,
+        };
+        Some(pb::ReadOptions {
+            consistency: consistency as i32,
+            token: None,
+        })
+    }
+}
+
 /// Options shared by the search commands.
 pub struct SearchOpts {
     pub top_k: u32,
@@ -271,6 +302,7 @@ pub struct SearchOpts {
     pub filter: Option<String>,
     pub with_payload: bool,
     pub with_vector: bool,
+    pub consistency: ReadConsistency,
 }
 
 fn parse_filter(f: &Option<String>) -> anyhow::Result<Option<pb::Filter>> {
@@ -284,7 +316,7 @@ fn request(
     filter: Option<pb::Filter>,
 ) -> pb::SearchRequest {
     pb::SearchRequest {
-        read: None,
+        read: o.consistency.read_options(),
         collection: collection.to_string(),
         vector,
         top_k: o.top_k,
@@ -360,7 +392,7 @@ pub async fn search_file(
     for chunk in qs.chunks(batch.max(1)) {
         let resp = points
             .search_batch(pb::SearchBatchRequest {
-                read: None,
+                read: o.consistency.read_options(),
                 collection: collection.to_string(),
                 searches: chunk
                     .iter()
@@ -423,10 +455,11 @@ pub async fn get(
     collection: &str,
     ids: &[String],
     with_vector: bool,
+    consistency: ReadConsistency,
 ) -> anyhow::Result<()> {
     let resp = points
         .get(pb::GetPointsRequest {
-            read: None,
+            read: consistency.read_options(),
             collection: collection.into(),
             ids: parse_ids(ids)?,
             with_payload: true,
@@ -467,10 +500,11 @@ pub async fn count(
     mut points: PointsClient<Channel>,
     collection: &str,
     filter: &Option<String>,
+    consistency: ReadConsistency,
 ) -> anyhow::Result<()> {
     let r = points
         .count(pb::CountRequest {
-            read: None,
+            read: consistency.read_options(),
             collection: collection.into(),
             filter: parse_filter(filter)?,
         })
@@ -479,4 +513,339 @@ pub async fn count(
         .into_inner();
     println!("{}", r.count);
     Ok(())
+}
+
+/// Whether a shard's replicas hold the same points, as `shoal cluster status` judges
+/// from their reports: only replicas at the same applied index are comparable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Agreement {
+    /// Every replica answered, all at the same applied index with equal digests.
+    Agree,
+    /// Replicas at the same applied index report different digests: they diverged.
+    Differ(String),
+    /// A replica is behind the others or did not answer; no divergence seen among
+    /// replicas that are comparable.
+    CatchingUp(String),
+    /// Digests were not requested (or a replica sent none); nothing compared.
+    NotChecked,
+}
+
+/// Judges one shard's replicas.
+pub fn agreement(shard: &pb::ShardStatus) -> Agreement {
+    let reachable: Vec<&pb::ReplicaStatus> = shard
+        .replicas
+        .iter()
+        .filter(|r| r.state != "unreachable")
+        .collect();
+    // Replicas at the same applied index must have equal digests.
+    let mut by_index: std::collections::BTreeMap<u64, Vec<&pb::ReplicaStatus>> = Default::default();
+    for r in reachable.iter().filter(|r| r.digest.is_some()) {
+        by_index.entry(r.applied_index).or_default().push(r);
+    }
+    let differ: Vec<String> = by_index
+        .iter()
+        .filter(|(_, rs)| rs.iter().any(|r| r.digest != rs[0].digest))
+        .map(|(index, rs)| {
+            let who: Vec<String> = rs
+                .iter()
+                .map(|r| format!("node {} {}", r.node, r.digest.as_deref().unwrap_or("-")))
+                .collect();
+            format!("at applied index {index}: {}", who.join(", "))
+        })
+        .collect();
+    if !differ.is_empty() {
+        return Agreement::Differ(differ.join("; "));
+    }
+    let unreachable: Vec<String> = shard
+        .replicas
+        .iter()
+        .filter(|r| r.state == "unreachable")
+        .map(|r| format!("node {} unreachable", r.node))
+        .collect();
+    if !unreachable.is_empty() {
+        return Agreement::CatchingUp(unreachable.join(", "));
+    }
+    let top = reachable.iter().map(|r| r.applied_index).max().unwrap_or(0);
+    let behind: Vec<String> = reachable
+        .iter()
+        .filter(|r| r.applied_index < top)
+        .map(|r| format!("node {} at {} of {top}", r.node, r.applied_index))
+        .collect();
+    if !behind.is_empty() {
+        return Agreement::CatchingUp(behind.join(", "));
+    }
+    if reachable.is_empty() || reachable.iter().any(|r| r.digest.is_none()) {
+        return Agreement::NotChecked;
+    }
+    Agreement::Agree
+}
+
+/// The last line of `shoal cluster status`: do replica digests agree for every shard?
+pub fn agreement_summary(status: &pb::ClusterStatus) -> (bool, String) {
+    let mut total = 0;
+    let (mut differ, mut behind, mut unchecked) = (Vec::new(), Vec::new(), 0);
+    for c in &status.collections {
+        for s in &c.shards {
+            total += 1;
+            match agreement(s) {
+                Agreement::Agree => {}
+                Agreement::Differ(d) => differ.push(format!("{}/{} ({d})", c.name, s.shard)),
+                Agreement::CatchingUp(d) => behind.push(format!("{}/{} ({d})", c.name, s.shard)),
+                Agreement::NotChecked => unchecked += 1,
+            }
+        }
+    }
+    if total == 0 {
+        return (true, "no collections: no shards to compare".into());
+    }
+    if differ.is_empty() && behind.is_empty() && unchecked == 0 {
+        return (
+            true,
+            format!(
+                "replica digests agree for every shard ({total} shard{})",
+                if total == 1 { "" } else { "s" }
+            ),
+        );
+    }
+    let mut parts = Vec::new();
+    if !differ.is_empty() {
+        parts.push(format!(
+            "replica digests DIFFER in {} of {total} shards: {}",
+            differ.len(),
+            differ.join("; ")
+        ));
+    }
+    if !behind.is_empty() {
+        parts.push(format!(
+            "still catching up in {} of {total} shards: {}",
+            behind.len(),
+            behind.join("; ")
+        ));
+    }
+    if unchecked > 0 {
+        parts.push(format!(
+            "{unchecked} of {total} shards not compared (no digests; pass --digests)"
+        ));
+    }
+    (false, parts.join("; "))
+}
+
+fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
+    let (agree, summary) = agreement_summary(s);
+    serde_json::json!({
+        "node_id": s.node_id,
+        "metadata_leader": s.metadata_leader,
+        "nodes": s.nodes.iter().map(|n| serde_json::json!({
+            "id": n.id,
+            "address": n.address,
+            "reachable": n.reachable,
+            "error": (!n.error.is_empty()).then_some(&n.error),
+        })).collect::<Vec<_>>(),
+        "collections": s.collections.iter().map(|c| serde_json::json!({
+            "name": c.name,
+            "id": c.id,
+            "shards": c.shards.iter().map(|sh| {
+                let (verdict, detail) = match agreement(sh) {
+                    Agreement::Agree => ("agree", None),
+                    Agreement::Differ(d) => ("differ", Some(d)),
+                    Agreement::CatchingUp(d) => ("catching_up", Some(d)),
+                    Agreement::NotChecked => ("not_checked", None),
+                };
+                serde_json::json!({
+                    "shard": sh.shard,
+                    "leader": sh.leader,
+                    "replicas": sh.replicas.iter().map(|r| serde_json::json!({
+                        "node": r.node,
+                        "state": r.state,
+                        "applied_index": r.applied_index,
+                        "points": r.points,
+                        "digest": r.digest,
+                    })).collect::<Vec<_>>(),
+                    "agreement": verdict,
+                    "detail": detail,
+                })
+            }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "digests_agree": agree,
+        "summary": summary,
+    })
+}
+
+/// `shoal cluster status` as text.
+fn status_text(s: &pb::ClusterStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let leader = s
+        .metadata_leader
+        .map_or("unknown".to_string(), |l| format!("node {l}"));
+    let _ = writeln!(
+        out,
+        "cluster status from node {} (metadata leader: {leader})",
+        s.node_id
+    );
+    let _ = writeln!(out, "nodes:");
+    for n in &s.nodes {
+        let health = if n.reachable {
+            "reachable".to_string()
+        } else if n.error.is_empty() {
+            "UNREACHABLE".to_string()
+        } else {
+            format!("UNREACHABLE ({})", n.error)
+        };
+        let _ = writeln!(out, "  node {:<3} {:<24} {health}", n.id, n.address);
+    }
+    for c in &s.collections {
+        let _ = writeln!(
+            out,
+            "collection {} (id {}), {} shards:",
+            c.name,
+            c.id,
+            c.shards.len()
+        );
+        for sh in &c.shards {
+            let leader = sh
+                .leader
+                .map_or("none".to_string(), |l| format!("node {l}"));
+            let verdict = match agreement(sh) {
+                Agreement::Agree => "digests agree".to_string(),
+                Agreement::Differ(d) => format!("DIGESTS DIFFER {d}"),
+                Agreement::CatchingUp(d) => format!("catching up: {d}"),
+                Agreement::NotChecked => "digests not compared".to_string(),
+            };
+            let _ = writeln!(out, "  shard {}: leader {leader}; {verdict}", sh.shard);
+            for r in &sh.replicas {
+                let _ = writeln!(
+                    out,
+                    "    node {:<3} {:<11} applied {:<8} points {:<9} digest {}",
+                    r.node,
+                    r.state,
+                    r.applied_index,
+                    r.points,
+                    r.digest.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    if s.collections.is_empty() {
+        let _ = writeln!(out, "no collections");
+    }
+    let _ = writeln!(out, "{}", agreement_summary(s).1);
+    out
+}
+
+/// `shoal cluster status`: the cluster as the node at `addr` sees it. Succeeds (exit
+/// code 0) whatever the replicas' state, when the node answers.
+pub async fn cluster_status(addr: &str, digests: bool, json: bool) -> anyhow::Result<()> {
+    let mut client = ClusterClient::new(channel(addr).await?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let s = client
+        .status(pb::ClusterStatusRequest { digests })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let text = if json {
+        serde_json::to_string_pretty(&status_json(&s))? + "\n"
+    } else {
+        status_text(&s)
+    };
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // `shoal cluster status | head` is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(node: u64, state: &str, applied: u64, digest: Option<&str>) -> pb::ReplicaStatus {
+        pb::ReplicaStatus {
+            node,
+            state: state.into(),
+            applied_index: applied,
+            points: 10,
+            digest: digest.map(String::from),
+        }
+    }
+
+    fn shard(replicas: Vec<pb::ReplicaStatus>) -> pb::ShardStatus {
+        pb::ShardStatus {
+            shard: 0,
+            leader: Some(1),
+            replicas,
+        }
+    }
+
+    #[test]
+    fn agreement_compares_only_replicas_at_the_same_index() {
+        let agree = shard(vec![
+            replica(1, "leader", 7, Some("aa")),
+            replica(2, "follower", 7, Some("aa")),
+            replica(3, "follower", 7, Some("aa")),
+        ]);
+        assert_eq!(agreement(&agree), Agreement::Agree);
+        let behind = shard(vec![
+            replica(1, "leader", 9, Some("bb")),
+            replica(2, "follower", 9, Some("bb")),
+            replica(3, "follower", 7, Some("aa")),
+        ]);
+        assert!(
+            matches!(agreement(&behind), Agreement::CatchingUp(d) if d.contains("node 3 at 7 of 9"))
+        );
+        let down = shard(vec![
+            replica(1, "leader", 9, Some("bb")),
+            replica(2, "follower", 9, Some("bb")),
+            replica(3, "unreachable", 0, None),
+        ]);
+        assert!(
+            matches!(agreement(&down), Agreement::CatchingUp(d) if d.contains("node 3 unreachable"))
+        );
+        let differ = shard(vec![
+            replica(1, "leader", 9, Some("bb")),
+            replica(2, "follower", 9, Some("cc")),
+            replica(3, "follower", 7, Some("aa")),
+        ]);
+        assert!(
+            matches!(agreement(&differ), Agreement::Differ(d) if d.contains("applied index 9"))
+        );
+        let unchecked = shard(vec![
+            replica(1, "leader", 9, None),
+            replica(2, "follower", 9, None),
+        ]);
+        assert_eq!(agreement(&unchecked), Agreement::NotChecked);
+
+        let status = pb::ClusterStatus {
+            node_id: 1,
+            metadata_leader: Some(1),
+            nodes: vec![],
+            collections: vec![pb::CollectionStatus {
+                name: "c".into(),
+                id: 1,
+                shards: vec![agree.clone(), behind],
+            }],
+        };
+        let (ok, line) = agreement_summary(&status);
+        assert!(
+            !ok && line.contains("catching up in 1 of 2 shards: c/0"),
+            "{line}"
+        );
+        let status = pb::ClusterStatus {
+            collections: vec![pb::CollectionStatus {
+                name: "c".into(),
+                id: 1,
+                shards: vec![agree],
+            }],
+            ..status
+        };
+        assert_eq!(
+            agreement_summary(&status),
+            (
+                true,
+                "replica digests agree for every shard (1 shard)".into()
+            )
+        );
+    }
 }

@@ -83,6 +83,18 @@ async fn cli_commands_and_bench() {
         ],
     );
     assert_eq!(out.trim(), "2");
+    let (ok, out, err) = shoal(url, &["count", "docs", "--consistency", "strong"]);
+    assert!(ok && out.trim() == "3", "{out}{err}");
+    let (ok, out, err) = shoal(url, &["cluster", "status", "--digests"]);
+    assert!(
+        ok && out.contains("node 1") && out.contains("reachable"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        out.lines().last(),
+        Some("replica digests agree for every shard (1 shard)"),
+        "{out}"
+    );
 
     // Errors are one line naming the problem, with a failing exit code.
     let (ok, _, err) = shoal(url, &["search", "docs", "--vector", "1,2"]);

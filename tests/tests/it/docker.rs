@@ -1,11 +1,16 @@
-//! The shipped image layout runs Shoal: an image built from local parts (a Debian base
-//! made with debootstrap, the binary under test) keeps an acknowledged write across a
-//! SIGKILL of its container. Skipped, with a message, where no Docker engine runs.
+//! The shipped image layout runs Shoal, from an image built from local parts (a Debian
+//! base made with debootstrap, the binary under test): one container keeps an
+//! acknowledged write across a SIGKILL; three containers on a user-defined network
+//! form the cluster of `docker-compose.yml`, keep serving with one node stopped, and
+//! converge again when it returns. Skipped, with a message, where no Docker engine
+//! runs.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use shoal_datasets::{read_fvecs, read_ivecs, recall_at_k};
 use shoal_proto::v1 as pb;
+use tonic::transport::Channel;
 
 use crate::*;
 
@@ -72,18 +77,22 @@ async fn connect(container: &str) -> tonic::transport::Channel {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn container_keeps_acknowledged_writes_across_sigkill() {
-    if !Command::new("docker")
+/// True if a Docker engine answers; otherwise prints why `test` is skipped.
+fn docker_available(test: &str) -> bool {
+    let ok = Command::new("docker")
         .arg("info")
         .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!(
-            "SKIPPED container_keeps_acknowledged_writes_across_sigkill: no Docker engine (`docker info` failed)"
-        );
-        return;
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED {test}: no Docker engine (`docker info` failed)");
     }
+    ok
+}
+
+/// Builds `tag` from local parts: the debootstrap base image (built once by
+/// `tests/docker/base-image.sh`), `tests/docker/Dockerfile.local` and the binary under
+/// test.
+fn build_image(tag: &str) {
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker");
     let base = Command::new("bash")
         .arg(here.join("base-image.sh"))
@@ -95,23 +104,24 @@ async fn container_keeps_acknowledged_writes_across_sigkill() {
         String::from_utf8_lossy(&base.stdout),
         String::from_utf8_lossy(&base.stderr)
     );
-
     let ctx = tempfile::tempdir().unwrap();
     std::fs::copy(binary(), ctx.path().join("shoal")).unwrap();
     std::fs::copy(here.join("Dockerfile.local"), ctx.path().join("Dockerfile")).unwrap();
+    docker_ok(&["build", "-q", "-t", tag, &ctx.path().to_string_lossy()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_keeps_acknowledged_writes_across_sigkill() {
+    if !docker_available("container_keeps_acknowledged_writes_across_sigkill") {
+        return;
+    }
     let id = std::process::id();
     let guard = Cleanup {
         container: format!("shoal-test-{id}"),
         volume: format!("shoal-test-{id}-data"),
         image: format!("shoal-test:{id}"),
     };
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        &guard.image,
-        &ctx.path().to_string_lossy(),
-    ]);
+    build_image(&guard.image);
     docker_ok(&[
         "run",
         "-d",
@@ -161,4 +171,430 @@ async fn container_keeps_acknowledged_writes_across_sigkill() {
         .into_inner();
     assert_eq!(got.points[0].payload.get("n"), Some(&int(49)));
     drop(guard);
+}
+
+/// Removes the cluster test's containers, volumes, network and image whatever happens.
+struct ClusterCleanup {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    network: String,
+    image: String,
+}
+
+impl Drop for ClusterCleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for c in &self.containers {
+                let logs = docker(&["logs", "--tail", "40", c]);
+                eprintln!(
+                    "--- last log lines of {c}:\n{}",
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
+        let mut rm = vec!["rm", "-f"];
+        rm.extend(self.containers.iter().map(String::as_str));
+        let _ = docker(&rm);
+        let mut rm = vec!["volume", "rm", "-f"];
+        rm.extend(self.volumes.iter().map(String::as_str));
+        let _ = docker(&rm);
+        let _ = docker(&["network", "rm", &self.network]);
+        let _ = docker(&["rmi", "-f", &self.image]);
+    }
+}
+
+/// The peers list of docker-compose.yml: node i is `shoal<i>` on the network.
+const PEERS: &str = "1=shoal1:7471,2=shoal2:7471,3=shoal3:7471";
+
+/// Starts node `i` (1-based) of the cluster as docker-compose.yml does: its own volume,
+/// SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN, the public port published (on a free
+/// loopback port here), the Raft port not.
+fn run_node(g: &ClusterCleanup, i: usize) {
+    let alias = format!("shoal{i}");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &g.containers[i - 1],
+        "--hostname",
+        &alias,
+        "--network",
+        &g.network,
+        "--network-alias",
+        &alias,
+        "-v",
+        &format!("{}:/data", g.volumes[i - 1]),
+        "-e",
+        &format!("SHOAL_NODE_ID={i}"),
+        "-e",
+        &format!("SHOAL_PEERS={PEERS}"),
+        "-e",
+        "SHOAL_RAFT_LISTEN=0.0.0.0:7471",
+        // Hold the HNSW graphs (not the exact scan of small shards) to the recall
+        // target, as the recall tests do.
+        "-e",
+        "SHOAL_EXACT_THRESHOLD=0",
+        "-p",
+        "127.0.0.1::7470",
+        &g.image,
+    ]);
+}
+
+/// Retries `f` while it fails with UNAVAILABLE (no leader yet), up to `secs`.
+async fn retry_unavailable<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    for attempt in 1.. {
+        match f().await {
+            Ok(r) => return r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                eprintln!("{what}: attempt {attempt}: {}; retrying", s.message());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(s) => panic!("{what}: {s:?}"),
+        }
+    }
+    unreachable!()
+}
+
+fn read(consistency: pb::Consistency, token: Option<pb::WriteToken>) -> Option<pb::ReadOptions> {
+    Some(pb::ReadOptions {
+        consistency: consistency as i32,
+        token,
+    })
+}
+
+/// Merges write tokens: per shard, the larger index.
+fn merge(into: &mut Option<pb::WriteToken>, t: Option<pb::WriteToken>) {
+    let Some(t) = t else { return };
+    let Some(m) = into else {
+        *into = Some(t);
+        return;
+    };
+    for s in t.shards {
+        match m.shards.iter_mut().find(|x| x.shard == s.shard) {
+            Some(x) => x.index = x.index.max(s.index),
+            None => m.shards.push(s),
+        }
+    }
+}
+
+/// Recall@10 of the siftsmall queries searched through `pts`.
+async fn recall(
+    pts: &mut pb::points_client::PointsClient<Channel>,
+    queries: &[Vec<f32>],
+    truth: &[Vec<u32>],
+    read_opts: Option<pb::ReadOptions>,
+) -> f64 {
+    let resp = pts
+        .search_batch(pb::SearchBatchRequest {
+            read: read_opts,
+            collection: "sift".into(),
+            searches: queries
+                .iter()
+                .map(|q| search("sift", q.clone(), 10))
+                .collect(),
+        })
+        .await
+        .expect("search batch")
+        .into_inner();
+    let found: Vec<Vec<u32>> = resp
+        .responses
+        .iter()
+        .map(|r| r.results.iter().map(|h| id_of(&h.id) as u32).collect())
+        .collect();
+    recall_at_k(&found, truth, 10)
+}
+
+/// Why the cluster has not converged yet (None once every shard's three replicas are
+/// reachable at one applied index with equal digests).
+fn not_converged(s: &pb::ClusterStatus) -> Option<String> {
+    if let Some(n) = s.nodes.iter().find(|n| !n.reachable) {
+        return Some(format!("node {} unreachable: {}", n.id, n.error));
+    }
+    let c = s.collections.iter().find(|c| c.name == "sift")?;
+    for sh in &c.shards {
+        let r = &sh.replicas;
+        if r.len() != 3 {
+            return Some(format!("shard {}: {} replicas", sh.shard, r.len()));
+        }
+        if r.iter().any(|x| {
+            x.state == "unreachable"
+                || x.applied_index != r[0].applied_index
+                || x.digest.is_none()
+                || x.digest != r[0].digest
+        }) {
+            let each: Vec<String> = r
+                .iter()
+                .map(|x| {
+                    format!(
+                        "node {} {} @{} {}",
+                        x.node,
+                        x.state,
+                        x.applied_index,
+                        x.digest.as_deref().unwrap_or("-")
+                    )
+                })
+                .collect();
+            return Some(format!("shard {}: {}", sh.shard, each.join(", ")));
+        }
+    }
+    None
+}
+
+/// `shoal cluster status --digests` against a container's public port; it must
+/// exit 0.
+fn cli_status(container: &str) -> String {
+    let url = format!("http://{}", docker_ok(&["port", container, "7470/tcp"]));
+    let out = Command::new(binary())
+        .args(["--addr", &url, "cluster", "status", "--digests"])
+        .output()
+        .expect("run shoal cluster status");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_node_cluster_survives_a_stopped_node_and_converges() {
+    const TEST: &str = "three_node_cluster_survives_a_stopped_node_and_converges";
+    if !docker_available(TEST) {
+        return;
+    }
+    let started = Instant::now();
+    let lap = |what: &str| eprintln!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
+    let dir = siftsmall();
+    let base = read_fvecs(&dir.join("siftsmall_base.fvecs")).unwrap();
+    let queries = read_fvecs(&dir.join("siftsmall_query.fvecs")).unwrap();
+    let truth = read_ivecs(&dir.join("siftsmall_groundtruth.ivecs")).unwrap();
+
+    let id = std::process::id();
+    let g = ClusterCleanup {
+        containers: (1..=3).map(|i| format!("shoal-test-{id}-n{i}")).collect(),
+        volumes: (1..=3)
+            .map(|i| format!("shoal-test-{id}-n{i}-data"))
+            .collect(),
+        network: format!("shoal-test-{id}-net"),
+        image: format!("shoal-test:{id}-cluster"),
+    };
+    build_image(&g.image);
+    lap("image built");
+    docker_ok(&["network", "create", &g.network]);
+    for i in 1..=3 {
+        run_node(&g, i);
+    }
+    let n1 = connect(&g.containers[0]).await;
+    let n2 = connect(&g.containers[1]).await;
+    connect(&g.containers[2]).await;
+    lap("three nodes serve");
+
+    // A collection replicated on all three nodes, created through node 1.
+    let cols1 = pb::collections_client::CollectionsClient::new(n1.clone());
+    let mut req = create("sift", 128, pb::Metric::L2, 3);
+    req.replication_factor = Some(3);
+    retry_unavailable("create", 60, || {
+        let (mut c, req) = (cols1.clone(), req.clone());
+        async move { c.create(req).await }
+    })
+    .await;
+    lap("collection created (3 shards x 3 replicas)");
+
+    // Import siftsmall through node 1, 1,000 points per request.
+    let mut pts1 =
+        pb::points_client::PointsClient::new(n1.clone()).max_encoding_message_size(64 << 20);
+    let mut token = None;
+    let import = Instant::now();
+    for (c, chunk) in base.chunks(1000).enumerate() {
+        let points: Vec<pb::Point> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| point((c * 1000 + i) as u64, v.clone(), &[]))
+            .collect();
+        let r = retry_unavailable("upsert", 60, || {
+            let (mut c, points) = (pts1.clone(), points.clone());
+            async move {
+                c.upsert(pb::UpsertRequest {
+                    collection: "sift".into(),
+                    points,
+                })
+                .await
+            }
+        })
+        .await;
+        assert_eq!(r.count, chunk.len() as u64);
+        merge(&mut token, r.token);
+    }
+    lap(&format!(
+        "imported {} points through node 1 ({:.0} points/s)",
+        base.len(),
+        base.len() as f64 / import.elapsed().as_secs_f64()
+    ));
+
+    // Search through node 2, seeing every write (session token of the imports).
+    let mut pts2 = pb::points_client::PointsClient::new(n2.clone());
+    let r = recall(
+        &mut pts2,
+        &queries,
+        &truth,
+        read(pb::Consistency::Session, token.clone()),
+    )
+    .await;
+    lap(&format!("recall@10 through node 2 = {r:.4}"));
+    assert!(r >= 0.95, "recall@10 through node 2 = {r}");
+
+    // Stop node 3: writes through node 1 and reads through node 2 keep working.
+    docker_ok(&["stop", "-t", "30", &g.containers[2]]);
+    lap("node 3 stopped");
+    let extra = 500;
+    for b in 0..10u64 {
+        let points: Vec<pb::Point> = (0..extra / 10)
+            .map(|i| {
+                let n = 10_000 + b * (extra / 10) + i;
+                // Far from every query (SIFT components are 0..255): the ground
+                // truth stays right.
+                let v = base[n as usize % base.len()].iter().map(|x| x + 1000.0);
+                point(n, v.collect(), &[("extra", int(1))])
+            })
+            .collect();
+        let t = Instant::now();
+        let r = pts1
+            .upsert(pb::UpsertRequest {
+                collection: "sift".into(),
+                points,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("upsert batch {b} with node 3 down: {s:?}"))
+            .into_inner();
+        merge(&mut token, r.token);
+        let w = t.elapsed();
+        let t = Instant::now();
+        let hits = pts2
+            .search(search("sift", queries[b as usize].clone(), 10))
+            .await
+            .unwrap_or_else(|s| panic!("search {b} with node 3 down: {s:?}"))
+            .into_inner();
+        assert_eq!(hits.results.len(), 10);
+        if b == 0 {
+            eprintln!(
+                "first write after the stop: {w:?}; first search: {:?}",
+                t.elapsed()
+            );
+        }
+    }
+    let total = base.len() as u64 + extra;
+    let n = pts2
+        .count(pb::CountRequest {
+            collection: "sift".into(),
+            filter: None,
+            read: read(pb::Consistency::Strong, None),
+        })
+        .await
+        .expect("strong count through node 2 with node 3 down")
+        .into_inner()
+        .count;
+    assert_eq!(n, total);
+    let r = recall(
+        &mut pts2,
+        &queries,
+        &truth,
+        read(pb::Consistency::Eventual, None),
+    )
+    .await;
+    lap(&format!(
+        "{extra} more points written through node 1, searched through node 2 (recall {r:.4}), node 3 down"
+    ));
+    assert!(r >= 0.95, "recall@10 through node 2 with node 3 down = {r}");
+    let text = cli_status(&g.containers[0]);
+    eprintln!("shoal cluster status --digests, node 3 down:\n{text}");
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l
+                .starts_with("still catching up in 3 of 3 shards: sift/0 (node 3 unreachable)")),
+        "{text}"
+    );
+
+    // Node 3 returns and catches up: every shard's replicas reach one applied index
+    // with equal digests.
+    docker_ok(&["start", &g.containers[2]]);
+    let n3 = connect(&g.containers[2]).await;
+    lap("node 3 started");
+    let mut cluster = pb::cluster_client::ClusterClient::new(n1.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let why = match cluster
+            .status(pb::ClusterStatusRequest { digests: true })
+            .await
+        {
+            Ok(s) => match not_converged(s.get_ref()) {
+                None => break s.into_inner(),
+                Some(why) => why,
+            },
+            Err(s) => format!("status: {s:?}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge within 60 s after node 3 returned: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let points: u64 = status.collections[0]
+        .shards
+        .iter()
+        .map(|s| s.replicas[0].points)
+        .sum();
+    assert_eq!(points, total, "the shards' points add up: {status:?}");
+    lap("all replicas at one applied index with equal digests");
+
+    // What `shoal cluster status --digests` says of it.
+    let text = cli_status(&g.containers[0]);
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("replica digests agree for every shard (3 shards)")),
+        "{text}"
+    );
+    assert_eq!(text.matches(" reachable").count(), 3, "{text}");
+
+    // Node 3 answers with every point, strongly and from its own replicas.
+    let mut pts3 = pb::points_client::PointsClient::new(n3);
+    for consistency in [pb::Consistency::Strong, pb::Consistency::Eventual] {
+        let n = pts3
+            .count(pb::CountRequest {
+                collection: "sift".into(),
+                filter: None,
+                read: read(consistency, None),
+            })
+            .await
+            .expect("count through node 3")
+            .into_inner()
+            .count;
+        assert_eq!(n, total, "{consistency:?} count through node 3");
+    }
+    let got = pts3
+        .get(pb::GetPointsRequest {
+            collection: "sift".into(),
+            ids: vec![num(total - 1).unwrap()],
+            with_payload: true,
+            with_vector: false,
+            read: read(pb::Consistency::Eventual, None),
+        })
+        .await
+        .expect("get through node 3")
+        .into_inner();
+    assert_eq!(
+        got.points.first().and_then(|p| p.payload.get("extra")),
+        Some(&int(1)),
+        "node 3's replica holds a point written while it was down"
+    );
+    lap("node 3 counts every point (STRONG and EVENTUAL)");
+    drop(g);
+    lap("cleaned up");
 }
