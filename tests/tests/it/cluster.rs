@@ -220,6 +220,7 @@ async fn killing_leaders_loses_no_acknowledged_write() {
 
     // Three times: kill -9 the node leading shard 0, let the others go on, restart it.
     let mut killed = Vec::new();
+    let mut resumed = Vec::new();
     for round in 0..3 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let s = status(&cluster.nodes[round % 3], false).await;
@@ -229,12 +230,18 @@ async fn killing_leaders_loses_no_acknowledged_write() {
         killed.push(leader);
         urls.lock()[leader as usize - 1] = None;
         cluster.node(leader).kill9();
-        let before = acked.lock().len();
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        assert!(
-            acked.lock().len() > before,
-            "round {round}: writes continue through the other nodes while node {leader} is down"
-        );
+        // Writes resume through the other nodes once the shard elected a new leader
+        // (how long that takes is reported, not asserted: this machine is shared).
+        let (before, down) = (acked.lock().len(), Instant::now());
+        while acked.lock().len() <= before + 10 {
+            assert!(
+                down.elapsed() < Duration::from_secs(60),
+                "round {round}: no write acknowledged in 60 s while node {leader} is down"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        resumed.push(down.elapsed());
+        tokio::time::sleep(Duration::from_secs(2)).await;
         cluster.node(leader).restart(binary());
         urls.lock()[leader as usize - 1] = Some(cluster.node(leader).url.clone());
     }
@@ -243,7 +250,8 @@ async fn killing_leaders_loses_no_acknowledged_write() {
     writer.await.unwrap();
     let acked: Vec<u64> = acked.lock().clone();
     eprintln!(
-        "killed leaders {killed:?}; {} points acknowledged, {} batches failed",
+        "killed leaders {killed:?}; writes resumed after {resumed:?}; {} points acknowledged, \
+         {} batches failed",
         acked.len(),
         failures.load(Ordering::Relaxed)
     );
