@@ -45,10 +45,10 @@ pub struct IndexParams {
 /// Which implementation backs an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// The `hnsw_rs` crate.
-    #[default]
+    /// The `hnsw_rs` crate (kept selectable for comparison).
     HnswRs,
-    /// Shoal's own HNSW ([`crate::NativeIndex`]).
+    /// Shoal's own HNSW ([`crate::NativeIndex`]): the default.
+    #[default]
     Native,
 }
 

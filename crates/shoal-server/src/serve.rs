@@ -50,6 +50,15 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
     Ok(out)
 }
 
+/// `--index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexBackend {
+    /// Shoal's own HNSW.
+    Native,
+    /// The hnsw_rs crate (for comparison).
+    HnswRs,
+}
+
 #[derive(Debug, Clone)]
 pub struct Peers(pub BTreeMap<u64, String>);
 
@@ -101,6 +110,10 @@ pub struct ServeArgs {
     /// Shards with at most this many points are searched exactly.
     #[arg(long, env = "SHOAL_EXACT_THRESHOLD", default_value_t = ShardOptions::default().exact_threshold)]
     pub exact_threshold: usize,
+
+    /// Vector index implementation of new and reopened shards.
+    #[arg(long, env = "SHOAL_INDEX", value_enum, default_value_t = IndexBackend::Native)]
+    pub index: IndexBackend,
 
     /// This node's id in the cluster (a positive integer, unique, never reused).
     #[arg(long, env = "SHOAL_NODE_ID", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
@@ -172,6 +185,10 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             limits: self.limits(),
             shard: ShardOptions {
+                backend: match self.index {
+                    IndexBackend::Native => shoal_index::Backend::Native,
+                    IndexBackend::HnswRs => shoal_index::Backend::HnswRs,
+                },
                 exact_threshold: self.exact_threshold,
                 checkpoint_every: self.checkpoint_every,
                 ..ShardOptions::default()
