@@ -8,8 +8,17 @@ IMAGE=${SHOAL_BASE_IMAGE:-shoal-base:bookworm}
 if docker image inspect "$IMAGE" > /dev/null 2>&1; then
   exit 0
 fi
+# Tests run in parallel and each may call this script: one builds, the others wait
+# for it and then find the image.
+exec 9> "${TMPDIR:-/tmp}/shoal-base-image.lock"
+flock 9
+if docker image inspect "$IMAGE" > /dev/null 2>&1; then
+  exit 0
+fi
 if ! command -v debootstrap > /dev/null; then
-  apt-get update -q > /dev/null && apt-get install -y -q debootstrap > /dev/null
+  # Wait for dpkg's lock rather than fail if another apt is running.
+  apt-get -o DPkg::Lock::Timeout=600 update -q > /dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q debootstrap > /dev/null
 fi
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2> /dev/null || true)
 root=$(mktemp -d)
