@@ -5,7 +5,7 @@ same data, k=10, L2, one client issuing one query per call.
 - Shoal: a release `shoal serve` built and started here (one node, one shard by
   default, fresh temp --data-dir, free ports; writes are durable: each Upsert is
   fsynced before it returns). Client: Python gRPC, stubs generated at run time from
-  proto/shoal/v1/shoal.proto into .peers/shoal-stubs (not committed). Per-query
+  proto/shoal/v1/shoal.proto into .peers/cache/shoal-stubs (not committed). Per-query
   `Search` calls; also `SearchBatch` (all queries of a pass in one call) for reference.
 - PostgreSQL 15 + pgvector 0.8 (Debian packages; pgvector built from Debian's trixie
   source package as ../shared/PEERS.md says, if not installed yet; needs root). A
@@ -14,7 +14,8 @@ same data, k=10, L2, one client issuing one query per call.
   CREATE INDEX ... USING hnsw (m=16, ef_construction=200), sweeping hnsw.ef_search.
   Client psycopg 3 (binary), parameters in pgvector's binary format.
 - Chroma (`chromadb` from PyPI, `chroma run`), hnsw space l2, max_neighbors 16,
-  ef_construction 200, ef_search swept with collection.modify().
+  ef_construction 200, ef_search swept with collection.modify() and a server restart
+  per ef (modify() alone is not applied to an index the server has loaded).
 
 Data: siftsmall (10k x 128, 100 queries, the shipped exact ground truth) and a seeded
 synthetic clustered set (100 Gaussian blobs, centres uniform in [-1,1)^128, sigma 0.1:
@@ -29,7 +30,10 @@ search answered), QPS and p50/p99 latency at each ef with recall@10, the server'
 time per query (utime+stime from /proc/<pid>/stat of the server's processes: shoal;
 postmaster and its children; chroma and its children), client CPU per query, RSS and
 PSS after load; filtered search per selectivity. Every level runs all queries once
-(for recall) and then more passes up to --passes passes or --seconds seconds.
+(for recall) and then more passes up to --passes passes or --seconds seconds, and
+stops at --level-seconds even inside its first pass (recall is then over the queries
+answered). SearchBatch rows give the latency of one whole batch. The "other load"
+column is the cores kept busy by everything else on the machine during the level.
 
 Writes benches/results/servers-<dataset>.json (all rows), .md (the tables) and .png
 (QPS vs recall@10, log y; one panel unfiltered and one per filter).
