@@ -11,6 +11,9 @@
 //!   to each shard's leader, forwarding to the node that leads it and retrying while
 //!   a leader is elected; a read goes to one replica of every shard, chosen by the
 //!   request's [`Consistency`], and the results are merged;
+//! - **leader balancing** (module `balance`): a node hands the groups it leads back
+//!   to their preferred nodes once those are up and caught up, so writes load every
+//!   node again after a failover;
 //! - **status**: every replica's role, applied index and content digest, gathered
 //!   from every node.
 //!
@@ -23,6 +26,7 @@
 //! validated by `shoal_core::validate` before it is proposed.
 
 mod api;
+mod balance;
 mod node;
 mod route;
 mod service;

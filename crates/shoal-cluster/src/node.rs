@@ -40,6 +40,10 @@ pub struct RaftTiming {
     /// election.
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// How often a node hands the leadership of shard groups it leads back to their
+    /// preferred nodes (0: never). At least twice `election_max_ms` (a transfer
+    /// needs the leader's vote to be older than its lease).
+    pub balance_ms: u64,
     /// Build a snapshot (and compact the log behind it) every this many entries.
     pub snapshot_every: u64,
     /// Entries kept behind a snapshot, so briefly lagging followers catch up from the
@@ -55,6 +59,7 @@ impl Default for RaftTiming {
             heartbeat_ms: 300,
             election_min_ms: 1_500,
             election_max_ms: 3_000,
+            balance_ms: 10_000,
             snapshot_every: 20_000,
             keep_logs: 1_000,
         }
@@ -84,6 +89,8 @@ pub struct NodeOptions {
 pub(crate) struct Replica {
     pub shard: Shard,
     pub raft: Raft<TypeConfig>,
+    /// Closed while this node hands the group's leadership over (`balance`).
+    pub gate: crate::balance::Gate,
 }
 
 pub(crate) struct Inner {
@@ -211,6 +218,14 @@ impl Node {
         node.reconcile(current).await?;
         node.bootstrap(&options).await?;
         node.spawn_reconciler();
+        if options.timing.balance_ms > 0 && options.peers.len() > 1 {
+            // Never more often than the leader lease allows a transfer.
+            let every = options
+                .timing
+                .balance_ms
+                .max(2 * options.timing.election_max_ms);
+            node.spawn_balancer(Duration::from_millis(every));
+        }
         if options.peers.len() <= 1 {
             // Alone, the node elects itself at once: serve only once it leads.
             let _ = node
@@ -360,6 +375,7 @@ impl Node {
             Arc::new(Replica {
                 shard,
                 raft: raft.clone(),
+                gate: Default::default(),
             }),
         );
         if !raft.is_initialized().await.map_err(internal)? {
@@ -399,6 +415,16 @@ impl Node {
     /// Number of fsyncs issued so far.
     pub fn fsyncs(&self) -> u64 {
         self.inner.store.fsyncs()
+    }
+
+    /// Every replica open here, by group (a snapshot: the set may change meanwhile).
+    pub(crate) fn local_replicas(&self) -> Vec<(u64, Arc<Replica>)> {
+        self.inner
+            .replicas
+            .read()
+            .iter()
+            .map(|(g, r)| (*g, r.clone()))
+            .collect()
     }
 
     pub(crate) fn replica(&self, group: u64) -> Option<Arc<Replica>> {

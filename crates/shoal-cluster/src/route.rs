@@ -43,6 +43,7 @@ pub(crate) enum Rpc {
     Propose,
     Read,
     Status,
+    Elect,
 }
 
 impl Node {
@@ -87,6 +88,7 @@ impl Node {
             Rpc::Propose => client.propose(req).await,
             Rpc::Read => client.read(req).await,
             Rpc::Status => client.status(req).await,
+            Rpc::Elect => client.elect(req).await,
         }
         .map_err(|s| Error::Unavailable(format!("node {to} ({addr}): {}", s.message())))?;
         let result: Result<T, Refusal> = decode(&reply.into_inner().payload)?;
@@ -163,6 +165,12 @@ impl Node {
                 self.inner.id
             ))
         })?;
+        let started = Instant::now();
+        if let Some(replica) = self.replica(group) {
+            // Held while the leadership is handed over (see `balance`).
+            replica.gate.pass(timeout).await;
+        }
+        let timeout = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
             Err(_) => Err(Error::Unavailable(format!(
                 "node {}: not committed within {timeout:?}",

@@ -69,6 +69,11 @@ impl ClusterInternal for ClusterInternalService {
         reply(self.node.read_local(call.group, read, t).await)
     }
 
+    async fn elect(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
+        let call = req.into_inner();
+        reply(self.node.elect_local(call.group).await)
+    }
+
     async fn status(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let digests: bool = decode(&req.into_inner().payload).map_err(bad)?;
         reply(

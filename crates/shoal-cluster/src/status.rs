@@ -58,13 +58,7 @@ pub struct ClusterStatus {
 impl Node {
     /// Reports of this node's replicas; with `digests`, each with its content digest.
     pub(crate) async fn local_reports(&self, digests: bool) -> Result<Vec<ReplicaReport>> {
-        let replicas: Vec<(u64, std::sync::Arc<crate::node::Replica>)> = self
-            .inner
-            .replicas
-            .read()
-            .iter()
-            .map(|(g, r)| (*g, r.clone()))
-            .collect();
+        let replicas = self.local_replicas();
         let mut out = Vec::with_capacity(replicas.len());
         for (group, r) in replicas {
             let m = r.raft.metrics().borrow().clone();
@@ -72,6 +66,7 @@ impl Node {
                 group,
                 state: format!("{:?}", m.state).to_lowercase(),
                 leader: m.current_leader,
+                term: m.current_term,
                 applied: m.last_applied.map(|l| l.index).unwrap_or(0),
                 points: r.shard.stats().points,
                 digest: None,
@@ -154,16 +149,7 @@ impl Node {
                                 report: by_group.get(&(group, *n)).cloned(),
                             })
                             .collect();
-                        let leader = replicas
-                            .iter()
-                            .find(|r| r.report.as_ref().is_some_and(|r| r.state == "leader"))
-                            .map(|r| r.node)
-                            .or_else(|| {
-                                replicas
-                                    .iter()
-                                    .filter_map(|r| r.report.as_ref()?.leader)
-                                    .next()
-                            });
+                        let leader = leader_of(&replicas);
                         ShardStatus {
                             shard: s as u32,
                             leader,
@@ -179,5 +165,71 @@ impl Node {
             nodes: health,
             collections,
         })
+    }
+}
+
+/// The leader of a shard as its replicas report it: the replica that says it leads in
+/// the newest term (a restarted former leader says so too until it hears of a newer
+/// term), else the leader the replica in the newest term follows.
+fn leader_of(replicas: &[ReplicaStatus]) -> Option<u64> {
+    let reports = || {
+        replicas
+            .iter()
+            .filter_map(|r| Some((r.node, r.report.as_ref()?)))
+    };
+    let newest = reports().map(|(_, r)| r.term).max()?;
+    reports()
+        .find(|(_, r)| r.state == "leader" && r.term == newest)
+        .map(|(node, _)| node)
+        .or_else(|| {
+            reports()
+                .filter(|(_, r)| r.term == newest)
+                .find_map(|(_, r)| r.leader)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(node: u64, state: &str, term: u64, leader: Option<u64>) -> ReplicaStatus {
+        ReplicaStatus {
+            node,
+            report: Some(ReplicaReport {
+                group: 1,
+                state: state.into(),
+                leader,
+                term,
+                applied: 0,
+                points: 0,
+                digest: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_leader_is_the_one_in_the_newest_term() {
+        // Node 1 restarted after leading term 3; node 2 leads term 4.
+        let r = [
+            rep(1, "leader", 3, Some(1)),
+            rep(2, "leader", 4, Some(2)),
+            rep(3, "follower", 4, Some(2)),
+        ];
+        assert_eq!(leader_of(&r), Some(2));
+        // The leader unreachable: its followers in the newest term name it.
+        let r = [
+            rep(1, "leader", 3, Some(1)),
+            ReplicaStatus {
+                node: 2,
+                report: None,
+            },
+            rep(3, "follower", 4, Some(2)),
+        ];
+        assert_eq!(leader_of(&r), Some(2));
+        // An election under way: nobody leads.
+        let r = [rep(1, "candidate", 5, None), rep(2, "follower", 5, None)];
+        assert_eq!(leader_of(&r), None);
+        let none: [ReplicaStatus; 0] = [];
+        assert_eq!(leader_of(&none), None);
     }
 }

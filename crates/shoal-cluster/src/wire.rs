@@ -69,6 +69,8 @@ pub struct ReplicaReport {
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
     pub state: String,
     pub leader: Option<u64>,
+    /// The Raft term the replica is in.
+    pub term: u64,
     pub applied: u64,
     pub points: u64,
     pub digest: Option<u64>,

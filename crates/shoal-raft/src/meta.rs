@@ -91,6 +91,18 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// The nodes holding the replicas of shard group `group`, preferred leader first.
+    pub fn replicas_of(&self, group: u64) -> Option<&[u64]> {
+        let (id, shard) = (group >> SHARD_BITS, group & ((1 << SHARD_BITS) - 1));
+        let cm = self.collections.values().find(|c| c.id == id)?;
+        cm.replicas.get(shard as usize).map(Vec::as_slice)
+    }
+
+    /// The node that should lead shard group `group`: the first of its placement.
+    pub fn preferred_leader(&self, group: u64) -> Option<u64> {
+        self.replicas_of(group)?.first().copied()
+    }
+
     fn apply(&mut self, cmd: MetaCommand) -> Option<Error> {
         match cmd {
             MetaCommand::CreateCollection(config) => {
@@ -338,6 +350,24 @@ mod tests {
             hnsw: Default::default(),
         };
         assert_eq!(s.apply(MetaCommand::CreateCollection(config.clone())), None);
+        let id = s.collections["c"].id;
+        for shard in 0..2 {
+            let group = group_of(id, shard);
+            assert_eq!(
+                s.replicas_of(group),
+                Some(s.collections["c"].replicas[shard as usize].as_slice())
+            );
+            assert_eq!(
+                s.preferred_leader(group),
+                Some(s.collections["c"].replicas[shard as usize][0])
+            );
+        }
+        assert_eq!(s.preferred_leader(group_of(id, 2)), None, "no shard 2");
+        assert_eq!(
+            s.preferred_leader(group_of(id + 1, 0)),
+            None,
+            "no such collection"
+        );
         assert!(matches!(
             s.apply(MetaCommand::CreateCollection(config.clone())),
             Some(Error::AlreadyExists(_))

@@ -658,6 +658,7 @@ fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
                         "node": r.node,
                         "state": r.state,
                         "applied_index": r.applied_index,
+                        "term": r.term,
                         "points": r.points,
                         "digest": r.digest,
                     })).collect::<Vec<_>>(),
@@ -768,6 +769,7 @@ mod tests {
             applied_index: applied,
             points: 10,
             digest: digest.map(String::from),
+            term: 1,
         }
     }
 

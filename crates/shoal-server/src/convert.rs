@@ -332,6 +332,7 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                                     applied_index: rep.applied,
                                     points: rep.points,
                                     digest: rep.digest.map(|d| format!("{d:016x}")),
+                                    term: rep.term,
                                 },
                                 None => pb::ReplicaStatus {
                                     node: r.node,
@@ -339,6 +340,7 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                                     applied_index: 0,
                                     points: 0,
                                     digest: None,
+                                    term: 0,
                                 },
                             })
                             .collect(),

@@ -140,6 +140,12 @@ pub struct ServeArgs {
     pub raft_election_min_ms: u64,
     #[arg(long, env = "SHOAL_RAFT_ELECTION_MAX_MS", default_value_t = RaftTiming::default().election_max_ms)]
     pub raft_election_max_ms: u64,
+    /// Every this many milliseconds, a node hands the shards it leads back to their
+    /// preferred leaders (spread over the nodes at creation) when those are up and
+    /// caught up, so writes load every node again after a failover. 0 disables; never
+    /// more often than twice the election maximum.
+    #[arg(long, env = "SHOAL_LEADER_BALANCE_MS", default_value_t = RaftTiming::default().balance_ms)]
+    pub leader_balance_ms: u64,
     /// Snapshot a group and compact its log every this many entries.
     #[arg(long, env = "SHOAL_RAFT_SNAPSHOT_EVERY", default_value_t = RaftTiming::default().snapshot_every)]
     pub raft_snapshot_every: u64,
@@ -198,6 +204,7 @@ impl ServeArgs {
                 heartbeat_ms: self.raft_heartbeat_ms,
                 election_min_ms: self.raft_election_min_ms,
                 election_max_ms: self.raft_election_max_ms,
+                balance_ms: self.leader_balance_ms,
                 snapshot_every: self.raft_snapshot_every,
                 keep_logs: self.raft_keep_logs,
             },

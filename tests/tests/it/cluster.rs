@@ -463,3 +463,165 @@ async fn searches_through_any_node_equal_a_single_node() {
         assert_eq!(by_ids(&one), by_ids(&expected.responses[3]));
     }
 }
+
+/// Shard → leader, for every shard of the first collection, if all have one.
+fn leaders(s: &pb::ClusterStatus) -> Option<Vec<u64>> {
+    s.collections[0].shards.iter().map(|sh| sh.leader).collect()
+}
+
+/// True when every shard is led by its preferred node (the first of its replicas).
+fn led_by_preferred(s: &pb::ClusterStatus) -> bool {
+    s.collections[0]
+        .shards
+        .iter()
+        .all(|sh| sh.leader.is_some() && sh.leader == sh.replicas.first().map(|r| r.node))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_returns_to_preferred_nodes_after_a_failover() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(&["--leader-balance-ms", "4000"]);
+    create_collection(&cluster.nodes[0], "b", 3, 3).await;
+
+    // Leaders start spread: each node leads one of the three shards.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = status(&cluster.nodes[0], false).await;
+        if led_by_preferred(&s) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "leaders never spread: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut spread = leaders(&s).unwrap();
+    spread.sort();
+    assert_eq!(spread, vec![1, 2, 3], "one shard per node");
+
+    // Kill the leader of shard 0: another node takes the shard over and leads two.
+    let victim = s.collections[0].shards[0].leader.unwrap();
+    let other = cluster.nodes[(victim as usize) % 3].url.clone();
+    cluster.node(victim).kill9();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let taker = loop {
+        let s = status_at(&other).await;
+        if let Some(l) = s.as_ref().and_then(|s| s.collections[0].shards[0].leader)
+            && l != victim
+        {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "shard 0 elected no new leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    cluster.node(victim).restart(binary());
+
+    // A writer through every node while the leadership is handed back: handing over
+    // holds writes for a moment but must fail none.
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut clients = Vec::new();
+            for u in &urls {
+                let ch = Channel::from_shared(u.clone())
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                clients.push(PointsClient::new(ch));
+            }
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let started = Instant::now();
+            let mut next = 0u64;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(150) {
+                let ids: Vec<u64> = (next..next + 10).collect();
+                let c = &mut clients[(next / 10) as usize % 3];
+                next += 10;
+                let req = pb::UpsertRequest {
+                    collection: "b".into(),
+                    points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
+                };
+                match c.upsert(req).await {
+                    Ok(_) => acked.extend(ids),
+                    Err(e) => failed.push(e.message().to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (acked, failed)
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let handed_back = loop {
+        let s = status(&cluster.nodes[0], false).await;
+        if led_by_preferred(&s) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not return to the preferred nodes within 120 s: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.await.unwrap();
+    eprintln!(
+        "leaders after the failover: {:?}; {} points written meanwhile",
+        leaders(&handed_back),
+        acked.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "writes failed during the hand-over: {failed:?}"
+    );
+    let taker_log = cluster.node(taker).log();
+    for line in taker_log
+        .lines()
+        .filter(|l| l.contains("leadership handed"))
+    {
+        eprintln!("node {taker}: {line}");
+    }
+    assert!(
+        taker_log.contains("leadership handed to the preferred node"),
+        "node {taker} handed shard 0 back by a transfer; logs:\n{}",
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n
+                .log()
+                .lines()
+                .filter(|l| l.contains("leader") || l.contains("elect") || l.contains("vote"))
+                .collect::<Vec<_>>()
+                .join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    );
+    assert!(!acked.is_empty(), "the writer made progress");
+    for n in &cluster.nodes {
+        let found = strong_get(n, "b", &acked).await;
+        assert_eq!(
+            found.len(),
+            acked.len(),
+            "every write readable through {}",
+            n.url
+        );
+    }
+    wait_replicas_agree(&cluster.nodes[0]).await;
+}
+
+/// The cluster status through `url`, or `None` if the node does not answer.
+async fn status_at(url: &str) -> Option<pb::ClusterStatus> {
+    let ch = Channel::from_shared(url.to_string())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    Some(
+        ClusterClient::new(ch)
+            .status(pb::ClusterStatusRequest { digests: false })
+            .await
+            .ok()?
+            .into_inner(),
+    )
+}
