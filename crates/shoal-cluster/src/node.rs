@@ -31,6 +31,9 @@ use shoal_shard::{Shard, ShardOptions};
 use shoal_storage::{CollectionRecord, Store};
 use tokio::sync::watch;
 
+/// The data directory's subdirectory for snapshot files.
+const SNAPSHOT_DIR: &str = "snapshots";
+
 /// Raft timing and log compaction, shared by every group of the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftTiming {
@@ -107,6 +110,8 @@ pub(crate) struct Inner {
     pub meta: Raft<TypeConfig>,
     pub state: watch::Receiver<Arc<ClusterState>>,
     pub replicas: RwLock<HashMap<u64, Arc<Replica>>>,
+    /// Where shard groups write their snapshot files.
+    pub snapshot_dir: PathBuf,
     reconciling: tokio::sync::Mutex<()>,
 }
 
@@ -140,6 +145,13 @@ impl Node {
                     dir.display()
                 ))
             })?;
+            // Snapshot files are derived and rebuilt on demand: left-overs of an
+            // earlier run are removed.
+            let snapshots = dir.join(SNAPSHOT_DIR);
+            if snapshots.exists() {
+                std::fs::remove_dir_all(&snapshots)
+                    .map_err(|e| internal(format!("cannot clear {}: {e}", snapshots.display())))?;
+            }
             Ok(Store::open(&dir)?)
         })
         .await?;
@@ -211,6 +223,7 @@ impl Node {
                 meta,
                 state,
                 replicas: RwLock::new(HashMap::new()),
+                snapshot_dir: options.data_dir.join(SNAPSHOT_DIR),
                 reconciling: tokio::sync::Mutex::new(()),
             }),
         };
@@ -365,7 +378,7 @@ impl Node {
             self.inner.raft_config.clone(),
             Network::new(group, self.inner.peers.clone()),
             LogStore::new(self.inner.store.raft_log(group)),
-            ShardStateMachine::new(shard.clone()),
+            ShardStateMachine::new(shard.clone(), self.inner.snapshot_dir.clone()),
         )
         .await
         .map_err(internal)?;

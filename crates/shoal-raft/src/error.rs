@@ -12,6 +12,10 @@ pub enum RaftStoreError {
     Shard(#[from] shoal_shard::ShardError),
     #[error("a blocking task failed: {0}")]
     Task(String),
+    #[error("snapshot file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
 }
 
 impl RaftStoreError {

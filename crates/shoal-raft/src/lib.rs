@@ -12,7 +12,8 @@
 //! - [`ShardStateMachine`]: applies committed entries to a `shoal_shard::Shard` at
 //!   their log index, writing the points and the applied log id and membership in one
 //!   atomic batch without an fsync of its own (the log is the source of truth;
-//!   re-applying after a crash is harmless). Snapshots are the shard's points.
+//!   re-applying after a crash is harmless). Snapshots are the shard's points, in
+//!   files of frames (module `snapshot_file`) that openraft sends in chunks.
 //!
 //! Networking, the multi-raft registry and routing come later (`shoal-cluster`).
 //! This crate must never validate requests (they arrive validated) nor know wire
@@ -22,9 +23,8 @@ mod error;
 mod log_store;
 mod meta;
 pub mod network;
+mod snapshot_file;
 mod state_machine;
-
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::{CollectionConfig, Point, PointId};
@@ -75,6 +75,7 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Command,
         R = ShardReply,
+        SnapshotData = tokio::fs::File,
 );
 
 /// openraft's storage error for our type config.

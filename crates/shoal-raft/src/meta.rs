@@ -18,7 +18,6 @@
 //! shards or starts groups itself.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -220,7 +219,7 @@ impl MetaStateMachine {
                 last_membership: p.applied.membership.clone(),
                 snapshot_id: id,
             },
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(crate::snapshot_file::of_bytes(&data)?),
         })
     }
 }
@@ -280,17 +279,22 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let f = crate::snapshot_file::unnamed(None)
+            .map_err(|e| storage_error::write_state_machine(e.any()))?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let err = |e: RaftStoreError| storage_error::read_snapshot(Some(meta.signature()), e.any());
-        let p: Persisted = decode(&snapshot.into_inner()).map_err(err)?;
+        let bytes = crate::snapshot_file::read_all(*snapshot)
+            .await
+            .map_err(err)?;
+        let p: Persisted = decode(&bytes).map_err(err)?;
         self.save(&p).map_err(err)?;
         *self.lock() = p;
         Ok(())

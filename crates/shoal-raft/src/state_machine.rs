@@ -9,12 +9,14 @@
 //! some applied index and openraft re-applies the log from there; entries at or below
 //! it are skipped.
 //!
-//! **Snapshots** are the shard's points (postcard), consistent with the applied state
-//! they were taken at. The last built or installed snapshot is kept in memory; after a
-//! restart `get_current_snapshot` builds a fresh one on demand (its log id is never
-//! behind anything the log has purged, because purging follows snapshots).
+//! **Snapshots** are the shard's points, consistent with the applied state they were
+//! taken at, written in frames to a file in the node's snapshot directory
+//! (`snapshot_file`); openraft reads that file in chunks to send it. The last built
+//! snapshot's file is kept (and replaced by the next); after a restart or an install
+//! `get_current_snapshot` builds a fresh one on demand (its log id is never behind
+//! anything the log has purged, because purging follows snapshots).
 
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,12 +26,12 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use shoal_core::Point;
 use shoal_shard::{Shard, ShardOp, ShardSnapshot};
 use std::sync::Mutex;
 
 use crate::error::storage_error;
 use crate::log_store::{blocking, decode, encode};
+use crate::snapshot_file::{CHUNK, FrameWriter, read_points, unnamed};
 use crate::{Command, RaftStoreError, ShardCommand, ShardReply, StorageError, TypeConfig};
 
 /// What the state machine has applied, stored atomically with the shard's points.
@@ -39,12 +41,14 @@ pub(crate) struct Applied {
     pub(crate) membership: StoredMembership<u64, BasicNode>,
 }
 
-type Built = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
+/// A built snapshot: its metadata and its file (deleted when dropped).
+type Built = (SnapshotMeta<u64, BasicNode>, Arc<tempfile::TempPath>);
 
 /// The state machine of one shard group. Cheap to clone (clones share the shard).
 #[derive(Clone)]
 pub struct ShardStateMachine {
     shard: Shard,
+    dir: PathBuf,
     current: Arc<Mutex<Option<Built>>>,
     snapshots_built: Arc<AtomicU64>,
 }
@@ -54,10 +58,11 @@ fn sm_err(e: RaftStoreError) -> StorageError {
 }
 
 impl ShardStateMachine {
-    /// The state machine over `shard`.
-    pub fn new(shard: Shard) -> ShardStateMachine {
+    /// The state machine over `shard`, writing snapshot files into `snapshot_dir`.
+    pub fn new(shard: Shard, snapshot_dir: impl Into<PathBuf>) -> ShardStateMachine {
         ShardStateMachine {
             shard,
+            dir: snapshot_dir.into(),
             current: Arc::default(),
             snapshots_built: Arc::default(),
         }
@@ -87,14 +92,26 @@ impl ShardStateMachine {
     }
 
     async fn build(&self) -> Result<Built, RaftStoreError> {
-        let shard = self.shard.clone();
-        let (snap, applied) = blocking(move || {
-            let snap = shard.snapshot()?;
-            let applied = Self::applied(&shard)?;
-            Ok((snap, applied))
+        let (shard, dir) = (self.shard.clone(), self.dir.clone());
+        let (path, applied, points) = blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let file = tempfile::Builder::new()
+                .prefix(&format!("shard-{}-", shard.shard_no()))
+                .suffix(".snap")
+                .tempfile_in(&dir)?;
+            let (file, path) = file.into_parts();
+            let mut out = FrameWriter::new(file);
+            let (_seq, meta, points) =
+                shard.snapshot_chunks::<RaftStoreError>(CHUNK, |c| out.write(c))?;
+            out.finish()?.sync_all()?;
+            let applied = match meta {
+                Some(b) if !b.is_empty() => decode(&b)?,
+                _ => Applied::default(),
+            };
+            Ok((path, applied, points))
         })
         .await?;
-        let data = encode(&snap.points)?;
+        tracing::debug!(shard = self.shard.shard_no(), points, "built snapshot");
         let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied.last_applied {
             Some(l) => format!(
@@ -108,22 +125,26 @@ impl ShardStateMachine {
             last_membership: applied.membership,
             snapshot_id,
         };
-        Ok((meta, data))
+        Ok((meta, Arc::new(path)))
     }
 }
 
-fn snapshot_of((meta, data): Built) -> Snapshot<TypeConfig> {
-    Snapshot {
+/// Opens a built snapshot's file for one reader (each gets its own position).
+async fn snapshot_of((meta, path): Built) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let file = tokio::fs::File::open(&**path)
+        .await
+        .map_err(|e| sm_err(e.into()))?;
+    Ok(Snapshot {
         meta,
-        snapshot: Box::new(Cursor::new(data)),
-    }
+        snapshot: Box::new(file),
+    })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let built = self.build().await.map_err(sm_err)?;
         self.cache(built.clone());
-        Ok(snapshot_of(built))
+        snapshot_of(built).await
     }
 }
 
@@ -186,18 +207,28 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let f =
+            unnamed(Some(&self.dir)).map_err(|e| storage_error::write_state_machine(e.any()))?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
         let err = |e: RaftStoreError| storage_error::read_snapshot(Some(meta.signature()), e.any());
-        let points: Vec<Point> = decode(&data).map_err(err)?;
+        let mut file = snapshot.into_std().await;
+        let (points, bytes) = blocking(move || {
+            use std::io::Seek;
+            file.rewind()?;
+            let bytes = file.metadata()?.len();
+            Ok((read_points(file)?, bytes))
+        })
+        .await
+        .map_err(err)?;
+        let count = points.len();
         let applied = Applied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -217,16 +248,18 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         tracing::info!(
             shard = self.shard.shard_no(),
             last_log_index = meta.last_log_id.map(|l| l.index),
-            bytes = data.len(),
+            points = count,
+            bytes,
             "installed snapshot"
         );
-        self.cache((meta.clone(), data));
+        // The shard now holds exactly the snapshot: the next request builds its own.
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         if let Some(built) = self.cached() {
-            return Ok(Some(snapshot_of(built)));
+            return snapshot_of(built).await.map(Some);
         }
         let built = self.build().await.map_err(sm_err)?;
         if built.0.last_log_id.is_none() {
@@ -234,6 +267,6 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             return Ok(None);
         }
         self.cache(built.clone());
-        Ok(Some(snapshot_of(built)))
+        snapshot_of(built).await.map(Some)
     }
 }

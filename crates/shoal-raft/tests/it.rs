@@ -48,10 +48,11 @@ impl StoreBuilder<TypeConfig, LogStore, ShardStateMachine, tempfile::TempDir> fo
     ) -> Result<(tempfile::TempDir, LogStore, ShardStateMachine), StorageError> {
         let dir = tempfile::tempdir().unwrap();
         let (store, shard) = open(dir.path());
+        let snapshots = dir.path().join("snapshots");
         Ok((
             dir,
             LogStore::new(store.raft_log(7)),
-            ShardStateMachine::new(shard),
+            ShardStateMachine::new(shard, snapshots),
         ))
     }
 }
@@ -93,7 +94,7 @@ async fn applies_point_writes_idempotently_and_ships_them_by_snapshot() {
     ];
     {
         let (_store, shard) = open(a_dir.path());
-        let mut sm = ShardStateMachine::new(shard);
+        let mut sm = ShardStateMachine::new(shard, a_dir.path().join("snapshots"));
         let replies = sm.apply(entries.clone()).await.unwrap();
         assert_eq!(
             replies.iter().map(|r| r.applied).collect::<Vec<_>>(),
@@ -106,7 +107,7 @@ async fn applies_point_writes_idempotently_and_ships_them_by_snapshot() {
     }
     // After a restart openraft may re-apply entries the state machine already has.
     let (_store, shard) = open(a_dir.path());
-    let mut sm = ShardStateMachine::new(shard);
+    let mut sm = ShardStateMachine::new(shard, a_dir.path().join("snapshots"));
     sm.apply(entries).await.unwrap();
     assert_eq!(sm.shard().count(None), 50);
     let got = sm.shard().get(&[PointId::Num(3)], false, true);
@@ -120,7 +121,7 @@ async fn applies_point_writes_idempotently_and_ships_them_by_snapshot() {
     let snap = sm.build_snapshot().await.unwrap();
     assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
     let (_store_b, shard_b) = open(b_dir.path());
-    let mut sm_b = ShardStateMachine::new(shard_b);
+    let mut sm_b = ShardStateMachine::new(shard_b, b_dir.path().join("snapshots"));
     sm_b.install_snapshot(&snap.meta, snap.snapshot)
         .await
         .unwrap();
@@ -182,7 +183,7 @@ mod cluster {
         }
         .validate()
         .unwrap();
-        let sm = ShardStateMachine::new(shard);
+        let sm = ShardStateMachine::new(shard, dir.path().join("snapshots"));
         let raft = Raft::new(
             id,
             std::sync::Arc::new(config),

@@ -503,6 +503,46 @@ impl Shard {
         })
     }
 
+    /// Like [`Shard::snapshot`], but hands the points to `sink` in id order, `chunk` at
+    /// a time, instead of collecting them: a snapshot of any size needs only one chunk
+    /// in memory. Writes wait meanwhile (the points are read under the writer lock so
+    /// that they match the returned sequence number and metadata). Returns those and
+    /// the number of points.
+    pub fn snapshot_chunks<E>(
+        &self,
+        chunk: usize,
+        mut sink: impl FnMut(&[Point]) -> Result<(), E>,
+    ) -> Result<(u64, Option<Vec<u8>>, u64), E>
+    where
+        E: From<ShardError>,
+    {
+        let w = self.inner.writer.lock();
+        let st = self.inner.state.read();
+        let mut buf = Vec::with_capacity(chunk.max(1));
+        let mut count = 0u64;
+        for (id, iid) in st.ids.iter() {
+            let (Some(vector), Some(record)) = (st.index.vector(*iid), st.record(*iid)) else {
+                continue;
+            };
+            buf.push(Point {
+                id: *id,
+                vector,
+                payload: record.payload.clone(),
+            });
+            if buf.len() >= chunk.max(1) {
+                count += buf.len() as u64;
+                sink(&buf)?;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            count += buf.len() as u64;
+            sink(&buf)?;
+        }
+        let meta = self.inner.store.meta().map_err(ShardError::from)?;
+        Ok((w.applied_seq, meta, count))
+    }
+
     /// Replaces the shard's whole contents with a snapshot (a follower catching up):
     /// storage atomically, then the index is rebuilt. Durable after [`Shard::sync`].
     pub fn install(&self, snapshot: ShardSnapshot) -> Result<Ticket, ShardError> {
