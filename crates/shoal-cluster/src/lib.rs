@@ -11,6 +11,8 @@
 //!   to each shard's leader, forwarding to the node that leads it and retrying while
 //!   a leader is elected; a read goes to one replica of every shard, chosen by the
 //!   request's [`Consistency`], and the results are merged;
+//! - **coalescing** (module `coalesce`): concurrent single searches of one collection
+//!   are answered as batches ([`SearchCoalescer`]), a lone search at once;
 //! - **status**: every replica's role, applied index and content digest, gathered
 //!   from every node.
 //!
@@ -23,6 +25,7 @@
 //! validated by `shoal_core::validate` before it is proposed.
 
 mod api;
+mod coalesce;
 mod node;
 mod route;
 mod service;
@@ -32,13 +35,14 @@ mod wire;
 use serde::{Deserialize, Serialize};
 
 pub use api::{CollectionInfo, ReadOptions, WriteOutcome, WriteToken};
+pub use coalesce::{CoalesceOptions, CoalesceStats, SearchCoalescer};
 pub use node::{Node, NodeOptions, RaftTiming};
 pub use service::ClusterInternalService;
 pub use status::{ClusterStatus, CollectionStatus, NodeHealth, ReplicaStatus, ShardStatus};
 pub use wire::ReplicaReport;
 
 /// How fresh a read must be. See `proto/shoal/v1/shoal.proto` for the guarantees.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Consistency {
     /// The nearest replica (this node's own if it has one), as it is.
     #[default]
