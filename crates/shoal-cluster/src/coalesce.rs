@@ -242,8 +242,9 @@ where
                 let now = Instant::now();
                 let mut next = now + IDLE_TICK;
                 for (key, g) in st.groups.iter_mut() {
-                    if let Some(since) = g.oldest {
-                        let at = since + window;
+                    // A window too long to add is never due (the flag is capped
+                    // far below that; this only keeps the clock from panicking).
+                    if let Some(at) = g.oldest.and_then(|since| since.checked_add(window)) {
                         if at <= now {
                             due.push((key.clone(), g.take_batch()));
                         } else {
@@ -363,7 +364,8 @@ where
                     if g.queue.len() == 1 {
                         let now = Instant::now();
                         g.oldest = Some(now);
-                        if clock_wake.is_some_and(|w| now + shared.options.window < w) {
+                        let due = now.checked_add(shared.options.window);
+                        if clock_wake.is_some_and(|w| due.is_some_and(|d| d < w)) {
                             shared.clock.notify_one();
                         }
                     }

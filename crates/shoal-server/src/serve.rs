@@ -114,8 +114,9 @@ pub struct ServeArgs {
     /// Coalescing of concurrent single searches: a search that arrives while a batch
     /// of searches of the same collection is running waits at most this long (in
     /// microseconds) to be sent with the others as one batch; a search arriving when
-    /// none is running runs at once. 0 turns coalescing off.
-    #[arg(long, env = "SHOAL_SEARCH_COALESCE_US", default_value_t = CoalesceOptions::default().window.as_micros() as u64)]
+    /// none is running runs at once. 0 turns coalescing off; at most 1000000 (1 s).
+    #[arg(long, env = "SHOAL_SEARCH_COALESCE_US", default_value_t = CoalesceOptions::default().window.as_micros() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub search_coalesce_us: u64,
     /// Most searches in one coalesced batch (capped by --max-search-batch).
     #[arg(long, env = "SHOAL_SEARCH_COALESCE_MAX", default_value_t = CoalesceOptions::default().max_batch)]
