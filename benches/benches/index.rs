@@ -281,6 +281,26 @@ fn bench_filter(group: &mut criterion::BenchmarkGroup<'_, WallTime>, backend: Ba
     );
 }
 
+/// Times `iters` runs of `run` for criterion and adds the process CPU time they used
+/// to `cpu` and their wall time to `wall`.
+fn timed_with_cpu(iters: u64, cpu: &mut f64, wall: &mut f64, mut run: impl FnMut()) -> Duration {
+    let c0 = shoal_benches::process_cpu_seconds();
+    let start = Instant::now();
+    for _ in 0..iters {
+        run();
+    }
+    let elapsed = start.elapsed();
+    if let (Some(c0), Some(c1)) = (c0, shoal_benches::process_cpu_seconds()) {
+        *cpu += c1 - c0;
+        *wall += elapsed.as_secs_f64();
+    }
+    elapsed
+}
+
+/// The same 100 queries one after the other on this thread, and spread over a
+/// 2-thread pool. Each also reports how many cores it got on average (process CPU
+/// time over wall time): on a machine busy with other work, the pool gets less than
+/// two, and its speed-up is capped by that rather than by the code.
 fn bench_batch_search(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_search");
     group.warm_up_time(Duration::from_secs(1));
@@ -293,30 +313,48 @@ fn bench_batch_search(c: &mut Criterion) {
     if !have_siftsmall() {
         return;
     }
+    let report = |name: &str, cpu: f64, wall: f64| {
+        if wall > 0.0 {
+            eprintln!(
+                "[batch_search {name}] cores used while timed: {:.2}",
+                cpu / wall
+            );
+        }
+    };
     for backend in BACKENDS {
         let tag = backend_tag(backend);
+        let (mut cpu, mut wall) = (0.0, 0.0);
         group.bench_function(
             BenchmarkId::new(format!("siftsmall-ef64/{tag}"), "sequential"),
             |b| {
                 let s = siftsmall(backend);
-                b.iter(|| search_all(s.index.as_ref(), &s.data.queries, 64))
-            },
-        );
-        group.bench_function(
-            BenchmarkId::new(format!("siftsmall-ef64/{tag}"), "par_iter-2-threads"),
-            |b| {
-                let s = siftsmall(backend);
-                b.iter(|| {
-                    pool.install(|| {
-                        s.data
-                            .queries
-                            .par_iter()
-                            .map(|q| s.index.search(black_box(q), K, 64, None))
-                            .collect::<Vec<_>>()
+                b.iter_custom(|iters| {
+                    timed_with_cpu(iters, &mut cpu, &mut wall, || {
+                        black_box(search_all(s.index.as_ref(), &s.data.queries, 64));
                     })
                 })
             },
         );
+        report(&format!("{tag} sequential"), cpu, wall);
+        let (mut cpu, mut wall) = (0.0, 0.0);
+        group.bench_function(
+            BenchmarkId::new(format!("siftsmall-ef64/{tag}"), "par_iter-2-threads"),
+            |b| {
+                let s = siftsmall(backend);
+                b.iter_custom(|iters| {
+                    timed_with_cpu(iters, &mut cpu, &mut wall, || {
+                        black_box(pool.install(|| {
+                            s.data
+                                .queries
+                                .par_iter()
+                                .map(|q| s.index.search(black_box(q), K, 64, None))
+                                .collect::<Vec<_>>()
+                        }));
+                    })
+                })
+            },
+        );
+        report(&format!("{tag} par_iter-2-threads"), cpu, wall);
     }
     group.finish();
 }

@@ -137,3 +137,16 @@ pub fn recall(index: &dyn VectorIndex, data: &Dataset, k: usize, ef: usize) -> f
         .collect();
     recall_at_k(&found, &data.truth, k)
 }
+
+/// CPU time (user + system) this process has used so far, in seconds, from
+/// `/proc/self/stat` (10 ms resolution); `None` where that is not available. Batch
+/// benchmarks divide it by wall time to show how many cores they actually got.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at "state".
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name;
+    // the kernel counts them in USER_HZ, 100 on every Linux platform.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}

@@ -17,6 +17,7 @@ use shoal_raft::{
 use shoal_shard::ShardStats;
 
 use crate::Consistency;
+use crate::coalesce::PreparedSearch;
 use crate::node::Node;
 use crate::wire::{ReadCall, ReadOp, ReadResult};
 
@@ -30,7 +31,7 @@ pub struct CollectionInfo {
 }
 
 /// Per shard of one collection, the log index a write was applied at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct WriteToken {
     pub collection_id: u64,
     pub shards: BTreeMap<u32, u64>,
@@ -44,7 +45,7 @@ pub struct WriteOutcome {
 }
 
 /// How a read picks its replicas.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ReadOptions {
     pub consistency: Consistency,
     /// For SESSION: the writes to see.
@@ -398,6 +399,48 @@ impl Node {
         let req = validate::search(&cm.config, "", req, &self.inner.limits)?;
         let mut out = self.run_searches(&cm, vec![req], &read).await?;
         Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Validates one search the way [`Node::search`] does, for the coalescer: the
+    /// collection it names and the validated request.
+    pub(crate) async fn prepare_search(
+        &self,
+        name: &str,
+        req: SearchRequest,
+        read: &ReadOptions,
+    ) -> Result<PreparedSearch> {
+        let cm = self.collection_meta(name).await?;
+        let req = validate::search(&cm.config, "", req, &self.inner.limits)?;
+        Self::check_token(&cm, read)?;
+        Ok((Arc::new(cm), req))
+    }
+
+    /// Answers searches prepared by [`Node::prepare_search`] against one collection
+    /// as one batch: one result per search, in order. A failure of the read (a shard
+    /// without an available replica) is every search's.
+    pub(crate) async fn run_prepared(
+        &self,
+        read: &ReadOptions,
+        batch: Vec<PreparedSearch>,
+    ) -> Vec<Result<Vec<ScoredPoint>>> {
+        let n = batch.len();
+        // Every search of a batch names the same collection id; the newest metadata
+        // read for it serves them all.
+        let Some(cm) = batch.last().map(|(cm, _)| cm.clone()) else {
+            return Vec::new();
+        };
+        let reqs = batch.into_iter().map(|(_, r)| r).collect();
+        match self.run_searches(&cm, reqs, read).await {
+            Ok(results) if results.len() == n => results.into_iter().map(Ok).collect(),
+            Ok(results) => vec![
+                Err(Error::Internal(format!(
+                    "a batch of {n} searches returned {} results",
+                    results.len()
+                )));
+                n
+            ],
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     /// Many searches, each shard answering all of them in one parallel job.

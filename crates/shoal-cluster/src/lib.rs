@@ -14,6 +14,8 @@
 //! - **leader balancing** (module `balance`): a node hands the groups it leads back
 //!   to their preferred nodes once those are up and caught up, so writes load every
 //!   node again after a failover;
+//! - **coalescing** (module `coalesce`): concurrent single searches of one collection
+//!   are answered as batches ([`SearchCoalescer`]), a lone search at once;
 //! - **status**: every replica's role, applied index and content digest, gathered
 //!   from every node.
 //!
@@ -27,6 +29,7 @@
 
 mod api;
 mod balance;
+mod coalesce;
 mod node;
 mod route;
 mod service;
@@ -36,13 +39,14 @@ mod wire;
 use serde::{Deserialize, Serialize};
 
 pub use api::{CollectionInfo, ReadOptions, WriteOutcome, WriteToken};
+pub use coalesce::{CoalesceOptions, CoalesceStats, SearchCoalescer};
 pub use node::{Node, NodeOptions, RaftTiming};
 pub use service::ClusterInternalService;
 pub use status::{ClusterStatus, CollectionStatus, NodeHealth, ReplicaStatus, ShardStatus};
 pub use wire::ReplicaReport;
 
 /// How fresh a read must be. See `proto/shoal/v1/shoal.proto` for the guarantees.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Consistency {
     /// The nearest replica (this node's own if it has one), as it is.
     #[default]

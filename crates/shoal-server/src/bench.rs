@@ -2,7 +2,9 @@
 //! ingests a data set (an fvecs file, or a seeded synthetic one), then runs searches
 //! for each `ef` at each concurrency level — every level bounded in time and in count —
 //! and reports ingest points/s, QPS, latency percentiles and recall@k against exact
-//! ground truth (read from a file, or computed by brute force).
+//! ground truth (read from a file, or computed by brute force). Queries go one per
+//! `Search` request, or `--batch-size` per `SearchBatch` request; `--plot` draws the
+//! QPS/recall chart (module `plot`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,9 +93,17 @@ pub struct BenchArgs {
     /// Upserts in flight while ingesting.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// Queries per request: 1 sends `Search` requests; more sends `SearchBatch`
+    /// requests of this many queries (QPS counts queries, latencies are per request).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
     /// Write results here: `.json`, or `.csv` for one row per level.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Draw QPS (log scale) against recall@k, one series per concurrency level and one
+    /// point per `ef`, into this PNG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Keep the collection afterwards (deleted by default).
     #[arg(long)]
     pub keep: bool,
@@ -104,6 +114,8 @@ pub struct BenchArgs {
 pub struct Level {
     pub ef: u32,
     pub concurrency: usize,
+    /// Queries per request.
+    pub batch_size: u32,
     pub queries: usize,
     pub qps: f64,
     pub p50_ms: f64,
@@ -138,7 +150,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Runs one level: `concurrency` clients cycle through the queries until the time is up
-/// (and every query ran once), or `max` searches were made.
+/// (and every query ran once), or `max` searches were made; each request carries
+/// `--batch-size` queries.
 async fn level(
     points: &PointsClient<Channel>,
     a: &BenchArgs,
@@ -149,6 +162,7 @@ async fn level(
 ) -> anyhow::Result<Level> {
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
+    let batch = a.batch_size.max(1) as usize;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
@@ -156,38 +170,61 @@ async fn level(
         let (collection, top_k, max) = (a.collection.clone(), a.top_k, a.max_queries);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut answered = 0usize;
             let mut first: Vec<(usize, Vec<u32>)> = Vec::new();
+            let search = |q: usize| pb::SearchRequest {
+                collection: collection.clone(),
+                vector: queries[q].clone(),
+                top_k,
+                ef: Some(ef),
+                ..Default::default()
+            };
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.fetch_add(batch, Ordering::Relaxed);
                 if i >= max || (i >= queries.len() && Instant::now() >= deadline) {
                     break;
                 }
-                let q = i % queries.len();
+                let n = batch.min(max - i);
                 let t = Instant::now();
-                let resp = client
-                    .search(pb::SearchRequest {
-                        collection: collection.clone(),
-                        vector: queries[q].clone(),
-                        top_k,
-                        ef: Some(ef),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(status_err)?
-                    .into_inner();
+                let responses = if batch == 1 {
+                    let q = i % queries.len();
+                    vec![
+                        client
+                            .search(search(q))
+                            .await
+                            .map_err(status_err)?
+                            .into_inner(),
+                    ]
+                } else {
+                    client
+                        .search_batch(pb::SearchBatchRequest {
+                            collection: collection.clone(),
+                            searches: (i..i + n).map(|j| search(j % queries.len())).collect(),
+                            read: None,
+                        })
+                        .await
+                        .map_err(status_err)?
+                        .into_inner()
+                        .responses
+                };
                 latencies.push(t.elapsed());
-                if i < queries.len() {
-                    first.push((q, numeric_ids(&resp)));
+                answered += responses.len();
+                for (j, resp) in (i..).zip(&responses) {
+                    if j < queries.len() {
+                        first.push((j, numeric_ids(resp)));
+                    }
                 }
             }
-            anyhow::Ok((latencies, first))
+            anyhow::Ok((latencies, answered, first))
         }));
     }
     let mut latencies = Vec::new();
+    let mut total = 0;
     let mut answered: Vec<(usize, Vec<u32>)> = Vec::new();
     for t in tasks {
-        let (l, f) = t.await??;
+        let (l, n, f) = t.await??;
         latencies.extend(l);
+        total += n;
         answered.extend(f);
     }
     // Recall over the queries that ran (all of them, unless --max-queries cut the level
@@ -201,13 +238,44 @@ async fn level(
     Ok(Level {
         ef,
         concurrency,
-        queries: latencies.len(),
-        qps: latencies.len() as f64 / secs,
+        batch_size: batch as u32,
+        queries: total,
+        qps: total as f64 / secs,
         p50_ms: percentile(&latencies, 0.50),
         p95_ms: percentile(&latencies, 0.95),
         p99_ms: percentile(&latencies, 0.99),
         recall: shoal_datasets::recall_at_k(&found, &expected, a.top_k as usize),
     })
+}
+
+/// The `--plot` chart of a run: one series per concurrency level, in the order given.
+fn plot(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
+    let mut series: Vec<crate::plot::Series> = Vec::new();
+    for l in &r.levels {
+        let batch = if l.batch_size > 1 {
+            format!(" x {}", l.batch_size)
+        } else {
+            String::new()
+        };
+        let label = format!(
+            "{} client{}{batch}",
+            l.concurrency,
+            if l.concurrency == 1 { "" } else { "s" }
+        );
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((l.recall, l.qps)),
+            None => series.push(crate::plot::Series {
+                label,
+                points: vec![(l.recall, l.qps)],
+            }),
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let name = r.dataset.rsplit('/').next().unwrap_or(&r.dataset);
+    let title = format!("{name}, {} shard(s): QPS vs recall@{}", r.shards, r.top_k);
+    crate::plot::write_png(path, &title, &format!("recall@{}", r.top_k), &series)
 }
 
 /// `shoal bench`.
@@ -307,6 +375,12 @@ pub async fn run(
         );
         let queries = Arc::new(queries);
         let mut levels = Vec::new();
+        if a.batch_size > 1 {
+            eprintln!(
+                "sending queries in SearchBatch requests of {} (latencies are per request)",
+                a.batch_size
+            );
+        }
         println!(
             "{:>6} {:>6} {:>9} {:>10} {:>9} {:>9} {:>9} {:>8}",
             "ef", "conc", "queries", "QPS", "p50 ms", "p95 ms", "p99 ms", "recall"
@@ -349,17 +423,21 @@ pub async fn run(
         write_report(out, &report)?;
         eprintln!("wrote {}", out.display());
     }
+    if let Some(path) = &a.plot {
+        plot(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(report)
 }
 
 fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
     let text = if path.extension().is_some_and(|e| e == "csv") {
         let mut s = String::from(
-            "dataset,n,dim,metric,shards,replication_factor,m,ef_construction,top_k,ingest_points_per_second,ef,concurrency,queries,qps,p50_ms,p95_ms,p99_ms,recall\n",
+            "dataset,n,dim,metric,shards,replication_factor,m,ef_construction,top_k,ingest_points_per_second,ef,concurrency,batch_size,queries,qps,p50_ms,p95_ms,p99_ms,recall\n",
         );
         for l in &r.levels {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{:.4},{:.4},{:.4},{:.4}\n",
+                "{},{},{},{},{},{},{},{},{},{:.1},{},{},{},{},{:.1},{:.4},{:.4},{:.4},{:.4}\n",
                 r.dataset,
                 r.n,
                 r.dim,
@@ -372,6 +450,7 @@ fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
                 r.ingest_points_per_second,
                 l.ef,
                 l.concurrency,
+                l.batch_size,
                 l.queries,
                 l.qps,
                 l.p50_ms,

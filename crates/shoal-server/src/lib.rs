@@ -15,6 +15,7 @@ pub mod client;
 pub mod convert;
 pub mod early_status;
 pub mod filter_json;
+pub mod plot;
 pub mod serve;
 pub mod service;
 pub mod status;

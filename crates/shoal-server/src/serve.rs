@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_cluster::{ClusterInternalService, Node, NodeOptions, RaftTiming};
+use shoal_cluster::{ClusterInternalService, CoalesceOptions, Node, NodeOptions, RaftTiming};
 use shoal_core::Limits;
 use shoal_proto::internal::v1::{
     cluster_internal_server::ClusterInternalServer, raft_transport_server::RaftTransportServer,
@@ -111,6 +111,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SHOAL_EXACT_THRESHOLD", default_value_t = ShardOptions::default().exact_threshold)]
     pub exact_threshold: usize,
 
+    /// Coalescing of concurrent single searches: a search that arrives while a batch
+    /// of searches of the same collection is running waits at most this long (in
+    /// microseconds) to be sent with the others as one batch; a search arriving when
+    /// none is running runs at once. 0 turns coalescing off; at most 1000000 (1 s).
+    #[arg(long, env = "SHOAL_SEARCH_COALESCE_US", default_value_t = CoalesceOptions::default().window.as_micros() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub search_coalesce_us: u64,
+    /// Most searches in one coalesced batch (capped by --max-search-batch).
+    #[arg(long, env = "SHOAL_SEARCH_COALESCE_MAX", default_value_t = CoalesceOptions::default().max_batch)]
+    pub search_coalesce_max: usize,
+
     /// Vector index implementation of new and reopened shards.
     #[arg(long, env = "SHOAL_INDEX", value_enum, default_value_t = IndexBackend::Native)]
     pub index: IndexBackend,
@@ -159,6 +170,13 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    fn coalesce(&self) -> CoalesceOptions {
+        CoalesceOptions {
+            window: Duration::from_micros(self.search_coalesce_us),
+            max_batch: self.search_coalesce_max,
+        }
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_dim: self.max_dim,
@@ -265,7 +283,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let collections = CollectionsServer::new(CollectionsService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let points = PointsServer::new(PointsService::new(node.clone()))
+    let points = PointsServer::new(PointsService::new(node.clone(), args.coalesce()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let cluster = ClusterServer::new(ClusterService::new(node.clone()));

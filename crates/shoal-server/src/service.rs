@@ -1,8 +1,9 @@
 //! gRPC services `shoal.v1.Collections`, `shoal.v1.Points` and `shoal.v1.Cluster`
 //! over a cluster node. Requests are converted (and their wire shape validated) in
-//! `convert`; the node validates their content and routes them.
+//! `convert`; the node validates their content and routes them. Concurrent single
+//! searches are coalesced into batches (`shoal_cluster::SearchCoalescer`).
 
-use shoal_cluster::Node;
+use shoal_cluster::{CoalesceOptions, Node, SearchCoalescer};
 use shoal_core::Result;
 use shoal_proto::v1::{
     self as pb, cluster_server::Cluster, collections_server::Collections, points_server::Points,
@@ -72,14 +73,20 @@ impl Collections for CollectionsService {
     }
 }
 
-/// `shoal.v1.Points`.
+/// `shoal.v1.Points`. Single searches go through the node's [`SearchCoalescer`].
 pub struct PointsService {
     node: Node,
+    searches: SearchCoalescer,
 }
 
 impl PointsService {
-    pub fn new(node: Node) -> Self {
-        PointsService { node }
+    /// Must be called inside the tokio runtime that serves it (the coalescer runs its
+    /// batches there).
+    pub fn new(node: Node, coalesce: CoalesceOptions) -> Self {
+        PointsService {
+            searches: SearchCoalescer::new(node.clone(), coalesce),
+            node,
+        }
     }
 }
 
@@ -139,7 +146,7 @@ impl Points for PointsService {
         let read = convert::read_options("read", r.read.take()).map_err(to_status)?;
         let search = convert::search("", r).map_err(to_status)?;
         let hits = self
-            .node
+            .searches
             .search(&collection, search, read)
             .await
             .map_err(to_status)?;

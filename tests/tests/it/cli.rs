@@ -142,6 +142,56 @@ async fn cli_commands_and_bench() {
         assert!(l["recall"].as_f64().unwrap() >= 0.95, "{l}");
         assert!(l["qps"].as_f64().unwrap() > 0.0);
     }
+
+    // SearchBatch requests, and the chart.
+    let (chart, csv) = (tmp.path().join("chart.png"), tmp.path().join("bench.csv"));
+    let (ok, out, err) = shoal(
+        url,
+        &[
+            "bench",
+            "--n",
+            "2000",
+            "--dim",
+            "16",
+            "--n-queries",
+            "40",
+            "--ef",
+            "16,32",
+            "--concurrency",
+            "1,2",
+            "--seconds",
+            "0.2",
+            "--batch-size",
+            "7",
+            "--plot",
+            chart.to_str().unwrap(),
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for r in &rows {
+        assert_eq!(r[col("batch_size")], "7", "{csv}");
+        assert!(r[col("queries")].parse::<u64>().unwrap() >= 40, "{csv}");
+        assert!(r[col("recall")].parse::<f64>().unwrap() >= 0.95, "{csv}");
+    }
+    // A PNG: signature, a 960 × 640 header first, an end chunk last.
+    let png = std::fs::read(&chart).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
+    assert_eq!((be(&png[16..20]), be(&png[20..24])), (960, 640));
+    assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
+
     let (_, out, _) = shoal(url, &["collection", "list"]);
     assert!(
         !out.contains("shoal-bench"),
