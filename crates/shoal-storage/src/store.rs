@@ -12,6 +12,17 @@ use crate::sync::GroupSync;
 
 const META: &str = "meta";
 const RAFT: &str = "raft";
+
+/// Memtable size per keyspace. fjall's default (64 MiB) let the shard keyspaces and
+/// the Raft log each hold up to that much of the recent writes in memory on top of
+/// the index; 16 MiB keeps a node's resident memory close to its index while still
+/// flushing in large runs.
+const MEMTABLE_BYTES: u64 = 16 << 20;
+
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
 /// Subdirectory of the data directory holding the fjall database.
 const DB_DIR: &str = "db";
 /// Subdirectory of the data directory holding shards' derived files (index
@@ -161,8 +172,8 @@ impl Store {
     /// collection refers to (left behind by a crash during a collection delete).
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
         let db = Database::builder(dir.join(DB_DIR)).open()?;
-        let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
-        let raft = db.keyspace(RAFT, KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace(META, keyspace_options)?;
+        let raft = db.keyspace(RAFT, keyspace_options)?;
         let sync = Arc::new(GroupSync::default());
         let flusher = Flusher::start(db.clone(), sync.clone())?;
         let store = Store {
@@ -190,10 +201,7 @@ impl Store {
             let name: &str = &name;
             if name != META && name != RAFT && !live.contains(name) {
                 tracing::warn!(keyspace = name, "removing orphaned shard data");
-                let ks = self
-                    .inner
-                    .db
-                    .keyspace(name, KeyspaceCreateOptions::default)?;
+                let ks = self.inner.db.keyspace(name, keyspace_options)?;
                 self.inner.db.delete_keyspace(ks)?;
             }
         }
@@ -231,10 +239,9 @@ impl Store {
             None => 1,
         };
         for shard in 0..config.shard_count {
-            self.inner.db.keyspace(
-                &shard_keyspace_name(id, shard),
-                KeyspaceCreateOptions::default,
-            )?;
+            self.inner
+                .db
+                .keyspace(&shard_keyspace_name(id, shard), keyspace_options)?;
         }
         let record = CollectionRecord { id, config };
         let mut batch = self.inner.db.batch();
@@ -265,10 +272,9 @@ impl Store {
             return Err(StorageError::CollectionExists(record.config.name.clone()));
         }
         for shard in 0..record.config.shard_count {
-            self.inner.db.keyspace(
-                &shard_keyspace_name(record.id, shard),
-                KeyspaceCreateOptions::default,
-            )?;
+            self.inner
+                .db
+                .keyspace(&shard_keyspace_name(record.id, shard), keyspace_options)?;
         }
         self.inner.meta.insert(
             key,
@@ -310,10 +316,10 @@ impl Store {
         // The catalogue no longer names them: a crash from here on leaves orphans that
         // the next `open` removes.
         for shard in 0..record.config.shard_count {
-            let ks = self.inner.db.keyspace(
-                &shard_keyspace_name(record.id, shard),
-                KeyspaceCreateOptions::default,
-            )?;
+            let ks = self
+                .inner
+                .db
+                .keyspace(&shard_keyspace_name(record.id, shard), keyspace_options)?;
             self.inner.db.delete_keyspace(ks)?;
             let derived = self
                 .inner
@@ -327,10 +333,10 @@ impl Store {
 
     /// The store of one shard of a collection.
     pub fn shard(&self, record: &CollectionRecord, shard: u32) -> Result<ShardStore, StorageError> {
-        let ks = self.inner.db.keyspace(
-            &shard_keyspace_name(record.id, shard),
-            KeyspaceCreateOptions::default,
-        )?;
+        let ks = self
+            .inner
+            .db
+            .keyspace(&shard_keyspace_name(record.id, shard), keyspace_options)?;
         Ok(ShardStore {
             inner: self.inner.clone(),
             derived_dir: self
