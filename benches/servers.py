@@ -84,6 +84,11 @@ ap.add_argument("--seconds", type=float, default=3.0, help="no new pass after th
 ap.add_argument("--level-seconds", type=float, default=20.0,
                 help="hard cap of a level: even its first pass stops here (recall is then over the queries answered)")
 ap.add_argument("--shards", type=int, default=1, help="Shoal shards (one node)")
+ap.add_argument("--shoal-before", metavar="PATH",
+                help="a second shoal binary (e.g. built from an earlier commit), run as system 'shoal-before' "
+                     "(name it in --systems) for a before/after comparison in the same run")
+ap.add_argument("--results-name", metavar="NAME",
+                help="write benches/results/NAME-<dataset>.{json,md,png} instead of servers-<dataset>.*")
 ap.add_argument("--no-filters", action="store_true")
 ap.add_argument("--no-batch", action="store_true", help="skip Shoal's SearchBatch rows")
 args = ap.parse_args()
@@ -307,13 +312,16 @@ def shoal_stubs():
 class Shoal:
     name = "shoal"
 
-    def __init__(self):
-        import grpc
-        self.pb, pbg = shoal_stubs()
+    def binary(self):
         log("shoal: cargo build --release -p shoal-server")
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "shoal-server"], cwd=ROOT)
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        binary = os.path.join(target, "release", "shoal")
+        return os.path.join(target, "release", "shoal")
+
+    def __init__(self):
+        import grpc
+        self.pb, pbg = shoal_stubs()
+        binary = self.binary()
         self.dir = tempfile.mkdtemp(prefix="shoal-bench-")
         CLEANUPS.append(lambda: shutil.rmtree(self.dir, ignore_errors=True))
         self.out = open(os.path.join(self.dir, "stdout"), "w+")
@@ -407,6 +415,16 @@ rm -rf "$src"
 
 def as_postgres(cmd, **kw):
     return subprocess.run(["runuser", "-u", "postgres", "--"] + cmd, check=True, **kw)
+
+
+class ShoalBefore(Shoal):
+    """The binary given by --shoal-before, not built here."""
+    name = "shoal-before"
+
+    def binary(self):
+        if not args.shoal_before:
+            raise SystemExit("system shoal-before needs --shoal-before PATH")
+        return os.path.abspath(args.shoal_before)
 
 
 class Pgvector:
@@ -809,7 +827,7 @@ def chart(ds, result, path):
     rows_n = -(-len(fields) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(6.5 * cols, 4.5 * rows_n), squeeze=False)
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    colours = {"shoal": "tab:blue", "shoal (SearchBatch)": "tab:cyan", "pgvector": "tab:orange", "chroma": "tab:green"}
+    colours = {"shoal": "tab:blue", "shoal-before": "tab:gray", "shoal (SearchBatch)": "tab:cyan", "pgvector": "tab:orange", "chroma": "tab:green"}
     for ax, field in zip(axes.flat, fields):
         for s in systems:
             pts = sorted([(r["ef"], r["recall"], r["qps"]) for r in rows if r["system"] == s and r["filter"] == field])
@@ -835,7 +853,7 @@ def chart(ds, result, path):
 
 
 def main():
-    classes = {"shoal": Shoal, "pgvector": Pgvector, "chroma": Chroma}
+    classes = {"shoal": Shoal, "shoal-before": ShoalBefore, "pgvector": Pgvector, "chroma": Chroma}
     os.makedirs(RESULTS, exist_ok=True)
     for name in args.datasets.split(","):
         ds = load_dataset(name)
@@ -843,7 +861,7 @@ def main():
                   "passes": args.passes, "seconds": args.seconds, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "load_before": os.getloadavg(), "command": " ".join(sys.argv), "config": {}, "ingest": [],
                   "memory": [], "rows": []}
-        base = os.path.join(RESULTS, f"servers-{name}")
+        base = os.path.join(RESULTS, f"{args.results_name or 'servers'}-{name}")
         for s in args.systems.split(","):
             run_system(classes[s], ds, result)
             with open(base + ".partial.json", "w") as f:  # kept if a later system fails

@@ -8,6 +8,10 @@
 //!   any element;
 //! - `IsNull` holds when the key exists with value `null`; `IsEmpty` holds when the key
 //!   is missing, `null`, or an empty list.
+//!
+//! [`for_each_keyed_value`] lists every value a key can reach, under that key, with the
+//! same path rules as evaluation: the shard's payload index is built from it, so that
+//! answering a filter from the index and evaluating it point by point agree.
 
 use std::collections::HashSet;
 
@@ -87,6 +91,37 @@ fn lookup<'a>(payload: &'a Payload, key: &str) -> Option<&'a Value> {
         }
     }
     Some(cur)
+}
+
+/// Calls `f(key, value)` for every value that a condition's `key` reads in `payload`
+/// (see [`Condition::matches`]): each field under its name, and each field of a nested
+/// object under `"outer.inner"`, objects included. A field whose name contains `.` can
+/// never be reached by a key (the key would be split there), so it is skipped with
+/// everything under it. Lists are handed over whole: their elements are not keyed.
+pub fn for_each_keyed_value(payload: &Payload, f: &mut dyn FnMut(&str, &Value)) {
+    fn walk(
+        path: &mut String,
+        top: bool,
+        map: &std::collections::BTreeMap<String, Value>,
+        f: &mut dyn FnMut(&str, &Value),
+    ) {
+        for (name, value) in map {
+            if name.contains('.') {
+                continue;
+            }
+            let len = path.len();
+            if !top {
+                path.push('.');
+            }
+            path.push_str(name);
+            f(path, value);
+            if let Value::Object(inner) = value {
+                walk(path, false, inner, f);
+            }
+            path.truncate(len);
+        }
+    }
+    walk(&mut String::new(), true, payload, f);
 }
 
 /// Applies `test` to a value, or to each element when it is a list.
@@ -216,6 +251,30 @@ mod tests {
             }
             .matches(&id, &p)
         );
+    }
+
+    #[test]
+    fn keyed_values_are_exactly_what_lookup_reaches() {
+        let obj = |pairs: &[(&str, Value)]| Value::Object(payload(pairs));
+        let p = payload(&[
+            (
+                "a",
+                obj(&[("b", Value::Integer(1)), ("c.d", Value::Integer(2))]),
+            ),
+            ("x.y", Value::Integer(3)),
+            ("l", Value::List(vec![obj(&[("z", Value::Integer(4))])])),
+            ("", obj(&[("e", Value::Null)])),
+        ]);
+        let mut seen = Vec::new();
+        for_each_keyed_value(&p, &mut |k, v| seen.push((k.to_string(), v.clone())));
+        let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["", ".e", "a", "a.b", "l"]);
+        for (k, v) in &seen {
+            assert_eq!(lookup(&p, k), Some(v), "{k}");
+        }
+        for unreachable in ["a.c.d", "x.y", "l.z", "a.c"] {
+            assert_eq!(lookup(&p, unreachable), None, "{unreachable}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! One shard of a collection: the shard's points, durable in `shoal-storage`, and the
 //! in-memory state derived from them — the vector index (`shoal-index`), the map from
-//! point ids to the index's internal ids, and the payloads that filters read.
+//! point ids to the index's internal ids, the payloads, and the payload index that
+//! answers filters.
 //!
 //! A [`Shard`] applies *validated* writes (it never validates: `shoal-core` did that
 //! before the write reached it) and answers searches, gets, scrolls and counts. In the
@@ -27,19 +28,29 @@
 //!
 //! ## Search strategy
 //! - shards with fewer live points than [`ShardOptions::exact_threshold`]: exact scan;
-//! - filtered searches: the filter is evaluated over the shard's payloads first; when
-//!   few points match (at most [`ShardOptions::filter_exact_fraction`] of the shard) the
-//!   matches are scanned exactly; otherwise the graph is searched with the filter
-//!   checked during traversal, falling back to an exact scan of the matches if the
-//!   graph found fewer than `top_k`. A filtered search therefore returns `top_k`
-//!   results whenever that many points match.
+//! - filtered searches: the filter is answered from the [`PayloadIndex`] as a bitmap of
+//!   the matching internal ids (bitmap and / or / and-not, never a pass over every
+//!   payload); when few points match (at most [`ShardOptions::filter_exact_fraction`]
+//!   of the shard) the matches are scanned exactly; otherwise the graph is searched
+//!   with membership in the bitmap checked during traversal, falling back to an exact
+//!   scan of the matches if the graph found fewer than `top_k`. A filtered search
+//!   therefore returns `top_k` results whenever that many points match. Counts and
+//!   scrolls with a filter use the same bitmap.
+//!
+//! ## Payload index
+//! Derived like the vector index: built from the stored points on open (or a
+//! checkpoint's reconciliation), updated with every record the shard publishes or
+//! retires, under the same state lock, and replaced with the state by a rebuild or a
+//! snapshot install. It is never checkpointed.
 //!
 //! This crate must never decode wire formats, read configuration, or fsync on its own
 //! schedule: durability is requested from `shoal-storage` per write.
 
 mod checkpoint;
 mod error;
+pub mod payload_index;
 mod shard;
 
 pub use error::ShardError;
+pub use payload_index::PayloadIndex;
 pub use shard::{Shard, ShardOp, ShardOptions, ShardSnapshot, ShardStats};

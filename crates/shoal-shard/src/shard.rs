@@ -4,14 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
 use shoal_core::{
-    CollectionConfig, Filter, Payload, Point, PointId, RetrievedPoint, ScoredPoint, SearchRequest,
+    CollectionConfig, Condition, Filter, Payload, Point, PointId, RetrievedPoint, ScoredPoint,
+    SearchRequest,
 };
 use shoal_index::{Backend, Hit, IdFilter, IndexParams, InternalId, VectorIndex};
 use shoal_storage::{ShardStore, Ticket, WriteOp};
 
 use crate::ShardError;
 use crate::checkpoint;
+use crate::payload_index::{PayloadIndex, Records};
 
 /// Tuning knobs of a shard.
 #[derive(Debug, Clone)]
@@ -71,9 +74,31 @@ struct State {
     /// Indexed by internal id; `None` for replaced or deleted versions and for ids
     /// inserted into the index but not yet published.
     records: Vec<Option<Record>>,
+    /// The published records' payloads, indexed for filters.
+    payloads: PayloadIndex,
+}
+
+impl Records for State {
+    fn internal_id(&self, id: &PointId) -> Option<InternalId> {
+        self.ids.get(id).copied()
+    }
+
+    fn matches(&self, iid: InternalId, condition: &Condition) -> bool {
+        self.record(iid)
+            .is_some_and(|r| condition.matches(&r.id, &r.payload))
+    }
 }
 
 impl State {
+    fn new(index: Arc<dyn VectorIndex>, capacity: usize) -> State {
+        State {
+            index,
+            ids: BTreeMap::new(),
+            records: Vec::with_capacity(capacity),
+            payloads: PayloadIndex::new(),
+        }
+    }
+
     fn is_live(&self, id: InternalId) -> bool {
         matches!(self.records.get(id as usize), Some(Some(_)))
     }
@@ -94,12 +119,21 @@ impl State {
             if let Some(old) = self.ids.insert(id, new) {
                 self.retire(old);
             }
-            let slot = new as usize;
-            if self.records.len() <= slot {
-                self.records.resize_with(slot + 1, || None);
-            }
-            self.records[slot] = Some(Record { id, payload });
+            self.put(new, Record { id, payload });
         }
+    }
+
+    /// Stores the record of internal id `iid` (already in `ids`) and indexes it.
+    fn put(&mut self, iid: InternalId, record: Record) {
+        let slot = iid as usize;
+        if self.records.len() <= slot {
+            self.records.resize_with(slot + 1, || None);
+        }
+        if let Some(old) = self.records[slot].take() {
+            self.payloads.remove(iid, &old.payload);
+        }
+        self.payloads.insert(iid, &record.payload);
+        self.records[slot] = Some(record);
     }
 
     fn publish_deletes(&mut self, ids: &[PointId]) {
@@ -112,8 +146,8 @@ impl State {
 
     fn retire(&mut self, old: InternalId) {
         self.index.delete(old);
-        if let Some(slot) = self.records.get_mut(old as usize) {
-            *slot = None;
+        if let Some(rec) = self.records.get_mut(old as usize).and_then(Option::take) {
+            self.payloads.remove(old, &rec.payload);
         }
     }
 
@@ -135,16 +169,9 @@ impl State {
         })
     }
 
-    fn matching(&self, filter: &Filter) -> Vec<InternalId> {
-        self.records
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                r.as_ref()
-                    .filter(|r| filter.matches(&r.id, &r.payload))
-                    .map(|_| i as InternalId)
-            })
-            .collect()
+    /// The live points matching `filter`, from the payload index.
+    fn matching(&self, filter: &Filter) -> std::borrow::Cow<'_, RoaringBitmap> {
+        self.payloads.evaluate(filter, self)
     }
 }
 
@@ -245,11 +272,7 @@ fn build_state(
         index_params(config, points.len()),
     ));
     insert_vectors(pool, &*index, 0, &points)?;
-    let mut state = State {
-        index,
-        ids: BTreeMap::new(),
-        records: Vec::with_capacity(points.len()),
-    };
+    let mut state = State::new(index, points.len());
     state.publish_upserts(0, points.into_iter().map(|p| (p.id, p.payload)));
     Ok(state)
 }
@@ -268,11 +291,7 @@ fn reconcile(
     let mut checkpointed: std::collections::HashMap<PointId, InternalId> =
         map.ids.into_iter().collect();
     let mut next = map.next_internal;
-    let mut state = State {
-        index: index.clone(),
-        ids: BTreeMap::new(),
-        records: Vec::new(),
-    };
+    let mut state = State::new(index.clone(), 0);
     state.records.resize_with(next as usize, || None);
     let mut fresh: Vec<Point> = Vec::new();
     for p in store.points() {
@@ -283,10 +302,13 @@ fn reconcile(
                     && index.vector(iid).as_deref() == Some(&p.vector[..]) =>
             {
                 state.ids.insert(p.id, iid);
-                state.records[iid as usize] = Some(Record {
-                    id: p.id,
-                    payload: p.payload,
-                });
+                state.put(
+                    iid,
+                    Record {
+                        id: p.id,
+                        payload: p.payload,
+                    },
+                );
             }
             Some(iid) => {
                 index.delete(iid);
@@ -600,23 +622,18 @@ impl Shard {
             }
             Some(filter) => {
                 let matches = st.matching(filter);
-                let small = matches.len() <= k
+                let count = matches.len() as usize;
+                let among = || matches.iter().collect::<Vec<InternalId>>();
+                let small = count <= k
                     || live_count <= opts.exact_threshold
-                    || (matches.len() as f64) <= opts.filter_exact_fraction * live_count as f64;
+                    || (count as f64) <= opts.filter_exact_fraction * live_count as f64;
                 if small {
-                    st.index.exact_search_among(q, k, &matches)
+                    st.index.exact_search_among(q, k, &among())
                 } else {
-                    let mut bits = vec![0u64; st.records.len().div_ceil(64)];
-                    for &m in &matches {
-                        bits[m as usize / 64] |= 1 << (m % 64);
-                    }
-                    let accept = |id: InternalId| {
-                        bits.get(id as usize / 64)
-                            .is_some_and(|w| w & (1 << (id % 64)) != 0)
-                    };
+                    let accept = |id: InternalId| matches.contains(id);
                     let hits = st.index.search(q, k, ef, Some(&accept as &dyn IdFilter));
-                    if hits.len() < k.min(matches.len()) {
-                        st.index.exact_search_among(q, k, &matches)
+                    if hits.len() < k.min(count) {
+                        st.index.exact_search_among(q, k, &among())
                     } else {
                         hits
                     }
@@ -668,10 +685,9 @@ impl Shard {
             Some(o) => st.ids.range(o..),
             None => st.ids.range(..),
         };
+        let matches = filter.map(|f| st.matching(f));
         range
-            .filter(|(id, iid)| {
-                filter.is_none_or(|f| st.record(**iid).is_some_and(|r| f.matches(id, &r.payload)))
-            })
+            .filter(|(_, iid)| matches.as_ref().is_none_or(|m| m.contains(**iid)))
             .take(limit)
             .filter_map(|(_, iid)| st.retrieved(*iid, with_payload, with_vector))
             .collect()
@@ -682,7 +698,7 @@ impl Shard {
         let st = self.inner.state.read();
         match filter {
             None => st.ids.len() as u64,
-            Some(f) => st.matching(f).len() as u64,
+            Some(f) => st.matching(f).len(),
         }
     }
 
