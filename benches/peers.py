@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""Side by side, in one run, single-threaded, on siftsmall (10k x 128, L2, k=10):
-Shoal's index with both backends, native and hnsw_rs (in process, `cargo run -p
-shoal-benches --bin ann`), against hnswlib and faiss IndexHNSWFlat, all with M=16 and
-ef_construction=200, sweeping ef. hnswlib is also timed with all queries in one call,
-which removes Python's per-call cost from its figures.
+"""Side by side, in one run, single-threaded: Shoal's index (in process, `cargo run -p
+shoal-benches --bin ann`, native and hnsw_rs backends) against hnswlib and faiss
+IndexHNSWFlat, all with M=16 and ef_construction=200, L2, k=10, sweeping ef.
+hnswlib is also timed with all queries in one call, which removes Python's per-call
+cost from its figures.
+
+Data sets: siftsmall (10k x 128, real, the default), or `--dataset clustered`, a
+seeded synthetic set (100 Gaussian blobs, centres uniform in [-1,1)^dim, sigma 0.1:
+the recipe of servers.py) of `--n` points and `--n-queries` queries, written once as
+fvecs/ivecs with its exact ground truth (numpy, brute force) under .peers/data/.
 
 Installs the peers from PyPI into ./.peers (a virtualenv) on first use, as
-../shared/PEERS.md describes. Prints a markdown table, and the best QPS each system
-reaches at recall@10 >= 0.90 / 0.95 / 0.99 with the ratio Shoal (native) / peer; writes
-all rows to benches/results/peers-siftsmall.json. Cargo honours CARGO_TARGET_DIR.
+../shared/PEERS.md describes. Prints a markdown table with build time and the resident
+memory each build added (VmRSS after minus before, per vector), and the best QPS each
+system reaches at recall@10 >= 0.90 / 0.95 / 0.99 with the ratio Shoal (native) /
+peer; writes all rows to benches/results/peers-<data set>.json. Cargo honours
+CARGO_TARGET_DIR.
 
-Usage: python3 benches/peers.py [ef,ef,...]
+Usage: python3 benches/peers.py [ef,ef,...] [--dataset clustered --n 1000000]
+       [--backends native,hnsw_rs] [--systems shoal,hnswlib,faiss]
 """
+import argparse
 import json
 import os
 import subprocess
@@ -22,18 +31,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".peers")
 PY = os.path.join(VENV, "bin", "python")
 DATA = os.environ.get("SHOAL_SIFTSMALL", os.path.join(ROOT, "..", "shared", "data", "siftsmall"))
-EFS = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "10,20,40,80,160").split(",")]
-# QPS: the best of REPEATS timings of PASSES passes over the queries (the machine is
-# shared; the best timing is the least disturbed one). ann.rs does the same.
-K, M, EFC, PASSES, REPEATS = 10, 16, 200, 5, 3
+# QPS: the best of REPEATS timings of whole passes over the queries, at least
+# MIN_QUERIES per timing (the machine is shared; the best timing is the least disturbed
+# one). ann.rs does the same.
+K, M, EFC, MIN_QUERIES, REPEATS = 10, 16, 200, 500, 3
 
 if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
     if not os.path.exists(PY):
         subprocess.check_call([sys.executable, "-m", "venv", VENV])
-    subprocess.check_call([PY, "-m", "pip", "install", "-q", "numpy", "hnswlib", "faiss-cpu"])
+    subprocess.check_call([PY, "-m", "pip", "install", "-q", "numpy", "hnswlib", "faiss-cpu", "matplotlib"])
     os.execv(PY, [PY] + sys.argv)
 
 import numpy as np  # noqa: E402
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("efs", nargs="?", help="ef values, comma-separated (default 10..160 on siftsmall, 10..640 on clustered)")
+ap.add_argument("--dataset", choices=["siftsmall", "clustered"], default="siftsmall")
+ap.add_argument("--n", type=int, default=1_000_000, help="clustered: base vectors")
+ap.add_argument("--n-queries", type=int, default=1000, help="clustered: queries")
+ap.add_argument("--dim", type=int, default=128, help="clustered: dimension")
+ap.add_argument("--seed", type=int, default=42, help="clustered: random seed")
+ap.add_argument("--backends", help="Shoal backends, comma-separated (default native,hnsw_rs on siftsmall, "
+                "native on clustered: hnsw_rs builds ~4x slower)")
+ap.add_argument("--systems", default="shoal,hnswlib,faiss",
+                help="which systems to run, comma-separated (default all three)")
+ap.add_argument("--results-name", metavar="NAME",
+                help="write benches/results/NAME.{json,png} instead of peers-<data set>.*")
+args = ap.parse_args()
+SYSTEMS = set(args.systems.split(","))
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def read_vecs(path, dtype):
@@ -44,16 +73,80 @@ def read_vecs(path, dtype):
     return np.ascontiguousarray(m[:, 1:].view(dtype))
 
 
-base = read_vecs(os.path.join(DATA, "siftsmall_base.fvecs"), np.float32)
-queries = read_vecs(os.path.join(DATA, "siftsmall_query.fvecs"), np.float32)
-truth = read_vecs(os.path.join(DATA, "siftsmall_groundtruth.ivecs"), np.int32)[:, :K]
+def write_vecs(path, rows):
+    rows = np.ascontiguousarray(rows)
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.int32)
+    out[:, 0] = rows.shape[1]
+    out[:, 1:] = rows.view(np.int32)
+    out.tofile(path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def exact_knn(base, queries, k):
+    """Exact L2 top-k ids per query, nearest first (chunked brute force)."""
+    norms = (base.astype(np.float64) ** 2).sum(axis=1)
+    out = np.empty((len(queries), k), dtype=np.int32)
+    for lo in range(0, len(queries), 100):
+        q = queries[lo:lo + 100].astype(np.float64)
+        d = norms[None, :] - 2.0 * (q @ base.T.astype(np.float64))
+        part = np.argpartition(d, k, axis=1)[:, :k]
+        order = np.take_along_axis(d, part, axis=1).argsort(axis=1)
+        out[lo:lo + 100] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def clustered_dir():
+    n, nq, dim, seed = args.n, args.n_queries, args.dim, args.seed
+    name = f"clustered-{n // 1000}k"
+    path = os.path.join(VENV, "data", f"{name}-{nq}q-{dim}d-seed{seed}")
+    if os.path.exists(os.path.join(path, "groundtruth.ivecs")):
+        return name, path
+    os.makedirs(path, exist_ok=True)
+    log(f"{name}: generating {n:,} x {dim} (+{nq} queries, seed {seed})")
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-1.0, 1.0, (100, dim)).astype(np.float32)
+    which = rng.integers(0, 100, n + nq)
+    allv = (centres[which] + rng.normal(0.0, 0.1, (n + nq, dim)).astype(np.float32)).astype(np.float32)
+    base, queries = allv[:n], allv[n:]
+    log(f"{name}: exact ground truth (numpy brute force)")
+    truth = exact_knn(base, queries, 100)
+    write_vecs(os.path.join(path, "base.fvecs"), base)
+    write_vecs(os.path.join(path, "query.fvecs"), queries)
+    write_vecs(os.path.join(path, "groundtruth.ivecs"), truth)
+    return name, path
+
+
+if args.dataset == "siftsmall":
+    NAME, DIR = "siftsmall", None
+    base = read_vecs(os.path.join(DATA, "siftsmall_base.fvecs"), np.float32)
+    queries = read_vecs(os.path.join(DATA, "siftsmall_query.fvecs"), np.float32)
+    truth = read_vecs(os.path.join(DATA, "siftsmall_groundtruth.ivecs"), np.int32)[:, :K]
+    EFS = args.efs or "10,20,40,80,160"
+    BACKENDS = args.backends or "native,hnsw_rs"
+else:
+    NAME, DIR = clustered_dir()
+    base = read_vecs(os.path.join(DIR, "base.fvecs"), np.float32)
+    queries = read_vecs(os.path.join(DIR, "query.fvecs"), np.float32)
+    truth = read_vecs(os.path.join(DIR, "groundtruth.ivecs"), np.int32)[:, :K]
+    EFS = args.efs or "10,20,40,80,160,320,640"
+    BACKENDS = args.backends or "native"
+EFS = [int(x) for x in EFS.split(",")]
+PASSES = -(-MIN_QUERIES // len(queries))
+
+
+def resident_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def recall(found):
     return float(np.mean([len(set(f[:K]) & set(t)) / K for f, t in zip(found, truth)]))
 
 
-def measure(system, search, build_seconds):
+def measure(system, search, build_seconds, bytes_per_vector):
     rows = []
     for ef in EFS:
         found = search(ef)
@@ -63,8 +156,9 @@ def measure(system, search, build_seconds):
             for _ in range(PASSES):
                 search(ef)
             qps = max(qps, PASSES * len(queries) / (time.perf_counter() - started))
-        rows.append({"system": system, "dataset": "siftsmall", "ef": ef, "recall": recall(found),
-                     "qps": qps, "build_seconds": build_seconds})
+        rows.append({"system": system, "dataset": NAME, "ef": ef, "recall": recall(found),
+                     "qps": qps, "build_seconds": build_seconds, "n": len(base),
+                     "rss_bytes_per_vector": bytes_per_vector})
     return rows
 
 
@@ -73,9 +167,11 @@ def hnswlib_rows():
     index = hnswlib.Index(space="l2", dim=base.shape[1])
     index.init_index(max_elements=len(base), M=M, ef_construction=EFC)
     index.set_num_threads(1)
-    started = time.perf_counter()
+    log(f"hnswlib: building {len(base):,} vectors")
+    rss, started = resident_bytes(), time.perf_counter()
     index.add_items(base, np.arange(len(base)), num_threads=1)
     build = time.perf_counter() - started
+    per_vector = (resident_bytes() - rss) / len(base)
 
     def search(ef):
         index.set_ef(ef)
@@ -87,7 +183,8 @@ def hnswlib_rows():
         # the Python cost of each call, for reference.
         index.set_ef(ef)
         return list(index.knn_query(queries, k=K, num_threads=1)[0])
-    return measure("hnswlib", search, build) + measure("hnswlib (100 queries per call)", search_batch, build)
+    return (measure("hnswlib", search, build, per_vector)
+            + measure(f"hnswlib ({len(queries)} queries per call)", search_batch, build, per_vector))
 
 
 def faiss_rows():
@@ -95,27 +192,36 @@ def faiss_rows():
     faiss.omp_set_num_threads(1)
     index = faiss.IndexHNSWFlat(base.shape[1], M, faiss.METRIC_L2)
     index.hnsw.efConstruction = EFC
-    started = time.perf_counter()
+    log(f"faiss: building {len(base):,} vectors")
+    rss, started = resident_bytes(), time.perf_counter()
     index.add(base)
     build = time.perf_counter() - started
+    per_vector = (resident_bytes() - rss) / len(base)
 
     def search(ef):
         index.hnsw.efSearch = ef
         return [index.search(q.reshape(1, -1), K)[1][0] for q in queries]
-    return measure("faiss IndexHNSWFlat", search, build)
+    return measure("faiss IndexHNSWFlat", search, build, per_vector)
 
 
 def shoal_rows():
-    out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "shoal-benches", "--bin", "ann", "--",
-                          ",".join(map(str, EFS))], cwd=ROOT, check=True, capture_output=True, text=True)
+    log(f"shoal ({BACKENDS}): building and searching")
+    cmd = ["cargo", "run", "--release", "-q", "-p", "shoal-benches", "--bin", "ann", "--",
+           ",".join(map(str, EFS)), BACKENDS] + ([DIR] if DIR else [])
+    out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-rows = shoal_rows() + hnswlib_rows() + faiss_rows()
-print(f"siftsmall, single thread, M={M}, ef_construction={EFC}, k={K}, one query per call\n")
-print("| system | ef | recall@10 | QPS | build (s) |\n|---|---|---|---|---|")
+rows = shoal_rows() if "shoal" in SYSTEMS else []
+rows += hnswlib_rows() if "hnswlib" in SYSTEMS else []
+rows += faiss_rows() if "faiss" in SYSTEMS else []
+print(f"{NAME} ({len(base):,} x {base.shape[1]}, {len(queries)} queries), single thread, M={M}, "
+      f"ef_construction={EFC}, k={K}, one query per call\n")
+print("| system | ef | recall@10 | QPS | build (s) | RSS added by the build (B/vector) |\n|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['system']} | {r['ef']} | {r['recall']:.3f} | {r['qps']:,.0f} | {r['build_seconds']:.2f} |")
+    mem = r.get("rss_bytes_per_vector")
+    mem = f"{mem:,.0f}" if mem is not None else "–"
+    print(f"| {r['system']} | {r['ef']} | {r['recall']:.3f} | {r['qps']:,.0f} | {r['build_seconds']:.2f} | {mem} |")
 
 systems = list(dict.fromkeys(r["system"] for r in rows))
 print(f"\nBest QPS at recall@10 >= target (ratio: {systems[0]} / other)\n")
@@ -134,6 +240,33 @@ for target in (0.90, 0.95, 0.99):
             cells.append(f"{best[s]:,.0f} ({ours / best[s]:.2f}x)")
     print(f"| {target:.2f} | " + " | ".join(cells) + " |")
 
-os.makedirs(os.path.join(ROOT, "benches", "results"), exist_ok=True)
-with open(os.path.join(ROOT, "benches", "results", "peers-siftsmall.json"), "w") as f:
+
+
+def chart(path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for s in systems:
+        pts = sorted((r["ef"], r["recall"], r["qps"]) for r in rows if r["system"] == s)
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], "o-", label=s)
+        for ef, x, y in pts:
+            ax.annotate(str(ef), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10")
+    ax.set_ylabel("QPS (one thread, one query per call)")
+    ax.set_title(f"{NAME} ({len(base):,} x {base.shape[1]}): QPS vs recall@10, points labelled with ef")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+results = os.path.join(ROOT, "benches", "results")
+os.makedirs(results, exist_ok=True)
+out = args.results_name or f"peers-{NAME}"
+with open(os.path.join(results, f"{out}.json"), "w") as f:
     json.dump(rows, f, indent=1)
+chart(os.path.join(results, f"{out}.png"))
+print(f"\nrows: benches/results/{out}.json, chart: benches/results/{out}.png")

@@ -64,6 +64,29 @@ pub fn siftsmall() -> Option<Dataset> {
     })
 }
 
+/// A data set written as `base.fvecs`, `query.fvecs` and `groundtruth.ivecs` in `dir`
+/// (L2), named after the directory. Panics with the path on a missing or bad file.
+pub fn from_dir(dir: &Path) -> Dataset {
+    let load = |name: &str| dir.join(name);
+    let name = dir
+        .file_name()
+        .map_or_else(|| "data".to_string(), |n| n.to_string_lossy().into_owned());
+    let base = read_fvecs(&load("base.fvecs"))
+        .unwrap_or_else(|e| panic!("{}: {e}", load("base.fvecs").display()));
+    let queries = read_fvecs(&load("query.fvecs"))
+        .unwrap_or_else(|e| panic!("{}: {e}", load("query.fvecs").display()));
+    let truth = read_ivecs(&load("groundtruth.ivecs"))
+        .unwrap_or_else(|e| panic!("{}: {e}", load("groundtruth.ivecs").display()));
+    assert_eq!(queries.len(), truth.len(), "one ground-truth row per query");
+    Dataset {
+        name,
+        metric: Metric::L2,
+        base,
+        queries,
+        truth,
+    }
+}
+
 /// A seeded clustered set of `n` base vectors and `queries` queries drawn from the
 /// same blobs, with exact top-`k` ground truth (L2).
 pub fn clustered(
@@ -136,6 +159,15 @@ pub fn recall(index: &dyn VectorIndex, data: &Dataset, k: usize, ef: usize) -> f
         .map(|q| index.search(q, k, ef, None).iter().map(|h| h.id).collect())
         .collect();
     recall_at_k(&found, &data.truth, k)
+}
+
+/// This process's resident set size (VmRSS), in bytes, from `/proc/self/status`;
+/// `None` where that is not available.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// CPU time (user + system) this process has used so far, in seconds, from

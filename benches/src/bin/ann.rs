@@ -1,19 +1,22 @@
-//! Single-threaded ANN run of Shoal's index on siftsmall, for the side-by-side
-//! comparison in `benches/peers.py`: for each backend, builds the index on a one-thread
-//! pool (M=16, ef_construction=200), then for each `ef` measures recall@10 and QPS over
-//! every query (the best of three timings of five passes), printing one JSON object
-//! per line.
+//! Single-threaded ANN run of Shoal's index, for the side-by-side comparison in
+//! `benches/peers.py`: for each backend, builds the index on a one-thread pool (M=16,
+//! ef_construction=200), then for each `ef` measures recall@10 and QPS over every
+//! query (the best of three timings of passes over the queries, at least 500 queries
+//! per timing), printing one JSON object per line. Each line also carries the resident
+//! memory the build added to the process (VmRSS after minus before), per vector.
 //!
-//! Usage: `cargo run --release -p shoal-benches --bin ann -- [ef,ef,...] [native,hnsw_rs]`
-//! (default: both backends, native first).
+//! Usage: `cargo run --release -p shoal-benches --bin ann -- [ef,ef,...] [native,hnsw_rs] [DIR]`
+//! (default: both backends, native first; siftsmall). `DIR` holds `base.fvecs`,
+//! `query.fvecs` and `groundtruth.ivecs` (what `peers.py --dataset clustered` writes).
 
 use std::time::Instant;
 
 use shoal_index::Backend;
 
 const K: usize = 10;
-const PASSES: usize = 5;
-/// QPS is the best of this many timings of `PASSES` passes (as in `peers.py`).
+/// Each timing runs whole passes over the queries, at least this many queries.
+const MIN_QUERIES_PER_TIMING: usize = 500;
+/// QPS is the best of this many timings (as in `peers.py`).
 const REPEATS: usize = 3;
 
 fn main() {
@@ -35,30 +38,42 @@ fn main() {
             .collect(),
         None => vec![Backend::Native, Backend::HnswRs],
     };
-    let Some(data) = shoal_benches::siftsmall() else {
-        std::process::exit(2);
+    let data = match std::env::args().nth(3) {
+        Some(dir) => shoal_benches::from_dir(std::path::Path::new(&dir)),
+        None => match shoal_benches::siftsmall() {
+            Some(data) => data,
+            None => std::process::exit(2),
+        },
     };
+    let passes = MIN_QUERIES_PER_TIMING.div_ceil(data.queries.len().max(1));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .expect("one-thread pool");
     for backend in backends {
+        let rss_before = shoal_benches::resident_bytes();
         let started = Instant::now();
         let index = pool
             .install(|| shoal_benches::build(backend, shoal_benches::params(&data), &data.base));
         let build_seconds = started.elapsed().as_secs_f64();
+        let bytes_per_vector = match (rss_before, shoal_benches::resident_bytes()) {
+            (Some(before), Some(after)) => {
+                Some(after.saturating_sub(before) as f64 / data.base.len() as f64)
+            }
+            _ => None,
+        };
         for &ef in &efs {
             let recall = shoal_benches::recall(&*index, &data, K, ef);
             let mut qps: f64 = 0.0;
             for _ in 0..REPEATS {
                 let started = Instant::now();
-                for _ in 0..PASSES {
+                for _ in 0..passes {
                     for q in &data.queries {
                         std::hint::black_box(index.search(q, K, ef, None));
                     }
                 }
                 qps =
-                    qps.max((PASSES * data.queries.len()) as f64 / started.elapsed().as_secs_f64());
+                    qps.max((passes * data.queries.len()) as f64 / started.elapsed().as_secs_f64());
             }
             println!(
                 "{}",
@@ -69,6 +84,8 @@ fn main() {
                     "recall": recall,
                     "qps": qps,
                     "build_seconds": build_seconds,
+                    "n": data.base.len(),
+                    "rss_bytes_per_vector": bytes_per_vector,
                 })
             );
         }

@@ -231,6 +231,10 @@ impl Node {
         node.reconcile(current).await?;
         node.bootstrap(&options).await?;
         node.spawn_reconciler();
+        let idle = node.inner.shard_options.checkpoint_idle;
+        if !idle.is_zero() && node.inner.shard_options.checkpoint_every > 0 {
+            node.spawn_idle_checkpointer((idle / 2).max(Duration::from_millis(100)));
+        }
         if options.timing.balance_ms > 0 && options.peers.len() > 1 {
             // Never more often than the leader lease allows a transfer.
             let every = options
@@ -299,6 +303,30 @@ impl Node {
                 let node = Node { inner };
                 if let Err(e) = node.reconcile(state).await {
                     tracing::error!(error = %e, "reconciling shard replicas failed");
+                }
+            }
+        });
+    }
+
+    /// Every `every`, asks each local shard to save a checkpoint if it has unsaved
+    /// writes and has been idle for `checkpoint_idle` (which never blocks: a shard
+    /// busy writing declines at once; the checkpoint runs on its own thread).
+    fn spawn_idle_checkpointer(&self, every: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let replicas: Vec<Arc<Replica>> = inner.replicas.read().values().cloned().collect();
+                for replica in replicas {
+                    if replica.shard.checkpoint_if_idle() {
+                        tracing::debug!(
+                            shard = replica.shard.shard_no(),
+                            "idle shard: checkpoint started"
+                        );
+                    }
                 }
             }
         });

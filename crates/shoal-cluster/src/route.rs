@@ -37,6 +37,9 @@ type Confirmed = Result<
 >;
 
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// A lone search that would scan more vectors than this exactly goes to the search
+/// pool even when it could run inline (~1 ms of distance computations at most).
+const INLINE_SCAN_MAX: usize = 10_000;
 
 #[derive(Clone, Copy)]
 pub(crate) enum Rpc {
@@ -309,6 +312,34 @@ impl Node {
         }
         let shard = replica.shard.clone();
         let op = call.op;
+        // A lone search of a one-shard collection that is light (a graph search, or a
+        // small exact scan) runs here, on the calling task: handing it to the search
+        // pool costs two thread wake-ups and the pool threads' spinning while they wait
+        // for more work, more CPU than the search itself on this machine (see
+        // BENCHMARKS.md, "Where the time goes"). Batches, heavy scans and the shards of
+        // a multi-shard collection (which should search in parallel) use the pool.
+        let inline = match &op {
+            ReadOp::Search(reqs) => match reqs.as_slice() {
+                [req]
+                    if shard.config().shard_count == 1
+                        && shard.search_is_light(req, INLINE_SCAN_MAX) =>
+                {
+                    Some(req)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(req) = inline {
+            // Like a pool job, a panic answers INTERNAL and leaves the node up.
+            let hits = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.search(req)))
+                .map_err(|_| {
+                    Refusal::Error(Error::Internal(
+                        "a search failed; see the server log".into(),
+                    ))
+                })?;
+            return Ok(ReadResult::Search(vec![hits]));
+        }
         self.on_pool(move || match op {
             ReadOp::Search(reqs) => {
                 ReadResult::Search(reqs.par_iter().map(|r| shard.search(r)).collect())

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// only at shutdown). Checkpoints make restarts skip rebuilding the graph.
     #[arg(long, env = "SHOAL_CHECKPOINT_EVERY", default_value_t = ShardOptions::default().checkpoint_every)]
     pub checkpoint_every: usize,
+    /// A shard with unsaved writes and no write for this many milliseconds saves a
+    /// checkpoint, so a node killed after a burst of writes restarts without
+    /// re-inserting them (0: only after --checkpoint-every writes and at shutdown).
+    #[arg(long, env = "SHOAL_CHECKPOINT_IDLE_MS", default_value_t = ShardOptions::default().checkpoint_idle.as_millis() as u64)]
+    pub checkpoint_idle_ms: u64,
     /// Shards with at most this many points are searched exactly.
     #[arg(long, env = "SHOAL_EXACT_THRESHOLD", default_value_t = ShardOptions::default().exact_threshold)]
     pub exact_threshold: usize,
@@ -215,6 +220,7 @@ impl ServeArgs {
                 },
                 exact_threshold: self.exact_threshold,
                 checkpoint_every: self.checkpoint_every,
+                checkpoint_idle: Duration::from_millis(self.checkpoint_idle_ms),
                 ..ShardOptions::default()
             },
             search_threads: self.search_threads,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
@@ -34,6 +35,11 @@ pub struct ShardOptions {
     /// last one reach this many, or a tenth of the shard if that is more (0: only on
     /// demand). A restart re-inserts at most that many points per shard.
     pub checkpoint_every: usize,
+    /// A shard with points written since its last checkpoint and no write for this
+    /// long saves one when asked ([`Shard::checkpoint_if_idle`]), so a node killed
+    /// after a burst of writes restarts as fast as after a graceful stop. Ignored when
+    /// `checkpoint_every` is 0.
+    pub checkpoint_idle: Duration,
 }
 
 impl Default for ShardOptions {
@@ -49,6 +55,7 @@ impl Default for ShardOptions {
             rebuild_tombstone_ratio: 0.5,
             rebuild_min_tombstones: 1_000,
             checkpoint_every: 10_000,
+            checkpoint_idle: Duration::from_secs(5),
         }
     }
 }
@@ -191,6 +198,8 @@ struct Writer {
     since_checkpoint: usize,
     /// A background checkpoint is running.
     checkpointing: bool,
+    /// When the last write was applied (or the shard opened).
+    last_write: Instant,
     /// Bumped when a snapshot replaces the shard's contents: a rebuild that started
     /// from an older generation must not swap its result in.
     generation: u64,
@@ -384,6 +393,7 @@ impl Shard {
                     rebuild_log: None,
                     since_checkpoint: diverged,
                     checkpointing: false,
+                    last_write: Instant::now(),
                     generation: 0,
                 }),
                 state: RwLock::new(state),
@@ -397,6 +407,34 @@ impl Shard {
     /// The shard's number within its collection.
     pub fn shard_no(&self) -> u32 {
         self.inner.shard_no
+    }
+
+    /// The configuration of the shard's collection.
+    pub fn config(&self) -> &CollectionConfig {
+        &self.inner.config
+    }
+
+    /// Whether [`Shard::search`] of `req` is a bounded amount of work: a graph search
+    /// (its cost bounded by `ef`), or an exact scan of at most `max_scan` vectors.
+    /// Evaluates the request's filter (a few bitmap operations) to tell. Callers use
+    /// it to run light searches on their own thread instead of handing them to a pool.
+    pub fn search_is_light(&self, req: &SearchRequest, max_scan: usize) -> bool {
+        let st = self.inner.state.read();
+        let opts = &self.inner.options;
+        let live_count = st.ids.len();
+        if live_count <= opts.exact_threshold.max(max_scan) {
+            return true;
+        }
+        match &req.filter {
+            None => true,
+            Some(filter) => {
+                let count = st.matching(filter).len() as usize;
+                // The exact path of `search` for small match sets.
+                let exact = count <= req.top_k as usize
+                    || (count as f64) <= opts.filter_exact_fraction * live_count as f64;
+                !exact || count <= max_scan
+            }
+        }
     }
 
     /// Applies an upsert of validated, prepared points. The change is committed to
@@ -438,6 +476,7 @@ impl Shard {
             log.push(Logged::Upsert(points));
         }
         w.since_checkpoint += items_len;
+        w.last_write = Instant::now();
         self.maybe_start_rebuild(w);
         self.maybe_start_checkpoint(w);
         Ok(ticket)
@@ -462,6 +501,7 @@ impl Shard {
         let ops: Vec<WriteOp<'_>> = ids.iter().map(|id| WriteOp::Delete(*id)).collect();
         let ticket = inner.store.write_with_meta(&ops, seq, meta)?;
         w.applied_seq = seq;
+        w.last_write = Instant::now();
         inner.state.write().publish_deletes(&ids);
         if let Some(log) = w.rebuild_log.as_mut() {
             log.push(Logged::Delete(ids));
@@ -761,6 +801,30 @@ impl Shard {
         if w.since_checkpoint < every.max(live / 10) {
             return;
         }
+        self.start_checkpoint(w);
+    }
+
+    /// Starts a background checkpoint if points were written since the last one, the
+    /// last write is at least [`ShardOptions::checkpoint_idle`] old and none is
+    /// running. Never waits: a shard busy writing is not idle. Returns whether one
+    /// started.
+    pub fn checkpoint_if_idle(&self) -> bool {
+        let Some(mut w) = self.inner.writer.try_lock() else {
+            return false;
+        };
+        let opts = &self.inner.options;
+        if opts.checkpoint_every == 0
+            || w.checkpointing
+            || w.since_checkpoint == 0
+            || w.last_write.elapsed() < opts.checkpoint_idle
+        {
+            return false;
+        }
+        self.start_checkpoint(&mut w);
+        w.checkpointing
+    }
+
+    fn start_checkpoint(&self, w: &mut Writer) {
         w.checkpointing = true;
         let shard = self.clone();
         let spawned = std::thread::Builder::new()

@@ -380,3 +380,129 @@ fn graph_strategy_keeps_recall() {
         assert!(recall >= 0.9, "{field}: recall {recall}");
     }
 }
+
+/// `search_is_light` tells graph searches and small exact scans (bounded work) from
+/// exact scans of many points, following the strategy `search` picks.
+#[test]
+fn search_is_light_follows_the_search_strategy() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardOptions {
+        exact_threshold: 100,
+        filter_exact_fraction: 0.5,
+        ..ShardOptions::default()
+    };
+    let shard = open(dir.path(), DIM, options);
+    let request = |filter: Option<Filter>| SearchRequest {
+        vector: vec![0.0; DIM],
+        top_k: 5,
+        ef: Some(16),
+        filter,
+        with_payload: false,
+        with_vector: false,
+    };
+    let matching = |values: Vec<i64>| {
+        Some(Filter {
+            must: vec![Condition::Integer {
+                key: "g".into(),
+                any: values,
+            }],
+            ..Filter::default()
+        })
+    };
+    let points = |ids: std::ops::Range<u64>| -> Vec<Point> {
+        ids.map(|id| Point {
+            id: PointId::Num(id),
+            vector: vec![id as f32; DIM],
+            payload: Payload::from([("g".to_string(), Value::Integer((id % 10) as i64))]),
+        })
+        .collect()
+    };
+    shard.upsert(points(0..50)).unwrap();
+    // At most the exact threshold (or max_scan) live points: an exact scan of few.
+    assert!(shard.search_is_light(&request(None), 10));
+    assert!(shard.search_is_light(&request(matching(vec![0])), 10));
+    shard.upsert(points(50..1_000)).unwrap();
+    // Unfiltered over the threshold: the graph.
+    assert!(shard.search_is_light(&request(None), 10));
+    // 10% match, under the exact fraction: an exact scan of 100 points.
+    assert!(!shard.search_is_light(&request(matching(vec![0])), 10));
+    assert!(shard.search_is_light(&request(matching(vec![0])), 100));
+    // 60% match, over the exact fraction: the graph.
+    assert!(shard.search_is_light(&request(matching((0..6).collect())), 10));
+}
+
+/// A shard with unsaved writes saves a checkpoint once it has been idle for
+/// `checkpoint_idle`, never sooner, and only once per burst of writes.
+#[test]
+fn idle_shard_saves_a_checkpoint() {
+    let idle = std::time::Duration::from_millis(300);
+    let has_files = |dir: &std::path::Path| {
+        fn any_file(p: &std::path::Path) -> bool {
+            std::fs::read_dir(p).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.path().is_file() || any_file(&e.path()))
+            })
+        }
+        any_file(&dir.join("index"))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardOptions {
+        checkpoint_every: 1_000_000, // never by count here
+        checkpoint_idle: idle,
+        ..ShardOptions::default()
+    };
+    let shard = open(dir.path(), DIM, options.clone());
+    assert!(!shard.checkpoint_if_idle(), "nothing written yet");
+    let written = std::time::Instant::now();
+    let points = (0..50)
+        .map(|id| Point {
+            id: PointId::Num(id),
+            vector: vec![id as f32; DIM],
+            payload: Payload::new(),
+        })
+        .collect();
+    shard.sync(shard.upsert(points).unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !shard.checkpoint_if_idle() {
+        assert!(std::time::Instant::now() < deadline, "no idle checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        written.elapsed() >= idle,
+        "a checkpoint started before the shard was idle"
+    );
+    // Running or done: either way there is nothing more to save.
+    assert!(!shard.checkpoint_if_idle());
+    while !has_files(dir.path()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the checkpoint wrote no files"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(shard);
+
+    // checkpoint_every 0 turns idle checkpoints off too.
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(
+        dir.path(),
+        DIM,
+        ShardOptions {
+            checkpoint_every: 0,
+            ..options
+        },
+    );
+    shard
+        .sync(
+            shard
+                .upsert(vec![Point {
+                    id: PointId::Num(1),
+                    vector: vec![1.0; DIM],
+                    payload: Payload::new(),
+                }])
+                .unwrap(),
+        )
+        .unwrap();
+    std::thread::sleep(idle * 2);
+    assert!(!shard.checkpoint_if_idle());
+}
