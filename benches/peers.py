@@ -44,6 +44,8 @@ if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
 
 import numpy as np  # noqa: E402
 
+from benchdata import clustered, exact_knn, read_vecs, write_vecs  # noqa: E402
+
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("efs", nargs="?", help="ef values, comma-separated (default 10..160 on siftsmall, 10..640 on clustered)")
 ap.add_argument("--dataset", choices=["siftsmall", "clustered"], default="siftsmall")
@@ -65,36 +67,6 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def read_vecs(path, dtype):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    m = a.reshape(-1, d + 1)
-    assert (m[:, 0] == d).all(), path
-    return np.ascontiguousarray(m[:, 1:].view(dtype))
-
-
-def write_vecs(path, rows):
-    rows = np.ascontiguousarray(rows)
-    out = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.int32)
-    out[:, 0] = rows.shape[1]
-    out[:, 1:] = rows.view(np.int32)
-    out.tofile(path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def exact_knn(base, queries, k):
-    """Exact L2 top-k ids per query, nearest first (chunked brute force)."""
-    norms = (base.astype(np.float64) ** 2).sum(axis=1)
-    out = np.empty((len(queries), k), dtype=np.int32)
-    for lo in range(0, len(queries), 100):
-        q = queries[lo:lo + 100].astype(np.float64)
-        d = norms[None, :] - 2.0 * (q @ base.T.astype(np.float64))
-        part = np.argpartition(d, k, axis=1)[:, :k]
-        order = np.take_along_axis(d, part, axis=1).argsort(axis=1)
-        out[lo:lo + 100] = np.take_along_axis(part, order, axis=1)
-    return out
-
-
 def clustered_dir():
     n, nq, dim, seed = args.n, args.n_queries, args.dim, args.seed
     name = f"clustered-{n // 1000}k"
@@ -103,16 +75,12 @@ def clustered_dir():
         return name, path
     os.makedirs(path, exist_ok=True)
     log(f"{name}: generating {n:,} x {dim} (+{nq} queries, seed {seed})")
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(-1.0, 1.0, (100, dim)).astype(np.float32)
-    which = rng.integers(0, 100, n + nq)
-    allv = (centres[which] + rng.normal(0.0, 0.1, (n + nq, dim)).astype(np.float32)).astype(np.float32)
-    base, queries = allv[:n], allv[n:]
+    base, queries = clustered(n, nq, dim, seed)
     log(f"{name}: exact ground truth (numpy brute force)")
     truth = exact_knn(base, queries, 100)
     write_vecs(os.path.join(path, "base.fvecs"), base)
     write_vecs(os.path.join(path, "query.fvecs"), queries)
-    write_vecs(os.path.join(path, "groundtruth.ivecs"), truth)
+    write_vecs(os.path.join(path, "groundtruth.ivecs"), truth.astype(np.int32))
     return name, path
 
 

@@ -72,6 +72,8 @@ if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
 
 import numpy as np  # noqa: E402
 
+from benchdata import clustered, exact_knn, read_vecs  # noqa: E402
+
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--datasets", default="siftsmall,clustered")
 ap.add_argument("--systems", default="shoal,pgvector,chroma")
@@ -218,33 +220,6 @@ def memory(pids):
 # ---------------------------------------------------------------------------
 # Data sets and exact ground truth.
 # ---------------------------------------------------------------------------
-def read_vecs(path, dtype):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    m = a.reshape(-1, d + 1)
-    assert (m[:, 0] == d).all(), path
-    return np.ascontiguousarray(m[:, 1:].view(dtype))
-
-
-def exact_knn(base, queries, k, mask=None):
-    """Exact top-k by L2: float32 GEMM for candidates, float64 re-ranking of the best
-    4k + 50, ties by lower id."""
-    idx = np.flatnonzero(mask) if mask is not None else np.arange(len(base))
-    b = base[idx]
-    bn = (b.astype(np.float64) ** 2).sum(1).astype(np.float32)
-    out = np.empty((len(queries), k), dtype=np.int64)
-    c = min(len(idx), 4 * k + 50)
-    for s in range(0, len(queries), 256):
-        q = queries[s:s + 256]
-        d = bn[None, :] - 2.0 * (q @ b.T)
-        cand = np.argpartition(d, c - 1, axis=1)[:, :c]
-        for i, row in enumerate(cand):
-            dd = ((b[row].astype(np.float64) - q[i].astype(np.float64)) ** 2).sum(1)
-            order = np.lexsort((idx[row], dd))[:k]
-            out[s + i] = idx[row[order]]
-    return out
-
-
 def payloads(n, seed):
     rng = np.random.default_rng(seed + 7)
     return {"s1": rng.integers(0, 100, n), "s10": rng.integers(0, 10, n), "s50": rng.integers(0, 2, n)}
@@ -260,11 +235,7 @@ def load_dataset(name):
         seed = args.seed
     elif name == "clustered":
         n, nq, dim, seed = args.n, args.n_queries, 128, args.seed
-        rng = np.random.default_rng(seed)
-        centres = rng.uniform(-1.0, 1.0, (100, dim)).astype(np.float32)
-        which = rng.integers(0, 100, n + nq)
-        allv = centres[which] + rng.normal(0.0, 0.1, (n + nq, dim)).astype(np.float32)
-        base, queries = np.ascontiguousarray(allv[:n]), np.ascontiguousarray(allv[n:])
+        base, queries = clustered(n, nq, dim, seed)
         truth = None
         label = f"clustered ({n // 1000}k x {dim}, {nq} queries, seed {seed})"
     else:

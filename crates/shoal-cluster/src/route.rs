@@ -313,32 +313,32 @@ impl Node {
         let shard = replica.shard.clone();
         let op = call.op;
         // A lone search of a one-shard collection that is light (a graph search, or a
-        // small exact scan) runs here, on the calling task: handing it to the search
+        // small exact scan: `Shard::search_if_light` declines the others before any
+        // work) runs here, on the calling task: handing it to the search
         // pool costs two thread wake-ups and the pool threads' spinning while they wait
         // for more work, more CPU than the search itself on this machine (see
         // BENCHMARKS.md, "Where the time goes"). Batches, heavy scans and the shards of
         // a multi-shard collection (which should search in parallel) use the pool.
-        let inline = match &op {
-            ReadOp::Search(reqs) => match reqs.as_slice() {
-                [req]
-                    if shard.config().shard_count == 1
-                        && shard.search_is_light(req, INLINE_SCAN_MAX) =>
-                {
-                    Some(req)
-                }
+        let lone = match &op {
+            ReadOp::Search(reqs) if shard.config().shard_count == 1 => match reqs.as_slice() {
+                [req] => Some(req),
                 _ => None,
             },
             _ => None,
         };
-        if let Some(req) = inline {
+        if let Some(req) = lone {
             // Like a pool job, a panic answers INTERNAL and leaves the node up.
-            let hits = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.search(req)))
-                .map_err(|_| {
-                    Refusal::Error(Error::Internal(
-                        "a search failed; see the server log".into(),
-                    ))
-                })?;
-            return Ok(ReadResult::Search(vec![hits]));
+            let hits = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shard.search_if_light(req, INLINE_SCAN_MAX)
+            }))
+            .map_err(|_| {
+                Refusal::Error(Error::Internal(
+                    "a search failed; see the server log".into(),
+                ))
+            })?;
+            if let Some(hits) = hits {
+                return Ok(ReadResult::Search(vec![hits]));
+            }
         }
         self.on_pool(move || match op {
             ReadOp::Search(reqs) => {

@@ -414,29 +414,6 @@ impl Shard {
         &self.inner.config
     }
 
-    /// Whether [`Shard::search`] of `req` is a bounded amount of work: a graph search
-    /// (its cost bounded by `ef`), or an exact scan of at most `max_scan` vectors.
-    /// Evaluates the request's filter (a few bitmap operations) to tell. Callers use
-    /// it to run light searches on their own thread instead of handing them to a pool.
-    pub fn search_is_light(&self, req: &SearchRequest, max_scan: usize) -> bool {
-        let st = self.inner.state.read();
-        let opts = &self.inner.options;
-        let live_count = st.ids.len();
-        if live_count <= opts.exact_threshold.max(max_scan) {
-            return true;
-        }
-        match &req.filter {
-            None => true,
-            Some(filter) => {
-                let count = st.matching(filter).len() as usize;
-                // The exact path of `search` for small match sets.
-                let exact = count <= req.top_k as usize
-                    || (count as f64) <= opts.filter_exact_fraction * live_count as f64;
-                !exact || count <= max_scan
-            }
-        }
-    }
-
     /// Applies an upsert of validated, prepared points. The change is committed to
     /// storage and visible to searches on return, but durable only after
     /// [`Shard::sync`] with the returned ticket.
@@ -636,6 +613,24 @@ impl Shard {
 
     /// Nearest neighbours of a validated query within this shard, nearest first.
     pub fn search(&self, req: &SearchRequest) -> Vec<ScoredPoint> {
+        self.search_bounded(req, usize::MAX).unwrap_or_default()
+    }
+
+    /// [`Shard::search`] if it is a bounded amount of work — a graph search (its cost
+    /// bounded by `ef`) or an exact scan of at most `max_scan` vectors — else `None`,
+    /// decided before any distance is computed. Callers use it to run light searches
+    /// on their own thread and hand the others to a pool.
+    pub fn search_if_light(
+        &self,
+        req: &SearchRequest,
+        max_scan: usize,
+    ) -> Option<Vec<ScoredPoint>> {
+        self.search_bounded(req, max_scan)
+    }
+
+    /// The search, or `None` if its strategy is an exact scan of more than `max_scan`
+    /// vectors in a shard larger than the exact threshold.
+    fn search_bounded(&self, req: &SearchRequest, max_scan: usize) -> Option<Vec<ScoredPoint>> {
         let st = self.inner.state.read();
         let opts = &self.inner.options;
         let k = req.top_k as usize;
@@ -668,6 +663,10 @@ impl Shard {
                     || live_count <= opts.exact_threshold
                     || (count as f64) <= opts.filter_exact_fraction * live_count as f64;
                 if small {
+                    // A shard within the exact threshold is always cheap to scan.
+                    if count > max_scan && live_count > opts.exact_threshold.max(max_scan) {
+                        return None;
+                    }
                     st.index.exact_search_among(q, k, &among())
                 } else {
                     let accept = |id: InternalId| matches.contains(id);
@@ -681,21 +680,23 @@ impl Shard {
             }
         };
         let metric = self.inner.config.metric;
-        hits.into_iter()
-            .filter_map(|h| {
-                let rec = st.record(h.id)?;
-                Some(ScoredPoint {
-                    id: rec.id,
-                    score: metric.score_from_distance(h.distance),
-                    payload: req.with_payload.then(|| rec.payload.clone()),
-                    vector: if req.with_vector {
-                        st.index.vector(h.id)
-                    } else {
-                        None
-                    },
+        Some(
+            hits.into_iter()
+                .filter_map(|h| {
+                    let rec = st.record(h.id)?;
+                    Some(ScoredPoint {
+                        id: rec.id,
+                        score: metric.score_from_distance(h.distance),
+                        payload: req.with_payload.then(|| rec.payload.clone()),
+                        vector: if req.with_vector {
+                            st.index.vector(h.id)
+                        } else {
+                            None
+                        },
+                    })
                 })
-            })
-            .collect()
+                .collect(),
+        )
     }
 
     /// The points with these ids that exist here, in the order asked.

@@ -381,10 +381,10 @@ fn graph_strategy_keeps_recall() {
     }
 }
 
-/// `search_is_light` tells graph searches and small exact scans (bounded work) from
-/// exact scans of many points, following the strategy `search` picks.
+/// `search_if_light` answers graph searches and small exact scans (bounded work),
+/// exactly as `search` does, and declines exact scans of many points.
 #[test]
-fn search_is_light_follows_the_search_strategy() {
+fn search_if_light_follows_the_search_strategy() {
     let dir = tempfile::tempdir().unwrap();
     let options = ShardOptions {
         exact_threshold: 100,
@@ -417,18 +417,26 @@ fn search_is_light_follows_the_search_strategy() {
         })
         .collect()
     };
+    let is_light = |req: SearchRequest, max_scan: usize| match shard.search_if_light(&req, max_scan)
+    {
+        Some(hits) => {
+            assert_eq!(hits, shard.search(&req), "a light search is the search");
+            true
+        }
+        None => false,
+    };
     shard.upsert(points(0..50)).unwrap();
     // At most the exact threshold (or max_scan) live points: an exact scan of few.
-    assert!(shard.search_is_light(&request(None), 10));
-    assert!(shard.search_is_light(&request(matching(vec![0])), 10));
+    assert!(is_light(request(None), 10));
+    assert!(is_light(request(matching(vec![0])), 10));
     shard.upsert(points(50..1_000)).unwrap();
     // Unfiltered over the threshold: the graph.
-    assert!(shard.search_is_light(&request(None), 10));
+    assert!(is_light(request(None), 10));
     // 10% match, under the exact fraction: an exact scan of 100 points.
-    assert!(!shard.search_is_light(&request(matching(vec![0])), 10));
-    assert!(shard.search_is_light(&request(matching(vec![0])), 100));
+    assert!(!is_light(request(matching(vec![0])), 10));
+    assert!(is_light(request(matching(vec![0])), 100));
     // 60% match, over the exact fraction: the graph.
-    assert!(shard.search_is_light(&request(matching((0..6).collect())), 10));
+    assert!(is_light(request(matching((0..6).collect())), 10));
 }
 
 /// A shard with unsaved writes saves a checkpoint once it has been idle for
