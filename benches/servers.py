@@ -16,6 +16,14 @@ same data, k=10, L2, one client issuing one query per call.
 - Chroma (`chromadb` from PyPI, `chroma run`), hnsw space l2, max_neighbors 16,
   ef_construction 200, ef_search swept with collection.modify() and a server restart
   per ef (modify() alone is not applied to an index the server has loaded).
+- Qdrant (optional, `--systems ...,qdrant --qdrant-bin PATH`): a `qdrant` binary the
+  caller built from source (this script does not build it; BENCHMARKS.md says how it
+  was built here), started with a temp storage dir, telemetry off, otherwise its
+  defaults. Collection with HNSW m 16, ef_construct 200, integer payload indexes on the
+  filter fields created before the upload; ingest counts until the optimizer has
+  indexed every segment (collection status green). Client: the gRPC stubs of the
+  `qdrant-client` package (`Points.Search` with `hnsw_ef`), the same Python gRPC stack
+  as Shoal's client.
 
 Data: siftsmall (10k x 128, 100 queries, the shipped exact ground truth) and a seeded
 synthetic clustered set (100 Gaussian blobs, centres uniform in [-1,1)^128, sigma 0.1:
@@ -59,7 +67,8 @@ PY = os.path.join(VENV, "bin", "python")
 CACHE = os.path.join(VENV, "cache")
 RESULTS = os.path.join(ROOT, "benches", "results")
 SIFT = os.environ.get("SHOAL_SIFTSMALL", os.path.join(ROOT, "..", "shared", "data", "siftsmall"))
-PACKAGES = ["numpy", "grpcio", "grpcio-tools", "psycopg[binary]", "pgvector", "chromadb", "matplotlib"]
+PACKAGES = ["numpy", "grpcio", "grpcio-tools", "psycopg[binary]", "pgvector", "chromadb", "qdrant-client",
+            "matplotlib"]
 PG_BIN = "/usr/lib/postgresql/15/bin"
 K, M, EFC = 10, 16, 200
 FILTERS = [("s1", 0.01), ("s10", 0.10), ("s50", 0.50)]  # field == 0 matches ~fraction
@@ -89,6 +98,7 @@ ap.add_argument("--shards", type=int, default=1, help="Shoal shards (one node)")
 ap.add_argument("--shoal-before", metavar="PATH",
                 help="a second shoal binary (e.g. built from an earlier commit), run as system 'shoal-before' "
                      "(name it in --systems) for a before/after comparison in the same run")
+ap.add_argument("--qdrant-bin", metavar="PATH", help="the qdrant server binary for system 'qdrant'")
 ap.add_argument("--results-name", metavar="NAME",
                 help="write benches/results/NAME-<dataset>.{json,md,png} instead of servers-<dataset>.*")
 ap.add_argument("--no-filters", action="store_true")
@@ -591,6 +601,100 @@ class Chroma:
         self.ef = None
 
 
+class Qdrant:
+    name = "qdrant"
+
+    def __init__(self):
+        import grpc
+        from qdrant_client import grpc as qg
+        if not args.qdrant_bin:
+            raise SystemExit("system qdrant needs --qdrant-bin PATH (a qdrant binary built from source)")
+        self.qg = qg
+        self.dir = tempfile.mkdtemp(prefix="shoal-qdrant-")
+        CLEANUPS.append(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        port = free_port()
+        env = dict(os.environ, QDRANT__STORAGE__STORAGE_PATH=os.path.join(self.dir, "storage"),
+                   QDRANT__STORAGE__SNAPSHOTS_PATH=os.path.join(self.dir, "snapshots"),
+                   QDRANT__SERVICE__HOST="127.0.0.1", QDRANT__SERVICE__HTTP_PORT=str(free_port()),
+                   QDRANT__SERVICE__GRPC_PORT=str(port), QDRANT__TELEMETRY_DISABLED="true")
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        proc = self.proc = subprocess.Popen([os.path.abspath(args.qdrant_bin)], cwd=self.dir, env=env,
+                                            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        CLEANUPS.append(lambda: kill_group(proc))
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}",
+                                             options=[("grpc.max_receive_message_length", 64 << 20),
+                                                      ("grpc.max_send_message_length", 64 << 20)])
+        deadline = time.time() + 60
+        while True:
+            try:
+                health = qg.QdrantStub(self.channel).HealthCheck(qg.HealthCheckRequest(), timeout=2)
+                break
+            except grpc.RpcError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("qdrant did not start: " + open(self.log.name).read()[-2000:])
+                time.sleep(0.3)
+        self.collections = qg.CollectionsStub(self.channel)
+        self.points = qg.PointsStub(self.channel)
+        self.config = (f"qdrant {health.version} (built from source), HNSW m {M} ef_construct {EFC}, "
+                       f"integer payload indexes on the filter fields, other settings default")
+
+    def pids(self):
+        return descendants(self.proc.pid)
+
+    def ingest(self, ds):
+        qg = self.qg
+        base, pay = ds["base"], ds["payload"]
+        self.coll = f"bench_{ds['name']}"
+        self.collections.Create(qg.CreateCollection(
+            collection_name=self.coll,
+            vectors_config=qg.VectorsConfig(params=qg.VectorParams(size=base.shape[1], distance=qg.Distance.Euclid)),
+            hnsw_config=qg.HnswConfigDiff(m=M, ef_construct=EFC)))
+        for f in pay:  # before the upload, so the HNSW build sees them (Qdrant's advice)
+            self.points.CreateFieldIndex(qg.CreateFieldIndexCollection(
+                collection_name=self.coll, field_name=f, field_type=qg.FieldType.FieldTypeInteger, wait=True))
+        reqs = []
+        for s in range(0, len(base), 1000):
+            reqs.append(qg.UpsertPoints(collection_name=self.coll, wait=True, points=[
+                qg.PointStruct(id=qg.PointId(num=i), vectors=qg.Vectors(vector=qg.Vector(
+                    dense=qg.DenseVector(data=base[i].tolist()))),
+                    payload={f: qg.Value(integer_value=int(pay[f][i])) for f in pay})
+                for i in range(s, min(s + 1000, len(base)))]))
+        started = time.perf_counter()
+        for r in reqs:  # one client, one batch of 1,000 in flight, as for Shoal
+            self.points.Upsert(r)
+        written = time.perf_counter() - started
+        # Qdrant builds its HNSW graphs in the background: count until the optimizer is
+        # done (status green on two reads a second apart) so searches hit the graphs.
+        green, first_green, deadline = 0, None, time.time() + 3600
+        while green < 2:
+            info = self.collections.Get(qg.GetCollectionInfoRequest(collection_name=self.coll)).result
+            if info.status == qg.CollectionStatus.Green:
+                green, first_green = green + 1, first_green or time.perf_counter()
+            else:
+                green, first_green = 0, None
+            if time.time() > deadline:
+                raise RuntimeError("qdrant did not finish indexing within an hour")
+            if green < 2:
+                time.sleep(1.0)
+        took = first_green - started
+        self.phases = {"upsert_seconds": written, "indexed_seconds": took,
+                       "indexed_vectors": info.indexed_vectors_count, "segments": info.segments_count}
+        return took
+
+    def prepare(self, queries, ef, field):
+        qg = self.qg
+        f = (qg.Filter(must=[qg.Condition(field=qg.FieldCondition(key=field, match=qg.Match(integer=0)))])
+             if field else None)
+        return [qg.SearchPoints(collection_name=self.coll, vector=q.tolist(), limit=K,
+                                params=qg.SearchParams(hnsw_ef=ef), filter=f) for q in queries]
+
+    def search(self, req):
+        return [p.id.num for p in self.points.Search(req).result]
+
+    def drop(self):
+        self.collections.Delete(self.qg.DeleteCollection(collection_name=self.coll))
+
+
 # ---------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------
@@ -734,6 +838,11 @@ def report(ds, result):
     for i in result["ingest"]:
         lines.append(f"| {i['system']} | {i['points']:,} | {i['points_per_s']:,.0f} | {i['write_seconds']:.1f} | "
                      f"{i['first_search_seconds']:.3f} | {i['server_cpu_us_per_point']:.0f} | {i['other_cores_busy']:.2f} |")
+    phased = [i for i in result["ingest"] if i.get("phases")]
+    if phased:
+        lines += [""] + [f"- {i['system']} ingest phases: " + ", ".join(
+            f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in i["phases"].items())
+            for i in phased]
     lines += ["", "Memory after load and a warm-up pass (summed over the server's processes; PSS splits shared "
               "pages, e.g. postgres' shared buffers, among the processes mapping them):", "",
               "| system | RSS (MiB) | PSS (MiB) | before load: RSS / PSS (MiB) | growth per million vectors, RSS / PSS (GiB) |",
@@ -798,7 +907,8 @@ def chart(ds, result, path):
     rows_n = -(-len(fields) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(6.5 * cols, 4.5 * rows_n), squeeze=False)
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    colours = {"shoal": "tab:blue", "shoal-before": "tab:gray", "shoal (SearchBatch)": "tab:cyan", "pgvector": "tab:orange", "chroma": "tab:green"}
+    colours = {"shoal": "tab:blue", "shoal-before": "tab:gray", "shoal (SearchBatch)": "tab:cyan", "pgvector": "tab:orange", "chroma": "tab:green",
+               "qdrant": "tab:red"}
     for ax, field in zip(axes.flat, fields):
         for s in systems:
             pts = sorted([(r["ef"], r["recall"], r["qps"]) for r in rows if r["system"] == s and r["filter"] == field])
@@ -824,7 +934,8 @@ def chart(ds, result, path):
 
 
 def main():
-    classes = {"shoal": Shoal, "shoal-before": ShoalBefore, "pgvector": Pgvector, "chroma": Chroma}
+    classes = {"shoal": Shoal, "shoal-before": ShoalBefore, "pgvector": Pgvector, "chroma": Chroma,
+               "qdrant": Qdrant}
     os.makedirs(RESULTS, exist_ok=True)
     for name in args.datasets.split(","):
         ds = load_dataset(name)

@@ -8,6 +8,12 @@
 //! Usage: `cargo run --release -p shoal-benches --bin ann -- [ef,ef,...] [native,hnsw_rs] [DIR]`
 //! (default: both backends, native first; siftsmall). `DIR` holds `base.fvecs`,
 //! `query.fvecs` and `groundtruth.ivecs` (what `peers.py --dataset clustered` writes).
+//!
+//! With `SHOAL_ANN_INDEX_CACHE=DIR`, each backend's built index is dumped into
+//! `DIR/<backend>` and loaded from there on later runs instead of being rebuilt, so two
+//! builds of this binary (before and after a change to search) can be timed on the very
+//! same graph; rows of a loaded index carry `"loaded": true` and the load time as
+//! `build_seconds`. Delete the directory after changing the data or how graphs are built.
 
 use std::time::Instant;
 
@@ -53,9 +59,21 @@ fn main() {
     for backend in backends {
         let rss_before = shoal_benches::resident_bytes();
         let started = Instant::now();
-        let index = pool
-            .install(|| shoal_benches::build(backend, shoal_benches::params(&data), &data.base));
+        let cache = std::env::var_os("SHOAL_ANN_INDEX_CACHE")
+            .map(|dir| std::path::Path::new(&dir).join(shoal_benches::backend_tag(backend)));
+        let cached = cache.as_deref().filter(|dir| dir.exists()).map(|dir| {
+            shoal_index::load(dir)
+                .unwrap_or_else(|e| panic!("loading the cached index {}: {e}", dir.display()))
+        });
+        let loaded = cached.is_some();
+        let index = cached.unwrap_or_else(|| {
+            pool.install(|| shoal_benches::build(backend, shoal_benches::params(&data), &data.base))
+        });
         let build_seconds = started.elapsed().as_secs_f64();
+        if let (Some(dir), false) = (&cache, loaded) {
+            std::fs::create_dir_all(dir).expect("creating the index cache directory");
+            index.dump(dir).expect("dumping the index into the cache");
+        }
         let bytes_per_vector = match (rss_before, shoal_benches::resident_bytes()) {
             (Some(before), Some(after)) => {
                 Some(after.saturating_sub(before) as f64 / data.base.len() as f64)
@@ -86,6 +104,7 @@ fn main() {
                     "build_seconds": build_seconds,
                     "n": data.base.len(),
                     "rss_bytes_per_vector": bytes_per_vector,
+                    "loaded": loaded,
                 })
             );
         }

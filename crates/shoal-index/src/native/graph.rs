@@ -210,6 +210,12 @@ impl Graph {
             if s.top.len() >= ef && s.top.peek().is_some_and(|&w| ck > w) {
                 break;
             }
+            // The nearest candidate left is likely the next one expanded: start fetching
+            // its link list now, while this node's distances are computed (hnswlib does
+            // the same; see `Store::prefetch_links`).
+            if let (0, Some(&Reverse(next))) = (level, s.candidates.peek()) {
+                self.store.prefetch_links(key_id(next));
+            }
             let list = self.store.links(key_id(ck), level);
             // Mark the unvisited neighbours and start fetching their vectors, then
             // compute the distances while the later ones arrive.
@@ -229,6 +235,10 @@ impl Graph {
                 let nk = key(self.dist(q, v), nb);
                 if s.top.len() < ef || s.top.peek().is_some_and(|&w| nk < w) {
                     s.candidates.push(Reverse(nk));
+                    if level == 0 && s.candidates.peek() == Some(&Reverse(nk)) {
+                        // A new nearest candidate: it will be expanded next.
+                        self.store.prefetch_links(nb);
+                    }
                     if !FILTERED || accept(nb) {
                         s.top.push(nk);
                         if s.top.len() > ef {

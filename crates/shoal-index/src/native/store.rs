@@ -237,7 +237,9 @@ impl Store {
         self.node(id).map(|n| self.vector_of(n))
     }
 
-    /// Hints the CPU to fetch the start of `id`'s vector.
+    /// Hints the CPU to fetch `id`'s vector, every cache line of it. Fetching only the
+    /// first two lines and leaving the rest to the hardware prefetcher was 1.4-1.8x
+    /// slower per search at 1M vectors (BENCHMARKS.md, "Where the time goes").
     #[inline]
     pub fn prefetch(&self, id: InternalId) {
         #[cfg(target_arch = "x86_64")]
@@ -252,8 +254,40 @@ impl Store {
                     .as_ptr()
                     .add(n.slot * self.stride)
                     .cast::<i8>();
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+                let mut off = 0;
+                while off < self.dim * 4 {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(off));
+                    off += 64;
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = id;
+    }
+
+    /// Hints the CPU to fetch `id`'s layer-0 link list (every cache line of it: with
+    /// `M = 16` it is 132 bytes, which may straddle three lines). Layer-0 lists live
+    /// apart from the vectors, so without this the list of the next node to expand is a
+    /// cache miss nothing hides; the graph search asks for it while it still has
+    /// distances to compute.
+    #[inline]
+    pub fn prefetch_links(&self, id: InternalId) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(n) = self.node(id) {
+            let w = 1 + self.m0;
+            let list = &n.chunk.links0[n.slot * w..(n.slot + 1) * w];
+            let start = list.as_ptr().cast::<i8>();
+            let first = start as usize & !63;
+            let last = (start as usize + std::mem::size_of_val(list) - 1) & !63;
+            for line in (first..=last).step_by(64) {
+                // SAFETY: prefetching is only a hint and never faults; `wrapping_offset`
+                // computes the line's address without dereferencing anything.
+                unsafe {
+                    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        start.wrapping_offset(line as isize - start as usize as isize),
+                    );
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
