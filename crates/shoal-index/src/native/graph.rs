@@ -16,7 +16,11 @@
 //!   at a time, so insertions never wait on each other in a cycle. Deleted nodes stay
 //!   in the graph and are linked like any other.
 //! - **Search** (`search_layer`): the hnswlib best-first search; a node the `accept`
-//!   predicate rejects is still expanded but never enters the results.
+//!   predicate rejects is still expanded but never enters the results. Memory latency,
+//!   not arithmetic, bounds it once the graph outgrows the caches: expanding a node
+//!   first marks its unvisited neighbours and prefetches their whole vectors, then
+//!   computes the distances; on layer 0 the next candidate's link list is prefetched
+//!   meanwhile.
 //!
 //! It must never do IO, lock two nodes at once, or panic on a graph state another
 //! thread may be changing: every id read from a list is looked up fallibly.
