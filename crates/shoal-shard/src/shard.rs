@@ -613,24 +613,20 @@ impl Shard {
 
     /// Nearest neighbours of a validated query within this shard, nearest first.
     pub fn search(&self, req: &SearchRequest) -> Vec<ScoredPoint> {
-        self.search_bounded(req, usize::MAX).unwrap_or_default()
+        // With no bound on the scan, every strategy is light: never `None`.
+        self.search_if_light(req, usize::MAX).unwrap_or_default()
     }
 
     /// [`Shard::search`] if it is a bounded amount of work — a graph search (its cost
     /// bounded by `ef`) or an exact scan of at most `max_scan` vectors — else `None`,
-    /// decided before any distance is computed. Callers use it to run light searches
-    /// on their own thread and hand the others to a pool.
+    /// decided before any distance is computed (declined: an exact scan of more than
+    /// `max_scan` vectors in a shard larger than the exact threshold). Callers use it
+    /// to run light searches on their own thread and hand the others to a pool.
     pub fn search_if_light(
         &self,
         req: &SearchRequest,
         max_scan: usize,
     ) -> Option<Vec<ScoredPoint>> {
-        self.search_bounded(req, max_scan)
-    }
-
-    /// The search, or `None` if its strategy is an exact scan of more than `max_scan`
-    /// vectors in a shard larger than the exact threshold.
-    fn search_bounded(&self, req: &SearchRequest, max_scan: usize) -> Option<Vec<ScoredPoint>> {
         let st = self.inner.state.read();
         let opts = &self.inner.options;
         let k = req.top_k as usize;

@@ -239,7 +239,7 @@ impl Store {
 
     /// Hints the CPU to fetch `id`'s vector, every cache line of it. Fetching only the
     /// first two lines and leaving the rest to the hardware prefetcher was 1.4-1.8x
-    /// slower per search at 1M vectors (BENCHMARKS.md, "Where the time goes").
+    /// slower per search at 1M vectors (BENCHMARKS.md, "Prefetching at 1M").
     #[inline]
     pub fn prefetch(&self, id: InternalId) {
         #[cfg(target_arch = "x86_64")]
