@@ -33,6 +33,18 @@ payload fields s1 in [0,100), s10 in [0,10), s50 in [0,2): the filters s1 = 0,
 s10 = 0, s50 = 0 match about 1%, 10% and 50% of the points; filtered ground truth is
 exact (numpy over the matching points).
 
+Per data set, the systems are started and loaded one after the other (each ingest
+with the others idle), and stay up; the search levels are then interleaved: for every
+ef and filter each system runs its level right after the others, so that the shared
+machine's changes of speed during a run fall on all systems alike.
+
+With --native-clients N,N, each level is repeated with compiled clients in a child
+process, N at once, on the first 100 queries: `shoal bench --existing` (Rust, gRPC,
+one `Search` per query) for Shoal and pgbench (C, libpq, prepared statements, one
+script per query with its vector as a literal) for pgvector; their recall is the
+Python level's at the same ef and filter. They show each server without the Python
+client's cost per call (grpcio's is several times psycopg's).
+
 Per system and data set: ingest (points/s, until all writes returned and a first
 search answered), QPS and p50/p99 latency at each ef with recall@10, the server's CPU
 time per query (utime+stime from /proc/<pid>/stat of the server's processes: shoal;
@@ -81,7 +93,7 @@ if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
 
 import numpy as np  # noqa: E402
 
-from benchdata import clustered, exact_knn, read_vecs  # noqa: E402
+from benchdata import clustered, exact_knn, read_vecs, write_vecs  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--datasets", default="siftsmall,clustered")
@@ -103,8 +115,14 @@ ap.add_argument("--results-name", metavar="NAME",
                 help="write benches/results/NAME-<dataset>.{json,md,png} instead of servers-<dataset>.*")
 ap.add_argument("--no-filters", action="store_true")
 ap.add_argument("--no-batch", action="store_true", help="skip Shoal's SearchBatch rows")
+ap.add_argument("--native-clients", default="", metavar="N,N",
+                help="also search with compiled clients at these client counts (e.g. 1,4,16): `shoal bench "
+                     "--existing` (Rust, gRPC) for Shoal and pgbench (C, libpq) for pgvector, on the first "
+                     f"{100} queries; rows '<system> [native xN]'")
 args = ap.parse_args()
 EFS = [int(x) for x in args.efs.split(",")]
+NATIVE = [int(x) for x in args.native_clients.split(",") if x]
+NATIVE_QUERIES = 100  # pgbench takes at most 128 scripts: one per query, its vector a literal
 
 
 def log(*a):
@@ -302,7 +320,7 @@ class Shoal:
     def __init__(self):
         import grpc
         self.pb, pbg = shoal_stubs()
-        binary = self.binary()
+        binary = self.bin = self.binary()
         self.dir = tempfile.mkdtemp(prefix="shoal-bench-")
         CLEANUPS.append(lambda: shutil.rmtree(self.dir, ignore_errors=True))
         self.out = open(os.path.join(self.dir, "stdout"), "w+")
@@ -321,6 +339,7 @@ class Shoal:
                 if line.startswith("listening on "):
                     addr = line.split()[-1]
             time.sleep(0.1)
+        self.addr = addr
         self.channel = grpc.insecure_channel(addr, options=[("grpc.max_receive_message_length", 64 << 20),
                                                            ("grpc.max_send_message_length", 64 << 20)])
         self.collections = pbg.CollectionsStub(self.channel)
@@ -372,6 +391,22 @@ class Shoal:
 
     def search_batch(self, req):
         return [[p.id.num for p in r.results] for r in self.points.SearchBatch(req).responses]
+
+    def native(self, ds, ef, field, clients, files):
+        """One level with the Rust client: `shoal bench --existing`, `clients` tasks
+        sending one `Search` per query over one HTTP/2 connection. Returns (queries,
+        seconds, p50 ms, p99 ms, recall over the queries)."""
+        out = os.path.join(files, "bench.json")
+        cmd = [self.bin, "--addr", f"http://{self.addr}", "bench", "--existing", "--collection", self.coll,
+               "--queries", os.path.join(files, "queries.fvecs"),
+               "--ground-truth", os.path.join(files, f"truth-{field or 'none'}.ivecs"),
+               "--top-k", str(K), "--ef", str(ef), "--concurrency", str(clients), "--seconds", str(args.seconds),
+               "--out", out]
+        if field:
+            cmd += ["--filter", json.dumps({"must": [{"key": field, "integer": [0]}]})]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        lv = json.load(open(out))["levels"][0]
+        return lv["queries"], lv["queries"] / lv["qps"], lv["p50_ms"], lv["p99_ms"], lv["recall"]
 
     def drop(self):
         self.collections.Delete(self.pb.DeleteCollectionRequest(name=self.coll))
@@ -512,6 +547,42 @@ class Pgvector:
 
     def search(self, q):
         return [r[0] for r in self.conn.execute(self.sql, (q,), prepare=True).fetchall()]
+
+    def native(self, ds, ef, field, clients, files):
+        """One level with pgbench (C, libpq): `clients` connections, prepared
+        statements, one script per query with the query vector as a literal (so the
+        vector is parsed once, at PREPARE, like a bound parameter). Returns (queries,
+        seconds, p50 ms, p99 ms, None): pgbench does not see the ids, so the level's
+        recall is the Python level's at the same ef (same server, index and settings)."""
+        where = f"WHERE {field} = 0 " if field else ""
+        scripts = []
+        for i, q in enumerate(ds["queries"][:NATIVE_QUERIES]):
+            path = os.path.join(files, f"pg-{i}.sql")
+            lit = "[" + ",".join(repr(float(x)) for x in q) + "]"
+            with open(path, "w") as f:
+                f.write(f"SELECT id FROM items {where}ORDER BY v <-> '{lit}' LIMIT {K};\n")
+            scripts += ["-f", f"{path}@1"]
+        logs = os.path.join(files, "pglog")
+        shutil.rmtree(logs, ignore_errors=True)
+        os.makedirs(logs)
+        env = dict(os.environ, PGOPTIONS=f"-c hnsw.ef_search={ef} -c hnsw.iterative_scan="
+                                         f"{'relaxed_order' if field else 'off'}")
+        r = subprocess.run([f"{PG_BIN}/pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients),
+                            "-T", str(max(1, round(args.seconds))), "-l", "--log-prefix", os.path.join(logs, "tx"),
+                            "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "postgres"] + scripts,
+                           check=True, capture_output=True, text=True, env=env)
+        lat = []
+        for name in os.listdir(logs):
+            for line in open(os.path.join(logs, name)):
+                lat.append(int(line.split()[2]) / 1000)
+        secs = float(re.search(r"duration: (\d+) s", r.stdout).group(1))
+        done = int(re.search(r"number of transactions actually processed: (\d+)", r.stdout).group(1))
+        if (field, ef, "pgbench") not in self.plans:
+            plan = [x[0] for x in self.conn.execute(
+                f"EXPLAIN SELECT id FROM items {where}ORDER BY v <-> '{lit}' LIMIT {K}").fetchall()]
+            self.plans[(field, ef, "pgbench")] = " / ".join(
+                re.sub(r"'\[[^]]*\]'", "$1", re.sub(r"\s*\(cost=.*", "", x)).strip() for x in plan)
+        return done, secs, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), None
 
     def drop(self):
         self.conn.execute("DROP TABLE IF EXISTS items")
@@ -752,6 +823,39 @@ def level(system, ds, ef, field, batch=False):
             "queries": n, "passes": passes, "seconds": elapsed, "other_cores_busy": other}
 
 
+def native_files(ds):
+    """The first NATIVE_QUERIES queries and their exact (filtered) top-k, as files."""
+    d = tempfile.mkdtemp(prefix="shoal-native-")
+    CLEANUPS.append(lambda: shutil.rmtree(d, ignore_errors=True))
+    q = ds["queries"][:NATIVE_QUERIES]
+    write_vecs(os.path.join(d, "queries.fvecs"), q.astype(np.float32))
+    for field, truth in ds["truth"].items():
+        write_vecs(os.path.join(d, f"truth-{field or 'none'}.ivecs"), np.asarray(truth[:len(q), :K], dtype=np.int32))
+    return d
+
+
+def native_level(system, ds, ef, field, clients, files, rows):
+    """A level with the system's compiled client in a child process (`clients`
+    concurrent clients): QPS, latency and CPU as in `level`, the client's CPU from the
+    reaped child. Recall is the Python level's at the same ef and filter."""
+    pids = system.pids()
+    cpu0, busy0, child0 = cpu_times(pids), busy_seconds(), os.times()
+    n, secs, p50, p99, own_recall = system.native(ds, ef, field, clients, files)
+    cpu = cpu_delta(cpu0, cpu_times(set(pids) | set(system.pids())))
+    t = os.times()
+    client = (t.children_user - child0.children_user) + (t.children_system - child0.children_system)
+    other = max(0.0, busy_seconds() - busy0 - cpu - client) / secs
+    py = next(r for r in rows if r["system"] == system.name and r["ef"] == ef
+              and r["filter"] == (f"{field} = 0" if field else None))
+    return {"dataset": ds["name"], "system": f"{system.name} [native x{clients}]", "clients": clients,
+            "filter": py["filter"], "selectivity": py["selectivity"], "ef": ef, "recall": py["recall"],
+            "recall_queries": py["recall_queries"], "n_queries": py["n_queries"], "native_recall": own_recall,
+            "native_queries": min(NATIVE_QUERIES, len(ds["queries"])), "qps": n / secs,
+            "p50_ms": p50, "p99_ms": p99, "latency_unit": "per query",
+            "server_cpu_ms_per_query": cpu * 1000 / n, "client_cpu_ms_per_query": client * 1000 / n,
+            "queries": n, "passes": None, "seconds": secs, "other_cores_busy": other}
+
+
 def fmt_row(r):
     part = r.get("recall_queries", 0) < r.get("n_queries", 0)
     rec = f"{r['recall']:.3f}" + (f" ({r['recall_queries']} q)" if part else "")
@@ -760,59 +864,91 @@ def fmt_row(r):
             f"{r['client_cpu_ms_per_query']:.3f} | {r['other_cores_busy']:.2f} |")
 
 
-def run_system(cls, ds, result):
+def start_system(cls, ds, result):
+    """Starts one system, ingests the data set, warms it up and measures its memory.
+    The server stays up (idle) until the whole data set is done."""
     log(f"{ds['name']}: starting {cls.name}")
     system = cls()
+    result["config"][system.name] = system.config
+    idle_rss, idle_pss = memory(system.pids())
+    cpu0, busy0, client0 = cpu_times(system.pids()), busy_seconds(), time.process_time()
+    log(f"{ds['name']}: {system.name}: ingest {len(ds['base'])} points")
+    took = system.ingest(ds)
+    req = system.prepare(ds["queries"][:1], EFS[-1], None)[0]
+    t = time.perf_counter()
+    first = system.search(req)
+    first_s = time.perf_counter() - t
+    assert len(first) == K, first
+    ingest_cpu = cpu_delta(cpu0, cpu_times(system.pids()))
+    other = max(0.0, busy_seconds() - busy0 - ingest_cpu - (time.process_time() - client0)) / (took + first_s)
+    n = len(ds["base"])
+    ing = {"system": system.name, "points": n, "write_seconds": took, "first_search_seconds": first_s,
+           "points_per_s": n / (took + first_s), "server_cpu_s": ingest_cpu,
+           "server_cpu_us_per_point": ingest_cpu * 1e6 / n, "other_cores_busy": other}
+    if hasattr(system, "phases"):
+        ing["phases"] = system.phases
+    if hasattr(system, "sizes"):
+        ing["relation_bytes"] = system.sizes
+    result["ingest"].append(ing)
+    log(f"{ds['name']}: {system.name}: {ing}")
+    # Warm-up: one pass at the largest ef, unmeasured (its rate only logged).
+    reqs = system.prepare(ds["queries"], EFS[-1], None)
+    t = time.perf_counter()
+    for r in reqs:
+        system.search(r)
+    log(f"{ds['name']}: {system.name}: warm-up pass at ef {EFS[-1]}: {len(reqs) / (time.perf_counter() - t):,.0f} QPS")
+    rss, pss = memory(system.pids())
+    result["memory"].append({"system": system.name, "points": n, "rss_bytes": rss, "pss_bytes": pss,
+                             "idle_rss_bytes": idle_rss, "idle_pss_bytes": idle_pss,
+                             "processes": len(system.pids())})
+    return system
+
+
+def run_dataset(names, ds, result, partial):
+    """All systems on one data set. Each system is started and loaded in turn (the
+    others idle); then the search levels are *interleaved*: for every ef and filter,
+    each system runs its level right after the others, so that a change in this
+    shared machine's speed during the run (other tenants, host load) falls on all of
+    them alike instead of on whichever system ran at the time."""
+    systems = []
     try:
-        result["config"][system.name] = system.config
-        idle_rss, idle_pss = memory(system.pids())
-        cpu0, busy0, client0 = cpu_times(system.pids()), busy_seconds(), time.process_time()
-        log(f"{ds['name']}: {system.name}: ingest {len(ds['base'])} points")
-        took = system.ingest(ds)
-        req = system.prepare(ds["queries"][:1], EFS[-1], None)[0]
-        t = time.perf_counter()
-        first = system.search(req)
-        first_s = time.perf_counter() - t
-        assert len(first) == K, first
-        ingest_cpu = cpu_delta(cpu0, cpu_times(system.pids()))
-        other = max(0.0, busy_seconds() - busy0 - ingest_cpu - (time.process_time() - client0)) / (took + first_s)
-        n = len(ds["base"])
-        ing = {"system": system.name, "points": n, "write_seconds": took, "first_search_seconds": first_s,
-               "points_per_s": n / (took + first_s), "server_cpu_s": ingest_cpu,
-               "server_cpu_us_per_point": ingest_cpu * 1e6 / n, "other_cores_busy": other}
-        if hasattr(system, "phases"):
-            ing["phases"] = system.phases
-        if hasattr(system, "sizes"):
-            ing["relation_bytes"] = system.sizes
-        result["ingest"].append(ing)
-        log(f"{ds['name']}: {system.name}: {ing}")
-        # Warm-up: one pass at the largest ef, unmeasured (its rate only logged).
-        reqs = system.prepare(ds["queries"], EFS[-1], None)
-        t = time.perf_counter()
-        for r in reqs:
-            system.search(r)
-        log(f"{ds['name']}: {system.name}: warm-up pass at ef {EFS[-1]}: {len(reqs) / (time.perf_counter() - t):,.0f} QPS")
-        rss, pss = memory(system.pids())
-        result["memory"].append({"system": system.name, "points": n, "rss_bytes": rss, "pss_bytes": pss,
-                                 "idle_rss_bytes": idle_rss, "idle_pss_bytes": idle_pss,
-                                 "processes": len(system.pids())})
-        sweeps = [(f, False) for f in [None] + ([] if args.no_filters else [f for f, _ in FILTERS])]
-        if hasattr(system, "search_batch") and not args.no_batch:
-            sweeps.insert(1, (None, True))
+        for name in names:
+            systems.append(start_system(CLASSES[name], ds, result))
+            with open(partial, "w") as f:  # kept if a later system fails
+                json.dump(result, f, indent=1)
+        fields = [None] + ([] if args.no_filters else [f for f, _ in FILTERS])
         for ef in EFS:  # ef outer: Chroma restarts once per ef
-            for field, batch in sweeps:
-                row = level(system, ds, ef, field, batch)
-                result["rows"].append(row)
-                log(fmt_row(row))
-        if getattr(system, "plans", None):
-            result["pg_plans"] = {f"{k[0] or 'none'} ef={k[1]}": v for k, v in system.plans.items()}
-        if system.name == "shoal":
-            try:
-                result["shoal_log_tail"] = open(system.err.name).read()[-3000:]
-            except OSError:
-                pass
+            for field in fields:
+                for system in systems:
+                    batches = [False]
+                    if field is None and hasattr(system, "search_batch") and not args.no_batch:
+                        batches.append(True)
+                    for batch in batches:
+                        row = level(system, ds, ef, field, batch)
+                        result["rows"].append(row)
+                        log(fmt_row(row))
+            with open(partial, "w") as f:
+                json.dump(result, f, indent=1)
+        native = [x for x in systems if hasattr(x, "native")]
+        if NATIVE and native:
+            files = native_files(ds)
+            for clients in NATIVE:
+                for ef in EFS:
+                    for field in fields:
+                        for system in native:
+                            row = native_level(system, ds, ef, field, clients, files, result["rows"])
+                            result["rows"].append(row)
+                            log(fmt_row(row))
+        for system in systems:
+            if getattr(system, "plans", None):
+                result["pg_plans"] = {f"{k[0] or 'none'} ef={k[1]}" + "".join(f" {x}" for x in k[2:]): v
+                                      for k, v in system.plans.items()}
+            if system.name == "shoal":
+                try:
+                    result["shoal_log_tail"] = open(system.err.name).read()[-3000:]
+                except OSError:
+                    pass
     finally:
-        # Stop this server before the next one starts (they would share the cores).
         while CLEANUPS:
             CLEANUPS.pop()()
 
@@ -829,7 +965,10 @@ def best(rows, system, target, field):
 
 def report(ds, result):
     rows = result["rows"]
-    lines = [f"## {ds['label']}", "", f"k = {K}, L2, one client, one query per call unless marked SearchBatch.", ""]
+    lines = [f"## {ds['label']}", "", f"k = {K}, L2, one Python client, one query per call unless marked SearchBatch; "
+             f"[native xN]: N compiled clients (Shoal: `shoal bench --existing`, Rust gRPC; pgvector: pgbench, "
+             f"prepared) on the first {NATIVE_QUERIES} queries, recall taken from the Python row of the same ef "
+             f"and filter.", ""]
     for s, c in result["config"].items():
         lines.append(f"- {s}: {c}")
     lines += ["", "Ingest (until every write returned and a first search was answered):", "",
@@ -879,17 +1018,18 @@ def report(ds, result):
         sel = [r for r in rows if r["filter"] == field]
         here = [s for s in systems if any(r["system"] == s for r in sel)]
         title = "unfiltered" if field is None else f"filter {field} (selectivity {sel[0]['selectivity']:.3f})"
-        lines += ["", f"Best QPS at recall@10 >= target, {title} (ratio: shoal per-query Search / other; server CPU ms/query of that row)", "",
+        lines += ["", f"Best QPS at recall@10 >= target, {title} (ratio: shoal per-query Search / other, with the same "
+                  "client kind: Python, or [native xN] against [native xN]; server CPU ms/query of that row)", "",
                   "| target | " + " | ".join(here) + " |", "|---" * (len(here) + 1) + "|"]
         for target in (0.90, 0.95, 0.99):
-            ours = best(rows, "shoal", target, field)
             cells = []
             for s in here:
+                ours = best(rows, "shoal" + (s[s.index(" ["):] if " [" in s else ""), target, field)
                 b = best(rows, s, target, field)
                 if b is None:
                     top = max(r["recall"] for r in sel if r["system"] == s)
                     cells.append(f"not reached (max {top:.3f})")
-                elif s == "shoal" or ours is None or "SearchBatch" in s:
+                elif s.startswith("shoal") or ours is None or "SearchBatch" in s:
                     cells.append(f"{b['qps']:,.0f} ({b['server_cpu_ms_per_query']:.3f} ms)")
                 else:
                     cells.append(f"{b['qps']:,.0f} ({ours['qps'] / b['qps']:.2f}x; {b['server_cpu_ms_per_query']:.3f} ms)")
@@ -914,28 +1054,28 @@ def chart(ds, result, path):
             pts = sorted([(r["ef"], r["recall"], r["qps"]) for r in rows if r["system"] == s and r["filter"] == field])
             if not pts:
                 continue
-            ax.plot([p[1] for p in pts], [p[2] for p in pts], "o-" if "Batch" not in s else "s--", label=s,
-                    color=colours.get(s))
+            style = "s--" if "Batch" in s else "^:" if "[native" in s else "o-"
+            ax.plot([p[1] for p in pts], [p[2] for p in pts], style, label=s, color=colours.get(s.split(" [")[0]),
+                    alpha=0.6 if "[native" in s and not s.endswith("x1]") else 1.0)
             for ef, x, y in pts:
                 ax.annotate(str(ef), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
         ax.set_yscale("log")
         ax.set_xlabel("recall@10")
-        ax.set_ylabel("QPS (1 client)")
+        ax.set_ylabel("QPS")
         sel = next((r["selectivity"] for r in rows if r["filter"] == field), 1.0)
         ax.set_title("unfiltered" if field is None else f"filter {field} ({sel:.0%} of points)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(fields):]:
         ax.axis("off")
-    fig.suptitle(f"{ds['label']}: QPS vs recall@10 (points labelled with ef), one client, 2 shared cores")
+    fig.suptitle(f"{ds['label']}: QPS vs recall@10 (points labelled with ef), one Python client "
+                 f"unless [native xN], 2 shared cores")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def main():
-    classes = {"shoal": Shoal, "shoal-before": ShoalBefore, "pgvector": Pgvector, "chroma": Chroma,
-               "qdrant": Qdrant}
     os.makedirs(RESULTS, exist_ok=True)
     for name in args.datasets.split(","):
         ds = load_dataset(name)
@@ -944,10 +1084,7 @@ def main():
                   "load_before": os.getloadavg(), "command": " ".join(sys.argv), "config": {}, "ingest": [],
                   "memory": [], "rows": []}
         base = os.path.join(RESULTS, f"{args.results_name or 'servers'}-{name}")
-        for s in args.systems.split(","):
-            run_system(classes[s], ds, result)
-            with open(base + ".partial.json", "w") as f:  # kept if a later system fails
-                json.dump(result, f, indent=1)
+        run_dataset(args.systems.split(","), ds, result, base + ".partial.json")
         result["load_after"] = os.getloadavg()
         md = report(ds, result)
         print(md, flush=True)
@@ -959,6 +1096,8 @@ def main():
         chart(ds, result, base + ".png")
         log(f"wrote {base}.json/.md/.png")
 
+
+CLASSES = {"shoal": Shoal, "shoal-before": ShoalBefore, "pgvector": Pgvector, "chroma": Chroma, "qdrant": Qdrant}
 
 if __name__ == "__main__":
     try:

@@ -5,6 +5,12 @@
 //! ground truth (read from a file, or computed by brute force). Queries go one per
 //! `Search` request, or `--batch-size` per `SearchBatch` request; `--plot` draws the
 //! QPS/recall chart (module `plot`).
+//!
+//! With `--existing` it only searches: the collection was created and filled
+//! elsewhere (`shoal import`, another client, `benches/servers.py`), the queries and
+//! their exact ground truth come from files, and `--filter` puts the same payload
+//! filter on every search (the ground truth must then be the filtered one). Nothing
+//! is created, written or deleted.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use shoal_proto::v1::{
 use tonic::transport::Channel;
 
 use crate::client::{numeric_ids, status_err, upload};
-use crate::convert;
+use crate::{convert, filter_json};
 
 /// Synthetic data shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -34,18 +40,28 @@ pub enum Synthetic {
 /// Options of `shoal bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Collection to create for the run (must not exist).
+    /// Collection to create for the run (must not exist), or with --existing the
+    /// collection to search.
     #[arg(long, default_value = "shoal-bench")]
     pub collection: String,
+    /// Only search --collection, which already holds the data: no create, ingest or
+    /// delete. Needs --queries and --ground-truth.
+    #[arg(long, conflicts_with_all = ["data", "keep"])]
+    pub existing: bool,
     /// Base vectors (fvecs). Without it, a synthetic set is generated.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Query vectors (fvecs); required with --data.
-    #[arg(long, requires = "data")]
+    /// Query vectors (fvecs); required with --data and with --existing.
+    #[arg(long)]
     pub queries: Option<PathBuf>,
-    /// Exact top-k ids per query (ivecs); computed by brute force when omitted.
+    /// Exact top-k ids per query (ivecs); computed by brute force when omitted
+    /// (required with --existing).
     #[arg(long)]
     pub ground_truth: Option<PathBuf>,
+    /// With --existing: a payload filter (JSON, as for `shoal search --filter`) on
+    /// every search; --ground-truth must then hold the exact filtered top-k.
+    #[arg(long, requires = "existing")]
+    pub filter: Option<String>,
     /// Shape of the synthetic set.
     #[arg(long, value_enum, default_value = "clustered")]
     pub synthetic: Synthetic,
@@ -136,8 +152,11 @@ pub struct Report {
     pub m: u32,
     pub ef_construction: u32,
     pub top_k: u32,
-    pub ingest_seconds: f64,
-    pub ingest_points_per_second: f64,
+    /// The `--filter` on every search (`--existing` runs only).
+    pub filter: Option<String>,
+    /// Absent for `--existing` runs, which ingest nothing.
+    pub ingest_seconds: Option<f64>,
+    pub ingest_points_per_second: Option<f64>,
     pub levels: Vec<Level>,
 }
 
@@ -159,6 +178,7 @@ async fn level(
     truth: &[Vec<u32>],
     ef: u32,
     concurrency: usize,
+    filter: Option<pb::Filter>,
 ) -> anyhow::Result<Level> {
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
@@ -168,6 +188,7 @@ async fn level(
     for _ in 0..concurrency.max(1) {
         let (mut client, queries, next) = (points.clone(), queries.clone(), next.clone());
         let (collection, top_k, max) = (a.collection.clone(), a.top_k, a.max_queries);
+        let filter = filter.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut answered = 0usize;
@@ -177,6 +198,7 @@ async fn level(
                 vector: queries[q].clone(),
                 top_k,
                 ef: Some(ef),
+                filter: filter.clone(),
                 ..Default::default()
             };
             loop {
@@ -280,9 +302,150 @@ fn plot(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
 
 /// `shoal bench`.
 pub async fn run(
-    mut cols: CollectionsClient<Channel>,
+    cols: CollectionsClient<Channel>,
     points: PointsClient<Channel>,
     a: BenchArgs,
+) -> anyhow::Result<Report> {
+    let report = if a.existing {
+        search_existing(cols, points, &a).await?
+    } else {
+        ingest_and_search(cols, points, &a).await?
+    };
+    if let Some(out) = &a.out {
+        write_report(out, &report)?;
+        eprintln!("wrote {}", out.display());
+    }
+    if let Some(path) = &a.plot {
+        plot(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(report)
+}
+
+/// Reads `--ground-truth`, or computes it from `base` when there is one, and checks
+/// that it covers every query with at least `--top-k` ids.
+fn truth_for(
+    a: &BenchArgs,
+    base: Option<&[Vec<f32>]>,
+    queries: &[Vec<f32>],
+    metric: Metric,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    let k = a.top_k as usize;
+    let truth = match (&a.ground_truth, base) {
+        (Some(p), _) => shoal_datasets::read_ivecs(p)?,
+        (None, Some(base)) => {
+            eprintln!(
+                "computing exact top-{k} of {} queries by brute force",
+                queries.len()
+            );
+            shoal_datasets::ground_truth(base, queries, k, metric)
+        }
+        (None, None) => bail!("--ground-truth is required with --existing"),
+    };
+    if truth.len() < queries.len() || truth.iter().any(|t| t.len() < k) {
+        bail!(
+            "the ground truth must have at least {k} ids for each of the {} queries",
+            queries.len()
+        );
+    }
+    Ok(truth)
+}
+
+/// Every (ef, concurrency) level, printed as it finishes.
+async fn sweep(
+    points: &PointsClient<Channel>,
+    a: &BenchArgs,
+    queries: Vec<Vec<f32>>,
+    truth: &[Vec<u32>],
+    filter: Option<pb::Filter>,
+) -> anyhow::Result<Vec<Level>> {
+    let queries = Arc::new(queries);
+    let mut levels = Vec::new();
+    if a.batch_size > 1 {
+        eprintln!(
+            "sending queries in SearchBatch requests of {} (latencies are per request)",
+            a.batch_size
+        );
+    }
+    println!(
+        "{:>6} {:>6} {:>9} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "ef", "conc", "queries", "QPS", "p50 ms", "p95 ms", "p99 ms", "recall"
+    );
+    for &ef in &a.ef {
+        for &c in &a.concurrency {
+            let l = level(points, a, &queries, truth, ef, c, filter.clone()).await?;
+            println!(
+                "{:>6} {:>6} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>8.4}",
+                l.ef, l.concurrency, l.queries, l.qps, l.p50_ms, l.p95_ms, l.p99_ms, l.recall
+            );
+            levels.push(l);
+        }
+    }
+    Ok(levels)
+}
+
+/// `--existing`: searches a collection as it is; its configuration and size are read
+/// from the node.
+async fn search_existing(
+    mut cols: CollectionsClient<Channel>,
+    points: PointsClient<Channel>,
+    a: &BenchArgs,
+) -> anyhow::Result<Report> {
+    let path = a
+        .queries
+        .as_ref()
+        .context("--queries is required with --existing")?;
+    let queries = shoal_datasets::read_fvecs(path)?;
+    if queries.is_empty() {
+        bail!("{} holds no queries", path.display());
+    }
+    let info = cols
+        .get(pb::GetCollectionRequest {
+            name: a.collection.clone(),
+        })
+        .await
+        .map_err(status_err)
+        .with_context(|| format!("reading collection {:?}", a.collection))?
+        .into_inner();
+    let config = info.config.unwrap_or_default();
+    let metric = convert::metric("metric", config.metric).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let truth = truth_for(a, None, &queries, metric)?;
+    let filter = a.filter.as_deref().map(filter_json::parse).transpose()?;
+    let dim = queries[0].len();
+    eprintln!(
+        "searching {:?} as it is: {} points, dim {}, {} shard(s){}",
+        a.collection,
+        info.points_count,
+        config.dim,
+        config.shard_count,
+        a.filter
+            .as_deref()
+            .map(|f| format!(", filter {f}"))
+            .unwrap_or_default()
+    );
+    let levels = sweep(&points, a, queries, &truth, filter).await?;
+    Ok(Report {
+        dataset: a.collection.clone(),
+        n: info.points_count as usize,
+        dim,
+        metric: metric.to_string(),
+        shards: config.shard_count,
+        replication_factor: config.replication_factor,
+        m: config.m,
+        ef_construction: config.ef_construction,
+        top_k: a.top_k,
+        filter: a.filter.clone(),
+        ingest_seconds: None,
+        ingest_points_per_second: None,
+        levels,
+    })
+}
+
+/// The default run: create the collection, ingest, search, delete (unless `--keep`).
+async fn ingest_and_search(
+    mut cols: CollectionsClient<Channel>,
+    points: PointsClient<Channel>,
+    a: &BenchArgs,
 ) -> anyhow::Result<Report> {
     let metric: Metric = a.metric.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (dataset, base, queries) = match &a.data {
@@ -298,6 +461,9 @@ pub async fn run(
             )
         }
         None => {
+            if a.queries.is_some() {
+                bail!("--queries needs --data (or --existing)");
+            }
             eprintln!(
                 "generating {} {:?} vectors of dim {} (seed {})",
                 a.n + a.n_queries,
@@ -323,23 +489,7 @@ pub async fn run(
     if base.is_empty() || queries.is_empty() {
         bail!("the data set has no base vectors or no queries");
     }
-    let k = a.top_k as usize;
-    let truth = match &a.ground_truth {
-        Some(p) => shoal_datasets::read_ivecs(p)?,
-        None => {
-            eprintln!(
-                "computing exact top-{k} of {} queries by brute force",
-                queries.len()
-            );
-            shoal_datasets::ground_truth(&base, &queries, k, metric)
-        }
-    };
-    if truth.len() < queries.len() || truth.iter().any(|t| t.len() < k) {
-        bail!(
-            "the ground truth must have at least {k} ids for each of the {} queries",
-            queries.len()
-        );
-    }
+    let truth = truth_for(a, Some(&base), &queries, metric)?;
     let (n, dim) = (base.len(), base[0].len());
     cols.create(pb::CreateCollectionRequest {
         name: a.collection.clone(),
@@ -373,28 +523,7 @@ pub async fn run(
             "ingested {n} points in {ingest:.1}s ({:.0} points/s, durable)",
             n as f64 / ingest
         );
-        let queries = Arc::new(queries);
-        let mut levels = Vec::new();
-        if a.batch_size > 1 {
-            eprintln!(
-                "sending queries in SearchBatch requests of {} (latencies are per request)",
-                a.batch_size
-            );
-        }
-        println!(
-            "{:>6} {:>6} {:>9} {:>10} {:>9} {:>9} {:>9} {:>8}",
-            "ef", "conc", "queries", "QPS", "p50 ms", "p95 ms", "p99 ms", "recall"
-        );
-        for &ef in &a.ef {
-            for &c in &a.concurrency {
-                let l = level(&points, &a, &queries, &truth, ef, c).await?;
-                println!(
-                    "{:>6} {:>6} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>8.4}",
-                    l.ef, l.concurrency, l.queries, l.qps, l.p50_ms, l.p95_ms, l.p99_ms, l.recall
-                );
-                levels.push(l);
-            }
-        }
+        let levels = sweep(&points, a, queries, &truth, None).await?;
         anyhow::Ok(Report {
             dataset,
             n,
@@ -405,8 +534,9 @@ pub async fn run(
             m: a.m,
             ef_construction: a.ef_construction,
             top_k: a.top_k,
-            ingest_seconds: ingest,
-            ingest_points_per_second: n as f64 / ingest,
+            filter: None,
+            ingest_seconds: Some(ingest),
+            ingest_points_per_second: Some(n as f64 / ingest),
             levels,
         })
     }
@@ -418,16 +548,7 @@ pub async fn run(
             })
             .await;
     }
-    let report = result?;
-    if let Some(out) = &a.out {
-        write_report(out, &report)?;
-        eprintln!("wrote {}", out.display());
-    }
-    if let Some(path) = &a.plot {
-        plot(path, &report)?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(report)
+    result
 }
 
 fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
@@ -437,7 +558,7 @@ fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
         );
         for l in &r.levels {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{:.1},{},{},{},{},{:.1},{:.4},{:.4},{:.4},{:.4}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.4},{:.4},{:.4},{:.4}\n",
                 r.dataset,
                 r.n,
                 r.dim,
@@ -447,7 +568,9 @@ fn write_report(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
                 r.m,
                 r.ef_construction,
                 r.top_k,
-                r.ingest_points_per_second,
+                r.ingest_points_per_second
+                    .map(|x| format!("{x:.1}"))
+                    .unwrap_or_default(),
                 l.ef,
                 l.concurrency,
                 l.batch_size,

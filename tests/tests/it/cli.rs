@@ -104,6 +104,83 @@ async fn cli_commands_and_bench() {
     let (ok, _, err) = shoal(url, &["count", "nope"]);
     assert!(!ok && err.contains("NotFound"), "{err}");
 
+    // The load generator on a collection filled elsewhere, with a payload filter on
+    // every search. The first query's nearest point is the "de" one (not counted:
+    // not a numeric id); among the "en" points it is 3, which the filtered ground
+    // truth names, so recall 1.0 means the filter reached every search.
+    let (queries, truth) = (tmp.path().join("q.fvecs"), tmp.path().join("gt.ivecs"));
+    shoal_datasets::write_fvecs(&queries, &[vec![0.8, 0.1, 0.1], vec![0.1, 0.9, 0.0]]).unwrap();
+    shoal_datasets::write_ivecs(&truth, &[vec![3], vec![1]]).unwrap();
+    let report = tmp.path().join("existing.json");
+    let existing = |filter: &str| {
+        shoal(
+            url,
+            &[
+                "bench",
+                "--existing",
+                "--collection",
+                "docs",
+                "--queries",
+                queries.to_str().unwrap(),
+                "--ground-truth",
+                truth.to_str().unwrap(),
+                "--top-k",
+                "1",
+                "--ef",
+                "8",
+                "--concurrency",
+                "1,2",
+                "--seconds",
+                "0.1",
+                "--filter",
+                filter,
+                "--out",
+                report.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, out, err) = existing(r#"{"must": [{"key": "lang", "keyword": ["en"]}]}"#);
+    assert!(ok, "{out}{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        (r["n"].as_u64(), r["metric"].as_str()),
+        (Some(3), Some("COSINE"))
+    );
+    assert!(r["ingest_points_per_second"].is_null(), "{r}");
+    for l in r["levels"].as_array().unwrap() {
+        assert_eq!(l["recall"].as_f64(), Some(1.0), "{l}");
+    }
+    // The same searches under a filter the ground truth does not describe miss.
+    let (ok, out, err) = existing(r#"{"must": [{"key": "lang", "keyword": ["de"]}]}"#);
+    assert!(ok, "{out}{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["levels"][0]["recall"].as_f64(), Some(0.0), "{r}");
+    // Nothing was written or removed; a filter needs --existing; a missing
+    // collection is named.
+    let (ok, out, _) = shoal(url, &["count", "docs"]);
+    assert!(ok && out.trim() == "3", "{out}");
+    let (ok, _, err) = shoal(url, &["bench", "--filter", "{}"]);
+    assert!(!ok && err.contains("--existing"), "{err}");
+    let (ok, _, err) = shoal(
+        url,
+        &[
+            "bench",
+            "--existing",
+            "--collection",
+            "nope",
+            "--queries",
+            queries.to_str().unwrap(),
+            "--ground-truth",
+            truth.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && err.contains("NotFound") && err.contains("nope"),
+        "{err}"
+    );
+
     // The load generator: a small synthetic run, with its report and cleanup.
     let report = tmp.path().join("bench.json");
     let (ok, out, err) = shoal(
