@@ -118,7 +118,7 @@ ap.add_argument("--no-batch", action="store_true", help="skip Shoal's SearchBatc
 ap.add_argument("--native-clients", default="", metavar="N,N",
                 help="also search with compiled clients at these client counts (e.g. 1,4,16): `shoal bench "
                      "--existing` (Rust, gRPC) for Shoal and pgbench (C, libpq) for pgvector, on the first "
-                     f"{100} queries; rows '<system> [native xN]'")
+                     "100 queries; rows '<system> [native xN]'")
 args = ap.parse_args()
 EFS = [int(x) for x in args.efs.split(",")]
 NATIVE = [int(x) for x in args.native_clients.split(",") if x]
@@ -555,12 +555,14 @@ class Pgvector:
         seconds, p50 ms, p99 ms, None): pgbench does not see the ids, so the level's
         recall is the Python level's at the same ef (same server, index and settings)."""
         where = f"WHERE {field} = 0 " if field else ""
+        sqls = [f"SELECT id FROM items {where}ORDER BY v <-> '[{','.join(repr(float(x)) for x in q)}]' LIMIT {K}"
+                for q in ds["queries"][:NATIVE_QUERIES]]
         scripts = []
-        for i, q in enumerate(ds["queries"][:NATIVE_QUERIES]):
-            path = os.path.join(files, f"pg-{i}.sql")
-            lit = "[" + ",".join(repr(float(x)) for x in q) + "]"
-            with open(path, "w") as f:
-                f.write(f"SELECT id FROM items {where}ORDER BY v <-> '{lit}' LIMIT {K};\n")
+        for i, sql in enumerate(sqls):  # the same files for every level of this filter
+            path = os.path.join(files, f"pg-{field or 'none'}-{i}.sql")
+            if not os.path.exists(path):
+                with open(path, "w") as f:
+                    f.write(sql + ";\n")
             scripts += ["-f", f"{path}@1"]
         logs = os.path.join(files, "pglog")
         shutil.rmtree(logs, ignore_errors=True)
@@ -578,8 +580,8 @@ class Pgvector:
         secs = float(re.search(r"duration: (\d+) s", r.stdout).group(1))
         done = int(re.search(r"number of transactions actually processed: (\d+)", r.stdout).group(1))
         if (field, ef, "pgbench") not in self.plans:
-            plan = [x[0] for x in self.conn.execute(
-                f"EXPLAIN SELECT id FROM items {where}ORDER BY v <-> '{lit}' LIMIT {K}").fetchall()]
+            self.prepare(ds["queries"][:1], ef, field)  # this session's settings = PGOPTIONS above
+            plan = [x[0] for x in self.conn.execute("EXPLAIN " + sqls[-1]).fetchall()]
             self.plans[(field, ef, "pgbench")] = " / ".join(
                 re.sub(r"'\[[^]]*\]'", "$1", re.sub(r"\s*\(cost=.*", "", x)).strip() for x in plan)
         return done, secs, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), None
@@ -1024,12 +1026,13 @@ def report(ds, result):
         for target in (0.90, 0.95, 0.99):
             cells = []
             for s in here:
-                ours = best(rows, "shoal" + (s[s.index(" ["):] if " [" in s else ""), target, field)
+                ref = "shoal" + (s[s.index(" ["):] if " [" in s else "")
+                ours = best(rows, ref, target, field)
                 b = best(rows, s, target, field)
                 if b is None:
                     top = max(r["recall"] for r in sel if r["system"] == s)
                     cells.append(f"not reached (max {top:.3f})")
-                elif s.startswith("shoal") or ours is None or "SearchBatch" in s:
+                elif s == ref or ours is None or "SearchBatch" in s:
                     cells.append(f"{b['qps']:,.0f} ({b['server_cpu_ms_per_query']:.3f} ms)")
                 else:
                     cells.append(f"{b['qps']:,.0f} ({ours['qps'] / b['qps']:.2f}x; {b['server_cpu_ms_per_query']:.3f} ms)")
