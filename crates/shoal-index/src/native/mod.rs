@@ -7,6 +7,8 @@
 //!   heuristic, concurrent insertion with one small lock per node.
 //! - [`visited`]: per-thread visited sets and heaps, so a search allocates only its
 //!   result.
+//! - [`pages`]: the zeroed memory behind the store's big arrays, on transparent huge
+//!   pages for every chunk after a store's first (fewer TLB misses per search).
 //! - [`dump`]: one checksummed file under the crate's manifest.
 //!
 //! Semantics are those of [`VectorIndex`], identical to the `hnsw_rs` backend's:
@@ -28,6 +30,7 @@
 
 mod dump;
 mod graph;
+mod pages;
 mod store;
 mod visited;
 
@@ -141,8 +144,10 @@ impl NativeIndex {
                 None => self
                     .graph
                     .search_layer::<true>(q, start, at, s, |id| !store.is_deleted(id)),
+                // The caller's filter first: usually a compact bitmap, where a node's
+                // deleted flag is a read into its chunk.
                 Some(f) => self.graph.search_layer::<true>(q, start, at, s, |id| {
-                    !store.is_deleted(id) && f.accept(id)
+                    f.accept(id) && !store.is_deleted(id)
                 }),
             };
             // Fewer than ef results means every reachable node was expanded: if some

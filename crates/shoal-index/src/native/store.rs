@@ -3,7 +3,8 @@
 //!
 //! What it owns:
 //! - **Vectors**, the only copy the index holds, in one 64-byte aligned allocation per
-//!   chunk of `2^shift` slots (about 1 MiB of vectors each). A slot is `stride` floats,
+//!   chunk of `2^shift` slots (enough for both this and the layer-0 lists to fill a
+//!   2 MiB huge page: 16,384 slots, 8 MiB of vectors at 128-d). A slot is `stride` floats,
 //!   `dim` rounded up to 16 (one cache line), so every vector starts on a cache line.
 //! - **Layer-0 link lists** (`1 + 2M` `u32`s per slot: a count, then the links) in one
 //!   array per chunk, and a pointer per slot to the node's **upper-layer lists**
@@ -11,6 +12,10 @@
 //! - A **level**, a one-byte **lock** (held only while a node's own lists are
 //!   rewritten) and three flag bits per slot: *present* (the vector is written and
 //!   may be read), *deleted*, *in graph* (its graph insertion finished).
+//!
+//! Every chunk after the first keeps its vectors and layer-0 lists on transparent huge
+//! pages ([`super::pages`]): a search's random reads then rarely miss the TLB, and a
+//! small shard does not pay for a whole huge page.
 //!
 //! Chunks hang off a segmented directory (segment `s` holds `2^s` chunk pointers), so
 //! the store grows without moving anything, a sparse id costs one chunk, and readers
@@ -29,20 +34,20 @@
 //! through links, which by the contract above only name present nodes), and never
 //! panic on an id: unknown ids are `None`, empty lists or `false`.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use std::collections::HashSet;
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use super::pages::Region;
 use crate::{IndexError, InternalId};
 
-const TARGET_CHUNK_BYTES: usize = 1 << 20;
+/// Smallest size of each of a chunk's two big arrays (vectors, layer-0 lists): one
+/// huge page, so that both can be backed by huge pages.
+const MIN_ARRAY_BYTES: usize = 2 << 20;
 /// Floats per cache line: slots are padded to a multiple of this.
 const LINE_FLOATS: usize = 16;
-const VECTOR_ALIGN: usize = 64;
 /// Directory segments: chunk index `c` lives in segment `log2(c + 1)`; with at least
 /// 64 slots per chunk, 27 segments cover every `u32` id.
 const SEGMENTS: usize = 33;
@@ -50,10 +55,10 @@ const SEGMENTS: usize = 33;
 /// One chunk of `2^shift` consecutive ids.
 struct Chunk {
     /// `slots × stride` floats, 64-byte aligned, zeroed at allocation.
-    vectors: NonNull<f32>,
-    layout: Layout,
-    /// `slots × (1 + m0)`: per slot a count, then up to `m0` links.
-    links0: Box<[AtomicU32]>,
+    vectors: Region,
+    /// `slots × (1 + m0)` `AtomicU32`s: per slot a count, then up to `m0` links.
+    links0: Region,
+    links0_len: usize,
     /// Per slot: null, or `level × (1 + m)` `u32`s (a count and `m` links per level
     /// above 0), allocated by `Box<[AtomicU32]>` and freed in `Drop`.
     upper: Box<[AtomicPtr<AtomicU32>]>,
@@ -64,12 +69,6 @@ struct Chunk {
     deleted: Box<[AtomicU64]>,
     in_graph: Box<[AtomicU64]>,
 }
-
-// SAFETY: the raw vector memory is written only by the holder of the store's writer
-// lock, to slots no reader looks at before their `present` bit is published (see the
-// module docs); everything else in a chunk is atomic or a lock.
-unsafe impl Send for Chunk {}
-unsafe impl Sync for Chunk {}
 
 fn atomics<T>(n: usize, f: impl Fn() -> T) -> Box<[T]> {
     (0..n).map(|_| f()).collect()
@@ -90,19 +89,13 @@ fn zeroed<T: Zeroable>(n: usize) -> Box<[T]> {
 }
 
 impl Chunk {
-    fn new(slots: usize, stride: usize, m: usize, m0: usize) -> Box<Chunk> {
-        let bytes = (slots * stride * 4).max(VECTOR_ALIGN);
-        let layout = Layout::from_size_align(bytes, VECTOR_ALIGN).expect("chunk layout fits");
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
-        let Some(vectors) = NonNull::new(raw.cast::<f32>()) else {
-            handle_alloc_error(layout)
-        };
+    fn new(slots: usize, stride: usize, m: usize, m0: usize, huge: bool) -> Box<Chunk> {
         let words = slots.div_ceil(64);
+        let links0_len = slots * (1 + m0);
         Box::new(Chunk {
-            vectors,
-            layout,
-            links0: zeroed(slots * (1 + m0)),
+            vectors: Region::zeroed(slots * stride * 4, huge),
+            links0: Region::zeroed(links0_len * 4, huge),
+            links0_len,
             upper: zeroed(slots),
             upper_len_per_level: 1 + m,
             levels: zeroed(slots),
@@ -111,6 +104,20 @@ impl Chunk {
             deleted: zeroed(words),
             in_graph: zeroed(words),
         })
+    }
+
+    /// The start of the vector memory.
+    #[inline]
+    fn vectors(&self) -> *mut f32 {
+        self.vectors.as_ptr().cast()
+    }
+
+    /// Every slot's layer-0 list.
+    #[inline]
+    fn links0(&self) -> &[AtomicU32] {
+        // SAFETY: the region holds `links0_len` zeroed (so valid) `AtomicU32`s, is
+        // 64-byte aligned and lives as long as the chunk.
+        unsafe { std::slice::from_raw_parts(self.links0.as_ptr().cast(), self.links0_len) }
     }
 
     #[inline]
@@ -130,8 +137,6 @@ impl Drop for Chunk {
                 drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) });
             }
         }
-        // SAFETY: allocated in `Chunk::new` with this layout.
-        unsafe { dealloc(self.vectors.as_ptr().cast(), self.layout) };
     }
 }
 
@@ -161,7 +166,11 @@ impl Store {
     /// list and `m0` on layer 0.
     pub fn new(dim: usize, m: usize, m0: usize) -> Self {
         let stride = dim.max(1).next_multiple_of(LINE_FLOATS);
-        let slots = (TARGET_CHUNK_BYTES / 4 / stride).clamp(64, 1 << 16);
+        // A power of two slots, enough for both arrays to reach a huge page.
+        let slots = MIN_ARRAY_BYTES
+            .div_ceil(4 * stride.min(1 + m0))
+            .next_power_of_two()
+            .clamp(64, 1 << 16);
         Store {
             dim,
             stride,
@@ -226,9 +235,7 @@ impl Store {
         // SAFETY: `slot < slots`, so the `dim` floats at `slot × stride` lie inside
         // the chunk's allocation; the slot was written before it became reachable and
         // is never written again.
-        unsafe {
-            std::slice::from_raw_parts(n.chunk.vectors.as_ptr().add(n.slot * self.stride), self.dim)
-        }
+        unsafe { std::slice::from_raw_parts(n.chunk.vectors().add(n.slot * self.stride), self.dim) }
     }
 
     /// The vector of a node reached through a link (see [`Store::vector_of`]).
@@ -248,12 +255,7 @@ impl Store {
             // inside the chunk's allocation anyway.
             unsafe {
                 use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-                let p = n
-                    .chunk
-                    .vectors
-                    .as_ptr()
-                    .add(n.slot * self.stride)
-                    .cast::<i8>();
+                let p = n.chunk.vectors().add(n.slot * self.stride).cast::<i8>();
                 let mut off = 0;
                 while off < self.dim * 4 {
                     _mm_prefetch::<_MM_HINT_T0>(p.add(off));
@@ -275,7 +277,7 @@ impl Store {
         #[cfg(target_arch = "x86_64")]
         if let Some(n) = self.node(id) {
             let w = 1 + self.m0;
-            let list = &n.chunk.links0[n.slot * w..(n.slot + 1) * w];
+            let list = &n.chunk.links0()[n.slot * w..(n.slot + 1) * w];
             let start = list.as_ptr().cast::<i8>();
             let first = start as usize & !63;
             let last = (start as usize + std::mem::size_of_val(list) - 1) & !63;
@@ -301,7 +303,7 @@ impl Store {
         let Some(n) = self.node(id) else { return &[] };
         if level == 0 {
             let w = 1 + self.m0;
-            return &n.chunk.links0[n.slot * w..(n.slot + 1) * w];
+            return &n.chunk.links0()[n.slot * w..(n.slot + 1) * w];
         }
         if level > n.chunk.levels[n.slot].load(Relaxed) as usize {
             return &[];
@@ -427,11 +429,7 @@ impl Store {
         // reads it before the `present` bit below is set, and only the writer-lock
         // holder writes, once.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                v.as_ptr(),
-                chunk.vectors.as_ptr().add(slot * self.stride),
-                len,
-            );
+            std::ptr::copy_nonoverlapping(v.as_ptr(), chunk.vectors().add(slot * self.stride), len);
         }
         let level = level.min(u8::MAX as usize);
         chunk.levels[slot].store(level as u8, Relaxed);
@@ -479,7 +477,10 @@ impl Store {
             dir = Box::into_raw(entries).cast::<AtomicPtr<Chunk>>();
             self.segments[seg].store(dir, Release);
         }
-        let chunk = Box::into_raw(Chunk::new(self.slots(), self.stride, self.m, self.m0));
+        // A store's first chunk stays on small pages: a small shard should not cost
+        // a whole huge page per array.
+        let huge = id as usize >= self.slots();
+        let chunk = Box::into_raw(Chunk::new(self.slots(), self.stride, self.m, self.m0, huge));
         // SAFETY: `off < 2^seg`, the directory's length.
         unsafe { &*dir.add(off) }.store(chunk, Release);
         self.node(id).expect("the chunk was just published")

@@ -1,0 +1,151 @@
+//! Zeroed memory for the node store's big per-chunk arrays (vectors, layer-0 links),
+//! on transparent huge pages where the kernel offers them.
+//!
+//! A graph search reads a few thousand vectors and link lists at random addresses;
+//! with 4 KiB pages nearly every one of those reads also misses the TLB, and under
+//! virtualisation a page walk costs several memory accesses of its own. A
+//! [`Region`] asked for with `huge` is an anonymous mapping aligned to 2 MiB and
+//! marked `MADV_HUGEPAGE`, so the kernel backs it with 2 MiB pages on first touch
+//! (when `/sys/kernel/mm/transparent_hugepage/enabled` is `always` or `madvise`;
+//! with `never` it silently stays on small pages). Without `huge`, and on other
+//! platforms, it comes from the global allocator, zeroed.
+//!
+//! Either way the memory is zero and pages never written are never allocated (a
+//! huge page is allocated whole on first touch, which is why the store asks for
+//! huge regions only once a shard has filled its first chunk). It must never do IO
+//! and never fail silently: an allocation failure aborts like any other.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+use std::ptr::NonNull;
+
+/// Huge-page size on x86-64 and most arm64 kernels.
+#[cfg(target_os = "linux")]
+const HUGE: usize = 2 << 20;
+/// Alignment of the allocator-backed regions: one cache line.
+const ALIGN: usize = 64;
+
+/// `len` zeroed bytes at a fixed address until dropped.
+pub(super) struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+    mapped: bool,
+}
+
+// SAFETY: a `Region` is plain memory; what is stored in it decides the sharing rules
+// (the store keeps atomics there, or data published through them).
+unsafe impl Send for Region {}
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// `len` zeroed bytes (at least one), 64-byte aligned; on huge pages if `huge`
+    /// and the kernel allows.
+    pub fn zeroed(len: usize, huge: bool) -> Region {
+        let len = len.max(1);
+        #[cfg(target_os = "linux")]
+        if huge && let Some(r) = Self::mapped(len) {
+            return r;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = huge;
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            handle_alloc_error(layout)
+        };
+        Region {
+            ptr,
+            len,
+            mapped: false,
+        }
+    }
+
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(len, ALIGN).expect("region layout fits")
+    }
+
+    /// An anonymous mapping of `len` bytes starting on a 2 MiB boundary, advised
+    /// for huge pages; `None` if the kernel refused the mapping.
+    #[cfg(target_os = "linux")]
+    fn mapped(len: usize) -> Option<Region> {
+        let len = len.next_multiple_of(4096);
+        let span = len.checked_add(HUGE)?;
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let start = raw as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        let (head, tail) = (aligned - start, span - (aligned - start) - len);
+        // SAFETY: both ranges lie inside the mapping just made and outside the part
+        // kept; unmapping them cannot fail in a way that matters (they are ours).
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+            // Only advice: where transparent huge pages are off this does nothing.
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        Some(Region {
+            ptr: NonNull::new(aligned as *mut u8)?,
+            len,
+            mapped: true,
+        })
+    }
+
+    /// The first byte.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if self.mapped {
+            // SAFETY: exactly the range `mapped` kept, unmapped once.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+            return;
+        }
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_are_zeroed_writable_and_aligned() {
+        for (len, huge) in [(1, false), (100, true), (5 << 20, true), (3 << 20, false)] {
+            let r = Region::zeroed(len, huge);
+            assert_eq!(r.as_ptr() as usize % ALIGN, 0);
+            // SAFETY: `len` bytes belong to the region.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(r.as_ptr(), len) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes[0] = 1;
+            bytes[len - 1] = 7;
+            assert_eq!((bytes[0], bytes[len - 1]), (if len > 1 { 1 } else { 7 }, 7));
+            #[cfg(target_os = "linux")]
+            if huge {
+                assert!(r.mapped);
+                assert_eq!(r.as_ptr() as usize % HUGE, 0);
+            }
+        }
+    }
+}
