@@ -31,10 +31,10 @@ pub(super) struct Region {
     mapped: bool,
 }
 
-// SAFETY: a `Region` is plain memory; what is stored in it decides the sharing rules
-// (the store keeps atomics there, or data published through them).
+// SAFETY: a `Region` owns its memory and nothing else; moving it to another thread
+// moves that ownership. It is not `Sync`: it hands out raw pointers, and whoever
+// shares it (the store's `Chunk`) says why its reads and writes through them are sound.
 unsafe impl Send for Region {}
-unsafe impl Sync for Region {}
 
 impl Region {
     /// `len` zeroed bytes (at least one), 64-byte aligned; on huge pages if `huge`
@@ -115,10 +115,12 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        #[cfg(target_os = "linux")]
         if self.mapped {
             // SAFETY: exactly the range `mapped` kept, unmapped once.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+            #[cfg(target_os = "linux")]
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.len)
+            };
             return;
         }
         // SAFETY: allocated in `zeroed` with this layout.

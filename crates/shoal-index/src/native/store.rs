@@ -70,6 +70,13 @@ struct Chunk {
     in_graph: Box<[AtomicU64]>,
 }
 
+// SAFETY: the raw vector memory is written only by the holder of the store's writer
+// lock, to slots no reader looks at before their `present` bit is published (see the
+// module docs); the layer-0 lists are atomics; everything else in a chunk is atomic or
+// a lock.
+unsafe impl Send for Chunk {}
+unsafe impl Sync for Chunk {}
+
 fn atomics<T>(n: usize, f: impl Fn() -> T) -> Box<[T]> {
     (0..n).map(|_| f()).collect()
 }
