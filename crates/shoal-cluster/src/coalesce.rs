@@ -1,12 +1,9 @@
-//! Coalescing of concurrent single searches into batches (`shoal serve
+//! Coalescing of concurrent submissions into batches, generic over what is batched
+//! ([`Coalescer`]); `search_coalesce` applies it to searches (`shoal serve
 //! --search-coalesce-us`).
 //!
-//! What it owns: a queue per *group* of compatible searches (same collection, same
-//! read options), and the rule that turns queues into batches. A batch is answered
-//! like a `SearchBatch`: one read per shard carrying every query of the batch, one
-//! parallel job on the shard's pool, and the per-query top-k merge — on this node's
-//! replicas or, in a cluster, one internal call per remote shard instead of one per
-//! query.
+//! What it owns: a queue per *group* of compatible submissions (for searches: same
+//! collection, same read options), and the rule that turns queues into batches.
 //!
 //! The rule ("the first arrival runs if idle"):
 //! - a search whose group has no batch in flight runs at once, alone, on the
@@ -37,12 +34,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use shoal_core::{Error, Result, ScoredPoint, SearchRequest};
-use shoal_raft::CollectionMeta;
 use tokio::sync::oneshot;
-
-use crate::api::ReadOptions;
-use crate::node::Node;
 
 /// How long the clock thread sleeps when no queue is waiting (it is woken earlier
 /// whenever a queue starts).
@@ -414,93 +406,11 @@ where
     }
 }
 
-/// Searches of one collection at one set of read options can share a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct SearchKey {
-    collection_id: u64,
-    read: ReadOptions,
-}
-
-/// A validated search and the collection it was validated against.
-pub(crate) type PreparedSearch = (Arc<CollectionMeta>, SearchRequest);
-
-/// Single searches of a node, coalesced (see the module docs). Cheap to share.
-pub struct SearchCoalescer {
-    node: Node,
-    batches: Coalescer<SearchKey, PreparedSearch, Result<Vec<ScoredPoint>>>,
-}
-
-impl SearchCoalescer {
-    /// Coalesces `node`'s searches with `options` (batches are capped at the node's
-    /// `max_search_batch`). Call it inside the tokio runtime that serves the node.
-    pub fn new(node: Node, options: CoalesceOptions) -> Self {
-        let runner_node = node.clone();
-        Self::with_runner(node, options, move |key, batch| {
-            let node = runner_node.clone();
-            Box::pin(async move { node.run_prepared(&key.read, batch).await })
-        })
-    }
-
-    fn with_runner(
-        node: Node,
-        mut options: CoalesceOptions,
-        runner: impl Fn(SearchKey, Vec<PreparedSearch>) -> BatchFuture<Result<Vec<ScoredPoint>>>
-        + Send
-        + Sync
-        + 'static,
-    ) -> Self {
-        options.max_batch = options.max_batch.min(node.limits().max_search_batch);
-        SearchCoalescer {
-            batches: Coalescer::new(options, runner),
-            node,
-        }
-    }
-
-    /// The options in force.
-    pub fn options(&self) -> CoalesceOptions {
-        self.batches.options()
-    }
-
-    /// Counters since start.
-    pub fn stats(&self) -> CoalesceStats {
-        self.batches.stats()
-    }
-
-    /// One search, answered exactly as [`Node::search`] answers it.
-    pub async fn search(
-        &self,
-        name: &str,
-        req: SearchRequest,
-        read: ReadOptions,
-    ) -> Result<Vec<ScoredPoint>> {
-        if !self.batches.options().enabled() {
-            return self.node.search(name, req, read).await;
-        }
-        let prepared = self.node.prepare_search(name, req, &read).await?;
-        let key = SearchKey {
-            collection_id: prepared.0.id,
-            read,
-        };
-        self.batches.submit(key, prepared).await.unwrap_or_else(|| {
-            Err(Error::Internal(
-                "a batch of coalesced searches failed; see the server log".into(),
-            ))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use shoal_core::{
-        CollectionConfig, Condition, Filter, HnswParams, Limits, Metric, Point, PointId, Value,
-    };
-    use shoal_shard::ShardOptions;
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::node::{NodeOptions, RaftTiming};
 
     /// Batches as the test runner saw them.
     type Seen = Arc<Mutex<Vec<Vec<u32>>>>;
@@ -683,122 +593,5 @@ mod tests {
             }
             assert!(seen.lock().iter().all(|b| b.len() == 1));
         }
-    }
-
-    async fn single_node(dir: &std::path::Path) -> Node {
-        let options = NodeOptions {
-            node_id: 1,
-            advertise: "127.0.0.1:1".into(),
-            peers: BTreeMap::new(),
-            data_dir: dir.to_path_buf(),
-            limits: Limits::default(),
-            shard: ShardOptions {
-                exact_threshold: 0,
-                ..ShardOptions::default()
-            },
-            search_threads: 2,
-            timing: RaftTiming::default(),
-            request_timeout: Duration::from_secs(30),
-        };
-        Node::start(options, shoal_raft::network::Registry::default())
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn coalesced_searches_return_exactly_what_direct_searches_return() {
-        let dir = tempfile::tempdir().unwrap();
-        let node = single_node(dir.path()).await;
-        let dim = 8;
-        node.create_collection(CollectionConfig {
-            name: "c".into(),
-            dim,
-            metric: Metric::L2,
-            shard_count: 2,
-            replication_factor: 1,
-            hnsw: HnswParams::default(),
-        })
-        .await
-        .unwrap();
-        let vector = |i: u64| -> Vec<f32> {
-            (0..dim as u64)
-                .map(|d| ((i * 31 + d * 17) % 97) as f32 / 97.0)
-                .collect()
-        };
-        let points = (0..3000)
-            .map(|i| Point {
-                id: PointId::Num(i),
-                vector: vector(i),
-                payload: [("mod".to_string(), Value::Integer(i as i64 % 2))].into(),
-            })
-            .collect();
-        node.upsert("c", points).await.unwrap();
-
-        // Varied parameters (they travel with each search), and one bad search.
-        let even = Filter {
-            must: vec![Condition::Integer {
-                key: "mod".into(),
-                any: vec![0],
-            }],
-            ..Filter::default()
-        };
-        let requests: Vec<SearchRequest> = (0..48u64)
-            .map(|i| SearchRequest {
-                vector: if i == 13 {
-                    vec![1.0; 3]
-                } else {
-                    vector(i * 7 + 5000)
-                },
-                top_k: 1 + (i % 12) as u32,
-                ef: Some([16, 32, 64][i as usize % 3]),
-                filter: (i % 5 == 0).then(|| even.clone()),
-                with_payload: i % 2 == 0,
-                with_vector: i % 3 == 0,
-            })
-            .collect();
-        let read = ReadOptions::default();
-        let mut direct = Vec::new();
-        for r in &requests {
-            direct.push(node.search("c", r.clone(), read.clone()).await);
-        }
-        assert!(direct[13].is_err() && direct.iter().filter(|r| r.is_ok()).count() == 47);
-
-        // The first batch is held until every other search queued behind it, so the
-        // rest are answered in full batches of 8.
-        let gate = Arc::new(Semaphore::new(0));
-        let (runner_node, runner_gate) = (node.clone(), gate.clone());
-        let coalescer = Arc::new(SearchCoalescer::with_runner(
-            node.clone(),
-            options(HOUR, 8),
-            move |key, batch| {
-                let (node, gate) = (runner_node.clone(), runner_gate.clone());
-                Box::pin(async move {
-                    drop(gate.acquire().await);
-                    node.run_prepared(&key.read, batch).await
-                })
-            },
-        ));
-        let first = tokio::spawn({
-            let (c, r) = (coalescer.clone(), requests[0].clone());
-            async move { c.search("c", r, ReadOptions::default()).await }
-        });
-        until("the first batch", || coalescer.stats().batches > 0).await;
-        let rest: Vec<_> = requests[1..]
-            .iter()
-            .map(|r| {
-                let (c, r) = (coalescer.clone(), r.clone());
-                tokio::spawn(async move { c.search("c", r, ReadOptions::default()).await })
-            })
-            .collect();
-        let mut got = vec![first];
-        got.extend(rest);
-        gate.add_permits(1_000);
-        for (i, (t, want)) in got.into_iter().zip(&direct).enumerate() {
-            assert_eq!(&t.await.unwrap(), want, "search {i}");
-        }
-        let stats = coalescer.stats();
-        assert_eq!(stats.queries, 47, "{stats:?}");
-        assert_eq!(stats.largest, 8, "{stats:?}");
-        node.shutdown().await.unwrap();
     }
 }

@@ -1,47 +1,68 @@
 //! # shoal-cluster
 //!
-//! A Shoal node as a member of a cluster. It owns:
+//! A Shoal node as a member of a cluster: it hosts shard replicas, routes every
+//! request to the replicas that can serve it, and answers with one domain error
+//! vocabulary (`shoal_core::Error`). The parts, each a type with one job:
 //!
-//! - the **metadata group** (Raft group 0 over every node): nodes, collections, and
-//!   where each shard's replicas live (`shoal_raft::MetaStateMachine`); collections
-//!   are created and deleted by proposing to it from any node;
-//! - the node's **shard replicas**: one openraft group per shard, opened and closed by
-//!   reconciling against the metadata ([`Node`]; module `node`);
-//! - **routing** (module `route`): a write is validated, split by shard and proposed
-//!   to each shard's leader, forwarding to the node that leads it and retrying while
-//!   a leader is elected; a read goes to one replica of every shard, chosen by the
-//!   request's [`Consistency`], and the results are merged;
-//! - **leader balancing** (module `balance`): a node hands the groups it leads back
-//!   to their preferred nodes once those are up and caught up, so writes load every
-//!   node again after a failover;
-//! - **coalescing** (module `coalesce`): concurrent single searches of one collection
-//!   are answered as batches ([`SearchCoalescer`]), a lone search at once;
-//! - **status**: every replica's role, applied index and content digest, gathered
-//!   from every node.
+//! - [`Node`] (module `node`): starts the others, bootstraps the cluster, runs the
+//!   background tasks, and is the crate's edge (errors become `shoal_core::Error`
+//!   there, and nowhere else).
+//! - `Host` (module `host`): the Raft groups and shard replicas on this node — the
+//!   metadata group (group 0 over every node, holding `shoal_meta::ClusterState`) and
+//!   one openraft group per shard replica — opened and closed by reconciling against
+//!   the metadata, and serving what reaches them locally.
+//! - `Router` (module `router`): sends a proposal to a group's leader, or a read to
+//!   one of its replicas at the request's [`Consistency`], on this node or through a
+//!   peer, with one retry loop for both.
+//! - `Database` (module `database`): what a request means — collections through the
+//!   metadata group, writes validated and split by shard, reads scattered over one
+//!   replica per shard and merged.
+//! - placement (module `placement`): the policy that places a new collection's
+//!   replicas ([`Placement`]); the metadata state only checks what it proposes.
+//! - leader balancing (module `balance`, with its `gate`): hands groups back to their
+//!   preferred nodes once those are up and caught up.
+//! - coalescing (modules `coalesce`, `search_coalesce`): concurrent single searches
+//!   of one collection answered as batches ([`SearchCoalescer`]), a lone search at
+//!   once.
+//! - status (module `status`): every replica's role, applied index and digest,
+//!   gathered from every node.
+//!
+//! Errors inside the crate are [`ClusterError`] (typed, serializable: they cross the
+//! wire between nodes), mapped to `shoal_core::Error` once, at [`Node`]'s methods.
 //!
 //! A node started without peers is a cluster of one: the same code paths, with
 //! majorities of one.
 //!
-//! Errors are `shoal_core::Error`, the domain vocabulary `shoal-server` maps to gRPC
-//! statuses. This crate must never validate wire formats of the public API (that is
+//! This crate must never validate wire formats of the public API (that is
 //! `shoal-server`'s) nor let an unvalidated request reach a Raft log: every write is
 //! validated by `shoal_core::validate` before it is proposed.
 
-mod api;
 mod balance;
 mod coalesce;
+mod database;
+mod error;
+mod gate;
+mod host;
 mod node;
-mod route;
+mod options;
+mod placement;
+mod router;
+mod search_coalesce;
 mod service;
 mod status;
 mod wire;
 
 use serde::{Deserialize, Serialize};
 
-pub use api::{CollectionInfo, ReadOptions, WriteOutcome, WriteToken};
-pub use coalesce::{CoalesceOptions, CoalesceStats, SearchCoalescer};
-pub use node::{Node, NodeOptions, RaftTiming};
-pub use service::ClusterInternalService;
+pub use coalesce::{CoalesceOptions, CoalesceStats};
+pub use database::{CollectionInfo, ReadOptions, WriteOutcome, WriteToken};
+pub use error::ClusterError;
+pub use node::Node;
+pub use options::{NodeOptions, RaftTiming};
+pub use placement::{Placement, Rotation};
+pub use search_coalesce::SearchCoalescer;
+pub use shoal_index::Backend as IndexBackend;
+pub use shoal_shard::ShardOptions;
 pub use status::{ClusterStatus, CollectionStatus, NodeHealth, ReplicaStatus, ShardStatus};
 pub use wire::ReplicaReport;
 

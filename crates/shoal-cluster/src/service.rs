@@ -1,31 +1,38 @@
 //! `shoal.internal.v1.ClusterInternal`: the receiving side of node-to-node calls.
-//! Each handler decodes its postcard payload, serves it from this node only (never
-//! forwarding further, so calls cannot loop) and encodes `Result<T, Refusal>`.
+//! Each handler decodes its postcard payload, serves it from this node's [`Host`]
+//! only (never forwarding further, so calls cannot loop) and encodes
+//! `Result<T, ClusterError>`. A payload that does not decode is the caller's bug
+//! (or another version): `INVALID_ARGUMENT`, the only gRPC error besides transport.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_proto::internal::v1::{GroupCall, Payload, cluster_internal_server::ClusterInternal};
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
-use crate::wire::{ReadCall, Refusal, decode, encode};
+use crate::error::ClusterError;
+use crate::host::Host;
+use crate::wire::{ReadCall, decode, encode};
 
 /// The internal service of one node.
 #[derive(Clone)]
-pub struct ClusterInternalService {
-    node: Node,
+pub(crate) struct ClusterInternalService {
+    host: Arc<Host>,
+    timeout: Duration,
 }
 
 impl ClusterInternalService {
-    pub fn new(node: Node) -> Self {
-        ClusterInternalService { node }
+    pub fn new(host: Arc<Host>, timeout: Duration) -> Self {
+        ClusterInternalService { host, timeout }
     }
 }
 
-fn reply<T: serde::Serialize>(r: Result<T, Refusal>) -> Result<Response<Payload>, Status> {
+fn reply<T: serde::Serialize>(r: Result<T, ClusterError>) -> Result<Response<Payload>, Status> {
     let payload = encode(&r).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(Payload { payload }))
 }
 
-fn bad(e: shoal_core::Error) -> Status {
+fn bad(e: ClusterError) -> Status {
     Status::invalid_argument(format!("payload: {e}"))
 }
 
@@ -56,31 +63,26 @@ fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
 #[tonic::async_trait]
 impl ClusterInternal for ClusterInternalService {
     async fn propose(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
-        let t = budget(&req, self.node.inner.timeout);
+        let t = budget(&req, self.timeout);
         let call = req.into_inner();
         let cmd = decode(&call.payload).map_err(bad)?;
-        reply(self.node.propose_local(call.group, cmd, t).await)
+        reply(self.host.propose_local(call.group, cmd, t).await)
     }
 
     async fn read(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
-        let t = budget(&req, self.node.inner.timeout);
+        let t = budget(&req, self.timeout);
         let call = req.into_inner();
         let read: ReadCall = decode(&call.payload).map_err(bad)?;
-        reply(self.node.read_local(call.group, read, t).await)
+        reply(self.host.read_local(call.group, read, t).await)
     }
 
     async fn elect(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let call = req.into_inner();
-        reply(self.node.elect_local(call.group).await)
+        reply(self.host.elect_local(call.group).await)
     }
 
     async fn status(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let digests: bool = decode(&req.into_inner().payload).map_err(bad)?;
-        reply(
-            self.node
-                .local_reports(digests)
-                .await
-                .map_err(Refusal::Error),
-        )
+        reply(self.host.local_reports(digests).await)
     }
 }

@@ -9,10 +9,8 @@
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
-use shoal_core::Result;
-use xxhash_rust::xxh3::Xxh3;
 
-use crate::node::Node;
+use crate::router::Router;
 use crate::wire::ReplicaReport;
 
 /// A node as seen by the node answering.
@@ -55,116 +53,74 @@ pub struct ClusterStatus {
     pub collections: Vec<CollectionStatus>,
 }
 
-impl Node {
-    /// Reports of this node's replicas; with `digests`, each with its content digest.
-    pub(crate) async fn local_reports(&self, digests: bool) -> Result<Vec<ReplicaReport>> {
-        let replicas = self.local_replicas();
-        let mut out = Vec::with_capacity(replicas.len());
-        for (group, r) in replicas {
-            let m = r.raft.metrics().borrow().clone();
-            let mut report = ReplicaReport {
-                group,
-                state: format!("{:?}", m.state).to_lowercase(),
-                leader: m.current_leader,
-                term: m.current_term,
-                applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-                points: r.shard.stats().points,
-                digest: None,
-            };
-            if digests {
-                let shard = r.shard.clone();
-                let (applied, digest, points) = self
-                    .on_pool(move || -> Result<(u64, u64, u64)> {
-                        let mut snap = shard.snapshot().map_err(|e| {
-                            shoal_core::Error::Internal(format!("snapshot for digest: {e}"))
-                        })?;
-                        snap.points.sort_by_key(|p| p.id);
-                        let mut h = Xxh3::new();
-                        for p in &snap.points {
-                            h.update(&postcard::to_stdvec(p).map_err(|e| {
-                                shoal_core::Error::Internal(format!("digest: {e}"))
-                            })?);
-                        }
-                        Ok((
-                            snap.seq.saturating_sub(1),
-                            h.digest(),
-                            snap.points.len() as u64,
-                        ))
-                    })
-                    .await??;
-                report.applied = applied;
-                report.digest = Some(digest);
-                report.points = points;
-            }
-            out.push(report);
-        }
-        Ok(out)
-    }
-
-    /// Gathers the status of every node and replica. Unreachable nodes are reported,
-    /// not errors.
-    pub async fn status(&self, digests: bool) -> Result<ClusterStatus> {
-        let state = self.cluster_state();
-        let nodes: Vec<(u64, String)> = state.nodes.iter().map(|(i, a)| (*i, a.clone())).collect();
-        let reports = join_all(nodes.iter().map(|(id, _)| self.reports_of(*id, digests))).await;
-        let mut by_group: BTreeMap<(u64, u64), ReplicaReport> = BTreeMap::new();
-        let mut health = Vec::new();
-        for ((id, address), r) in nodes.into_iter().zip(reports) {
-            match r {
-                Ok(list) => {
-                    for rep in list {
-                        by_group.insert((rep.group, id), rep);
-                    }
-                    health.push(NodeHealth {
-                        id,
-                        address,
-                        reachable: true,
-                        error: None,
-                    });
+/// Gathers the status of every node and replica, as `router`'s node sees it.
+/// Unreachable nodes are reported, not errors.
+pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
+    let host = router.host();
+    let state = host.state();
+    let nodes: Vec<(u64, String)> = state
+        .nodes
+        .iter()
+        .map(|(i, n)| (*i, n.addr.clone()))
+        .collect();
+    let reports = join_all(nodes.iter().map(|(id, _)| router.reports_of(*id, digests))).await;
+    let mut by_group: BTreeMap<(u64, u64), ReplicaReport> = BTreeMap::new();
+    let mut health = Vec::new();
+    for ((id, address), r) in nodes.into_iter().zip(reports) {
+        match r {
+            Ok(list) => {
+                for rep in list {
+                    by_group.insert((rep.group, id), rep);
                 }
-                Err(e) => health.push(NodeHealth {
+                health.push(NodeHealth {
                     id,
                     address,
-                    reachable: false,
-                    error: Some(e.to_string()),
-                }),
+                    reachable: true,
+                    error: None,
+                });
             }
+            Err(e) => health.push(NodeHealth {
+                id,
+                address,
+                reachable: false,
+                error: Some(e.to_string()),
+            }),
         }
-        let collections = state
-            .collections
-            .values()
-            .map(|cm| CollectionStatus {
-                name: cm.config.name.clone(),
-                id: cm.id,
-                shards: cm
-                    .replicas
-                    .iter()
-                    .enumerate()
-                    .map(|(s, nodes)| {
-                        let group = shoal_raft::group_of(cm.id, s as u32);
-                        let replicas: Vec<ReplicaStatus> = nodes
-                            .iter()
-                            .map(|n| ReplicaStatus {
-                                node: *n,
-                                report: by_group.get(&(group, *n)).cloned(),
-                            })
-                            .collect();
-                        let leader = leader_of(&replicas);
-                        ShardStatus {
-                            shard: s as u32,
-                            leader,
-                            replicas,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(ClusterStatus {
-            node_id: self.inner.id,
-            metadata_leader: self.inner.meta.metrics().borrow().current_leader,
-            nodes: health,
-            collections,
+    }
+    let collections = state
+        .collections
+        .values()
+        .map(|cm| CollectionStatus {
+            name: cm.config.name.clone(),
+            id: cm.id,
+            shards: cm
+                .shards
+                .iter()
+                .map(|shard| {
+                    let group = cm.group(shard.id);
+                    let replicas: Vec<ReplicaStatus> = shard
+                        .replicas
+                        .iter()
+                        .map(|n| ReplicaStatus {
+                            node: *n,
+                            report: by_group.get(&(group, *n)).cloned(),
+                        })
+                        .collect();
+                    let leader = leader_of(&replicas);
+                    ShardStatus {
+                        shard: shard.id,
+                        leader,
+                        replicas,
+                    }
+                })
+                .collect(),
         })
+        .collect();
+    ClusterStatus {
+        node_id: host.id,
+        metadata_leader: host.leader_hint(shoal_meta::META_GROUP),
+        nodes: health,
+        collections,
     }
 }
 

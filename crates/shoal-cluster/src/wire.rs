@@ -1,27 +1,15 @@
 //! What nodes send each other over `shoal.internal.v1.ClusterInternal`, postcard-
-//! encoded. Internal: nodes of one release speak it; nothing here is public API.
+//! encoded: requests ([`ReadCall`], `shoal_raft::Command` for proposals) and replies,
+//! which are always `Result<T, ClusterError>` so a refusal keeps its kind across the
+//! wire. Internal: nodes of one release speak it; nothing here is public API.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shoal_core::{Error, Filter, PointId, RetrievedPoint, ScoredPoint, SearchRequest};
+use shoal_core::{Filter, PointId, RetrievedPoint, ScoredPoint, SearchRequest};
 use shoal_shard::ShardStats;
 
 use crate::Consistency;
-
-/// Why a remote call did not produce a result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) enum Refusal {
-    /// The receiver does not lead the group; the leader it knows, if any.
-    NotLeader(Option<u64>),
-    /// A domain error (validation, not found, unavailable...).
-    Error(Error),
-}
-
-impl From<Error> for Refusal {
-    fn from(e: Error) -> Self {
-        Refusal::Error(e)
-    }
-}
+use crate::error::ClusterError;
 
 /// A read of one shard replica.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,7 +47,7 @@ pub(crate) enum ReadResult {
     Points(Vec<RetrievedPoint>),
     Count(u64),
     Stats(ShardStats),
-    ClusterState(shoal_raft::ClusterState),
+    ClusterState(shoal_meta::ClusterState),
 }
 
 /// One replica as its node reports it.
@@ -76,10 +64,11 @@ pub struct ReplicaReport {
     pub digest: Option<u64>,
 }
 
-pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    postcard::to_stdvec(v).map_err(|e| Error::Internal(format!("encoding: {e}")))
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ClusterError> {
+    postcard::to_stdvec(v).map_err(|e| ClusterError::Internal(format!("encoding: {e}")))
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Error> {
-    postcard::from_bytes(b).map_err(|e| Error::Internal(format!("decoding a peer's message: {e}")))
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, ClusterError> {
+    postcard::from_bytes(b)
+        .map_err(|e| ClusterError::Internal(format!("decoding a peer's message: {e}")))
 }

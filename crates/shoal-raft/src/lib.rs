@@ -15,7 +15,12 @@
 //!   re-applying after a crash is harmless). Snapshots are the shard's points, in
 //!   files of frames (module `snapshot_file`) that openraft sends in chunks.
 //!
-//! Networking, the multi-raft registry and routing come later (`shoal-cluster`).
+//! - `MetaStateMachine`: the metadata group's state machine, persisting
+//!   `shoal_meta::ClusterState` and applying [`shoal_meta::MetaCommand`]s to it.
+//! - [`network`]: the gRPC Raft transport shared by every group of a node (one
+//!   channel per peer) and the node's [`network::Registry`] of groups.
+//!
+//! Which groups a node hosts, and routing requests to them, is `shoal-cluster`'s.
 //! This crate must never validate requests (they arrive validated) nor know wire
 //! formats of the public API.
 
@@ -27,11 +32,12 @@ mod snapshot_file;
 mod state_machine;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{CollectionConfig, Point, PointId};
+use shoal_core::{Point, PointId};
+use shoal_meta::{MetaCommand, MetaError};
 
 pub use error::RaftStoreError;
 pub use log_store::LogStore;
-pub use meta::{ClusterState, CollectionMeta, META_GROUP, MetaStateMachine, group_of, place};
+pub use meta::MetaStateMachine;
 pub use state_machine::ShardStateMachine;
 
 /// A write to one shard, as replicated in its Raft log. Points are validated and
@@ -42,16 +48,6 @@ pub enum ShardCommand {
     Delete(Vec<PointId>),
 }
 
-/// A change to the cluster's metadata, as replicated in the metadata group's log.
-/// Configurations are validated before they are proposed; the state machine still
-/// rejects (deterministically, on every replica) what the current state forbids.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum MetaCommand {
-    /// Creates a collection; the state machine assigns its id and places its replicas.
-    CreateCollection(CollectionConfig),
-    DeleteCollection(String),
-}
-
 /// An entry of any group: shard groups carry [`Command::Shard`], the metadata group
 /// [`Command::Meta`]. A state machine given the other kind rejects it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,21 +56,32 @@ pub enum Command {
     Meta(MetaCommand),
 }
 
+/// Why a state machine refused a committed entry. The entry still counts as applied
+/// (a no-op), identically on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Rejection {
+    /// The metadata state forbids the command.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// A shard command reached the metadata group, or the reverse.
+    #[error("the entry was proposed to the wrong kind of group")]
+    WrongGroup,
+}
+
 /// What applying an entry returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardReply {
+pub struct Reply {
     /// Log index the entry was applied at (the write token for SESSION reads).
     pub applied: u64,
-    /// Why the state machine refused the entry, if it did (the entry is still
-    /// committed and applied as a no-op on every replica).
-    pub rejected: Option<shoal_core::Error>,
+    /// Why the state machine refused the entry, if it did.
+    pub rejected: Option<Rejection>,
 }
 
 openraft::declare_raft_types!(
     /// openraft types of every group (shards and metadata).
     pub TypeConfig:
         D = Command,
-        R = ShardReply,
+        R = Reply,
         SnapshotData = tokio::fs::File,
 );
 

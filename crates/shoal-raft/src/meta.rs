@@ -1,5 +1,6 @@
-//! The metadata group's state machine: which nodes form the cluster, which
-//! collections exist, and on which nodes each shard's replicas live.
+//! The metadata group's state machine: persists `shoal_meta::ClusterState` (which
+//! nodes form the cluster, which collections exist, and on which nodes each shard's
+//! replicas live) and applies committed metadata commands to it.
 //!
 //! **State.** [`ClusterState`] is small (a few records per collection), so it is kept
 //! whole in memory and written whole, with the applied log id and membership, as one
@@ -7,17 +8,16 @@
 //! metadata group's log is the source of truth and openraft re-applies it after a
 //! crash. Snapshots are the same blob.
 //!
-//! **Determinism.** Every replica applies the same entries to the same state and must
-//! reach the same decision: collection ids come from a counter in the state, replica
-//! placement is a pure function of the voters and the collection id ([`place`]), and
-//! a command the state forbids (a duplicate name, a replication factor above the
-//! number of nodes) is rejected identically everywhere.
+//! **Determinism.** What a command does is decided by `ClusterState::apply` alone
+//! (shoal-meta): collection ids come from a counter in the state, placements arrive
+//! decided in the command, and a command the state forbids is rejected identically on
+//! every replica. A committed membership of the metadata group adds its members to
+//! the state's nodes.
 //!
 //! **Publishing.** Every change is published on a `tokio::sync::watch` channel; the
 //! node reconciles its local shard replicas against it. This module never opens
 //! shards or starts groups itself.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -26,122 +26,14 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use shoal_core::{CollectionConfig, Error};
+use shoal_meta::ClusterState;
 use shoal_storage::Store;
 use tokio::sync::watch;
 
 use crate::error::storage_error;
 use crate::log_store::{decode, encode};
 use crate::state_machine::Applied;
-use crate::{Command, MetaCommand, RaftStoreError, ShardReply, StorageError, TypeConfig};
-
-/// Group id of the metadata group. Shard groups are numbered by [`group_of`].
-pub const META_GROUP: u64 = 0;
-
-/// Most shards a collection can have and still get a distinct group id.
-const SHARD_BITS: u32 = 20;
-
-/// The Raft group id of shard `shard` of the collection with id `collection_id`
-/// (collection ids start at 1, so no shard group is [`META_GROUP`]).
-pub fn group_of(collection_id: u64, shard: u32) -> u64 {
-    (collection_id << SHARD_BITS) | u64::from(shard)
-}
-
-/// Places the replicas of every shard of a collection: shard `s` goes to
-/// `replication_factor` consecutive nodes (in id order) starting at
-/// `(collection_id + s) mod n`, so replicas of a shard are on distinct nodes and the
-/// first replica of each shard — the one that starts its group's first election, its
-/// preferred leader — rotates over the nodes.
-pub fn place(nodes: &[u64], collection_id: u64, shard_count: u32, rf: u32) -> Vec<Vec<u64>> {
-    let n = nodes.len();
-    if n == 0 {
-        return vec![Vec::new(); shard_count as usize];
-    }
-    (0..shard_count)
-        .map(|s| {
-            let start = (collection_id as usize + s as usize) % n;
-            (0..(rf as usize).min(n))
-                .map(|r| nodes[(start + r) % n])
-                .collect()
-        })
-        .collect()
-}
-
-/// A collection as the cluster knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CollectionMeta {
-    /// Cluster-wide id, never reused; names the collection's shard groups.
-    pub id: u64,
-    pub config: CollectionConfig,
-    /// Per shard, the nodes holding a replica; the first is the preferred leader.
-    pub replicas: Vec<Vec<u64>>,
-}
-
-/// The cluster's metadata, as of some applied index.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClusterState {
-    /// Voters of the metadata group: node id → Raft address.
-    pub nodes: BTreeMap<u64, String>,
-    pub collections: BTreeMap<String, CollectionMeta>,
-    /// The id the next collection gets.
-    pub next_collection_id: u64,
-    /// Log index of the last entry applied (0 before any).
-    pub applied: u64,
-}
-
-impl ClusterState {
-    /// The nodes holding the replicas of shard group `group`, preferred leader first.
-    pub fn replicas_of(&self, group: u64) -> Option<&[u64]> {
-        let (id, shard) = (group >> SHARD_BITS, group & ((1 << SHARD_BITS) - 1));
-        let cm = self.collections.values().find(|c| c.id == id)?;
-        cm.replicas.get(shard as usize).map(Vec::as_slice)
-    }
-
-    /// The node that should lead shard group `group`: the first of its placement.
-    pub fn preferred_leader(&self, group: u64) -> Option<u64> {
-        self.replicas_of(group)?.first().copied()
-    }
-
-    fn apply(&mut self, cmd: MetaCommand) -> Option<Error> {
-        match cmd {
-            MetaCommand::CreateCollection(config) => {
-                if self.collections.contains_key(&config.name) {
-                    return Some(Error::AlreadyExists(format!(
-                        "collection {:?}",
-                        config.name
-                    )));
-                }
-                let nodes: Vec<u64> = self.nodes.keys().copied().collect();
-                if config.replication_factor as usize > nodes.len() {
-                    return Some(Error::invalid(
-                        "replication_factor",
-                        format!(
-                            "{} replicas need as many nodes; the cluster has {}",
-                            config.replication_factor,
-                            nodes.len()
-                        ),
-                    ));
-                }
-                let id = self.next_collection_id.max(1);
-                self.next_collection_id = id + 1;
-                let replicas = place(&nodes, id, config.shard_count, config.replication_factor);
-                self.collections.insert(
-                    config.name.clone(),
-                    CollectionMeta {
-                        id,
-                        config,
-                        replicas,
-                    },
-                );
-                None
-            }
-            MetaCommand::DeleteCollection(name) => match self.collections.remove(&name) {
-                Some(_) => None,
-                None => Some(Error::NotFound(format!("collection {name:?}"))),
-            },
-        }
-    }
-}
+use crate::{Command, RaftStoreError, Rejection, Reply, StorageError, TypeConfig};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Persisted {
@@ -149,7 +41,11 @@ struct Persisted {
     state: ClusterState,
 }
 
-const BLOB: &str = "cluster-state";
+/// The blob the state is kept in. The name carries the format: a data directory
+/// written by a Shoal with another metadata format is refused at open, not misread.
+const BLOB: &str = "cluster-state-v2";
+/// The blob of the first format (before shard ranges and node states).
+const OLD_BLOBS: &[&str] = &["cluster-state"];
 
 /// The metadata group's state machine. Cheap to clone.
 #[derive(Clone)]
@@ -159,19 +55,24 @@ pub struct MetaStateMachine {
     tx: Arc<watch::Sender<Arc<ClusterState>>>,
 }
 
-fn nodes_of(m: &StoredMembership<u64, BasicNode>) -> BTreeMap<u64, String> {
-    m.membership()
-        .nodes()
-        .map(|(id, n)| (*id, n.addr.clone()))
-        .collect()
-}
-
 impl MetaStateMachine {
     /// The state machine, with the state last written to `store` (empty if none).
     pub fn open(store: Store) -> Result<MetaStateMachine, RaftStoreError> {
         let persisted: Persisted = match store.blob(BLOB)? {
             Some(b) => decode(&b)?,
-            None => Persisted::default(),
+            None => {
+                for old in OLD_BLOBS {
+                    if store.blob(old)?.is_some() {
+                        return Err(RaftStoreError::Corrupt(
+                            "the data directory holds cluster metadata in the format of an \
+                             older Shoal; start that version, export the collections, and \
+                             import them into a fresh data directory"
+                                .into(),
+                        ));
+                    }
+                }
+                Persisted::default()
+            }
         };
         let (tx, _) = watch::channel(Arc::new(persisted.state.clone()));
         Ok(MetaStateMachine {
@@ -241,7 +142,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         Ok((p.applied.last_applied, p.applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ShardReply>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -254,17 +155,19 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
             p.state.applied = log_id.index;
             let rejected = match e.payload {
                 EntryPayload::Blank => None,
-                EntryPayload::Normal(Command::Meta(cmd)) => p.state.apply(cmd),
-                EntryPayload::Normal(Command::Shard(_)) => Some(Error::Internal(
-                    "a shard command reached the metadata group".into(),
-                )),
+                EntryPayload::Normal(Command::Meta(cmd)) => {
+                    p.state.apply(cmd).err().map(Rejection::Meta)
+                }
+                EntryPayload::Normal(_) => Some(Rejection::WrongGroup),
                 EntryPayload::Membership(m) => {
                     p.applied.membership = StoredMembership::new(Some(log_id), m);
-                    p.state.nodes = nodes_of(&p.applied.membership);
+                    let members = p.applied.membership.membership().nodes();
+                    p.state
+                        .observe_members(members.map(|(id, n)| (*id, n.addr.as_str())));
                     None
                 }
             };
-            replies.push(ShardReply {
+            replies.push(Reply {
                 applied: log_id.index,
                 rejected,
             });
@@ -308,89 +211,5 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         Self::snapshot_of(&p)
             .map(Some)
             .map_err(|e| storage_error::read_state_machine(e.any()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placement_spreads_replicas_and_preferred_leaders() {
-        let nodes = [1, 2, 3];
-        let p = place(&nodes, 1, 3, 3);
-        for replicas in &p {
-            let mut r = replicas.clone();
-            r.sort();
-            r.dedup();
-            assert_eq!(r.len(), 3, "replicas on distinct nodes: {replicas:?}");
-        }
-        let mut leaders: Vec<u64> = p.iter().map(|r| r[0]).collect();
-        leaders.sort();
-        assert_eq!(
-            leaders,
-            vec![1, 2, 3],
-            "each node leads one of three shards"
-        );
-        let p = place(&nodes, 7, 6, 1);
-        let mut count = BTreeMap::new();
-        for r in &p {
-            *count.entry(r[0]).or_insert(0) += 1;
-        }
-        assert!(count.values().all(|c| *c == 2), "{count:?}");
-    }
-
-    #[test]
-    fn commands_are_decided_by_the_state_alone() {
-        let mut s = ClusterState::default();
-        s.nodes.insert(1, "a".into());
-        s.nodes.insert(2, "b".into());
-        let config = CollectionConfig {
-            name: "c".into(),
-            dim: 2,
-            metric: shoal_core::Metric::L2,
-            shard_count: 2,
-            replication_factor: 2,
-            hnsw: Default::default(),
-        };
-        assert_eq!(s.apply(MetaCommand::CreateCollection(config.clone())), None);
-        let id = s.collections["c"].id;
-        for shard in 0..2 {
-            let group = group_of(id, shard);
-            assert_eq!(
-                s.replicas_of(group),
-                Some(s.collections["c"].replicas[shard as usize].as_slice())
-            );
-            assert_eq!(
-                s.preferred_leader(group),
-                Some(s.collections["c"].replicas[shard as usize][0])
-            );
-        }
-        assert_eq!(s.preferred_leader(group_of(id, 2)), None, "no shard 2");
-        assert_eq!(
-            s.preferred_leader(group_of(id + 1, 0)),
-            None,
-            "no such collection"
-        );
-        assert!(matches!(
-            s.apply(MetaCommand::CreateCollection(config.clone())),
-            Some(Error::AlreadyExists(_))
-        ));
-        let too_many = CollectionConfig {
-            name: "d".into(),
-            replication_factor: 3,
-            ..config.clone()
-        };
-        assert!(matches!(
-            s.apply(MetaCommand::CreateCollection(too_many)),
-            Some(Error::InvalidArgument { .. })
-        ));
-        assert_eq!(s.apply(MetaCommand::DeleteCollection("c".into())), None);
-        assert_eq!(s.apply(MetaCommand::CreateCollection(config)), None);
-        assert_eq!(s.collections["c"].id, 2, "ids are never reused");
-        assert!(matches!(
-            s.apply(MetaCommand::DeleteCollection("x".into())),
-            Some(Error::NotFound(_))
-        ));
     }
 }

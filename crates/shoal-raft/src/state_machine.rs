@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use crate::error::storage_error;
 use crate::log_store::{blocking, decode, encode};
 use crate::snapshot_file::{CHUNK, FrameWriter, read_points, unnamed};
-use crate::{Command, RaftStoreError, ShardCommand, ShardReply, StorageError, TypeConfig};
+use crate::{Command, RaftStoreError, Rejection, Reply, ShardCommand, StorageError, TypeConfig};
 
 /// What the state machine has applied, stored atomically with the shard's points.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -158,7 +158,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         Ok((a.last_applied, a.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ShardReply>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -181,9 +181,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                         Some(ShardOp::Delete(ids))
                     }
                     EntryPayload::Normal(Command::Meta(_)) => {
-                        rejected = Some(shoal_core::Error::Internal(
-                            "a metadata command reached a shard group".into(),
-                        ));
+                        rejected = Some(Rejection::WrongGroup);
                         None
                     }
                     EntryPayload::Membership(m) => {
@@ -192,7 +190,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                     }
                 };
                 shard.apply_at(log_id.index + 1, op, &encode(&applied)?)?;
-                replies.push(ShardReply {
+                replies.push(Reply {
                     applied: log_id.index,
                     rejected,
                 });

@@ -8,17 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_cluster::{ClusterInternalService, CoalesceOptions, Node, NodeOptions, RaftTiming};
+use shoal_cluster::{CoalesceOptions, Node, NodeOptions, RaftTiming, ShardOptions};
 use shoal_core::Limits;
-use shoal_proto::internal::v1::{
-    cluster_internal_server::ClusterInternalServer, raft_transport_server::RaftTransportServer,
-};
 use shoal_proto::v1::{
     cluster_server::ClusterServer, collections_server::CollectionsServer,
     points_server::PointsServer,
 };
-use shoal_raft::network::{MAX_RAFT_MESSAGE, RaftTransportService, Registry};
-use shoal_shard::ShardOptions;
 
 use crate::service::{ClusterService, CollectionsService, PointsService};
 
@@ -215,8 +210,8 @@ impl ServeArgs {
             limits: self.limits(),
             shard: ShardOptions {
                 backend: match self.index {
-                    IndexBackend::Native => shoal_index::Backend::Native,
-                    IndexBackend::HnswRs => shoal_index::Backend::HnswRs,
+                    IndexBackend::Native => shoal_cluster::IndexBackend::Native,
+                    IndexBackend::HnswRs => shoal_cluster::IndexBackend::HnswRs,
                 },
                 exact_threshold: self.exact_threshold,
                 checkpoint_every: self.checkpoint_every,
@@ -245,22 +240,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let raft_addr = raft_listener.local_addr()?;
     let options = args.node_options(raft_addr)?;
     tracing::info!(data_dir = %args.data_dir.display(), node = args.node_id, "starting node");
-    let registry = Registry::default();
-    let node = Node::start(options, registry.clone())
+    let node = Node::start(options)
         .await
         .with_context(|| format!("starting the node on {}", args.data_dir.display()))?;
 
-    let raft_service = RaftTransportServer::new(RaftTransportService::new(registry))
-        .max_decoding_message_size(MAX_RAFT_MESSAGE)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE);
-    let internal = ClusterInternalServer::new(ClusterInternalService::new(node.clone()))
-        .max_decoding_message_size(MAX_RAFT_MESSAGE)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let internal_server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(raft_service)
-            .add_service(internal)
+            .add_routes(node.internal_routes())
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
                 async move {

@@ -84,7 +84,7 @@ impl PointsService {
     /// batches there).
     pub fn new(node: Node, coalesce: CoalesceOptions) -> Self {
         PointsService {
-            searches: SearchCoalescer::new(node.clone(), coalesce),
+            searches: SearchCoalescer::new(&node, coalesce),
             node,
         }
     }

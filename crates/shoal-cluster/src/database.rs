@@ -1,6 +1,11 @@
 //! The database operations a node offers its clients, from any node: collection
 //! management through the metadata group, writes split by shard and committed by each
 //! shard's group, reads scattered over one replica per shard and merged.
+//!
+//! [`Database`] decides what a request means — which collection, which shards, which
+//! consistency — validates it (nothing unvalidated is ever proposed), and sends the
+//! parts through the [`Router`]. It must never talk to a Raft group or a peer
+//! directly.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -8,17 +13,17 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use shoal_core::{
-    CollectionConfig, Error, Filter, Metric, Point, PointId, Result, RetrievedPoint, ScoredPoint,
-    SearchRequest, routing, validate,
+    CollectionConfig, Error, Filter, Limits, Metric, Point, PointId, RetrievedPoint, ScoredPoint,
+    SearchRequest, validate,
 };
-use shoal_raft::{
-    ClusterState, CollectionMeta, Command, META_GROUP, MetaCommand, ShardCommand, group_of,
-};
+use shoal_meta::{ClusterState, CollectionMeta, META_GROUP, MetaCommand, MetaError, NodeId};
+use shoal_raft::{Command, Rejection, Reply, ShardCommand};
 use shoal_shard::ShardStats;
 
 use crate::Consistency;
-use crate::coalesce::PreparedSearch;
-use crate::node::Node;
+use crate::error::{ClusterError, Result};
+use crate::placement::Placement;
+use crate::router::Router;
 use crate::wire::{ReadCall, ReadOp, ReadResult};
 
 /// A collection's configuration and per-shard counters (read from one replica of
@@ -52,6 +57,29 @@ pub struct ReadOptions {
     pub token: Option<WriteToken>,
 }
 
+/// A validated search and the collection it was validated against.
+pub(crate) type PreparedSearch = (Arc<CollectionMeta>, SearchRequest);
+
+/// How many times a collection is placed again when the nodes changed under the
+/// placement before it committed.
+const PLACEMENT_ATTEMPTS: usize = 3;
+
+/// The database operations; see the module doc.
+pub(crate) struct Database {
+    router: Arc<Router>,
+    limits: Limits,
+    placement: Box<dyn Placement>,
+}
+
+/// The log index a committed entry was applied at, or the state machine's refusal.
+fn committed(reply: Reply) -> Result<u64> {
+    match reply.rejected {
+        None => Ok(reply.applied),
+        Some(Rejection::Meta(e)) => Err(e.into()),
+        Some(e @ Rejection::WrongGroup) => Err(ClusterError::internal(e)),
+    }
+}
+
 /// Orders hits best first for `metric`, ties by id so results are deterministic.
 fn compare_hits(metric: Metric, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
     let by_score = if metric.higher_is_better() {
@@ -62,7 +90,24 @@ fn compare_hits(metric: Metric, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
     by_score.then_with(|| a.id.cmp(&b.id))
 }
 
-impl Node {
+impl Database {
+    pub fn new(router: Arc<Router>, limits: Limits, placement: Box<dyn Placement>) -> Database {
+        Database {
+            router,
+            limits,
+            placement,
+        }
+    }
+
+    /// The request limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn cluster_state(&self) -> Arc<ClusterState> {
+        self.router.host().state()
+    }
+
     /// The collection named `name`: from this node's metadata, or — if this node has
     /// not applied it yet — from the metadata leader.
     async fn collection_meta(&self, name: &str) -> Result<CollectionMeta> {
@@ -75,88 +120,86 @@ impl Node {
             .collections
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("collection {name:?}")))
+            .ok_or_else(|| MetaError::NoSuchCollection(name.to_string()).into())
     }
 
     /// The metadata as its leader has it now.
     async fn fresh_state(&self) -> Result<ClusterState> {
         let state = self.cluster_state();
-        let voters: Vec<u64> = state.nodes.keys().copied().collect();
+        let voters: Vec<NodeId> = state.nodes.keys().copied().collect();
         if voters.is_empty() {
             return Ok((*state).clone());
         }
-        let call = ReadCall {
-            consistency: Consistency::Strong,
-            min_applied: 0,
-            op: ReadOp::ClusterState,
-        };
-        match self.read(META_GROUP, &voters, call).await? {
-            ReadResult::ClusterState(s) => Ok(s),
-            _ => Err(Error::Internal(
-                "unexpected reply to a metadata read".into(),
-            )),
-        }
+        self.router.read_metadata(&voters).await
     }
 
-    /// The metadata group's voters; waits (bounded) for a just-formed cluster to
+    /// The metadata group's members; waits (bounded) for a just-formed cluster to
     /// commit its first membership.
-    async fn voters(&self) -> Result<Vec<u64>> {
-        let mut rx = self.inner.state.clone();
-        match tokio::time::timeout(self.inner.timeout, rx.wait_for(|s| !s.nodes.is_empty())).await {
-            Ok(Ok(s)) => Ok(s.nodes.keys().copied().collect()),
-            _ => Err(Error::Unavailable(
-                "the cluster has not formed yet: no metadata leader was elected; are the \
-                 other nodes of --peers running?"
-                    .into(),
-            )),
-        }
+    async fn voters(&self) -> Result<Vec<NodeId>> {
+        let state = self
+            .router
+            .host()
+            .wait_formed(self.router.timeout())
+            .await?;
+        Ok(state.nodes.keys().copied().collect())
     }
 
     /// Creates a collection cluster-wide; returns once this node knows it.
     pub async fn create_collection(&self, config: CollectionConfig) -> Result<CollectionInfo> {
-        validate::collection_config(&config, &self.inner.limits)?;
+        validate::collection_config(&config, &self.limits)?;
         let voters = self.voters().await?;
-        let state = self.cluster_state();
-        if state.collections.contains_key(&config.name) {
-            return Err(Error::AlreadyExists(format!(
-                "collection {:?}",
-                config.name
-            )));
-        }
-        if config.replication_factor as usize > state.nodes.len().max(1) {
-            return Err(Error::invalid(
-                "replication_factor",
-                format!(
-                    "{} replicas need as many nodes; the cluster has {}",
-                    config.replication_factor,
-                    state.nodes.len()
-                ),
-            ));
-        }
-        if state.collections.len() >= self.inner.limits.max_collections {
-            return Err(Error::exhausted(
-                "name",
-                format!(
-                    "the cluster holds the maximum of {} collections",
-                    self.inner.limits.max_collections
-                ),
-            ));
-        }
         let name = config.name.clone();
-        let reply = self
-            .propose(
-                META_GROUP,
-                &voters,
-                Command::Meta(MetaCommand::CreateCollection(config)),
-            )
+        let mut attempt = 0;
+        let applied = loop {
+            attempt += 1;
+            let state = self.cluster_state();
+            if state.collections.contains_key(&config.name) {
+                return Err(MetaError::CollectionExists(config.name.clone()).into());
+            }
+            if state.collections.len() >= self.limits.max_collections {
+                return Err(Error::exhausted(
+                    "name",
+                    format!(
+                        "the cluster holds the maximum of {} collections",
+                        self.limits.max_collections
+                    ),
+                )
+                .into());
+            }
+            let placement = self.placement.place(&state, &config)?;
+            let cmd = MetaCommand::CreateCollection {
+                config: config.clone(),
+                placement,
+            };
+            let reply = self
+                .router
+                .propose(META_GROUP, &voters, Command::Meta(cmd))
+                .await?;
+            match reply.rejected {
+                // The nodes changed between our view and the commit: place again
+                // against the state that refused it.
+                Some(Rejection::Meta(MetaError::StalePlacement { .. }))
+                    if attempt < PLACEMENT_ATTEMPTS =>
+                {
+                    self.router
+                        .host()
+                        .wait_state(reply.applied, self.router.timeout())
+                        .await?;
+                }
+                _ => break committed(reply)?,
+            }
+        };
+        let state = self
+            .router
+            .host()
+            .wait_state(applied, self.router.timeout())
             .await?;
-        let state = self.wait_state(reply.applied).await?;
-        self.reconcile(state.clone()).await?;
+        self.router.host().reconcile(state.clone()).await?;
         let cm = state
             .collections
             .get(&name)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("collection {name:?}")))?;
+            .ok_or_else(|| ClusterError::from(MetaError::NoSuchCollection(name.clone())))?;
         self.wait_for_leaders(&cm).await;
         self.info(&cm).await
     }
@@ -164,11 +207,11 @@ impl Node {
     /// Waits (bounded by the request timeout) until every shard of `cm` hosted here
     /// knows its leader, so the first writes need not wait for elections.
     async fn wait_for_leaders(&self, cm: &CollectionMeta) {
-        for s in 0..cm.config.shard_count {
-            if let Some(r) = self.replica(group_of(cm.id, s)) {
+        for s in cm.shards.iter().map(|s| s.id) {
+            if let Some(r) = self.router.host().replica(cm.group(s)) {
                 let _ = r
                     .raft
-                    .wait(Some(self.inner.timeout))
+                    .wait(Some(self.router.timeout()))
                     .metrics(|m| m.current_leader.is_some(), "leader known")
                     .await;
             }
@@ -179,24 +222,32 @@ impl Node {
     pub async fn delete_collection(&self, name: &str) -> Result<()> {
         self.collection_meta(name).await?;
         let reply = self
+            .router
             .propose(
                 META_GROUP,
                 &self.voters().await?,
                 Command::Meta(MetaCommand::DeleteCollection(name.to_string())),
             )
             .await?;
-        let state = self.wait_state(reply.applied).await?;
-        self.reconcile(state).await
+        let index = committed(reply)?;
+        let state = self
+            .router
+            .host()
+            .wait_state(index, self.router.timeout())
+            .await?;
+        self.router.host().reconcile(state).await
     }
 
     async fn info(&self, cm: &CollectionMeta) -> Result<CollectionInfo> {
-        let stats = join_all((0..cm.config.shard_count).map(|s| async move {
+        let stats = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
             match self
                 .read_shard(cm, s, &ReadOptions::default(), ReadOp::Stats)
                 .await?
             {
                 ReadResult::Stats(st) => Ok(st),
-                _ => Err(Error::Internal("unexpected reply to a stats read".into())),
+                _ => Err(ClusterError::Internal(
+                    "unexpected reply to a stats read".into(),
+                )),
             }
         }))
         .await
@@ -225,19 +276,24 @@ impl Node {
         Ok(out)
     }
 
-    /// Commits one command per shard, in parallel; fails with the first non-retryable
-    /// error, or with UNAVAILABLE naming every shard that did not commit.
+    /// Commits one command per shard, in parallel; fails with the first final error,
+    /// or with [`ClusterError::PartialWrite`] naming every shard that did not commit.
     async fn write_shards(
         &self,
         cm: &CollectionMeta,
-        per_shard: Vec<(u32, ShardCommand)>,
+        per_shard: BTreeMap<u32, ShardCommand>,
         count: u64,
     ) -> Result<WriteOutcome> {
         let results = join_all(per_shard.into_iter().map(|(s, cmd)| async move {
-            let group = group_of(cm.id, s);
+            let replicas = cm
+                .shard(s)
+                .map(|s| s.replicas.as_slice())
+                .unwrap_or_default();
             let r = self
-                .propose(group, &cm.replicas[s as usize], Command::Shard(cmd))
-                .await;
+                .router
+                .propose(cm.group(s), replicas, Command::Shard(cmd))
+                .await
+                .and_then(committed);
             (s, r)
         }))
         .await;
@@ -248,23 +304,19 @@ impl Node {
         let mut failed = Vec::new();
         for (s, r) in results {
             match r {
-                Ok(reply) => {
-                    token.shards.insert(s, reply.applied);
+                Ok(index) => {
+                    token.shards.insert(s, index);
                 }
-                Err(Error::Unavailable(m)) => failed.push(format!("shard {s}: {m}")),
+                Err(e @ ClusterError::GaveUp { .. }) => failed.push((s, e)),
+                Err(e) if e.is_retryable() => failed.push((s, e)),
                 Err(e) => return Err(e),
             }
         }
         if !failed.is_empty() {
-            let committed: Vec<String> = token.shards.keys().map(|s| s.to_string()).collect();
-            return Err(Error::Unavailable(format!(
-                "the write was not committed on {} of {} shards ({}); committed on shards [{}]. \
-                 Retrying the whole write is safe",
-                failed.len(),
-                failed.len() + committed.len(),
-                failed.join("; "),
-                committed.join(", ")
-            )));
+            return Err(ClusterError::PartialWrite {
+                committed: token.shards.keys().copied().collect(),
+                failed,
+            });
         }
         Ok(WriteOutcome { count, token })
     }
@@ -272,14 +324,11 @@ impl Node {
     /// Validates and writes points; returns once every touched shard committed them.
     pub async fn upsert(&self, name: &str, points: Vec<Point>) -> Result<WriteOutcome> {
         let cm = self.collection_meta(name).await?;
-        let points = validate::upsert(&cm.config, points, &self.inner.limits)?;
+        let points = validate::upsert(&cm.config, points, &self.limits)?;
         let n = points.len() as u64;
         let mut by_shard: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
         for p in points {
-            by_shard
-                .entry(routing::shard_of(&p.id, cm.config.shard_count))
-                .or_default()
-                .push(p);
+            by_shard.entry(cm.shard_for(&p.id).id).or_default().push(p);
         }
         let cmds = by_shard
             .into_iter()
@@ -291,14 +340,11 @@ impl Node {
     /// Deletes points by id; returns once every touched shard committed it.
     pub async fn delete_points(&self, name: &str, ids: Vec<PointId>) -> Result<WriteOutcome> {
         let cm = self.collection_meta(name).await?;
-        let ids = validate::ids(ids, &self.inner.limits)?;
+        let ids = validate::ids(ids, &self.limits)?;
         let n = ids.len() as u64;
         let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
         for id in ids {
-            by_shard
-                .entry(routing::shard_of(&id, cm.config.shard_count))
-                .or_default()
-                .push(id);
+            by_shard.entry(cm.shard_for(&id).id).or_default().push(id);
         }
         let cmds = by_shard
             .into_iter()
@@ -325,7 +371,8 @@ impl Node {
                         "the token was issued for collection id {}, this collection's id is {}",
                         t.collection_id, cm.id
                     ),
-                ))
+                )
+                .into())
             }
             _ => Ok(()),
         }
@@ -343,8 +390,11 @@ impl Node {
             min_applied: Self::min_applied(cm, shard, read),
             op,
         };
-        self.read(group_of(cm.id, shard), &cm.replicas[shard as usize], call)
-            .await
+        let replicas = cm
+            .shard(shard)
+            .map(|s| s.replicas.as_slice())
+            .unwrap_or_default();
+        self.router.read(cm.group(shard), replicas, call).await
     }
 
     /// Points by id, in the order asked; missing ids are left out.
@@ -358,13 +408,10 @@ impl Node {
     ) -> Result<Vec<RetrievedPoint>> {
         let cm = self.collection_meta(name).await?;
         Self::check_token(&cm, &read)?;
-        let ids = validate::ids(ids, &self.inner.limits)?;
+        let ids = validate::ids(ids, &self.limits)?;
         let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
         for id in &ids {
-            by_shard
-                .entry(routing::shard_of(id, cm.config.shard_count))
-                .or_default()
-                .push(*id);
+            by_shard.entry(cm.shard_for(id).id).or_default().push(*id);
         }
         let (cm, read) = (&cm, &read);
         let results = join_all(by_shard.into_iter().map(|(s, ids)| async move {
@@ -375,7 +422,7 @@ impl Node {
             };
             match self.read_shard(cm, s, read, op).await? {
                 ReadResult::Points(p) => Ok(p),
-                _ => Err(Error::Internal("unexpected reply to a get".into())),
+                _ => Err(ClusterError::Internal("unexpected reply to a get".into())),
             }
         }))
         .await;
@@ -396,12 +443,12 @@ impl Node {
         read: ReadOptions,
     ) -> Result<Vec<ScoredPoint>> {
         let cm = self.collection_meta(name).await?;
-        let req = validate::search(&cm.config, "", req, &self.inner.limits)?;
+        let req = validate::search(&cm.config, "", req, &self.limits)?;
         let mut out = self.run_searches(&cm, vec![req], &read).await?;
         Ok(out.pop().unwrap_or_default())
     }
 
-    /// Validates one search the way [`Node::search`] does, for the coalescer: the
+    /// Validates one search the way [`Database::search`] does, for the coalescer: the
     /// collection it names and the validated request.
     pub(crate) async fn prepare_search(
         &self,
@@ -410,12 +457,12 @@ impl Node {
         read: &ReadOptions,
     ) -> Result<PreparedSearch> {
         let cm = self.collection_meta(name).await?;
-        let req = validate::search(&cm.config, "", req, &self.inner.limits)?;
+        let req = validate::search(&cm.config, "", req, &self.limits)?;
         Self::check_token(&cm, read)?;
         Ok((Arc::new(cm), req))
     }
 
-    /// Answers searches prepared by [`Node::prepare_search`] against one collection
+    /// Answers searches prepared by [`Database::prepare_search`] against one collection
     /// as one batch: one result per search, in order. A failure of the read (a shard
     /// without an available replica) is every search's.
     pub(crate) async fn run_prepared(
@@ -433,7 +480,7 @@ impl Node {
         match self.run_searches(&cm, reqs, read).await {
             Ok(results) if results.len() == n => results.into_iter().map(Ok).collect(),
             Ok(results) => vec![
-                Err(Error::Internal(format!(
+                Err(ClusterError::Internal(format!(
                     "a batch of {n} searches returned {} results",
                     results.len()
                 )));
@@ -451,14 +498,12 @@ impl Node {
         read: ReadOptions,
     ) -> Result<Vec<Vec<ScoredPoint>>> {
         let cm = self.collection_meta(name).await?;
-        validate::search_batch_len(reqs.len(), &self.inner.limits)?;
+        validate::search_batch_len(reqs.len(), &self.limits)?;
         let reqs = reqs
             .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                validate::search(&cm.config, &format!("searches[{i}]"), r, &self.inner.limits)
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|(i, r)| validate::search(&cm.config, &format!("searches[{i}]"), r, &self.limits))
+            .collect::<shoal_core::Result<Vec<_>>>()?;
         self.run_searches(&cm, reqs, &read).await
     }
 
@@ -470,7 +515,7 @@ impl Node {
     ) -> Result<Vec<Vec<ScoredPoint>>> {
         Self::check_token(cm, read)?;
         let reqs = Arc::new(reqs);
-        let per_shard = join_all((0..cm.config.shard_count).map(|s| {
+        let per_shard = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| {
             let reqs = reqs.clone();
             async move {
                 match self
@@ -478,7 +523,9 @@ impl Node {
                     .await?
                 {
                     ReadResult::Search(r) => Ok(r),
-                    _ => Err(Error::Internal("unexpected reply to a search".into())),
+                    _ => Err(ClusterError::Internal(
+                        "unexpected reply to a search".into(),
+                    )),
                 }
             }
         }))
@@ -520,13 +567,13 @@ impl Node {
     ) -> Result<(Vec<RetrievedPoint>, Option<PointId>)> {
         let cm = self.collection_meta(name).await?;
         Self::check_token(&cm, &read)?;
-        validate::scroll_limit(limit, &self.inner.limits)?;
+        validate::scroll_limit(limit, &self.limits)?;
         if let Some(f) = &filter {
             validate::filter("filter", f)?;
         }
         let limit = limit as usize;
         let (cm, read, filter) = (&cm, &read, &filter);
-        let results = join_all((0..cm.config.shard_count).map(|s| async move {
+        let results = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
             let op = ReadOp::Scroll {
                 offset,
                 limit: limit + 1,
@@ -536,7 +583,9 @@ impl Node {
             };
             match self.read_shard(cm, s, read, op).await? {
                 ReadResult::Points(p) => Ok(p),
-                _ => Err(Error::Internal("unexpected reply to a scroll".into())),
+                _ => Err(ClusterError::Internal(
+                    "unexpected reply to a scroll".into(),
+                )),
             }
         }))
         .await;
@@ -563,13 +612,13 @@ impl Node {
             validate::filter("filter", f)?;
         }
         let (cm, read, filter) = (&cm, &read, &filter);
-        let results = join_all((0..cm.config.shard_count).map(|s| async move {
+        let results = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
             match self
                 .read_shard(cm, s, read, ReadOp::Count(filter.clone()))
                 .await?
             {
                 ReadResult::Count(n) => Ok(n),
-                _ => Err(Error::Internal("unexpected reply to a count".into())),
+                _ => Err(ClusterError::Internal("unexpected reply to a count".into())),
             }
         }))
         .await;

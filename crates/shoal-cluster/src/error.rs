@@ -1,0 +1,282 @@
+//! The one error type of `shoal-cluster`, [`ClusterError`], and its mapping to the
+//! domain error (`shoal_core::Error`) at the crate's edge.
+//!
+//! Errors travel between nodes (an internal call answers `Result<T, ClusterError>`),
+//! so they are serializable, and they say which node said what. Callers decide on the
+//! variant, never on a message: the router retries exactly the errors that
+//! [`ClusterError::is_retryable`] names, and a write distinguishes an entry that was
+//! provably never appended ([`ClusterError::NotLeader`], [`ClusterError::NotHosted`])
+//! from one whose fate is unknown ([`ClusterError::Timeout`],
+//! [`ClusterError::Unreachable`] after the request left).
+
+use serde::{Deserialize, Serialize};
+use shoal_meta::NodeId;
+
+/// What went wrong in the cluster layer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum ClusterError {
+    /// The request is wrong, or names something missing or already there: decided by
+    /// validation or by a state machine, the same on every node. Never retried.
+    #[error(transparent)]
+    Request(#[from] shoal_core::Error),
+    /// `node` does not lead `group`; `leader` is the leader it knows of, if any.
+    /// Nothing was appended to any log.
+    #[error("node {node} does not lead group {group}{}", leader_hint(*leader))]
+    NotLeader {
+        node: NodeId,
+        group: u64,
+        leader: Option<NodeId>,
+    },
+    /// `node` lost the leadership of `group` while the entry was in flight: it may have
+    /// been appended and may still commit (the outcome is unknown); `leader` is the
+    /// leader it knows of now. Retrying the same write is safe.
+    #[error("node {node} lost the leadership of group {group} while the write was in flight{}", leader_hint(*leader))]
+    LeaderChanged {
+        node: NodeId,
+        group: u64,
+        leader: Option<NodeId>,
+    },
+    /// `node` has no open replica of `group` (not placed there, or not open yet).
+    /// Nothing was appended.
+    #[error("node {node}: group {group} is not open here")]
+    NotHosted { node: NodeId, group: u64 },
+    /// A replica had not applied `index` (a SESSION read's token) in time.
+    #[error(
+        "node {node}: the replica of group {group} has not applied index {index} within {waited_ms} ms"
+    )]
+    Behind {
+        node: NodeId,
+        group: u64,
+        index: u64,
+        waited_ms: u64,
+    },
+    /// `what` did not complete within `waited_ms` on `node`. For a proposal the entry
+    /// may have been appended, and may still commit: the outcome is unknown.
+    #[error("node {node}: {what} did not complete within {waited_ms} ms")]
+    Timeout {
+        node: NodeId,
+        group: u64,
+        what: String,
+        waited_ms: u64,
+    },
+    /// The call to `node` failed in transport (no connection, or no reply).
+    #[error("node {node} ({addr}): {reason}")]
+    Unreachable {
+        node: NodeId,
+        addr: String,
+        reason: String,
+    },
+    /// `node`'s Raft group `group` refused for a reason of Raft's own (shutting down,
+    /// a membership change in progress, a fatal storage error).
+    #[error("node {node}: group {group}: {reason}")]
+    Raft {
+        node: NodeId,
+        group: u64,
+        reason: String,
+    },
+    /// The metadata does not name this node.
+    #[error("node {0} is not a member of the cluster")]
+    UnknownNode(NodeId),
+    /// No metadata leader has committed the cluster's first membership yet.
+    #[error(
+        "the cluster has not formed yet: no metadata leader was elected; are the other nodes of --peers running?"
+    )]
+    NotFormed,
+    /// This node has not applied the metadata up to `index` in time.
+    #[error("node {node} has not applied metadata index {index} within {waited_ms} ms")]
+    MetadataBehind {
+        node: NodeId,
+        index: u64,
+        waited_ms: u64,
+    },
+    /// Retries of one operation on one group ran out of time; `last` is the error of
+    /// the last attempt.
+    #[error("{op} within {timeout_ms} ms ({last})")]
+    GaveUp {
+        op: Op,
+        timeout_ms: u64,
+        last: Box<ClusterError>,
+    },
+    /// A write to several shards that some did not commit (shards are separate Raft
+    /// groups: those listed in `committed` did).
+    #[error(
+        "the write was not committed on {} of {} shards ({}); committed on shards [{}]. Retrying the whole write is safe",
+        failed.len(), failed.len() + committed.len(), describe_failed(failed), list(committed)
+    )]
+    PartialWrite {
+        committed: Vec<u32>,
+        failed: Vec<(u32, ClusterError)>,
+    },
+    /// Local storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A bug, or a peer speaking another version of the internal protocol.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What a [`ClusterError::GaveUp`] gave up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Write,
+    Read,
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Write => "not committed",
+            Op::Read => "no replica could serve the read",
+        })
+    }
+}
+
+fn leader_hint(leader: Option<NodeId>) -> String {
+    match leader {
+        Some(l) => format!(" (node {l} does)"),
+        None => " (no leader known)".into(),
+    }
+}
+
+fn list(shards: &[u32]) -> String {
+    shards
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_failed(failed: &[(u32, ClusterError)]) -> String {
+    failed
+        .iter()
+        .map(|(s, e)| format!("shard {s}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ClusterError {
+    /// True when trying again (elsewhere, or later) may succeed: leadership moves,
+    /// replicas open and catch up, peers come back. The rest are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClusterError::NotLeader { .. }
+            | ClusterError::LeaderChanged { .. }
+            | ClusterError::NotHosted { .. }
+            | ClusterError::Behind { .. }
+            | ClusterError::Timeout { .. }
+            | ClusterError::Unreachable { .. }
+            | ClusterError::Raft { .. }
+            | ClusterError::UnknownNode(_)
+            | ClusterError::NotFormed
+            | ClusterError::MetadataBehind { .. } => true,
+            ClusterError::Request(_)
+            | ClusterError::GaveUp { .. }
+            | ClusterError::PartialWrite { .. }
+            | ClusterError::Storage(_)
+            | ClusterError::Internal(_) => false,
+        }
+    }
+
+    /// The leader an error names, if it names one: the next node to try.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            ClusterError::NotLeader { leader, .. } | ClusterError::LeaderChanged { leader, .. } => {
+                *leader
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Internal(e.to_string())
+    }
+}
+
+impl From<shoal_meta::MetaError> for ClusterError {
+    fn from(e: shoal_meta::MetaError) -> Self {
+        ClusterError::Request(e.into())
+    }
+}
+
+impl From<shoal_shard::ShardError> for ClusterError {
+    fn from(e: shoal_shard::ShardError) -> Self {
+        ClusterError::Storage(e.to_string())
+    }
+}
+
+impl From<shoal_storage::StorageError> for ClusterError {
+    fn from(e: shoal_storage::StorageError) -> Self {
+        ClusterError::Storage(e.to_string())
+    }
+}
+
+/// The crate's edge: what clients of the node see.
+impl From<ClusterError> for shoal_core::Error {
+    fn from(e: ClusterError) -> Self {
+        use shoal_core::Error;
+        match e {
+            ClusterError::Request(e) => e,
+            e @ ClusterError::GaveUp { op: Op::Write, .. } => {
+                Error::Unavailable(format!("{e}; retrying the same write is safe"))
+            }
+            e @ (ClusterError::Storage(_) | ClusterError::Internal(_)) => {
+                Error::Internal(e.to_string())
+            }
+            e => Error::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// `Result` with [`ClusterError`].
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_cross_the_wire_and_keep_their_kind() {
+        let e = ClusterError::NotLeader {
+            node: 2,
+            group: 7,
+            leader: Some(3),
+        };
+        let bytes = postcard::to_stdvec(&e).unwrap();
+        let back: ClusterError = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, e);
+        assert!(back.is_retryable());
+        assert_eq!(
+            back.to_string(),
+            "node 2 does not lead group 7 (node 3 does)"
+        );
+    }
+
+    #[test]
+    fn the_edge_keeps_domain_errors_and_says_what_is_safe() {
+        let nf = shoal_core::Error::NotFound("collection \"x\"".into());
+        assert_eq!(
+            shoal_core::Error::from(ClusterError::Request(nf.clone())),
+            nf
+        );
+        let gave_up = ClusterError::GaveUp {
+            op: Op::Write,
+            timeout_ms: 10,
+            last: Box::new(ClusterError::NotFormed),
+        };
+        assert!(!gave_up.is_retryable());
+        match shoal_core::Error::from(gave_up) {
+            shoal_core::Error::Unavailable(m) => {
+                assert!(m.starts_with("not committed within 10 ms"), "{m}");
+                assert!(m.ends_with("retrying the same write is safe"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let partial = ClusterError::PartialWrite {
+            committed: vec![0, 2],
+            failed: vec![(1, ClusterError::NotFormed)],
+        };
+        let m = partial.to_string();
+        assert!(m.contains("not committed on 1 of 3 shards"), "{m}");
+        assert!(m.contains("committed on shards [0, 2]"), "{m}");
+    }
+}

@@ -1,0 +1,711 @@
+//! The Raft groups and shard replicas hosted on this node, and how they serve.
+//!
+//! [`Host`] owns the node's store, search pool, the metadata group's Raft instance
+//! and every open shard replica (shard + Raft group + leader-transfer gate). It
+//! opens and closes replicas as the metadata changes ([`Host::reconcile`]), and
+//! serves what reaches a replica *on this node* — a proposal, a read, an election
+//! request, a status report — whether it came from this node's router or from a
+//! peer through the internal service.
+//!
+//! It must never forward anything to another node (that is the router's job, and
+//! calls that arrive from peers must not loop), and never hold a lock across an
+//! `.await`.
+//!
+//! **Reconciliation.** Whenever the metadata changes, the node opens a replica (shard,
+//! state machine, Raft group) for every shard placed on it and not yet open, and
+//! closes and deletes the data of collections that no longer exist. A new shard group
+//! is initialized by its preferred leader (the first replica in the placement), so
+//! leaders start spread over the nodes; the other replicas initialize it themselves
+//! only if the preferred leader has not reached them after two election timeouts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use parking_lot::RwLock;
+use rayon::prelude::*;
+use shoal_meta::{ClusterState, CollectionMeta, META_GROUP, NodeId, ShardMeta, group_of};
+use shoal_raft::network::{Network, Peers, Registry};
+use shoal_raft::{Command, LogStore, MetaStateMachine, Reply, ShardStateMachine, TypeConfig};
+use shoal_shard::{Shard, ShardOptions};
+use shoal_storage::{CollectionRecord, Store};
+use tokio::sync::watch;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::Consistency;
+use crate::error::{ClusterError, Result};
+use crate::gate::Gate;
+use crate::options::{NodeOptions, RaftTiming};
+use crate::wire::{ReadCall, ReadOp, ReadResult, ReplicaReport};
+
+/// The data directory's subdirectory for snapshot files.
+const SNAPSHOT_DIR: &str = "snapshots";
+/// A lone search that would scan more vectors than this exactly goes to the search
+/// pool even when it could run inline (~1 ms of distance computations at most).
+const INLINE_SCAN_MAX: usize = 10_000;
+
+/// One shard replica hosted here.
+pub(crate) struct Replica {
+    pub shard: Shard,
+    pub raft: Raft<TypeConfig>,
+    /// Closed while this node hands the group's leadership over (`balance`).
+    pub gate: Gate,
+}
+
+/// The groups and replicas of one node. See the module doc.
+pub(crate) struct Host {
+    pub id: NodeId,
+    store: Store,
+    pool: Arc<rayon::ThreadPool>,
+    shard_options: ShardOptions,
+    pub timing: RaftTiming,
+    raft_config: Arc<Config>,
+    /// Channels to peers, shared by every group's Raft traffic and the router.
+    pub peers: Peers,
+    /// The Raft groups the internal transport delivers to.
+    pub registry: Registry,
+    pub meta: Raft<TypeConfig>,
+    state: watch::Receiver<Arc<ClusterState>>,
+    replicas: RwLock<HashMap<u64, Arc<Replica>>>,
+    snapshot_dir: PathBuf,
+    reconciling: tokio::sync::Mutex<()>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Internal(e.to_string())
+}
+
+/// Runs blocking work (storage, index builds) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ClusterError::Internal(format!("a blocking task failed: {e}")))?
+}
+
+impl Host {
+    /// Opens the data directory and the metadata group's Raft instance. Shard
+    /// replicas open on [`Host::reconcile`].
+    pub async fn open(options: &NodeOptions) -> Result<Host> {
+        let dir = options.data_dir.clone();
+        let store = blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                ClusterError::Storage(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            // Snapshot files are derived and rebuilt on demand: left-overs of an
+            // earlier run are removed.
+            let snapshots = dir.join(SNAPSHOT_DIR);
+            if snapshots.exists() {
+                std::fs::remove_dir_all(&snapshots).map_err(|e| {
+                    ClusterError::Storage(format!("cannot clear {}: {e}", snapshots.display()))
+                })?;
+            }
+            Ok(Store::open(&dir)?)
+        })
+        .await?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.search_threads)
+            .thread_name(|i| format!("shoal-search-{i}"))
+            // A panic in a job must not abort the node: the job's caller sees its
+            // result channel closed and answers INTERNAL.
+            .panic_handler(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %msg, "search job panicked");
+            })
+            .build()
+            .map(Arc::new)
+            .map_err(internal)?;
+        let t = &options.timing;
+        let raft_config = Arc::new(
+            Config {
+                cluster_name: "shoal".into(),
+                heartbeat_interval: t.heartbeat_ms,
+                election_timeout_min: t.election_min_ms,
+                election_timeout_max: t.election_max_ms,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+                max_in_snapshot_log_to_keep: t.keep_logs,
+                // Installing a snapshot's last chunk rebuilds the shard's index.
+                install_snapshot_timeout: 120_000,
+                max_payload_entries: 64,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| shoal_core::Error::invalid("raft timing", e.to_string()))?,
+        );
+        let meta_sm = MetaStateMachine::open(store.clone())
+            .map_err(|e| ClusterError::Storage(e.to_string()))?;
+        if meta_sm.is_fresh() && !store.collections()?.is_empty() {
+            return Err(ClusterError::Storage(format!(
+                "{} holds collections written by a Shoal without clustering; export them \
+                 with a matching `shoal` and import into a fresh data directory",
+                options.data_dir.display()
+            )));
+        }
+        let state = meta_sm.subscribe();
+        let peers = Peers::default();
+        let registry = Registry::default();
+        let meta = Raft::new(
+            options.node_id,
+            raft_config.clone(),
+            Network::new(META_GROUP, peers.clone()),
+            LogStore::new(store.raft_log(META_GROUP)),
+            meta_sm,
+        )
+        .await
+        .map_err(internal)?;
+        registry.insert(META_GROUP, meta.clone());
+        watch_leader(options.node_id, META_GROUP, &meta);
+        Ok(Host {
+            id: options.node_id,
+            store,
+            pool,
+            shard_options: options.shard.clone(),
+            timing: options.timing.clone(),
+            raft_config,
+            peers,
+            registry,
+            meta,
+            state,
+            replicas: RwLock::new(HashMap::new()),
+            snapshot_dir: options.data_dir.join(SNAPSHOT_DIR),
+            reconciling: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The metadata as this node last applied it.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.state.borrow().clone()
+    }
+
+    /// Every change of the metadata from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// Waits up to `timeout` until this node has applied the metadata log up to
+    /// `index`.
+    pub async fn wait_state(&self, index: u64, timeout: Duration) -> Result<Arc<ClusterState>> {
+        let mut rx = self.state.clone();
+        let wait = rx.wait_for(|s| s.applied >= index);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(s)) => Ok(s.clone()),
+            _ => Err(ClusterError::MetadataBehind {
+                node: self.id,
+                index,
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Waits up to `timeout` until the metadata names at least one node (a fresh
+    /// cluster has committed its first membership).
+    pub async fn wait_formed(&self, timeout: Duration) -> Result<Arc<ClusterState>> {
+        let mut rx = self.state.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|s| !s.nodes.is_empty())).await {
+            Ok(Ok(s)) => Ok(s.clone()),
+            _ => Err(ClusterError::NotFormed),
+        }
+    }
+
+    /// Number of fsyncs issued so far.
+    pub fn fsyncs(&self) -> u64 {
+        self.store.fsyncs()
+    }
+
+    /// Every replica open here, by group (a snapshot: the set may change meanwhile).
+    pub fn local_replicas(&self) -> Vec<(u64, Arc<Replica>)> {
+        self.replicas
+            .read()
+            .iter()
+            .map(|(g, r)| (*g, r.clone()))
+            .collect()
+    }
+
+    pub fn replica(&self, group: u64) -> Option<Arc<Replica>> {
+        self.replicas.read().get(&group).cloned()
+    }
+
+    /// The Raft instance of `group` on this node, if it hosts it.
+    fn raft(&self, group: u64) -> Option<Raft<TypeConfig>> {
+        if group == META_GROUP {
+            return Some(self.meta.clone());
+        }
+        self.replica(group).map(|r| r.raft.clone())
+    }
+
+    /// The leader of `group` as this node's replica sees it.
+    pub fn leader_hint(&self, group: u64) -> Option<NodeId> {
+        self.raft(group)?.metrics().borrow().current_leader
+    }
+
+    /// Opens replicas placed here and not yet open; closes and deletes collections
+    /// the metadata no longer has.
+    pub async fn reconcile(&self, state: Arc<ClusterState>) -> Result<()> {
+        let _one_at_a_time = self.reconciling.lock().await;
+        let store = self.store.clone();
+        let records = blocking(move || Ok(store.collections()?)).await?;
+        for record in records {
+            let current = state.collections.get(&record.config.name).map(|c| c.id);
+            if current != Some(record.id) {
+                self.drop_collection(record).await?;
+            }
+        }
+        for cm in state.collections.values() {
+            for shard in &cm.shards {
+                let group = cm.group(shard.id);
+                if shard.replicas.contains(&self.id) && !self.replicas.read().contains_key(&group) {
+                    self.open_replica(cm, shard, &state).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_collection(&self, record: CollectionRecord) -> Result<()> {
+        tracing::info!(collection = %record.config.name, id = record.id, "removing collection");
+        let groups: Vec<u64> = self
+            .replicas
+            .read()
+            .keys()
+            .copied()
+            .filter(|g| shoal_meta::location_of(*g).0 == record.id)
+            .collect();
+        for group in &groups {
+            self.registry.remove(*group);
+            let replica = self.replicas.write().remove(group);
+            if let Some(r) = replica {
+                let _ = r.raft.shutdown().await;
+            }
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            store.delete_collection(&record.config.name)?;
+            for s in 0..record.config.shard_count {
+                store.raft_log(group_of(record.id, s)).destroy()?;
+            }
+            for group in groups {
+                store.raft_log(group).destroy()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn open_replica(
+        &self,
+        cm: &CollectionMeta,
+        shard_meta: &ShardMeta,
+        state: &ClusterState,
+    ) -> Result<()> {
+        let s = shard_meta.id;
+        let group = cm.group(s);
+        let record = CollectionRecord {
+            id: cm.id,
+            config: cm.config.clone(),
+        };
+        let (store, options, pool) = (
+            self.store.clone(),
+            self.shard_options.clone(),
+            self.pool.clone(),
+        );
+        let shard = blocking(move || {
+            store.adopt_collection(&record)?;
+            let shard_store = store.shard(&record, s)?;
+            Ok(Shard::open(
+                Arc::new(record.config),
+                s,
+                shard_store,
+                options,
+                pool,
+            )?)
+        })
+        .await?;
+        let raft = Raft::new(
+            self.id,
+            self.raft_config.clone(),
+            Network::new(group, self.peers.clone()),
+            LogStore::new(self.store.raft_log(group)),
+            ShardStateMachine::new(shard.clone(), self.snapshot_dir.clone()),
+        )
+        .await
+        .map_err(internal)?;
+        self.registry.insert(group, raft.clone());
+        watch_leader(self.id, group, &raft);
+        self.replicas.write().insert(
+            group,
+            Arc::new(Replica {
+                shard,
+                raft: raft.clone(),
+                gate: Gate::default(),
+            }),
+        );
+        if !raft.is_initialized().await.map_err(internal)? {
+            let replicas = &shard_meta.replicas;
+            let members: BTreeMap<u64, BasicNode> = replicas
+                .iter()
+                .map(|n| {
+                    let addr = state
+                        .nodes
+                        .get(n)
+                        .map(|m| m.addr.clone())
+                        .unwrap_or_default();
+                    (*n, BasicNode::new(addr))
+                })
+                .collect();
+            let delay = if replicas.first() == Some(&self.id) {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(2 * self.timing.election_max_ms)
+            };
+            tokio::spawn(initialize_later(raft, members, delay));
+        }
+        Ok(())
+    }
+
+    /// Commits `cmd` through this node's replica of `group`, if it leads it, and
+    /// returns what applying it returned (a state machine's rejection included).
+    pub async fn propose_local(
+        &self,
+        group: u64,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let id = self.id;
+        let raft = self
+            .raft(group)
+            .ok_or(ClusterError::NotHosted { node: id, group })?;
+        let started = Instant::now();
+        if let Some(replica) = self.replica(group) {
+            // Held while the leadership is handed over (see `balance`).
+            replica.gate.pass(timeout).await;
+        }
+        // Refused before anything is appended when this replica does not lead: the
+        // caller may treat the write as not written here.
+        let m = raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(ClusterError::NotLeader {
+                node: id,
+                group,
+                leader: m.current_leader.filter(|l| *l != id),
+            });
+        }
+        let timeout = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+            Err(_) => Err(ClusterError::Timeout {
+                node: id,
+                group,
+                what: "the commit of a proposal".into(),
+                waited_ms: timeout.as_millis() as u64,
+            }),
+            Ok(Ok(resp)) => Ok(resp.data),
+            // openraft also answers this after it appended the entry and lost the
+            // leadership (the entry truncated here may survive elsewhere).
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ClusterError::LeaderChanged {
+                    node: id,
+                    group,
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(ClusterError::Raft {
+                node: id,
+                group,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Serves a read from this node's replica of `group`.
+    pub async fn read_local(
+        &self,
+        group: u64,
+        call: ReadCall,
+        timeout: Duration,
+    ) -> Result<ReadResult> {
+        let id = self.id;
+        if group == META_GROUP {
+            self.confirm_leader(group, &self.meta, timeout).await?;
+            return Ok(ReadResult::ClusterState((*self.state()).clone()));
+        }
+        let replica = self
+            .replica(group)
+            .ok_or(ClusterError::NotHosted { node: id, group })?;
+        match call.consistency {
+            Consistency::Strong => self.confirm_leader(group, &replica.raft, timeout).await?,
+            Consistency::Session if call.min_applied > 0 => {
+                replica
+                    .raft
+                    .wait(Some(timeout))
+                    .applied_index_at_least(Some(call.min_applied), "session read")
+                    .await
+                    .map_err(|_| ClusterError::Behind {
+                        node: id,
+                        group,
+                        index: call.min_applied,
+                        waited_ms: timeout.as_millis() as u64,
+                    })?;
+            }
+            _ => {}
+        }
+        if matches!(call.op, ReadOp::ClusterState) {
+            return Err(internal("a metadata read reached a shard group"));
+        }
+        let shard = replica.shard.clone();
+        let op = call.op;
+        // A lone search of a one-shard collection that is light (a graph search, or a
+        // small exact scan: `Shard::search_if_light` declines the others before any
+        // work) runs here, on the calling task: handing it to the search
+        // pool costs two thread wake-ups and the pool threads' spinning while they wait
+        // for more work, more CPU than the search itself on this machine (see
+        // BENCHMARKS.md, "Where the time goes"). Batches, heavy scans and the shards of
+        // a multi-shard collection (which should search in parallel) use the pool.
+        let lone = match &op {
+            ReadOp::Search(reqs) if shard.config().shard_count == 1 => match reqs.as_slice() {
+                [req] => Some(req),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(req) = lone {
+            // Like a pool job, a panic answers INTERNAL and leaves the node up.
+            let hits = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shard.search_if_light(req, INLINE_SCAN_MAX)
+            }))
+            .map_err(|_| internal("a search failed; see the server log"))?;
+            if let Some(hits) = hits {
+                return Ok(ReadResult::Search(vec![hits]));
+            }
+        }
+        self.on_pool(move || match op {
+            ReadOp::Search(reqs) => {
+                ReadResult::Search(reqs.par_iter().map(|r| shard.search(r)).collect())
+            }
+            ReadOp::Get {
+                ids,
+                with_payload,
+                with_vector,
+            } => ReadResult::Points(shard.get(&ids, with_payload, with_vector)),
+            ReadOp::Scroll {
+                offset,
+                limit,
+                filter,
+                with_payload,
+                with_vector,
+            } => ReadResult::Points(shard.scroll(
+                offset,
+                limit,
+                filter.as_ref(),
+                with_payload,
+                with_vector,
+            )),
+            ReadOp::Count(filter) => ReadResult::Count(shard.count(filter.as_ref())),
+            ReadOp::Stats => ReadResult::Stats(shard.stats()),
+            ReadOp::ClusterState => unreachable!("refused above"),
+        })
+        .await
+    }
+
+    /// openraft's read index: `raft` confirms with a majority that it still leads
+    /// and has applied everything committed before.
+    async fn confirm_leader(
+        &self,
+        group: u64,
+        raft: &Raft<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let id = self.id;
+        match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ClusterError::NotLeader {
+                    node: id,
+                    group,
+                    leader: f.leader_id.filter(|l| *l != id),
+                })
+            }
+            Ok(Err(e)) => Err(ClusterError::Raft {
+                node: id,
+                group,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(ClusterError::Timeout {
+                node: id,
+                group,
+                what: "confirming the leadership".into(),
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Runs `f` on the search pool and awaits it.
+    pub async fn on_pool<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pool.spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.await
+            .map_err(|_| internal("a search job failed; see the server log"))
+    }
+
+    /// The receiving end of a leader transfer: start an election for `group` now.
+    pub async fn elect_local(&self, group: u64) -> Result<()> {
+        let id = self.id;
+        let replica = self
+            .replica(group)
+            .ok_or(ClusterError::NotHosted { node: id, group })?;
+        if replica.raft.metrics().borrow().state != ServerState::Follower {
+            return Err(ClusterError::Raft {
+                node: id,
+                group,
+                reason: "not a follower".into(),
+            });
+        }
+        replica
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| ClusterError::Raft {
+                node: id,
+                group,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reports of this node's replicas; with `digests`, each with its content digest.
+    pub async fn local_reports(&self, digests: bool) -> Result<Vec<ReplicaReport>> {
+        let replicas = self.local_replicas();
+        let mut out = Vec::with_capacity(replicas.len());
+        for (group, r) in replicas {
+            let m = r.raft.metrics().borrow().clone();
+            let mut report = ReplicaReport {
+                group,
+                state: format!("{:?}", m.state).to_lowercase(),
+                leader: m.current_leader,
+                term: m.current_term,
+                applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                points: r.shard.stats().points,
+                digest: None,
+            };
+            if digests {
+                let shard = r.shard.clone();
+                let (applied, digest, points) = self
+                    .on_pool(move || -> Result<(u64, u64, u64)> {
+                        let mut snap = shard.snapshot()?;
+                        snap.points.sort_by_key(|p| p.id);
+                        let mut h = Xxh3::new();
+                        for p in &snap.points {
+                            h.update(&postcard::to_stdvec(p).map_err(internal)?);
+                        }
+                        Ok((
+                            snap.seq.saturating_sub(1),
+                            h.digest(),
+                            snap.points.len() as u64,
+                        ))
+                    })
+                    .await??;
+                report.applied = applied;
+                report.digest = Some(digest);
+                report.points = points;
+            }
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    /// Asks each local shard to save a checkpoint if it has unsaved writes and has
+    /// been idle (never blocks: a busy shard declines at once).
+    pub fn checkpoint_idle_shards(&self) {
+        for (_, replica) in self.local_replicas() {
+            if replica.shard.checkpoint_if_idle() {
+                tracing::debug!(
+                    shard = replica.shard.shard_no(),
+                    "idle shard: checkpoint started"
+                );
+            }
+        }
+    }
+
+    /// Saves an index checkpoint of every local shard with writes since its last.
+    pub async fn checkpoint_all(&self) -> Result<()> {
+        let replicas = self.local_replicas();
+        blocking(move || {
+            for (_, r) in replicas {
+                r.shard.checkpoint()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stops every group, then saves an index checkpoint of every local shard.
+    pub async fn shutdown(&self) -> Result<()> {
+        let replicas = self.local_replicas();
+        for (_, r) in &replicas {
+            let _ = r.raft.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+        self.checkpoint_all().await
+    }
+}
+
+/// Logs one line on this node whenever the leader of `group` it sees changes, until
+/// the group stops.
+fn watch_leader(node: NodeId, group: u64, raft: &Raft<TypeConfig>) {
+    let mut rx = raft.metrics();
+    tokio::spawn(async move {
+        let mut last = rx.borrow().current_leader;
+        while rx.changed().await.is_ok() {
+            let (leader, term) = {
+                let m = rx.borrow_and_update();
+                (m.current_leader, m.current_term)
+            };
+            if leader != last {
+                last = leader;
+                match leader {
+                    Some(l) if l == node => {
+                        tracing::info!(group, term, "this node leads the group")
+                    }
+                    Some(l) => tracing::info!(group, term, leader = l, "group has a new leader"),
+                    None => tracing::info!(group, term, "group lost its leader"),
+                }
+            }
+        }
+    });
+}
+
+/// Initializes `raft` with `members` after `delay`, unless it has heard from a leader
+/// (or been initialized) meanwhile. Initializing an initialized group is refused by
+/// openraft and harmless.
+pub(crate) async fn initialize_later(
+    raft: Raft<TypeConfig>,
+    members: BTreeMap<u64, BasicNode>,
+    delay: Duration,
+) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match raft.is_initialized().await {
+        Ok(false) => {
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "initialize refused");
+            }
+        }
+        Ok(true) => {}
+        Err(e) => tracing::debug!(error = %e, "group stopped before initializing"),
+    }
+}

@@ -1,0 +1,337 @@
+//! Routing: proposals to a group's leader and reads from one of its replicas, on this
+//! node or through a peer, with one retry loop for both.
+//!
+//! A request for a group goes to a *target*: this node's own replica (served by the
+//! [`Host`] directly, nothing encoded) or a peer (one internal gRPC call, the request
+//! postcard-encoded once, on the first remote attempt). Targets are tried in an
+//! order ([`Targets`]): a refusal that names the leader sends the next attempt there
+//! (once per round, so two nodes naming each other cannot loop); when every target of
+//! a round failed, the router pauses [`RETRY_PAUSE`] and starts a new round, until the
+//! request timeout. Only errors that [`ClusterError::is_retryable`] names are retried;
+//! the rest end the request at once.
+//!
+//! **Writes** start at the leader this node believes in (its own replica's view), else
+//! the preferred leader. Retrying is safe: upserts and deletes are idempotent, so an
+//! entry committed twice (a retry after a lost reply) leaves the same state.
+//!
+//! **Reads** go, for `EVENTUAL` and `SESSION`, to this node's own replica if it has
+//! one, else to the others in an order rotated by group (spreading load); for
+//! `STRONG`, to the leader, which confirms its leadership (openraft's read index)
+//! before reading.
+//!
+//! The router must never serve a request itself (the host does) nor decide what a
+//! request means (the database layer does).
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use shoal_meta::{META_GROUP, NodeId};
+use shoal_proto::internal::v1::{GroupCall, cluster_internal_client::ClusterInternalClient};
+use shoal_raft::network::{MAX_RAFT_MESSAGE, Peers};
+use shoal_raft::{Command, Reply};
+
+use crate::Consistency;
+use crate::error::{ClusterError, Op, Result};
+use crate::host::Host;
+use crate::wire::{ReadCall, ReadResult, ReplicaReport, decode, encode};
+
+/// Pause between two rounds of attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The internal calls a node makes to a peer.
+#[derive(Clone, Copy)]
+pub(crate) enum Rpc {
+    Propose,
+    Read,
+    Status,
+    Elect,
+}
+
+/// The order in which one request tries nodes. See the module doc.
+#[derive(Debug)]
+pub(crate) struct Targets {
+    order: Vec<NodeId>,
+    next: usize,
+}
+
+impl Targets {
+    pub fn new(order: Vec<NodeId>) -> Targets {
+        Targets { order, next: 0 }
+    }
+
+    /// The next node to try this round.
+    fn next(&mut self) -> Option<NodeId> {
+        let t = self.order.get(self.next).copied();
+        self.next += 1;
+        t
+    }
+
+    /// Tries `leader` next, unless this round tried it already.
+    fn follow(&mut self, leader: NodeId) {
+        if self.order[..self.next].contains(&leader) {
+            return;
+        }
+        self.order.retain(|t| *t != leader);
+        self.order.insert(self.next, leader);
+    }
+
+    /// Starts a new round, `first` first if given.
+    fn restart(&mut self, first: Option<NodeId>) {
+        self.next = 0;
+        if let Some(f) = first {
+            self.order.retain(|t| *t != f);
+            self.order.insert(0, f);
+        }
+    }
+}
+
+/// Sends requests to groups; see the module doc. Cheap to share.
+pub(crate) struct Router {
+    host: Arc<Host>,
+    peers: Peers,
+    timeout: Duration,
+}
+
+impl Router {
+    pub fn new(host: Arc<Host>, timeout: Duration) -> Router {
+        Router {
+            peers: host.peers.clone(),
+            host,
+            timeout,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.host.id
+    }
+
+    /// How long one request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The host whose replicas the router reaches without the network.
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// Sends one call to node `to` and decodes its `Result<T, ClusterError>` reply.
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        to: NodeId,
+        rpc: Rpc,
+        group: u64,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T> {
+        let addr = self
+            .host
+            .state()
+            .nodes
+            .get(&to)
+            .map(|n| n.addr.clone())
+            .ok_or(ClusterError::UnknownNode(to))?;
+        let unreachable = |reason: String| ClusterError::Unreachable {
+            node: to,
+            addr: addr.clone(),
+            reason,
+        };
+        let channel = self.peers.channel(&addr).map_err(unreachable)?;
+        let mut client = ClusterInternalClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        let mut req = tonic::Request::new(GroupCall { group, payload });
+        req.set_timeout(timeout.max(Duration::from_millis(50)));
+        let reply = match rpc {
+            Rpc::Propose => client.propose(req).await,
+            Rpc::Read => client.read(req).await,
+            Rpc::Status => client.status(req).await,
+            Rpc::Elect => client.elect(req).await,
+        }
+        .map_err(|s| unreachable(s.message().to_string()))?;
+        decode::<Result<T>>(&reply.into_inner().payload)?
+    }
+
+    /// Tries `attempt` on `targets` (with the time left) until one succeeds, an
+    /// error is final, or the request timeout passes. The one retry loop of the
+    /// router: see the module doc.
+    async fn retry<'a, T>(
+        &'a self,
+        op: Op,
+        group: u64,
+        mut targets: Targets,
+        attempt: impl Fn(NodeId, Duration) -> BoxFuture<'a, Result<T>>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.timeout;
+        let mut last = ClusterError::NotHosted {
+            node: self.id(),
+            group,
+        };
+        loop {
+            let Some(target) = targets.next() else {
+                if Instant::now() + RETRY_PAUSE >= deadline {
+                    return Err(ClusterError::GaveUp {
+                        op,
+                        timeout_ms: self.timeout.as_millis() as u64,
+                        last: Box::new(last),
+                    });
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let first = match op {
+                    Op::Write => self.host.leader_hint(group),
+                    Op::Read => None,
+                };
+                targets.restart(first);
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match attempt(target, left).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() => {
+                    if let Some(leader) = e.leader_hint() {
+                        targets.follow(leader);
+                    }
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Commits `cmd` in `group`, whose replicas are on `replicas`, and returns what
+    /// applying it returned (a state machine's rejection included).
+    pub async fn propose(&self, group: u64, replicas: &[NodeId], cmd: Command) -> Result<Reply> {
+        let hint = self.host.leader_hint(group);
+        let mut order: Vec<NodeId> = hint.into_iter().collect();
+        order.extend(replicas.iter().filter(|r| Some(**r) != hint));
+        if order.is_empty() {
+            return Err(ClusterError::Internal(format!(
+                "group {group} has no replicas"
+            )));
+        }
+        let (cmd, wire) = (&cmd, OnceLock::new());
+        let wire = &wire;
+        self.retry(Op::Write, group, Targets::new(order), |target, left| {
+            Box::pin(async move {
+                if target == self.id() {
+                    self.host.propose_local(group, cmd.clone(), left).await
+                } else {
+                    let payload = encoded(wire, cmd)?;
+                    self.call(target, Rpc::Propose, group, payload, left).await
+                }
+            })
+        })
+        .await
+    }
+
+    /// Reads `group` (replicas on `replicas`) at the call's consistency.
+    pub async fn read(
+        &self,
+        group: u64,
+        replicas: &[NodeId],
+        call: ReadCall,
+    ) -> Result<ReadResult> {
+        let me = self.id();
+        let order: Vec<NodeId> = match call.consistency {
+            Consistency::Strong => {
+                let hint = self.host.leader_hint(group);
+                let mut o: Vec<NodeId> = hint.into_iter().collect();
+                o.extend(replicas.iter().filter(|r| Some(**r) != hint));
+                o
+            }
+            _ => {
+                let n = replicas.len().max(1);
+                let rotated = (0..replicas.len()).map(|i| replicas[(i + group as usize) % n]);
+                let mut o = Vec::new();
+                if replicas.contains(&me) {
+                    o.push(me);
+                }
+                o.extend(rotated.filter(|r| *r != me));
+                o
+            }
+        };
+        let (call, wire) = (&call, OnceLock::new());
+        let wire = &wire;
+        self.retry(Op::Read, group, Targets::new(order), |target, left| {
+            Box::pin(async move {
+                if target == me {
+                    self.host.read_local(group, call.clone(), left).await
+                } else {
+                    let payload = encoded(wire, call)?;
+                    self.call(target, Rpc::Read, group, payload, left).await
+                }
+            })
+        })
+        .await
+    }
+
+    /// The metadata as its leader has it now (read at the leader, linearizably).
+    pub async fn read_metadata(&self, voters: &[NodeId]) -> Result<shoal_meta::ClusterState> {
+        let call = ReadCall {
+            consistency: Consistency::Strong,
+            min_applied: 0,
+            op: crate::wire::ReadOp::ClusterState,
+        };
+        match self.read(META_GROUP, voters, call).await? {
+            ReadResult::ClusterState(s) => Ok(s),
+            _ => Err(ClusterError::Internal(
+                "unexpected reply to a metadata read".into(),
+            )),
+        }
+    }
+
+    /// Reports of every replica on `node`.
+    pub async fn reports_of(&self, node: NodeId, digests: bool) -> Result<Vec<ReplicaReport>> {
+        if node == self.id() {
+            return self.host.local_reports(digests).await;
+        }
+        self.call(node, Rpc::Status, 0, encode(&digests)?, self.timeout)
+            .await
+    }
+
+    /// Asks `node` to start an election for `group` now (a leader transfer).
+    pub async fn elect(&self, node: NodeId, group: u64, timeout: Duration) -> Result<()> {
+        self.call(node, Rpc::Elect, group, encode(&())?, timeout)
+            .await
+    }
+}
+
+/// `value` encoded for the wire, once per request however many peers it visits.
+fn encoded<T: serde::Serialize>(cell: &OnceLock<Vec<u8>>, value: &T) -> Result<Vec<u8>> {
+    if let Some(b) = cell.get() {
+        return Ok(b.clone());
+    }
+    let b = encode(value)?;
+    Ok(cell.get_or_init(|| b).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_hints_once_per_round() {
+        let mut t = Targets::new(vec![1, 2, 3]);
+        assert_eq!(t.next(), Some(1));
+        // Node 1 names node 3: tried next.
+        t.follow(3);
+        assert_eq!(t.next(), Some(3));
+        // Node 3 names node 1, already tried this round: ignored.
+        t.follow(1);
+        assert_eq!(t.next(), Some(2));
+        assert_eq!(t.next(), None);
+        // A new round starts with the leader hint.
+        t.restart(Some(2));
+        assert_eq!(t.next(), Some(2));
+        assert_eq!(t.next(), Some(1));
+        assert_eq!(t.next(), Some(3));
+        assert_eq!(t.next(), None);
+        // A hint to a node outside the list is tried too.
+        t.restart(None);
+        t.follow(9);
+        assert_eq!(t.next(), Some(9));
+    }
+}
