@@ -50,6 +50,8 @@ mod router;
 mod search_coalesce;
 mod service;
 mod status;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod wire;
 
 use serde::{Deserialize, Serialize};

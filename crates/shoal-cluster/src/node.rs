@@ -175,6 +175,18 @@ impl Node {
         self.inner.host.fsyncs()
     }
 
+    /// Waits up to `timeout` until this node knows a leader of the metadata group;
+    /// false if it does not by then.
+    pub async fn wait_for_metadata_leader(&self, timeout: Duration) -> bool {
+        self.inner
+            .host
+            .meta
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "metadata leader known")
+            .await
+            .is_ok()
+    }
+
     pub(crate) fn database(&self) -> &Arc<Database> {
         &self.inner.db
     }

@@ -334,4 +334,184 @@ mod tests {
         t.follow(9);
         assert_eq!(t.next(), Some(9));
     }
+
+    use std::time::Duration;
+
+    use shoal_core::{CollectionConfig, Error, Metric, Point, PointId, SearchRequest};
+
+    use crate::testing::TestCluster;
+    use crate::{Consistency, Node, ReadOptions};
+
+    fn config(name: &str, shards: u32, rf: u32) -> CollectionConfig {
+        CollectionConfig {
+            name: name.into(),
+            dim: 2,
+            metric: Metric::L2,
+            shard_count: shards,
+            replication_factor: rf,
+            hnsw: Default::default(),
+        }
+    }
+
+    fn points(ids: std::ops::Range<u64>) -> Vec<Point> {
+        ids.map(|i| Point {
+            id: PointId::Num(i),
+            vector: vec![i as f32, 1.0],
+            payload: Default::default(),
+        })
+        .collect()
+    }
+
+    fn strong() -> ReadOptions {
+        ReadOptions {
+            consistency: Consistency::Strong,
+            token: None,
+        }
+    }
+
+    /// The node that leads shard `shard` of `collection`, as the cluster reports it.
+    async fn leader_of(node: &Node, collection: &str, shard: u32) -> u64 {
+        for _ in 0..100 {
+            let status = node.status(false).await.unwrap();
+            let leader = status
+                .collections
+                .iter()
+                .find(|c| c.name == collection)
+                .and_then(|c| c.shards.iter().find(|s| s.shard == shard))
+                .and_then(|s| s.leader);
+            if let Some(l) = leader {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("shard {shard} of {collection} has no leader");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_reach_every_shard_through_any_node() {
+        let cluster = TestCluster::start(3).await;
+        // One replica per shard: most shards live on another node than the one asked.
+        let info = cluster
+            .node(1)
+            .create_collection(config("c", 3, 1))
+            .await
+            .unwrap();
+        assert_eq!(info.shards.len(), 3);
+        let out = cluster.node(1).upsert("c", points(0..300)).await.unwrap();
+        assert_eq!(out.count, 300);
+        assert_eq!(out.token.shards.len(), 3, "the write touched every shard");
+        for id in 1..=3 {
+            let node = cluster.node(id);
+            assert_eq!(
+                node.count("c", None, strong()).await.unwrap(),
+                300,
+                "node {id}"
+            );
+            let got = node
+                .get(
+                    "c",
+                    vec![PointId::Num(7), PointId::Num(299), PointId::Num(1000)],
+                    false,
+                    false,
+                    strong(),
+                )
+                .await
+                .unwrap();
+            let ids: Vec<PointId> = got.iter().map(|p| p.id).collect();
+            assert_eq!(ids, vec![PointId::Num(7), PointId::Num(299)]);
+            let hits = node
+                .search(
+                    "c",
+                    SearchRequest {
+                        vector: vec![150.2, 1.0],
+                        top_k: 3,
+                        ef: None,
+                        filter: None,
+                        with_payload: false,
+                        with_vector: false,
+                    },
+                    ReadOptions::default(),
+                )
+                .await
+                .unwrap();
+            let ids: Vec<PointId> = hits.iter().map(|h| h.id).collect();
+            assert_eq!(
+                ids,
+                vec![PointId::Num(150), PointId::Num(151), PointId::Num(149)]
+            );
+        }
+        // Errors keep their kind across nodes.
+        assert!(matches!(
+            cluster.node(2).upsert("nope", points(0..1)).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            cluster.node(3).create_collection(config("c", 1, 1)).await,
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            cluster.node(3).create_collection(config("d", 1, 4)).await,
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_follow_the_leader_when_it_stops_and_a_lost_majority_gives_up() {
+        let mut cluster = TestCluster::start(3).await;
+        cluster
+            .node(1)
+            .create_collection(config("c", 1, 3))
+            .await
+            .unwrap();
+        cluster.node(1).upsert("c", points(0..10)).await.unwrap();
+        let leader = leader_of(cluster.node(1), "c", 0).await;
+        cluster.stop(leader).await;
+        let others = cluster.running();
+        // Through either survivor: the write waits for the election and reaches the
+        // new leader, wherever it is.
+        for (i, id) in others.iter().enumerate() {
+            let from = 10 + 10 * i as u64;
+            cluster
+                .node(*id)
+                .upsert("c", points(from..from + 10))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            cluster
+                .node(others[0])
+                .count("c", None, strong())
+                .await
+                .unwrap(),
+            30
+        );
+        // The stopped node comes back and catches up.
+        cluster.restart(leader).await;
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = cluster
+                .node(leader)
+                .count("c", None, ReadOptions::default())
+                .await
+                .unwrap();
+            if seen == 30 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, 30, "the restarted node caught up");
+        // With two of three replicas gone no write can commit: the router gives up
+        // after the request timeout, saying so and that retrying is safe.
+        let survivor = cluster.running()[0];
+        for id in cluster.running().into_iter().filter(|i| *i != survivor) {
+            cluster.stop(id).await;
+        }
+        match cluster.node(survivor).upsert("c", points(100..101)).await {
+            Err(Error::Unavailable(m)) => {
+                assert!(m.contains("not committed within"), "{m}");
+                assert!(m.contains("Retrying the whole write is safe"), "{m}");
+            }
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+    }
 }

@@ -92,17 +92,14 @@ impl SearchCoalescer {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use shoal_core::{
-        CollectionConfig, Condition, Filter, HnswParams, Limits, Metric, Point, PointId, Value,
+        CollectionConfig, Condition, Filter, HnswParams, Metric, Point, PointId, Value,
     };
-    use shoal_shard::ShardOptions;
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::options::{NodeOptions, RaftTiming};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -117,28 +114,10 @@ mod tests {
         panic!("never saw {what}");
     }
 
-    async fn single_node(dir: &std::path::Path) -> Node {
-        let options = NodeOptions {
-            node_id: 1,
-            advertise: "127.0.0.1:1".into(),
-            peers: BTreeMap::new(),
-            data_dir: dir.to_path_buf(),
-            limits: Limits::default(),
-            shard: ShardOptions {
-                exact_threshold: 0,
-                ..ShardOptions::default()
-            },
-            search_threads: 2,
-            timing: RaftTiming::default(),
-            request_timeout: Duration::from_secs(30),
-        };
-        Node::start(options).await.unwrap()
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn coalesced_searches_return_exactly_what_direct_searches_return() {
         let dir = tempfile::tempdir().unwrap();
-        let node = single_node(dir.path()).await;
+        let node = crate::testing::single_node(dir.path()).await;
         let dim = 8;
         node.create_collection(CollectionConfig {
             name: "c".into(),

@@ -1,0 +1,180 @@
+//! Test support: nodes in one process, each serving its internal port on loopback, so
+//! routing, forwarding and failover are tested without spawning `shoal` processes.
+//! Built for this crate's tests and, with the `testing` feature, for other crates'.
+//!
+//! Timing is faster than the defaults but well above a loaded two-core machine's
+//! scheduling hiccups. Everything a test starts is stopped when it is dropped.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_core::Limits;
+use shoal_shard::ShardOptions;
+use tokio::task::JoinHandle;
+
+use crate::{Node, NodeOptions, RaftTiming};
+
+/// Raft timing of test nodes.
+pub fn timing() -> RaftTiming {
+    RaftTiming {
+        heartbeat_ms: 100,
+        election_min_ms: 500,
+        election_max_ms: 1_000,
+        balance_ms: 0,
+        ..RaftTiming::default()
+    }
+}
+
+/// Options of node `id` over `dir`, with `peers` (empty: a cluster of one).
+pub fn options(id: u64, dir: &Path, peers: BTreeMap<u64, String>) -> NodeOptions {
+    NodeOptions {
+        node_id: id,
+        advertise: peers
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1:1".into()),
+        peers,
+        data_dir: dir.to_path_buf(),
+        limits: Limits::default(),
+        shard: ShardOptions {
+            exact_threshold: 0,
+            ..ShardOptions::default()
+        },
+        search_threads: 2,
+        timing: timing(),
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A node alone: a cluster of one, serving nothing on the network.
+pub async fn single_node(dir: &Path) -> Node {
+    Node::start(options(1, dir, BTreeMap::new()))
+        .await
+        .expect("start a single node")
+}
+
+struct Member {
+    node: Node,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+/// Nodes `1..=n` of one cluster in this process, each with its internal services
+/// on its own loopback port. See the module doc.
+pub struct TestCluster {
+    members: BTreeMap<u64, Member>,
+    peers: BTreeMap<u64, String>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes and waits until the metadata group has a leader.
+    pub async fn start(n: u64) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listeners = BTreeMap::new();
+        for id in 1..=n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            listeners.insert(id, l);
+        }
+        let peers: BTreeMap<u64, String> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().expect("addr").to_string()))
+            .collect();
+        let mut cluster = TestCluster {
+            members: BTreeMap::new(),
+            peers,
+            dir,
+        };
+        for (id, listener) in listeners {
+            cluster.launch(id, listener).await;
+        }
+        for id in 1..=n {
+            cluster
+                .node(id)
+                .wait_for_metadata_leader(Duration::from_secs(30))
+                .await;
+        }
+        cluster
+    }
+
+    async fn launch(&mut self, id: u64, listener: tokio::net::TcpListener) {
+        let dir = self.dir.path().join(format!("n{id}"));
+        let node = Node::start(options(id, &dir, self.peers.clone()))
+            .await
+            .expect("start node");
+        let routes = node.internal_routes();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move {
+                        let _ = stopped.await;
+                    },
+                )
+                .await;
+        });
+        self.members.insert(id, Member { node, stop, server });
+    }
+
+    /// Node `id`. Panics if it is stopped.
+    pub fn node(&self, id: u64) -> &Node {
+        &self.members.get(&id).expect("a running node").node
+    }
+
+    /// The ids of the running nodes.
+    pub fn running(&self) -> Vec<u64> {
+        self.members.keys().copied().collect()
+    }
+
+    /// Stops node `id` as a crash would look from outside: its port stops answering
+    /// and its groups stop. Its data stays for [`TestCluster::restart`].
+    pub async fn stop(&mut self, id: u64) {
+        if let Some(m) = self.members.remove(&id) {
+            let _ = m.node.shutdown().await;
+            let _ = m.stop.send(());
+            let server = m.server;
+            tokio::pin!(server);
+            // Closing connections waits for calls in flight; those end within the
+            // request timeout at most.
+            if tokio::time::timeout(Duration::from_secs(15), &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
+        }
+    }
+
+    /// Starts node `id` again over its data, on the same address.
+    pub async fn restart(&mut self, id: u64) {
+        self.stop(id).await;
+        let addr = self.peers[&id].clone();
+        // The port was ours a moment ago; retry while the OS releases it.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "rebinding");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        self.launch(id, listener).await;
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for m in self.members.values() {
+            m.server.abort();
+        }
+    }
+}
