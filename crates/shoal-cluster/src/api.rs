@@ -9,11 +9,9 @@ use std::sync::Arc;
 use futures::future::join_all;
 use shoal_core::{
     CollectionConfig, Error, Filter, Metric, Point, PointId, Result, RetrievedPoint, ScoredPoint,
-    SearchRequest, routing, validate,
+    SearchRequest, Write, routing, validate,
 };
-use shoal_raft::{
-    ClusterState, CollectionMeta, Command, META_GROUP, MetaCommand, ShardCommand, group_of,
-};
+use shoal_raft::{ClusterState, CollectionMeta, Command, META_GROUP, MetaCommand, group_of};
 use shoal_shard::ShardStats;
 
 use crate::Consistency;
@@ -230,7 +228,7 @@ impl Node {
     async fn write_shards(
         &self,
         cm: &CollectionMeta,
-        per_shard: Vec<(u32, ShardCommand)>,
+        per_shard: Vec<(u32, Write)>,
         count: u64,
     ) -> Result<WriteOutcome> {
         let results = join_all(per_shard.into_iter().map(|(s, cmd)| async move {
@@ -283,7 +281,7 @@ impl Node {
         }
         let cmds = by_shard
             .into_iter()
-            .map(|(s, p)| (s, ShardCommand::Upsert(p)))
+            .map(|(s, p)| (s, Write::Upsert(p)))
             .collect();
         self.write_shards(&cm, cmds, n).await
     }
@@ -302,7 +300,7 @@ impl Node {
         }
         let cmds = by_shard
             .into_iter()
-            .map(|(s, i)| (s, ShardCommand::Delete(i)))
+            .map(|(s, i)| (s, Write::Delete(i)))
             .collect();
         self.write_shards(&cm, cmds, n).await
     }

@@ -53,4 +53,4 @@ mod shard;
 
 pub use error::ShardError;
 pub use payload_index::PayloadIndex;
-pub use shard::{Shard, ShardOp, ShardOptions, ShardSnapshot, ShardStats};
+pub use shard::{Shard, ShardOptions, ShardSnapshot, ShardStats};

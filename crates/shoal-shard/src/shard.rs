@@ -8,7 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use shoal_core::{
     CollectionConfig, Condition, Filter, Payload, Point, PointId, RetrievedPoint, ScoredPoint,
-    SearchRequest,
+    SearchRequest, Write,
 };
 use shoal_index::{Backend, Hit, IdFilter, IndexParams, InternalId, VectorIndex};
 use shoal_storage::{ShardStore, Ticket, WriteOp};
@@ -182,18 +182,12 @@ impl State {
     }
 }
 
-/// A logged write, replayed onto a rebuilt index.
-enum Logged {
-    Upsert(Vec<Point>),
-    Delete(Vec<PointId>),
-}
-
 /// State owned by the (single) writer of a shard.
 struct Writer {
     applied_seq: u64,
     next_internal: InternalId,
     /// Writes applied since the running rebuild took its snapshot.
-    rebuild_log: Option<Vec<Logged>>,
+    rebuild_log: Option<Vec<Write>>,
     /// Points written since the last checkpoint.
     since_checkpoint: usize,
     /// A background checkpoint is running.
@@ -203,13 +197,6 @@ struct Writer {
     /// Bumped when a snapshot replaces the shard's contents: a rebuild that started
     /// from an older generation must not swap its result in.
     generation: u64,
-}
-
-/// A change to apply at a given sequence number (see [`Shard::apply_at`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ShardOp {
-    Upsert(Vec<Point>),
-    Delete(Vec<PointId>),
 }
 
 /// A consistent copy of a shard's contents (see [`Shard::snapshot`]).
@@ -450,7 +437,7 @@ impl Shard {
             .write()
             .publish_upserts(base, points.into_iter().map(|p| (p.id, p.payload)));
         if let (Some(log), Some(points)) = (w.rebuild_log.as_mut(), logged) {
-            log.push(Logged::Upsert(points));
+            log.push(Write::Upsert(points));
         }
         w.since_checkpoint += items_len;
         w.last_write = Instant::now();
@@ -481,13 +468,13 @@ impl Shard {
         w.last_write = Instant::now();
         inner.state.write().publish_deletes(&ids);
         if let Some(log) = w.rebuild_log.as_mut() {
-            log.push(Logged::Delete(ids));
+            log.push(Write::Delete(ids));
         }
         self.maybe_start_rebuild(w);
         Ok(ticket)
     }
 
-    /// Applies `op` (or nothing, for entries that only advance the sequence) as the
+    /// Applies `write` (or nothing, for entries that only advance the sequence) as the
     /// write with sequence number `seq` — a Raft log index — and stores `meta` in the
     /// same atomic batch. A `seq` at or below the last applied one is skipped and
     /// returns `None`, so re-applying a log after a crash is harmless. Durable after
@@ -495,16 +482,16 @@ impl Shard {
     pub fn apply_at(
         &self,
         seq: u64,
-        op: Option<ShardOp>,
+        write: Option<Write>,
         meta: &[u8],
     ) -> Result<Option<Ticket>, ShardError> {
         let mut w = self.inner.writer.lock();
         if seq <= w.applied_seq {
             return Ok(None);
         }
-        let ticket = match op {
-            Some(ShardOp::Upsert(points)) => self.upsert_locked(&mut w, seq, points, Some(meta))?,
-            Some(ShardOp::Delete(ids)) => self.delete_locked(&mut w, seq, ids, Some(meta))?,
+        let ticket = match write {
+            Some(Write::Upsert(points)) => self.upsert_locked(&mut w, seq, points, Some(meta))?,
+            Some(Write::Delete(ids)) => self.delete_locked(&mut w, seq, ids, Some(meta))?,
             None => {
                 let t = self.inner.store.write_with_meta(&[], seq, Some(meta))?;
                 w.applied_seq = seq;
@@ -897,9 +884,9 @@ impl Shard {
                     return Ok(());
                 }
                 let mut next = state.records.len() as InternalId;
-                for op in w.rebuild_log.take().unwrap_or_default() {
-                    match op {
-                        Logged::Upsert(points) => {
+                for write in w.rebuild_log.take().unwrap_or_default() {
+                    match write {
+                        Write::Upsert(points) => {
                             let base = allocate(&mut next, points.len())?;
                             insert_vectors(&inner.pool, &*state.index, base, &points)?;
                             state.publish_upserts(
@@ -907,7 +894,7 @@ impl Shard {
                                 points.into_iter().map(|p| (p.id, p.payload)),
                             );
                         }
-                        Logged::Delete(ids) => state.publish_deletes(&ids),
+                        Write::Delete(ids) => state.publish_deletes(&ids),
                     }
                 }
                 *inner.state.write() = state;

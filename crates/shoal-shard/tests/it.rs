@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use shoal_core::{
     CollectionConfig, Condition, Filter, HnswParams, Metric, Payload, Point, PointId,
-    SearchRequest, Value,
+    SearchRequest, Value, Write,
 };
 use shoal_shard::{Shard, ShardOptions};
 use shoal_storage::Store;
@@ -402,14 +402,13 @@ fn pt(id: u64, x: f32) -> Point {
 
 #[test]
 fn apply_at_is_idempotent_and_keeps_meta_atomically() {
-    use shoal_shard::ShardOp;
     let dir = tempfile::tempdir().unwrap();
     {
         let shard = open(dir.path());
         let t = shard
             .apply_at(
                 5,
-                Some(ShardOp::Upsert(vec![pt(1, 1.0), pt(2, 2.0)])),
+                Some(Write::Upsert(vec![pt(1, 1.0), pt(2, 2.0)])),
                 b"log-5",
             )
             .unwrap();
@@ -417,20 +416,20 @@ fn apply_at_is_idempotent_and_keeps_meta_atomically() {
         // Replays of applied entries are skipped, whatever they carry.
         assert!(
             shard
-                .apply_at(5, Some(ShardOp::Delete(vec![PointId::Num(1)])), b"x")
+                .apply_at(5, Some(Write::Delete(vec![PointId::Num(1)])), b"x")
                 .unwrap()
                 .is_none()
         );
         assert!(
             shard
-                .apply_at(3, Some(ShardOp::Upsert(vec![pt(9, 9.0)])), b"x")
+                .apply_at(3, Some(Write::Upsert(vec![pt(9, 9.0)])), b"x")
                 .unwrap()
                 .is_none()
         );
         let t = shard.apply_at(6, None, b"log-6").unwrap().unwrap();
         shard.sync(t).unwrap();
         let t = shard
-            .apply_at(7, Some(ShardOp::Delete(vec![PointId::Num(2)])), b"log-7")
+            .apply_at(7, Some(Write::Delete(vec![PointId::Num(2)])), b"log-7")
             .unwrap();
         shard.sync(t.unwrap()).unwrap();
         assert_eq!(shard.count(None), 1);
@@ -453,18 +452,17 @@ fn apply_at_is_idempotent_and_keeps_meta_atomically() {
 
 #[test]
 fn snapshot_installs_on_another_shard_replacing_its_contents() {
-    use shoal_shard::ShardOp;
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = open(a_dir.path());
     let points: Vec<Point> = (0..300).map(|i| pt(i, i as f32)).collect();
     a.sync(
-        a.apply_at(10, Some(ShardOp::Upsert(points)), b"ten")
+        a.apply_at(10, Some(Write::Upsert(points)), b"ten")
             .unwrap()
             .unwrap(),
     )
     .unwrap();
     a.sync(
-        a.apply_at(11, Some(ShardOp::Delete(vec![PointId::Num(0)])), b"eleven")
+        a.apply_at(11, Some(Write::Delete(vec![PointId::Num(0)])), b"eleven")
             .unwrap()
             .unwrap(),
     )
@@ -480,7 +478,7 @@ fn snapshot_installs_on_another_shard_replacing_its_contents() {
         b.sync(
             b.apply_at(
                 3,
-                Some(ShardOp::Upsert(vec![pt(5000, 1.0), pt(5, 123.0)])),
+                Some(Write::Upsert(vec![pt(5000, 1.0), pt(5, 123.0)])),
                 b"old",
             )
             .unwrap()
@@ -491,12 +489,12 @@ fn snapshot_installs_on_another_shard_replacing_its_contents() {
         assert_eq!(b.snapshot().unwrap(), snap);
         // Later entries apply on top; replays of covered ones are skipped.
         assert!(
-            b.apply_at(11, Some(ShardOp::Upsert(vec![pt(7777, 0.0)])), b"x")
+            b.apply_at(11, Some(Write::Upsert(vec![pt(7777, 0.0)])), b"x")
                 .unwrap()
                 .is_none()
         );
         b.sync(
-            b.apply_at(12, Some(ShardOp::Upsert(vec![pt(300, 300.0)])), b"twelve")
+            b.apply_at(12, Some(Write::Upsert(vec![pt(300, 300.0)])), b"twelve")
                 .unwrap()
                 .unwrap(),
         )
