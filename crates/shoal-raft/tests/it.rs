@@ -1,8 +1,6 @@
 //! openraft's storage conformance suite against our log store and shard state machine,
 //! and a state machine that applies real point writes.
 
-use std::sync::Arc;
-
 use openraft::testing::{StoreBuilder, Suite};
 use shoal_core::{CollectionConfig, HnswParams, Metric};
 use shoal_raft::{LogStore, ShardStateMachine, StorageError, TypeConfig};
@@ -21,24 +19,7 @@ fn open(dir: &std::path::Path) -> (Store, Shard) {
         replication_factor: 3,
         hnsw: HnswParams::default(),
     };
-    let record = match store.collections().unwrap().pop() {
-        Some(r) => r,
-        None => store.create_collection(config.clone()).unwrap(),
-    };
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap(),
-    );
-    let shard = Shard::open(
-        Arc::new(config),
-        0,
-        store.shard(&record, 0).unwrap(),
-        ShardOptions::default(),
-        pool,
-    )
-    .unwrap();
+    let shard = shoal_shard::testing::open_in(&store, config, ShardOptions::default());
     (store, shard)
 }
 

@@ -43,6 +43,12 @@
 //! retires, under the same state lock, and replaced with the state by a rebuild or a
 //! snapshot install. It is never checkpointed.
 //!
+//! ## Test support
+//! With the cargo feature `testing` (enabled by the crates that test with shards, in
+//! their `[dev-dependencies]`), the module `testing` opens shards in a directory,
+//! writes to them without a Raft log, and holds the proptest strategies the shard's
+//! property tests share.
+//!
 //! This crate must never decode wire formats, read configuration, or fsync on its own
 //! schedule: durability is requested from `shoal-storage` per write.
 
@@ -50,6 +56,8 @@ mod checkpoint;
 mod error;
 pub mod payload_index;
 mod shard;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::ShardError;
 pub use payload_index::PayloadIndex;

@@ -214,7 +214,7 @@ struct Inner {
     config: Arc<CollectionConfig>,
     /// Where index inserts run in parallel. Locks are never held by jobs on this pool
     /// across a rayon join, so a pool thread can never wait on a lock its own stack
-    /// holds (see [`Shard::upsert`]).
+    /// holds (see [`Shard::apply_at`]).
     pool: Arc<rayon::ThreadPool>,
     shard_no: u32,
     store: ShardStore,
@@ -401,20 +401,6 @@ impl Shard {
         &self.inner.config
     }
 
-    /// Applies an upsert of validated, prepared points. The change is committed to
-    /// storage and visible to searches on return, but durable only after
-    /// [`Shard::sync`] with the returned ticket.
-    ///
-    /// Must not be called from a thread of the shard's pool: it holds the shard's
-    /// writer lock while the pool inserts the vectors, and a pool thread waiting inside
-    /// that insert may pick up any queued pool job — which must never be one that
-    /// wants this lock.
-    pub fn upsert(&self, points: Vec<Point>) -> Result<Ticket, ShardError> {
-        let mut w = self.inner.writer.lock();
-        let seq = w.applied_seq + 1;
-        self.upsert_locked(&mut w, seq, points, None)
-    }
-
     fn upsert_locked(
         &self,
         w: &mut Writer,
@@ -446,14 +432,6 @@ impl Shard {
         Ok(ticket)
     }
 
-    /// Applies a delete by ids (unknown ids are ignored). Durable after
-    /// [`Shard::sync`].
-    pub fn delete(&self, ids: Vec<PointId>) -> Result<Ticket, ShardError> {
-        let mut w = self.inner.writer.lock();
-        let seq = w.applied_seq + 1;
-        self.delete_locked(&mut w, seq, ids, None)
-    }
-
     fn delete_locked(
         &self,
         w: &mut Writer,
@@ -476,9 +454,15 @@ impl Shard {
 
     /// Applies `write` (or nothing, for entries that only advance the sequence) as the
     /// write with sequence number `seq` — a Raft log index — and stores `meta` in the
-    /// same atomic batch. A `seq` at or below the last applied one is skipped and
-    /// returns `None`, so re-applying a log after a crash is harmless. Durable after
-    /// [`Shard::sync`]; same threading rule as [`Shard::upsert`].
+    /// same atomic batch. The change is committed to storage and visible to searches on
+    /// return, but durable only after [`Shard::sync`] with the returned ticket. A `seq`
+    /// at or below the last applied one is skipped and returns `None`, so re-applying a
+    /// log after a crash is harmless.
+    ///
+    /// Must not be called from a thread of the shard's pool: it holds the shard's
+    /// writer lock while the pool inserts the vectors, and a pool thread waiting inside
+    /// that insert may pick up any queued pool job — which must never be one that
+    /// wants this lock.
     pub fn apply_at(
         &self,
         seq: u64,
@@ -490,8 +474,7 @@ impl Shard {
             return Ok(None);
         }
         let ticket = match write {
-            Some(Write::Upsert(points)) => self.upsert_locked(&mut w, seq, points, Some(meta))?,
-            Some(Write::Delete(ids)) => self.delete_locked(&mut w, seq, ids, Some(meta))?,
+            Some(write) => self.write_locked(&mut w, seq, write, Some(meta))?,
             None => {
                 let t = self.inner.store.write_with_meta(&[], seq, Some(meta))?;
                 w.applied_seq = seq;
@@ -499,6 +482,29 @@ impl Shard {
             }
         };
         Ok(Some(ticket))
+    }
+
+    /// Applies `write` at the next sequence number, leaving the stored metadata as it
+    /// is: a shard written to without a Raft log, for tests (`crate::testing`). Same
+    /// threading rule as [`Shard::apply_at`].
+    #[cfg(feature = "testing")]
+    pub(crate) fn apply_next(&self, write: Write) -> Result<Ticket, ShardError> {
+        let mut w = self.inner.writer.lock();
+        let seq = w.applied_seq + 1;
+        self.write_locked(&mut w, seq, write, None)
+    }
+
+    fn write_locked(
+        &self,
+        w: &mut Writer,
+        seq: u64,
+        write: Write,
+        meta: Option<&[u8]>,
+    ) -> Result<Ticket, ShardError> {
+        match write {
+            Write::Upsert(points) => self.upsert_locked(w, seq, points, meta),
+            Write::Delete(ids) => self.delete_locked(w, seq, ids, meta),
+        }
     }
 
     /// The metadata stored with the last [`Shard::apply_at`] or [`Shard::install`].
