@@ -18,8 +18,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -31,7 +31,7 @@ use shoal_core::{
 };
 use shoal_index::{Backend, IdFilter, InternalId, VectorIndex};
 use shoal_shard::payload_index::Records;
-use shoal_shard::{PayloadIndex, Shard, ShardOptions};
+use shoal_shard::{PayloadIndex, Shard, ShardOptions, testing};
 
 /// Counts live heap bytes, to measure the payload index.
 struct Counting;
@@ -155,24 +155,14 @@ fn shard() -> &'static ShardFixture {
                 ef_construction: 200,
             },
         };
-        let record = store.create_collection(config.clone()).expect("collection");
-        let pool = Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .expect("pool"),
-        );
-        let shard = Shard::open(
-            Arc::new(config),
-            0,
-            store.shard(&record, 0).expect("shard store"),
+        let shard = testing::open_in(
+            &store,
+            config,
             ShardOptions {
                 checkpoint_every: 0,
                 ..ShardOptions::default()
             },
-            pool,
-        )
-        .expect("shard");
+        );
         let start = Instant::now();
         for (c, chunk) in d.set.base.chunks(1_000).enumerate() {
             let points = chunk
@@ -187,7 +177,7 @@ fn shard() -> &'static ShardFixture {
                     }
                 })
                 .collect();
-            shard.upsert(points).expect("upsert");
+            testing::upsert(&shard, points).expect("upsert");
         }
         eprintln!(
             "[filtered] shard loaded with {N} points in {:.1} s",

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use futures::future::join_all;
 use shoal_core::{
     CollectionConfig, Error, Filter, Limits, Metric, Point, PointId, RetrievedPoint, ScoredPoint,
-    SearchRequest, validate,
+    SearchRequest, Write, validate,
 };
 use shoal_meta::{ClusterState, CollectionMeta, META_GROUP, MetaCommand, MetaError, NodeId};
-use shoal_raft::{Command, Rejection, Reply, ShardCommand};
+use shoal_raft::{Command, Rejection, Reply};
 use shoal_shard::ShardStats;
 
 use crate::Consistency;
@@ -281,7 +281,7 @@ impl Database {
     async fn write_shards(
         &self,
         cm: &CollectionMeta,
-        per_shard: BTreeMap<u32, ShardCommand>,
+        per_shard: BTreeMap<u32, Write>,
         count: u64,
     ) -> Result<WriteOutcome> {
         let results = join_all(per_shard.into_iter().map(|(s, cmd)| async move {
@@ -332,7 +332,7 @@ impl Database {
         }
         let cmds = by_shard
             .into_iter()
-            .map(|(s, p)| (s, ShardCommand::Upsert(p)))
+            .map(|(s, p)| (s, Write::Upsert(p)))
             .collect();
         self.write_shards(&cm, cmds, n).await
     }
@@ -348,7 +348,7 @@ impl Database {
         }
         let cmds = by_shard
             .into_iter()
-            .map(|(s, i)| (s, ShardCommand::Delete(i)))
+            .map(|(s, i)| (s, Write::Delete(i)))
             .collect();
         self.write_shards(&cm, cmds, n).await
     }

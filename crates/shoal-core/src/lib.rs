@@ -3,10 +3,10 @@
 //! The vocabulary every other Shoal crate speaks: collections, points, payload values,
 //! filters, search requests, and the rules that make each of them valid.
 //!
-//! This crate owns *validation*. Everything that reaches a shard (and, later, a Raft
-//! log) has passed through [`validate`] first, so a bad request is refused at the edge
-//! with an [`Error`] that names the offending field, and can never poison storage or
-//! crash replay.
+//! This crate owns *validation*. Everything that reaches a Raft log and a shard (a
+//! [`Write`]) has passed through [`validate`] first, so a bad request is refused at
+//! the edge with an [`Error`] that names the offending field, and can never poison
+//! storage or crash replay.
 //!
 //! It must never do IO, spawn threads, or depend on async runtimes, storage engines or
 //! wire formats: those live in the crates above it (`shoal-storage`, `shoal-proto`, …).
@@ -20,6 +20,7 @@ pub mod routing;
 pub mod search;
 pub mod validate;
 pub mod vector;
+pub mod write;
 
 pub use collection::{CollectionConfig, HnswParams, Metric};
 pub use error::{Error, Result};
@@ -27,3 +28,4 @@ pub use filter::{Condition, Filter};
 pub use limits::Limits;
 pub use point::{Payload, Point, PointId, Value};
 pub use search::{RetrievedPoint, ScoredPoint, SearchRequest};
+pub use write::Write;

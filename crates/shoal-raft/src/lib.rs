@@ -1,10 +1,12 @@
 //! # shoal-raft
 //!
-//! Raft for Shoal's shards, on openraft 0.9 (`storage-v2`). Each shard of a collection
-//! is one Raft group; this crate provides what a group stores:
+//! Raft for Shoal, on openraft 0.9 (`storage-v2`). Each shard of a collection is one
+//! Raft group, and one metadata group spans the nodes; this crate provides what a
+//! group stores and how its messages travel:
 //!
-//! - [`TypeConfig`]: entries carry a [`ShardCommand`] (an upsert or delete of
-//!   already-validated points); node ids are `u64`.
+//! - [`TypeConfig`]: entries carry a [`Command`]: a [`shoal_core::Write`] (an upsert
+//!   or delete of already-validated points) for a shard group, a [`MetaCommand`] for
+//!   the metadata group; node ids are `u64`.
 //! - [`LogStore`]: the group's log, vote and pointers in `shoal-storage`'s Raft
 //!   keyspace. Appends return at once and are acknowledged to openraft by the node's
 //!   flusher thread after the fsync that covers them — one fsync for every group that
@@ -32,7 +34,7 @@ mod snapshot_file;
 mod state_machine;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{Point, PointId};
+use shoal_core::Write;
 use shoal_meta::{MetaCommand, MetaError};
 
 pub use error::RaftStoreError;
@@ -40,19 +42,13 @@ pub use log_store::LogStore;
 pub use meta::MetaStateMachine;
 pub use state_machine::ShardStateMachine;
 
-/// A write to one shard, as replicated in its Raft log. Points are validated and
-/// prepared (normalised for COSINE) before they are proposed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ShardCommand {
-    Upsert(Vec<Point>),
-    Delete(Vec<PointId>),
-}
-
 /// An entry of any group: shard groups carry [`Command::Shard`], the metadata group
 /// [`Command::Meta`]. A state machine given the other kind rejects it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    Shard(ShardCommand),
+    /// A write to one shard; its points were validated and prepared (normalised for
+    /// COSINE) before it was proposed.
+    Shard(Write),
     Meta(MetaCommand),
 }
 
@@ -87,3 +83,20 @@ openraft::declare_raft_types!(
 
 /// openraft's storage error for our type config.
 pub type StorageError = openraft::StorageError<u64>;
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::{PointId, Write};
+
+    use super::Command;
+
+    /// Raft logs on disk hold entries in this encoding: a change to it (to `Command` or
+    /// to `shoal_core::Write`) would make existing logs unreadable.
+    #[test]
+    fn shard_entries_keep_their_log_encoding() {
+        let delete = Command::Shard(Write::Delete(vec![PointId::Num(7)]));
+        assert_eq!(postcard::to_allocvec(&delete).unwrap(), [0, 1, 1, 0, 7]);
+        let upsert = Command::Shard(Write::Upsert(Vec::new()));
+        assert_eq!(postcard::to_allocvec(&upsert).unwrap(), [0, 0, 0]);
+    }
+}

@@ -26,13 +26,13 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use shoal_shard::{Shard, ShardOp, ShardSnapshot};
+use shoal_shard::{Shard, ShardSnapshot};
 use std::sync::Mutex;
 
 use crate::error::storage_error;
 use crate::log_store::{blocking, decode, encode};
 use crate::snapshot_file::{CHUNK, FrameWriter, read_points, unnamed};
-use crate::{Command, RaftStoreError, Rejection, Reply, ShardCommand, StorageError, TypeConfig};
+use crate::{Command, RaftStoreError, Rejection, Reply, StorageError, TypeConfig};
 
 /// What the state machine has applied, stored atomically with the shard's points.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -172,14 +172,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 let log_id = e.log_id;
                 applied.last_applied = Some(log_id);
                 let mut rejected = None;
-                let op = match e.payload {
+                let write = match e.payload {
                     EntryPayload::Blank => None,
-                    EntryPayload::Normal(Command::Shard(ShardCommand::Upsert(points))) => {
-                        Some(ShardOp::Upsert(points))
-                    }
-                    EntryPayload::Normal(Command::Shard(ShardCommand::Delete(ids))) => {
-                        Some(ShardOp::Delete(ids))
-                    }
+                    EntryPayload::Normal(Command::Shard(write)) => Some(write),
                     EntryPayload::Normal(Command::Meta(_)) => {
                         rejected = Some(Rejection::WrongGroup);
                         None
@@ -189,7 +184,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                         None
                     }
                 };
-                shard.apply_at(log_id.index + 1, op, &encode(&applied)?)?;
+                shard.apply_at(log_id.index + 1, write, &encode(&applied)?)?;
                 replies.push(Reply {
                     applied: log_id.index,
                     rejected,

@@ -1,8 +1,6 @@
 //! openraft's storage conformance suite against our log store and shard state machine,
 //! and a state machine that applies real point writes.
 
-use std::sync::Arc;
-
 use openraft::testing::{StoreBuilder, Suite};
 use shoal_core::{CollectionConfig, HnswParams, Metric};
 use shoal_raft::{LogStore, ShardStateMachine, StorageError, TypeConfig};
@@ -21,24 +19,7 @@ fn open(dir: &std::path::Path) -> (Store, Shard) {
         replication_factor: 3,
         hnsw: HnswParams::default(),
     };
-    let record = match store.collections().unwrap().pop() {
-        Some(r) => r,
-        None => store.create_collection(config.clone()).unwrap(),
-    };
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap(),
-    );
-    let shard = Shard::open(
-        Arc::new(config),
-        0,
-        store.shard(&record, 0).unwrap(),
-        ShardOptions::default(),
-        pool,
-    )
-    .unwrap();
+    let shard = shoal_shard::testing::open_in(&store, config, ShardOptions::default());
     (store, shard)
 }
 
@@ -62,7 +43,7 @@ fn openraft_storage_suite() {
     Suite::test_all(Builder).unwrap();
 }
 
-fn entry(index: u64, cmd: shoal_raft::ShardCommand) -> openraft::Entry<TypeConfig> {
+fn entry(index: u64, cmd: shoal_core::Write) -> openraft::Entry<TypeConfig> {
     openraft::Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
         payload: openraft::EntryPayload::Normal(shoal_raft::Command::Shard(cmd)),
@@ -80,17 +61,16 @@ fn point(id: u64, x: f32) -> shoal_core::Point {
 #[tokio::test(flavor = "multi_thread")]
 async fn applies_point_writes_idempotently_and_ships_them_by_snapshot() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use shoal_core::PointId;
-    use shoal_raft::ShardCommand;
+    use shoal_core::{PointId, Write};
 
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let entries = vec![
         entry(
             1,
-            ShardCommand::Upsert((0..50).map(|i| point(i, i as f32)).collect()),
+            Write::Upsert((0..50).map(|i| point(i, i as f32)).collect()),
         ),
-        entry(2, ShardCommand::Delete(vec![PointId::Num(3)])),
-        entry(3, ShardCommand::Upsert(vec![point(3, 3.5)])),
+        entry(2, Write::Delete(vec![PointId::Num(3)])),
+        entry(3, Write::Upsert(vec![point(3, 3.5)])),
     ];
     {
         let (_store, shard) = open(a_dir.path());
@@ -134,7 +114,7 @@ async fn applies_point_writes_idempotently_and_ships_them_by_snapshot() {
         sm.shard().snapshot().unwrap().points
     );
     // The next entry applies on top of the snapshot.
-    sm_b.apply(vec![entry(4, ShardCommand::Delete(vec![PointId::Num(0)]))])
+    sm_b.apply(vec![entry(4, Write::Delete(vec![PointId::Num(0)]))])
         .await
         .unwrap();
     assert_eq!(sm_b.shard().count(None), 49);
@@ -145,10 +125,10 @@ mod cluster {
     use std::time::Duration;
 
     use openraft::{BasicNode, Config, Raft};
-    use shoal_core::PointId;
+    use shoal_core::{PointId, Write};
     use shoal_proto::internal::v1::raft_transport_server::RaftTransportServer;
     use shoal_raft::network::{MAX_RAFT_MESSAGE, Network, Peers, RaftTransportService, Registry};
-    use shoal_raft::{LogStore, ShardCommand, ShardStateMachine, TypeConfig};
+    use shoal_raft::{LogStore, ShardStateMachine, TypeConfig};
 
     use super::{open, point};
 
@@ -263,7 +243,7 @@ mod cluster {
         let leader = leader_among(&nodes, None).await;
         let resp = nodes[&leader]
             .raft
-            .client_write(shoal_raft::Command::Shard(ShardCommand::Upsert(
+            .client_write(shoal_raft::Command::Shard(Write::Upsert(
                 (0..100).map(|i| point(i, i as f32)).collect(),
             )))
             .await
@@ -281,7 +261,7 @@ mod cluster {
         let leader = leader_among(&nodes, Some(leader)).await;
         let resp = nodes[&leader]
             .raft
-            .client_write(shoal_raft::Command::Shard(ShardCommand::Delete(
+            .client_write(shoal_raft::Command::Shard(Write::Delete(
                 (0..10).map(PointId::Num).collect(),
             )))
             .await

@@ -5,10 +5,12 @@
 //! point ids to the index's internal ids, the payloads, and the payload index that
 //! answers filters.
 //!
-//! A [`Shard`] applies *validated* writes (it never validates: `shoal-core` did that
-//! before the write reached it) and answers searches, gets, scrolls and counts. In the
-//! single-node server the engine calls it directly; in the replicated cluster it is
-//! the state machine a shard's Raft group applies committed entries to.
+//! A [`Shard`] applies *validated* writes ([`shoal_core::Write`]; it never validates:
+//! `shoal-core` did that before the write was proposed) and answers searches, gets,
+//! scrolls and counts. Every write reaches it from its Raft group's state machine
+//! (`shoal-raft`), which applies each committed entry with [`Shard::apply_at`] at the
+//! entry's log index; reads come from the cluster layer, on the node's search pool or
+//! the calling task.
 //!
 //! ## Versions and tombstones
 //! Every version of a point gets a fresh internal id; the replaced or deleted version
@@ -43,6 +45,12 @@
 //! retires, under the same state lock, and replaced with the state by a rebuild or a
 //! snapshot install. It is never checkpointed.
 //!
+//! ## Test support
+//! With the cargo feature `testing` (enabled by the crates that test with shards, in
+//! their `[dev-dependencies]`), the module `testing` opens shards in a directory,
+//! writes to them without a Raft log, and holds the proptest strategies the shard's
+//! property tests share.
+//!
 //! This crate must never decode wire formats, read configuration, or fsync on its own
 //! schedule: durability is requested from `shoal-storage` per write.
 
@@ -50,7 +58,9 @@ mod checkpoint;
 mod error;
 pub mod payload_index;
 mod shard;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::ShardError;
 pub use payload_index::PayloadIndex;
-pub use shard::{Shard, ShardOp, ShardOptions, ShardSnapshot, ShardStats};
+pub use shard::{Shard, ShardOptions, ShardSnapshot, ShardStats};

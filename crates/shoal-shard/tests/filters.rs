@@ -5,51 +5,12 @@
 //! the index is also checked after being rebuilt from storage.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-use shoal_core::{
-    CollectionConfig, Condition, Filter, HnswParams, Metric, Payload, Point, PointId,
-    SearchRequest, Value,
-};
+use shoal_core::{Condition, Filter, Payload, Point, PointId, SearchRequest, Value};
+use shoal_shard::testing::{self, DIM, l2, open};
 use shoal_shard::{Shard, ShardOptions};
-use shoal_storage::Store;
-
-const DIM: usize = 4;
-
-fn open(dir: &std::path::Path, dim: usize, options: ShardOptions) -> Shard {
-    let store = Store::open(dir).unwrap();
-    let config = CollectionConfig {
-        name: "t".into(),
-        dim: dim as u32,
-        metric: Metric::L2,
-        shard_count: 1,
-        replication_factor: 1,
-        hnsw: HnswParams {
-            m: 8,
-            ef_construction: 64,
-        },
-    };
-    let record = match store.collections().unwrap().pop() {
-        Some(r) => r,
-        None => store.create_collection(config.clone()).unwrap(),
-    };
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap(),
-    );
-    Shard::open(
-        Arc::new(config),
-        0,
-        store.shard(&record, 0).unwrap(),
-        options,
-        pool,
-    )
-    .unwrap()
-}
 
 /// Always an exact scan of the matches.
 fn exact() -> ShardOptions {
@@ -68,10 +29,6 @@ fn graph() -> ShardOptions {
         filter_exact_fraction: 0.0,
         ..exact()
     }
-}
-
-fn l2(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 const TAGS: [&str; 3] = ["red", "blue", "green"];
@@ -176,17 +133,12 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let point = (0u64..60, prop::array::uniform4(-20i8..20), payload());
     prop_oneof![
-        4 => prop::collection::vec(point, 1..20).prop_map(|mut ps| {
-            let mut seen = std::collections::HashSet::new();
-            ps.retain(|p| seen.insert(p.0));
-            Op::Upsert(ps)
-        }),
+        4 => testing::batch(0..60, payload()).prop_map(Op::Upsert),
         1 => prop::collection::vec(0u64..60, 1..10).prop_map(Op::Delete),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
-        4 => (prop::array::uniform4(-20i8..20), 1usize..15, filter_of(condition()))
+        4 => (testing::small_vector(), 1usize..15, filter_of(condition()))
             .prop_map(|(query, k, filter)| Op::Search { query, k, filter }),
     ]
 }
@@ -263,11 +215,11 @@ proptest! {
                 Op::Upsert(ps) => {
                     let points: Vec<Point> = ps.iter().map(|(id, v, p)| Point {
                         id: PointId::Num(*id),
-                        vector: v.iter().map(|&x| x as f32).collect(),
+                        vector: testing::vector(v),
                         payload: p.clone(),
                     }).collect();
                     for s in &shards {
-                        s.sync(s.upsert(points.clone()).unwrap()).unwrap();
+                        s.sync(testing::upsert(s, points.clone()).unwrap()).unwrap();
                     }
                     for p in points {
                         let PointId::Num(id) = p.id else { unreachable!() };
@@ -276,7 +228,7 @@ proptest! {
                 }
                 Op::Delete(ids) => {
                     for s in &shards {
-                        s.sync(s.delete(ids.iter().map(|i| PointId::Num(*i)).collect()).unwrap()).unwrap();
+                        s.sync(testing::delete(s, ids.iter().map(|i| PointId::Num(*i)).collect()).unwrap()).unwrap();
                     }
                     for id in ids {
                         model.remove(&id);
@@ -289,15 +241,13 @@ proptest! {
                 }
                 Op::Reopen => {
                     for s in &shards {
-                        while s.is_rebuilding() {
-                            std::thread::sleep(std::time::Duration::from_millis(2));
-                        }
+                        testing::wait_for_rebuild(s);
                     }
                     shards.clear(); // closes the stores before they are opened again
                     shards = dirs.iter().zip(&options).map(|(d, o)| open(d.path(), DIM, o.clone())).collect();
                 }
                 Op::Search { query, k, filter } => {
-                    let q: Vec<f32> = query.iter().map(|&x| x as f32).collect();
+                    let q = testing::vector(&query);
                     for s in &shards {
                         check(s, &model, &q, k, &filter)?;
                     }
@@ -305,9 +255,7 @@ proptest! {
             }
         }
         for s in &shards {
-            while s.is_rebuilding() {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
+            testing::wait_for_rebuild(s);
         }
     }
 }
@@ -338,7 +286,7 @@ fn graph_strategy_keeps_recall() {
         });
     }
     for chunk in points.chunks(500) {
-        shard.upsert(chunk.to_vec()).unwrap();
+        testing::upsert(&shard, chunk.to_vec()).unwrap();
     }
     for field in ["s1", "s10", "s50"] {
         let filter = Filter {
@@ -425,11 +373,11 @@ fn search_if_light_follows_the_search_strategy() {
         }
         None => false,
     };
-    shard.upsert(points(0..50)).unwrap();
+    testing::upsert(&shard, points(0..50)).unwrap();
     // At most the exact threshold (or max_scan) live points: an exact scan of few.
     assert!(is_light(request(None), 10));
     assert!(is_light(request(matching(vec![0])), 10));
-    shard.upsert(points(50..1_000)).unwrap();
+    testing::upsert(&shard, points(50..1_000)).unwrap();
     // Unfiltered over the threshold: the graph.
     assert!(is_light(request(None), 10));
     // 10% match, under the exact fraction: an exact scan of 100 points.
@@ -469,7 +417,9 @@ fn idle_shard_saves_a_checkpoint() {
             payload: Payload::new(),
         })
         .collect();
-    shard.sync(shard.upsert(points).unwrap()).unwrap();
+    shard
+        .sync(testing::upsert(&shard, points).unwrap())
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !shard.checkpoint_if_idle() {
         assert!(std::time::Instant::now() < deadline, "no idle checkpoint");
@@ -502,13 +452,15 @@ fn idle_shard_saves_a_checkpoint() {
     );
     shard
         .sync(
-            shard
-                .upsert(vec![Point {
+            testing::upsert(
+                &shard,
+                vec![Point {
                     id: PointId::Num(1),
                     vector: vec![1.0; DIM],
                     payload: Payload::new(),
-                }])
-                .unwrap(),
+                }],
+            )
+            .unwrap(),
         )
         .unwrap();
     std::thread::sleep(idle * 2);

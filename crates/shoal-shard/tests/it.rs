@@ -2,17 +2,11 @@
 //! filtered searches, with index rebuilds forced often.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use proptest::prelude::*;
-use shoal_core::{
-    CollectionConfig, Condition, Filter, HnswParams, Metric, Payload, Point, PointId,
-    SearchRequest, Value,
-};
+use shoal_core::{Condition, Filter, Payload, Point, PointId, SearchRequest, Value, Write};
+use shoal_shard::testing::{self, DIM, l2, vector};
 use shoal_shard::{Shard, ShardOptions};
-use shoal_storage::Store;
-
-const DIM: usize = 4;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -26,45 +20,15 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let point = (0u64..80, prop::array::uniform4(-20i8..20), 0i64..5);
     prop_oneof![
-        4 => prop::collection::vec(point, 1..20).prop_map(|mut ps| {
-            // One version per id per batch, as validation guarantees.
-            let mut seen = std::collections::HashSet::new();
-            ps.retain(|p| seen.insert(p.0));
-            Op::Upsert(ps)
-        }),
+        4 => testing::batch(0..80, 0i64..5).prop_map(Op::Upsert),
         1 => prop::collection::vec(0u64..80, 1..10).prop_map(|mut ids| { ids.sort(); ids.dedup(); Op::Delete(ids) }),
-        3 => (prop::array::uniform4(-20i8..20), 1usize..15, prop::option::of(prop::collection::vec(0i64..5, 1..3)))
+        3 => (testing::small_vector(), 1usize..15, prop::option::of(prop::collection::vec(0i64..5, 1..3)))
             .prop_map(|(query, k, groups)| Op::Search { query, k, groups }),
     ]
 }
 
-fn vector(v: &[i8; DIM]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
-fn l2(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
-}
-
 fn open(dir: &std::path::Path) -> Shard {
-    let store = Store::open(dir).unwrap();
-    let config = CollectionConfig {
-        name: "t".into(),
-        dim: DIM as u32,
-        metric: Metric::L2,
-        shard_count: 1,
-        replication_factor: 1,
-        hnsw: HnswParams {
-            m: 8,
-            ef_construction: 64,
-        },
-    };
-    let record = match store.collections().unwrap().pop() {
-        Some(r) => r,
-        None => store.create_collection(config.clone()).unwrap(),
-    };
     let options = ShardOptions {
         exact_threshold: 0,         // always the graph path for unfiltered searches
         filter_exact_fraction: 0.0, // and for filtered ones, unless fewer than k match
@@ -72,20 +36,7 @@ fn open(dir: &std::path::Path) -> Shard {
         rebuild_tombstone_ratio: 0.3,
         ..ShardOptions::default()
     };
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap(),
-    );
-    Shard::open(
-        Arc::new(config),
-        0,
-        store.shard(&record, 0).unwrap(),
-        options,
-        pool,
-    )
-    .unwrap()
+    testing::open(dir, DIM, options)
 }
 
 proptest! {
@@ -104,14 +55,14 @@ proptest! {
                         vector: vector(v),
                         payload: Payload::from([("g".to_string(), Value::Integer(*g))]),
                     }).collect();
-                    let t = shard.upsert(points).unwrap();
+                    let t = testing::upsert(&shard, points).unwrap();
                     shard.sync(t).unwrap();
                     for (id, v, g) in ps {
                         model.insert(id, (vector(&v), g));
                     }
                 }
                 Op::Delete(ids) => {
-                    let t = shard.delete(ids.iter().map(|i| PointId::Num(*i)).collect()).unwrap();
+                    let t = testing::delete(&shard, ids.iter().map(|i| PointId::Num(*i)).collect()).unwrap();
                     shard.sync(t).unwrap();
                     for id in ids {
                         model.remove(&id);
@@ -152,9 +103,7 @@ proptest! {
             }
         }
         // Wait out a background rebuild, then everything is still there.
-        while shard.is_rebuilding() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        testing::wait_for_rebuild(&shard);
         prop_assert_eq!(shard.count(None), model.len() as u64);
         let ids: Vec<PointId> = model.keys().map(|i| PointId::Num(*i)).collect();
         prop_assert_eq!(shard.get(&ids, false, true).len(), model.len());
@@ -173,14 +122,14 @@ fn reopen_restores_points_and_sequence() {
                 payload: Payload::new(),
             })
             .collect();
-        shard.sync(shard.upsert(points).unwrap()).unwrap();
         shard
-            .sync(shard.delete(vec![PointId::Num(3)]).unwrap())
+            .sync(testing::upsert(&shard, points).unwrap())
+            .unwrap();
+        shard
+            .sync(testing::delete(&shard, vec![PointId::Num(3)]).unwrap())
             .unwrap();
         assert_eq!(shard.stats().applied_seq, 2);
-        while shard.is_rebuilding() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        testing::wait_for_rebuild(&shard);
     }
     let shard = open(dir.path());
     let stats = shard.stats();
@@ -217,7 +166,9 @@ fn rebuild_under_concurrent_writes_loses_nothing() {
                     vector: vec![i as f32, 1.0, 0.0, 0.0],
                     payload: Payload::new(),
                 };
-                shard.sync(shard.upsert(vec![p]).unwrap()).unwrap();
+                shard
+                    .sync(testing::upsert(&shard, vec![p]).unwrap())
+                    .unwrap();
             }
         })
     };
@@ -229,12 +180,12 @@ fn rebuild_under_concurrent_writes_loses_nothing() {
                 payload: Payload::from([("round".to_string(), Value::Integer(round as i64))]),
             })
             .collect();
-        shard.sync(shard.upsert(points).unwrap()).unwrap();
+        shard
+            .sync(testing::upsert(&shard, points).unwrap())
+            .unwrap();
     }
     writer.join().unwrap();
-    while shard.is_rebuilding() {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    testing::wait_for_rebuild(&shard);
     assert_eq!(shard.count(None), 400);
     let latest = Filter {
         must: vec![Condition::Integer {
@@ -288,37 +239,29 @@ fn stale_checkpoint_is_reconciled_with_storage() {
     {
         let shard = open(dir.path());
         shard
-            .sync(
-                shard
-                    .upsert((0..100).map(|i| p(i, i as f32, 0)).collect())
-                    .unwrap(),
-            )
+            .sync(testing::upsert(&shard, (0..100).map(|i| p(i, i as f32, 0)).collect()).unwrap())
             .unwrap();
         shard.checkpoint().unwrap();
         // After the checkpoint: move 10 points, delete 10, add 10, change a payload.
         shard
             .sync(
-                shard
-                    .upsert((0..10).map(|i| p(i, 1000.0 + i as f32, 1)).collect())
-                    .unwrap(),
+                testing::upsert(
+                    &shard,
+                    (0..10).map(|i| p(i, 1000.0 + i as f32, 1)).collect(),
+                )
+                .unwrap(),
             )
             .unwrap();
         shard
-            .sync(shard.delete((10..20).map(PointId::Num).collect()).unwrap())
+            .sync(testing::delete(&shard, (10..20).map(PointId::Num).collect()).unwrap())
             .unwrap();
         shard
-            .sync(
-                shard
-                    .upsert((100..110).map(|i| p(i, i as f32, 2)).collect())
-                    .unwrap(),
-            )
+            .sync(testing::upsert(&shard, (100..110).map(|i| p(i, i as f32, 2)).collect()).unwrap())
             .unwrap();
         shard
-            .sync(shard.upsert(vec![p(50, 50.0, 7)]).unwrap())
+            .sync(testing::upsert(&shard, vec![p(50, 50.0, 7)]).unwrap())
             .unwrap();
-        while shard.is_rebuilding() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        testing::wait_for_rebuild(&shard);
     }
     let shard = open(dir.path());
     assert_eq!(shard.count(None), 100);
@@ -366,7 +309,9 @@ fn damaged_checkpoint_falls_back_to_rebuild() {
                 payload: Payload::new(),
             })
             .collect();
-        shard.sync(shard.upsert(points).unwrap()).unwrap();
+        shard
+            .sync(testing::upsert(&shard, points).unwrap())
+            .unwrap();
         shard.checkpoint().unwrap();
     }
     // Truncate every file of the checkpoint.
@@ -402,14 +347,13 @@ fn pt(id: u64, x: f32) -> Point {
 
 #[test]
 fn apply_at_is_idempotent_and_keeps_meta_atomically() {
-    use shoal_shard::ShardOp;
     let dir = tempfile::tempdir().unwrap();
     {
         let shard = open(dir.path());
         let t = shard
             .apply_at(
                 5,
-                Some(ShardOp::Upsert(vec![pt(1, 1.0), pt(2, 2.0)])),
+                Some(Write::Upsert(vec![pt(1, 1.0), pt(2, 2.0)])),
                 b"log-5",
             )
             .unwrap();
@@ -417,20 +361,20 @@ fn apply_at_is_idempotent_and_keeps_meta_atomically() {
         // Replays of applied entries are skipped, whatever they carry.
         assert!(
             shard
-                .apply_at(5, Some(ShardOp::Delete(vec![PointId::Num(1)])), b"x")
+                .apply_at(5, Some(Write::Delete(vec![PointId::Num(1)])), b"x")
                 .unwrap()
                 .is_none()
         );
         assert!(
             shard
-                .apply_at(3, Some(ShardOp::Upsert(vec![pt(9, 9.0)])), b"x")
+                .apply_at(3, Some(Write::Upsert(vec![pt(9, 9.0)])), b"x")
                 .unwrap()
                 .is_none()
         );
         let t = shard.apply_at(6, None, b"log-6").unwrap().unwrap();
         shard.sync(t).unwrap();
         let t = shard
-            .apply_at(7, Some(ShardOp::Delete(vec![PointId::Num(2)])), b"log-7")
+            .apply_at(7, Some(Write::Delete(vec![PointId::Num(2)])), b"log-7")
             .unwrap();
         shard.sync(t.unwrap()).unwrap();
         assert_eq!(shard.count(None), 1);
@@ -453,18 +397,17 @@ fn apply_at_is_idempotent_and_keeps_meta_atomically() {
 
 #[test]
 fn snapshot_installs_on_another_shard_replacing_its_contents() {
-    use shoal_shard::ShardOp;
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = open(a_dir.path());
     let points: Vec<Point> = (0..300).map(|i| pt(i, i as f32)).collect();
     a.sync(
-        a.apply_at(10, Some(ShardOp::Upsert(points)), b"ten")
+        a.apply_at(10, Some(Write::Upsert(points)), b"ten")
             .unwrap()
             .unwrap(),
     )
     .unwrap();
     a.sync(
-        a.apply_at(11, Some(ShardOp::Delete(vec![PointId::Num(0)])), b"eleven")
+        a.apply_at(11, Some(Write::Delete(vec![PointId::Num(0)])), b"eleven")
             .unwrap()
             .unwrap(),
     )
@@ -480,7 +423,7 @@ fn snapshot_installs_on_another_shard_replacing_its_contents() {
         b.sync(
             b.apply_at(
                 3,
-                Some(ShardOp::Upsert(vec![pt(5000, 1.0), pt(5, 123.0)])),
+                Some(Write::Upsert(vec![pt(5000, 1.0), pt(5, 123.0)])),
                 b"old",
             )
             .unwrap()
@@ -491,12 +434,12 @@ fn snapshot_installs_on_another_shard_replacing_its_contents() {
         assert_eq!(b.snapshot().unwrap(), snap);
         // Later entries apply on top; replays of covered ones are skipped.
         assert!(
-            b.apply_at(11, Some(ShardOp::Upsert(vec![pt(7777, 0.0)])), b"x")
+            b.apply_at(11, Some(Write::Upsert(vec![pt(7777, 0.0)])), b"x")
                 .unwrap()
                 .is_none()
         );
         b.sync(
-            b.apply_at(12, Some(ShardOp::Upsert(vec![pt(300, 300.0)])), b"twelve")
+            b.apply_at(12, Some(Write::Upsert(vec![pt(300, 300.0)])), b"twelve")
                 .unwrap()
                 .unwrap(),
         )

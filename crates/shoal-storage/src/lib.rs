@@ -10,10 +10,11 @@
 //! - keyspace `meta`: `collection/<name>` → [`CollectionRecord`], and the counter
 //!   `next_collection_id`;
 //! - keyspace `raft`: every Raft group's log entries, vote and log pointers, keyed by
-//!   group id ([`RaftLog`]; not used by the single-node engine yet);
+//!   group id ([`RaftLog`], under `shoal-raft`'s log store);
 //! - one keyspace per shard, named `c<collection id>-s<shard>`: `p<point id key>` →
 //!   the point's vector and payload; `m/applied` → the sequence number of the last
-//!   write batch applied to the shard.
+//!   write batch applied to the shard (its Raft log index + 1); `m/meta` → what the
+//!   shard's state machine stored with that batch.
 //!
 //! Collection ids are never reused, so a collection deleted and created again under the
 //! same name can never see the old one's points.
@@ -23,7 +24,9 @@
 //! counter) and is made durable by [`Store::sync`]/[`ShardStore::sync`], which fsyncs the
 //! journal. Syncs are *group commits*: a caller waiting for its batch to be durable
 //! shares one fsync with every batch committed before that fsync started (see
-//! [`sync::GroupSync`]). Callers must not acknowledge a write before `sync` returns.
+//! [`sync::GroupSync`]). Callers must not acknowledge a write before `sync` returns:
+//! a client's write is acknowledged once a majority synced the log entry holding it;
+//! the shard batches applying it need no sync of their own (the log is replayed).
 //!
 //! This crate must never interpret vectors or payloads beyond encoding them, and never
 //! touch the index.

@@ -1,0 +1,188 @@
+//! A shard's background work: index checkpoints (by count of writes, when idle, or on
+//! demand) and index rebuilds once tombstones pile up, each on a thread of its own.
+//!
+//! Neither may change what the shard answers. A checkpoint reads the state under the
+//! writer lock; a rebuild builds a new index from a copy of the live points without
+//! any lock, then, under the writer lock, replays the writes logged meanwhile and swaps
+//! it in, unless a snapshot install replaced the shard in between.
+
+use shoal_core::{Point, Write};
+use shoal_index::InternalId;
+
+use super::Shard;
+use super::state::{State, Writer, allocate, insert_vectors};
+use crate::ShardError;
+use crate::checkpoint;
+
+impl Shard {
+    /// Saves an index checkpoint now (blocking writes to this shard meanwhile), so
+    /// the next open skips rebuilding the graph. Skipped when nothing was written since
+    /// the last one.
+    pub fn checkpoint(&self) -> Result<(), ShardError> {
+        let mut w = self.inner.writer.lock();
+        if w.since_checkpoint == 0 && self.has_checkpoint() {
+            return Ok(());
+        }
+        self.checkpoint_locked(&mut w)
+    }
+
+    fn has_checkpoint(&self) -> bool {
+        std::fs::read_dir(self.inner.store.derived_dir()).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    fn checkpoint_locked(&self, w: &mut Writer) -> Result<(), ShardError> {
+        let started = std::time::Instant::now();
+        let st = self.inner.state.read();
+        let ids = checkpoint::IdMap {
+            next_internal: w.next_internal,
+            ids: st.ids.iter().map(|(p, i)| (*p, *i)).collect(),
+        };
+        let path = checkpoint::write(
+            self.inner.store.derived_dir(),
+            w.applied_seq,
+            &*st.index,
+            &ids,
+        )
+        .map_err(ShardError::Checkpoint)?;
+        w.since_checkpoint = 0;
+        tracing::info!(
+            checkpoint = %path.display(),
+            points = ids.ids.len(),
+            secs = started.elapsed().as_secs_f64(),
+            "index checkpoint saved"
+        );
+        Ok(())
+    }
+
+    pub(super) fn maybe_start_checkpoint(&self, w: &mut Writer) {
+        let every = self.inner.options.checkpoint_every;
+        if every == 0 || w.checkpointing || w.since_checkpoint == 0 {
+            return;
+        }
+        let live = self.inner.state.read().ids.len();
+        if w.since_checkpoint < every.max(live / 10) {
+            return;
+        }
+        self.start_checkpoint(w);
+    }
+
+    /// Starts a background checkpoint if points were written since the last one, the
+    /// last write is at least
+    /// [`ShardOptions::checkpoint_idle`](super::ShardOptions::checkpoint_idle) old and none is
+    /// running. Never waits: a shard busy writing is not idle. Returns whether one
+    /// started.
+    pub fn checkpoint_if_idle(&self) -> bool {
+        let Some(mut w) = self.inner.writer.try_lock() else {
+            return false;
+        };
+        let opts = &self.inner.options;
+        if opts.checkpoint_every == 0
+            || w.checkpointing
+            || w.since_checkpoint == 0
+            || w.last_write.elapsed() < opts.checkpoint_idle
+        {
+            return false;
+        }
+        self.start_checkpoint(&mut w);
+        w.checkpointing
+    }
+
+    fn start_checkpoint(&self, w: &mut Writer) {
+        w.checkpointing = true;
+        let shard = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("checkpoint-{}-{}", self.inner.config.name, self.inner.shard_no))
+            .spawn(move || {
+                let mut w = shard.inner.writer.lock();
+                if let Err(e) = shard.checkpoint_locked(&mut w) {
+                    tracing::warn!(error = %e, "index checkpoint failed; will retry after more writes");
+                    w.since_checkpoint = 0;
+                }
+                w.checkpointing = false;
+            });
+        if spawned.is_err() {
+            w.checkpointing = false;
+        }
+    }
+
+    /// True while a background rebuild is running.
+    pub fn is_rebuilding(&self) -> bool {
+        self.inner.writer.lock().rebuild_log.is_some()
+    }
+
+    pub(super) fn maybe_start_rebuild(&self, w: &mut Writer) {
+        if w.rebuild_log.is_some() {
+            return;
+        }
+        let opts = &self.inner.options;
+        let snapshot: Vec<Point> = {
+            let st = self.inner.state.read();
+            let tombstones = st.index.tombstones();
+            if tombstones < opts.rebuild_min_tombstones
+                || (tombstones as f64) <= opts.rebuild_tombstone_ratio * st.ids.len() as f64
+            {
+                return;
+            }
+            st.points().collect()
+        };
+        w.rebuild_log = Some(Vec::new());
+        let shard = self.clone();
+        let generation = w.generation;
+        let spawned = std::thread::Builder::new()
+            .name(format!(
+                "rebuild-{}-{}",
+                self.inner.config.name, self.inner.shard_no
+            ))
+            .spawn(move || shard.rebuild(snapshot, generation));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start index rebuild");
+            w.rebuild_log = None;
+        }
+    }
+
+    /// Builds a new index from `snapshot`, replays the writes logged since, and swaps
+    /// it in.
+    fn rebuild(&self, snapshot: Vec<Point>, generation: u64) {
+        let inner = &*self.inner;
+        let started = std::time::Instant::now();
+        let n = snapshot.len();
+        let result = State::build(&inner.config, inner.options.backend, &inner.pool, snapshot)
+            .and_then(|mut state| {
+                let mut w = inner.writer.lock();
+                if w.generation != generation {
+                    // A snapshot replaced the shard meanwhile; this build is of old data.
+                    return Ok(());
+                }
+                let mut next = state.records.len() as InternalId;
+                for write in w.rebuild_log.take().unwrap_or_default() {
+                    match write {
+                        Write::Upsert(points) => {
+                            let base = allocate(&mut next, points.len())?;
+                            insert_vectors(&inner.pool, &*state.index, base, &points)?;
+                            state.publish_upserts(
+                                base,
+                                points.into_iter().map(|p| (p.id, p.payload)),
+                            );
+                        }
+                        Write::Delete(ids) => state.publish_deletes(&ids),
+                    }
+                }
+                *inner.state.write() = state;
+                w.next_internal = next;
+                Ok(())
+            });
+        match result {
+            Ok(()) => tracing::info!(
+                collection = %inner.config.name,
+                shard = inner.shard_no,
+                points = n,
+                secs = started.elapsed().as_secs_f64(),
+                "index rebuilt"
+            ),
+            Err(e) => {
+                inner.writer.lock().rebuild_log = None;
+                tracing::error!(collection = %inner.config.name, shard = inner.shard_no, error = %e, "index rebuild failed; keeping the old index");
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Opening a shard: its derived state from the newest index checkpoint reconciled with
+//! the stored points, or built from the stored points alone when there is no usable
+//! checkpoint.
+//!
+//! Opening must never change what the shard contains: the stored points decide, a
+//! checkpoint only saves re-inserting the points it already holds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use shoal_core::{CollectionConfig, Point, PointId};
+use shoal_index::{InternalId, VectorIndex};
+use shoal_storage::ShardStore;
+
+use super::state::{Record, State, Writer, allocate, index_params, insert_vectors};
+use super::{Inner, Shard, ShardOptions};
+use crate::ShardError;
+use crate::checkpoint;
+
+impl Shard {
+    /// Opens shard `shard_no` of a collection: loads its points from `store` and
+    /// builds the index (in parallel on `pool`, which index inserts of later writes
+    /// use too).
+    pub fn open(
+        config: Arc<CollectionConfig>,
+        shard_no: u32,
+        store: ShardStore,
+        options: ShardOptions,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Shard, ShardError> {
+        let applied_seq = store.applied_seq()?;
+        let params = index_params(&config, 0);
+        let (state, next_internal) = match checkpoint::read_latest(store.derived_dir(), &params) {
+            Some((index, ids)) => reconcile(&pool, Arc::from(index), ids, &store)?,
+            None => {
+                let points: Vec<Point> = store.points().collect::<Result<_, _>>()?;
+                let state = State::build(&config, options.backend, &pool, points)?;
+                let next = state.records.len() as InternalId;
+                let all = state.ids.len();
+                (state, (next, all))
+            }
+        };
+        let (next_internal, diverged) = next_internal;
+        let shard = Shard {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                shard_no,
+                store,
+                options,
+                writer: Mutex::new(Writer {
+                    applied_seq,
+                    next_internal,
+                    rebuild_log: None,
+                    since_checkpoint: diverged,
+                    checkpointing: false,
+                    last_write: Instant::now(),
+                    generation: 0,
+                }),
+                state: RwLock::new(state),
+            }),
+        };
+        // Save what the open had to rebuild, so the next one need not.
+        shard.maybe_start_checkpoint(&mut shard.inner.writer.lock());
+        Ok(shard)
+    }
+}
+
+/// Derived state from a checkpointed index and id map, brought up to date with the
+/// points in storage: unchanged points keep their graph node, changed and new ones are
+/// inserted under fresh ids, and nodes of points no longer stored are deleted.
+/// Returns the state, the next free internal id, and how many points differed from
+/// the checkpoint.
+fn reconcile(
+    pool: &rayon::ThreadPool,
+    index: Arc<dyn VectorIndex>,
+    map: checkpoint::IdMap,
+    store: &ShardStore,
+) -> Result<(State, (InternalId, usize)), ShardError> {
+    let mut checkpointed: std::collections::HashMap<PointId, InternalId> =
+        map.ids.into_iter().collect();
+    let mut next = map.next_internal;
+    let mut state = State::new(index.clone(), 0);
+    state.records.resize_with(next as usize, || None);
+    let mut fresh: Vec<Point> = Vec::new();
+    for p in store.points() {
+        let p = p?;
+        match checkpointed.remove(&p.id) {
+            Some(iid)
+                if (iid as usize) < state.records.len()
+                    && index.vector(iid).as_deref() == Some(&p.vector[..]) =>
+            {
+                state.ids.insert(p.id, iid);
+                state.put(
+                    iid,
+                    Record {
+                        id: p.id,
+                        payload: p.payload,
+                    },
+                );
+            }
+            Some(iid) => {
+                index.delete(iid);
+                fresh.push(p);
+            }
+            None => fresh.push(p),
+        }
+    }
+    let stale = checkpointed.len();
+    for iid in checkpointed.into_values() {
+        index.delete(iid);
+    }
+    let base = allocate(&mut next, fresh.len())?;
+    insert_vectors(pool, &*index, base, &fresh)?;
+    tracing::info!(
+        kept = state.ids.len(),
+        reinserted = fresh.len(),
+        removed = stale,
+        "checkpoint reconciled with storage"
+    );
+    let diverged = fresh.len() + stale;
+    state.publish_upserts(base, fresh.into_iter().map(|p| (p.id, p.payload)));
+    Ok((state, (next, diverged)))
+}
