@@ -237,6 +237,17 @@ impl ServeArgs {
     }
 }
 
+/// Sends the process's `tracing` events to stderr, filtered by `RUST_LOG` (default
+/// `info`). Call once, before [`serve`].
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Starts the node and serves until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let raft_listener = tokio::net::TcpListener::bind(args.raft_listen)
