@@ -56,6 +56,8 @@ pub enum IndexBackend {
     /// Shoal's own HNSW.
     Native,
     /// The hnsw_rs crate (for comparison).
+    // Listed in every build; without the cargo feature `hnsw-rs` choosing it fails at
+    // start-up with an error naming the feature (`ServeArgs::node_options`).
     HnswRs,
 }
 
@@ -216,7 +218,13 @@ impl ServeArgs {
             shard: ShardOptions {
                 backend: match self.index {
                     IndexBackend::Native => shoal_index::Backend::Native,
+                    #[cfg(feature = "hnsw-rs")]
                     IndexBackend::HnswRs => shoal_index::Backend::HnswRs,
+                    #[cfg(not(feature = "hnsw-rs"))]
+                    IndexBackend::HnswRs => anyhow::bail!(
+                        "--index hnsw-rs: this shoal was built without the hnsw_rs backend \
+                         (cargo feature `hnsw-rs`, on by default); use --index native"
+                    ),
                 },
                 exact_threshold: self.exact_threshold,
                 checkpoint_every: self.checkpoint_every,
@@ -355,6 +363,23 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::parse_peers;
+
+    #[cfg(not(feature = "hnsw-rs"))]
+    #[test]
+    fn hnsw_rs_without_its_feature_is_an_error_naming_it() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: super::ServeArgs,
+        }
+        let serve = Serve::parse_from(["shoal", "--index", "hnsw-rs"]);
+        let e = serve
+            .args
+            .node_options("127.0.0.1:7471".parse().unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("`hnsw-rs`"), "{e}");
+    }
 
     #[test]
     fn peers_parse_and_reject_with_reasons() {
