@@ -198,7 +198,7 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
-        init_logging();
+        init_logging(args.log_format);
         return serve(args).await;
     }
     if let Command::Cluster(ClusterCmd::Status { digests, json }) = cli.command {

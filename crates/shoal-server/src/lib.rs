@@ -8,9 +8,9 @@
 //! - [`status`]: the one place where domain errors become `tonic::Status`;
 //! - [`early_status`]: statuses tonic produces before our handlers run (oversized or
 //!   undecodable messages), remapped to the codes the API promises;
-//! - [`serve`]: `shoal serve`'s options (flags and environment variables) and
-//!   start-up: the node, the public server with health and reflection, and the
-//!   internal Raft and node-to-node server.
+//! - [`serve`]: `shoal serve`'s options (flags and environment variables), its
+//!   logging (default filter, text or JSON), and start-up: the node, the public server
+//!   with health and reflection, and the internal Raft and node-to-node server.
 //!
 //! Only this crate knows a node's configuration, flags and environment variables
 //! (`shoal-cli` knows only its client commands' flags and `SHOAL_ADDR`), and only this

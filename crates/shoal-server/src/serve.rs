@@ -1,5 +1,5 @@
-//! `shoal serve`: configuration, node start-up, and the two gRPC servers — the public
-//! API on `--listen`, and the internal Raft and node-to-node services on
+//! `shoal serve`: configuration, logging, node start-up, and the two gRPC servers —
+//! the public API on `--listen`, and the internal Raft and node-to-node services on
 //! `--raft-listen`.
 
 use std::collections::BTreeMap;
@@ -174,6 +174,11 @@ pub struct ServeArgs {
     /// a replica, before failing with UNAVAILABLE (milliseconds).
     #[arg(long, env = "SHOAL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+
+    /// Log lines on stderr: text, or one JSON object per line (for log shippers).
+    /// Which lines: RUST_LOG if set, else Shoal's at info and its dependencies' at warn.
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -245,15 +250,34 @@ impl ServeArgs {
     }
 }
 
-/// Sends the process's `tracing` events to stderr, filtered by `RUST_LOG` (default
-/// `info`). Call once, before [`serve`].
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// The log filter when `RUST_LOG` is unset: Shoal's own crates (every target starting
+/// with `shoal`) at info, every dependency at warn. At info openraft logs each group's
+/// every state change (with whole `RaftState` dumps), and fjall and lsm_tree their
+/// database creation and ingestions.
+pub const DEFAULT_LOG_FILTER: &str = "warn,shoal=info";
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Sends the process's `tracing` events to stderr in `format`, filtered by `RUST_LOG`
+/// if it is set (it replaces the whole filter), else by [`DEFAULT_LOG_FILTER`]. Call
+/// once, before [`serve`].
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 /// Starts the node and serves until SIGINT or SIGTERM.
@@ -363,6 +387,18 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::parse_peers;
+
+    #[test]
+    fn default_log_filter_parses_and_quiets_dependencies() {
+        let filter = tracing_subscriber::EnvFilter::builder()
+            .parse(super::DEFAULT_LOG_FILTER)
+            .unwrap();
+        let text = filter.to_string();
+        assert!(
+            text.contains("shoal=info") && text.contains("warn"),
+            "{text}"
+        );
+    }
 
     #[cfg(not(feature = "hnsw-rs"))]
     #[test]
