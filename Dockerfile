@@ -2,7 +2,7 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p shoal-server --bin shoal \
+RUN cargo build --release -p shoal-cli --bin shoal \
  && install -D target/release/shoal /out/shoal
 
 FROM debian:bookworm-slim

@@ -10,7 +10,7 @@
 set -euo pipefail
 N=${1:-50000}
 cd "$(dirname "$0")/.."
-cargo build --release -q -p shoal-server
+cargo build --release -q -p shoal-cli
 S=${CARGO_TARGET_DIR:-$PWD/target}/release/shoal
 W=$(mktemp -d)
 OUT=${CARGO_TARGET_DIR:-$PWD/target}/bench-cluster

@@ -8,7 +8,7 @@
 set -euo pipefail
 N=${1:-200000}
 cd "$(dirname "$0")/.."
-cargo build --release -q -p shoal-server
+cargo build --release -q -p shoal-cli
 S=$PWD/target/release/shoal
 W=$(mktemp -d)
 trap 'pkill -f "serve --listen 127.0.0.1:7599" || true; rm -rf "$W"' EXIT

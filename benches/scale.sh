@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 if [ -n "${SHOAL_BIN:-}" ]; then
   S=$SHOAL_BIN
 else
-  cargo build --release -q -p shoal-server
+  cargo build --release -q -p shoal-cli
   S=${CARGO_TARGET_DIR:-$PWD/target}/release/shoal
 fi
 W=$(mktemp -d)

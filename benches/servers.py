@@ -312,8 +312,8 @@ class Shoal:
     name = "shoal"
 
     def binary(self):
-        log("shoal: cargo build --release -p shoal-server")
-        subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "shoal-server"], cwd=ROOT)
+        log("shoal: cargo build --release -p shoal-cli")
+        subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "shoal-cli"], cwd=ROOT)
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         return os.path.join(target, "release", "shoal")
 

@@ -45,7 +45,9 @@ pub struct IndexParams {
 /// Which implementation backs an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// The `hnsw_rs` crate (kept selectable for comparison).
+    /// The `hnsw_rs` crate (kept selectable for comparison). Only with the cargo
+    /// feature `hnsw-rs` (on by default).
+    #[cfg(feature = "hnsw-rs")]
     HnswRs,
     /// Shoal's own HNSW ([`crate::NativeIndex`]): the default.
     #[default]

@@ -5,9 +5,11 @@
 //! maps point ids to [`InternalId`]s and passes filters down as an [`IdFilter`].
 //!
 //! One backend-neutral trait, [`VectorIndex`], with backends behind it:
-//! - [`HnswRsIndex`]: the `hnsw_rs` crate. It cannot delete, so a delete (or the
-//!   replaced version of an updated point) is a *tombstone*: still in the graph,
-//!   skipped by searches. The shard rebuilds the index once tombstones pile up.
+//! - `HnswRsIndex` (cargo feature `hnsw-rs`, on by default): the `hnsw_rs` crate. It
+//!   cannot delete, so a delete (or the replaced version of an updated point) is a
+//!   *tombstone*: still in the graph, skipped by searches. The shard rebuilds the
+//!   index once tombstones pile up. Without the feature, [`Backend::HnswRs`] does not
+//!   exist and [`load`] refuses its dumps as unsupported.
 //! - [`NativeIndex`]: Shoal's own HNSW (`native/`): vectors stored once in aligned
 //!   chunks, lock-free reads of the graph, levels drawn from a hash of the id (so
 //!   replicas inserting the same ids build the same levels), deletions and filters
@@ -30,10 +32,13 @@
 //! [`Backend`].
 
 mod api;
+// The vector arena only the hnsw_rs backend uses.
+#[cfg(feature = "hnsw-rs")]
 mod arena;
 pub mod distance;
 mod error;
 pub mod exact;
+#[cfg(feature = "hnsw-rs")]
 mod hnsw_rs_backend;
 mod meta;
 mod native;
@@ -42,12 +47,14 @@ use std::path::Path;
 
 pub use api::{Backend, Hit, IdFilter, IndexParams, InternalId, VectorIndex};
 pub use error::IndexError;
+#[cfg(feature = "hnsw-rs")]
 pub use hnsw_rs_backend::HnswRsIndex;
 pub use native::NativeIndex;
 
 /// A new, empty index.
 pub fn new_index(backend: Backend, params: IndexParams) -> Box<dyn VectorIndex> {
     match backend {
+        #[cfg(feature = "hnsw-rs")]
         Backend::HnswRs => Box::new(HnswRsIndex::new(params)),
         Backend::Native => Box::new(NativeIndex::new(params)),
     }
@@ -59,6 +66,7 @@ pub fn new_index(backend: Backend, params: IndexParams) -> Box<dyn VectorIndex> 
 pub fn load(dir: &Path) -> Result<Box<dyn VectorIndex>, IndexError> {
     let meta = meta::read(dir)?;
     match meta.backend {
+        #[cfg(feature = "hnsw-rs")]
         Backend::HnswRs => Ok(Box::new(HnswRsIndex::load(dir, &meta)?)),
         Backend::Native => Ok(Box::new(NativeIndex::load(dir, &meta)?)),
     }

@@ -36,6 +36,7 @@ impl Meta {
 
 fn backend_name(b: Backend) -> &'static str {
     match b {
+        #[cfg(feature = "hnsw-rs")]
         Backend::HnswRs => "hnsw_rs",
         Backend::Native => "native",
     }
@@ -149,7 +150,14 @@ pub(crate) fn read(dir: &Path) -> Result<Meta, IndexError> {
         &usize::BITS.to_string(),
     )?;
     let backend = match take("backend")? {
+        #[cfg(feature = "hnsw-rs")]
         "hnsw_rs" => Backend::HnswRs,
+        #[cfg(not(feature = "hnsw-rs"))]
+        "hnsw_rs" => {
+            return Err(IndexError::Unsupported(
+                "index backend \"hnsw_rs\": this build lacks the cargo feature `hnsw-rs`".into(),
+            ));
+        }
         "native" => Backend::Native,
         other => return Err(IndexError::Unsupported(format!("index backend {other:?}"))),
     };
@@ -210,7 +218,7 @@ pub(crate) fn read(dir: &Path) -> Result<Meta, IndexError> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "hnsw-rs"))]
 mod tests {
     use super::*;
 
@@ -274,5 +282,37 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(read(dir.path()), Err(IndexError::Unsupported(_))));
+    }
+}
+
+#[cfg(all(test, not(feature = "hnsw-rs")))]
+mod without_hnsw_rs {
+    use super::*;
+
+    #[test]
+    fn hnsw_rs_dumps_are_unsupported_and_name_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta {
+            backend: Backend::Native,
+            params: IndexParams {
+                dim: 3,
+                metric: Metric::L2,
+                m: 12,
+                ef_construction: 99,
+                capacity_hint: 7,
+            },
+            files: vec![],
+        };
+        write(dir.path(), &meta).unwrap();
+        let good = std::fs::read_to_string(dir.path().join(META_FILE)).unwrap();
+        std::fs::write(
+            dir.path().join(META_FILE),
+            good.replace("backend native", "backend hnsw_rs"),
+        )
+        .unwrap();
+        match read(dir.path()) {
+            Err(IndexError::Unsupported(why)) => assert!(why.contains("`hnsw-rs`"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,21 +1,25 @@
 //! # shoal-server
 //!
-//! The `shoal` binary's library: the gRPC services over a `shoal-cluster` node
-//! ([`service`]), the wire⇄domain conversions ([`convert`]) and the one place where
-//! domain errors become `tonic::Status` ([`status`]), `shoal serve`'s configuration
-//! ([`serve`]), and the CLI client ([`client`]).
+//! A node's gRPC front and start-up, as a library (the `shoal` binary in `shoal-cli`
+//! calls [`serve::serve`]):
+//! - [`service`]: the public gRPC services (`Collections`, `Points`, `Cluster`) over a
+//!   `shoal-cluster` node, with single searches coalesced into batches;
+//! - [`convert`]: wire ⇄ domain conversions (structural errors name the field);
+//! - [`status`]: the one place where domain errors become `tonic::Status`;
+//! - [`early_status`]: statuses tonic produces before our handlers run (oversized or
+//!   undecodable messages), remapped to the codes the API promises;
+//! - [`serve`]: `shoal serve`'s options (flags and environment variables), its
+//!   logging (default filter, text or JSON), and start-up: the node, the public server
+//!   with health and reflection, and the internal Raft and node-to-node server.
 //!
-//! Only this crate knows configuration, flags and environment variables. It must never
-//! validate requests by hand (`shoal-core` does) or reach storage except through the
-//! node.
+//! Only this crate knows a node's configuration, flags and environment variables
+//! (`shoal-cli` knows only its client commands' flags and `SHOAL_ADDR`), and only this
+//! crate turns domain errors into `tonic::Status`. It must never validate requests by
+//! hand (`shoal-core` does), reach storage except through the node, or carry client
+//! tooling (that is `shoal-cli`'s).
 
-pub mod bench;
-pub mod cli;
-pub mod client;
 pub mod convert;
 pub mod early_status;
-pub mod filter_json;
-pub mod plot;
 pub mod serve;
 pub mod service;
 pub mod status;

@@ -1,5 +1,5 @@
-//! `shoal serve`: configuration, node start-up, and the two gRPC servers — the public
-//! API on `--listen`, and the internal Raft and node-to-node services on
+//! `shoal serve`: configuration, logging, node start-up, and the two gRPC servers —
+//! the public API on `--listen`, and the internal Raft and node-to-node services on
 //! `--raft-listen`.
 
 use std::collections::BTreeMap;
@@ -51,6 +51,8 @@ pub enum IndexBackend {
     /// Shoal's own HNSW.
     Native,
     /// The hnsw_rs crate (for comparison).
+    // Listed in every build; without the cargo feature `hnsw-rs` choosing it fails at
+    // start-up with an error naming the feature (`ServeArgs::node_options`).
     HnswRs,
 }
 
@@ -167,6 +169,11 @@ pub struct ServeArgs {
     /// a replica, before failing with UNAVAILABLE (milliseconds).
     #[arg(long, env = "SHOAL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+
+    /// Log lines on stderr: text, or one JSON object per line (for log shippers).
+    /// Which lines: RUST_LOG if set, else Shoal's at info and its dependencies' at warn.
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -211,7 +218,13 @@ impl ServeArgs {
             shard: ShardOptions {
                 backend: match self.index {
                     IndexBackend::Native => shoal_cluster::IndexBackend::Native,
+                    #[cfg(feature = "hnsw-rs")]
                     IndexBackend::HnswRs => shoal_cluster::IndexBackend::HnswRs,
+                    #[cfg(not(feature = "hnsw-rs"))]
+                    IndexBackend::HnswRs => anyhow::bail!(
+                        "--index hnsw-rs: this shoal was built without the hnsw_rs backend \
+                         (cargo feature `hnsw-rs`, on by default); use --index native"
+                    ),
                 },
                 exact_threshold: self.exact_threshold,
                 checkpoint_every: self.checkpoint_every,
@@ -229,6 +242,36 @@ impl ServeArgs {
             },
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
         })
+    }
+}
+
+/// The log filter when `RUST_LOG` is unset: Shoal's own crates (every target starting
+/// with `shoal`) at info, every dependency at warn. At info openraft logs each group's
+/// every state change (with whole `RaftState` dumps), and fjall and lsm_tree their
+/// database creation and ingestions.
+pub const DEFAULT_LOG_FILTER: &str = "warn,shoal=info";
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Sends the process's `tracing` events to stderr in `format`, filtered by `RUST_LOG`
+/// if it is set (it replaces the whole filter), else by [`DEFAULT_LOG_FILTER`]. Call
+/// once, before [`serve`].
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
     }
 }
 
@@ -331,6 +374,35 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::parse_peers;
+
+    #[test]
+    fn default_log_filter_parses_and_quiets_dependencies() {
+        let filter = tracing_subscriber::EnvFilter::builder()
+            .parse(super::DEFAULT_LOG_FILTER)
+            .unwrap();
+        let text = filter.to_string();
+        assert!(
+            text.contains("shoal=info") && text.contains("warn"),
+            "{text}"
+        );
+    }
+
+    #[cfg(not(feature = "hnsw-rs"))]
+    #[test]
+    fn hnsw_rs_without_its_feature_is_an_error_naming_it() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: super::ServeArgs,
+        }
+        let serve = Serve::parse_from(["shoal", "--index", "hnsw-rs"]);
+        let e = serve
+            .args
+            .node_options("127.0.0.1:7471".parse().unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("`hnsw-rs`"), "{e}");
+    }
 
     #[test]
     fn peers_parse_and_reject_with_reasons() {

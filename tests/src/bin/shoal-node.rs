@@ -1,5 +1,5 @@
-//! The `shoal` binary under test (identical to `crates/shoal-server/src/main.rs`).
+//! The `shoal` binary under test (identical to `crates/shoal-cli/src/main.rs`).
 
 fn main() -> std::process::ExitCode {
-    shoal_server::cli::exit(shoal_server::cli::main())
+    shoal_cli::cli::exit(shoal_cli::cli::main())
 }

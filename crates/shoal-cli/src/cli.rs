@@ -4,14 +4,22 @@
 use std::path::PathBuf;
 
 use crate::client::{self, Format, ReadConsistency, SearchOpts};
-use crate::serve::{ServeArgs, serve};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shoal_proto::v1 as pb;
+use shoal_server::serve::{ServeArgs, init_logging, serve};
 
 /// Shoal: a sharded vector database served over gRPC.
+// `name` and `about` are those of the package this binary lived in before shoal-cli
+// (clap's defaults), so `shoal --version` still prints `shoal-server 0.1.0`
+// (benchmark results record that line) and `shoal --help` still opens with this text.
 #[derive(Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(
+    name = "shoal-server",
+    version,
+    about = "The `shoal` binary: gRPC services over a cluster node, configuration, limits, and the CLI client.",
+    propagate_version = true
+)]
 struct Cli {
     /// Node to talk to (client commands).
     #[arg(
@@ -190,13 +198,7 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info".into()),
-            )
-            .with_writer(std::io::stderr)
-            .init();
+        init_logging(args.log_format);
         return serve(args).await;
     }
     if let Command::Cluster(ClusterCmd::Status { digests, json }) = cli.command {
@@ -222,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .create(pb::CreateCollectionRequest {
                         name,
                         dim,
-                        metric: crate::convert::metric_to_pb(metric) as i32,
+                        metric: shoal_server::convert::metric_to_pb(metric) as i32,
                         shard_count: Some(shards),
                         replication_factor: Some(replication_factor),
                         m: Some(m),

@@ -10,9 +10,9 @@ use shoal_proto::v1::{
     self as pb, cluster_client::ClusterClient, collections_client::CollectionsClient,
     points_client::PointsClient,
 };
+use shoal_server::convert;
 use tonic::transport::Channel;
 
-use crate::convert;
 use crate::filter_json;
 
 /// A progress bar on a terminal; a line per 10% otherwise (logs, CI).

@@ -109,7 +109,7 @@ fn condition(v: &J, path: &str) -> anyhow::Result<pb::Condition> {
                 };
                 let id =
                     shoal_core::PointId::parse(&s).map_err(|e| anyhow!("{path}.has_id: {e}"))?;
-                Ok(crate::convert::point_id_to_pb(id))
+                Ok(shoal_server::convert::point_id_to_pb(id))
             })
             .collect::<anyhow::Result<_>>()?;
         Kind::HasId(pb::HasId { ids })
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(f.must.len(), 4);
         assert_eq!(f.should.len(), 1);
         assert_eq!(f.must_not.len(), 2);
-        let core = crate::convert::filter("filter", f).unwrap();
+        let core = shoal_server::convert::filter("filter", f).unwrap();
         assert_eq!(core.depth(), 2);
     }
 

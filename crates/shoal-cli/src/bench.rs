@@ -23,10 +23,11 @@ use shoal_core::{Metric, PointId};
 use shoal_proto::v1::{
     self as pb, collections_client::CollectionsClient, points_client::PointsClient,
 };
+use shoal_server::convert;
 use tonic::transport::Channel;
 
 use crate::client::{numeric_ids, status_err, upload};
-use crate::{convert, filter_json};
+use crate::filter_json;
 
 /// Synthetic data shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
