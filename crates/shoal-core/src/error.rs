@@ -17,6 +17,11 @@ pub enum Error {
     /// The named thing exists already.
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// The request is well formed but the cluster is not in a state that allows it
+    /// (e.g. removing a node that still holds replicas); retrying will not help until
+    /// that state changes.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
     /// The service cannot take the request now; retrying later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::NodeId;
+
 /// A command the state forbids. Decided by the state alone, so every replica of the
 /// metadata group refuses the same commands the same way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -10,13 +12,44 @@ pub enum MetaError {
     CollectionExists(String),
     #[error("collection {0:?} does not exist")]
     NoSuchCollection(String),
+    #[error("no collection has id {0}")]
+    NoSuchCollectionId(u64),
+    #[error("collection {collection} has no shard {shard}")]
+    NoSuchShard { collection: u64, shard: u32 },
     /// More replicas per shard than the cluster has active nodes.
     #[error("{replicas} replicas need as many nodes; the cluster has {nodes}")]
     TooFewNodes { replicas: u32, nodes: usize },
+    #[error("replication factor {0} is out of range")]
+    BadReplicationFactor(u32),
     /// The proposer placed a shard against a view of the nodes that changed since
     /// (a node left or stopped taking replicas): place again and retry.
     #[error("shard {shard} was placed on nodes that are no longer distinct active nodes")]
     StalePlacement { shard: u32 },
+    #[error("node {0} is not a member of the cluster")]
+    NoSuchNode(NodeId),
+    #[error("node {0} is not active (it is draining)")]
+    NodeNotActive(NodeId),
+    #[error("node {0} still holds replicas or takes part in an operation")]
+    NodeNotEmpty(NodeId),
+    #[error("a node address must not be empty")]
+    BadAddress(String),
+    #[error("node {node} holds no replica of shard {shard}")]
+    NotAReplica { shard: u32, node: NodeId },
+    #[error("node {node} already holds a replica of shard {shard}")]
+    AlreadyAReplica { shard: u32, node: NodeId },
+    #[error("a move of shard {shard} needs a source or a target, and not the same node")]
+    BadMove { shard: u32 },
+    #[error("shard {shard} has only one replica left; it cannot be removed")]
+    LastReplica { shard: u32 },
+    /// Another operation is working on the shard.
+    #[error("an operation on shard {shard} is in flight; retry once it ends")]
+    Busy { shard: u32 },
+    #[error("shard {shard} cannot be split at hash {at:#x}")]
+    BadSplit { shard: u32, at: u64 },
+    #[error("collection {0} has used up its shard ids")]
+    TooManyShards(u64),
+    #[error("no operation has id {0}")]
+    NoSuchOperation(u64),
 }
 
 impl From<MetaError> for shoal_core::Error {
@@ -27,12 +60,27 @@ impl From<MetaError> for shoal_core::Error {
                 Error::AlreadyExists(format!("collection {name:?}"))
             }
             MetaError::NoSuchCollection(name) => Error::NotFound(format!("collection {name:?}")),
-            e @ MetaError::TooFewNodes { .. } => {
+            MetaError::NoSuchCollectionId(id) => Error::NotFound(format!("collection id {id}")),
+            MetaError::NoSuchShard { collection, shard } => {
+                Error::NotFound(format!("shard {shard} of collection id {collection}"))
+            }
+            MetaError::NoSuchNode(node) => Error::NotFound(format!("node {node}")),
+            MetaError::NoSuchOperation(op) => Error::NotFound(format!("operation {op}")),
+            e @ (MetaError::TooFewNodes { .. } | MetaError::BadReplicationFactor(_)) => {
                 Error::invalid("replication_factor", e.to_string())
             }
-            e @ MetaError::StalePlacement { .. } => {
+            e @ (MetaError::StalePlacement { .. } | MetaError::Busy { .. }) => {
                 Error::Unavailable(format!("{e}; retrying is safe"))
             }
+            e @ MetaError::BadAddress(_) => Error::invalid("address", e.to_string()),
+            e @ (MetaError::NodeNotActive(_)
+            | MetaError::NodeNotEmpty(_)
+            | MetaError::NotAReplica { .. }
+            | MetaError::AlreadyAReplica { .. }
+            | MetaError::BadMove { .. }
+            | MetaError::LastReplica { .. }
+            | MetaError::BadSplit { .. }
+            | MetaError::TooManyShards(_)) => Error::FailedPrecondition(e.to_string()),
         }
     }
 }

@@ -14,6 +14,7 @@ pub fn to_status(e: Error) -> Status {
         }
         Error::NotFound(what) => Status::not_found(format!("{what} not found")),
         Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
+        Error::FailedPrecondition(why) => Status::failed_precondition(why),
         Error::Unavailable(why) => Status::unavailable(why),
         Error::Internal(why) => {
             tracing::error!(error = %why, "internal error");
