@@ -18,7 +18,7 @@
 //! leaders start spread over the nodes; the other replicas initialize it themselves
 //! only if the preferred leader has not reached them after two election timeouts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -249,8 +249,12 @@ impl Host {
         self.raft(group)?.metrics().borrow().current_leader
     }
 
-    /// Opens replicas placed here and not yet open; closes and deletes collections
-    /// the metadata no longer has.
+    /// Opens the replicas the metadata places here (or moves here) and that are not
+    /// open yet; closes and deletes the replicas it no longer places here, and the
+    /// collections it no longer has.
+    ///
+    /// Deleting is safe on any node's committed metadata, however far behind: a
+    /// replica leaves the metadata only after its group's membership dropped it.
     pub async fn reconcile(&self, state: Arc<ClusterState>) -> Result<()> {
         let _one_at_a_time = self.reconciling.lock().await;
         let store = self.store.clone();
@@ -261,15 +265,44 @@ impl Host {
                 self.drop_collection(record).await?;
             }
         }
-        for cm in state.collections.values() {
-            for shard in &cm.shards {
-                let group = cm.group(shard.id);
-                if shard.replicas.contains(&self.id) && !self.replicas.read().contains_key(&group) {
-                    self.open_replica(cm, shard, &state).await?;
-                }
+        let hosted = state.hosted_by(self.id);
+        let wanted: HashSet<u64> = hosted.iter().map(|(cm, s)| cm.group(s.id)).collect();
+        for (cm, shard) in hosted {
+            if !self.replicas.read().contains_key(&cm.group(shard.id)) {
+                self.open_replica(cm, shard, &state).await?;
+            }
+        }
+        for (group, _) in self.local_replicas() {
+            let (cid, _) = shoal_meta::location_of(group);
+            if state.collection_by_id(cid).is_some() && !wanted.contains(&group) {
+                self.close_replica(group).await?;
             }
         }
         Ok(())
+    }
+
+    /// Stops this node's replica of `group` and deletes its data: points, Raft log,
+    /// checkpoints.
+    async fn close_replica(&self, group: u64) -> Result<()> {
+        let (cid, shard) = shoal_meta::location_of(group);
+        tracing::info!(
+            group,
+            collection = cid,
+            shard,
+            "removing the replica from this node"
+        );
+        self.registry.remove(group);
+        let replica = self.replicas.write().remove(&group);
+        if let Some(r) = replica {
+            let _ = r.raft.shutdown().await;
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            store.raft_log(group).destroy()?;
+            store.delete_shard(cid, shard)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn drop_collection(&self, record: CollectionRecord) -> Result<()> {
@@ -291,12 +324,9 @@ impl Host {
         let store = self.store.clone();
         blocking(move || {
             store.delete_collection(&record.config.name)?;
-            for s in 0..record.config.shard_count {
-                store.raft_log(group_of(record.id, s)).destroy()?;
-            }
-            for group in groups {
-                store.raft_log(group).destroy()?;
-            }
+            store.destroy_raft_logs(
+                group_of(record.id, 0)..=group_of(record.id, shoal_meta::MAX_SHARD_ID),
+            )?;
             Ok(())
         })
         .await
@@ -350,7 +380,11 @@ impl Host {
                 gate: Gate::default(),
             }),
         );
-        if !raft.is_initialized().await.map_err(internal)? {
+        // Only the first replicas of a group created with its collection may start it;
+        // any other replica (a move's target, a split's child, one that lost its
+        // state after a move) waits for the group's leader to reach it.
+        let may_initialize = shard_meta.may_initialize() && shard_meta.replicas.contains(&self.id);
+        if may_initialize && !raft.is_initialized().await.map_err(internal)? {
             let replicas = &shard_meta.replicas;
             let members: BTreeMap<u64, BasicNode> = replicas
                 .iter()

@@ -143,9 +143,10 @@ impl Node {
     /// the node-to-node calls — to serve on the internal (`--raft-listen`) port.
     pub fn internal_routes(&self) -> tonic::service::Routes {
         let host = &self.inner.host;
-        let raft = RaftTransportServer::new(RaftTransportService::new(host.registry.clone()))
-            .max_decoding_message_size(MAX_RAFT_MESSAGE)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        let raft =
+            RaftTransportServer::new(RaftTransportService::new(host.registry.clone(), host.id))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE);
         let calls = ClusterInternalServer::new(ClusterInternalService::new(
             host.clone(),
             self.inner.router.timeout(),

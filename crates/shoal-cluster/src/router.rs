@@ -143,7 +143,7 @@ impl Router {
         let mut client = ClusterInternalClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE);
-        let mut req = tonic::Request::new(GroupCall { group, payload });
+        let mut req = tonic::Request::new(GroupCall { group, payload, to });
         req.set_timeout(timeout.max(Duration::from_millis(50)));
         let reply = match rpc {
             Rpc::Propose => client.propose(req).await,

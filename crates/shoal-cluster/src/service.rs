@@ -10,6 +10,8 @@ use std::time::Duration;
 use shoal_proto::internal::v1::{GroupCall, Payload, cluster_internal_server::ClusterInternal};
 use tonic::{Request, Response, Status};
 
+use shoal_raft::network::check_recipient;
+
 use crate::error::ClusterError;
 use crate::host::Host;
 use crate::wire::{ReadCall, decode, encode};
@@ -24,6 +26,15 @@ pub(crate) struct ClusterInternalService {
 impl ClusterInternalService {
     pub fn new(host: Arc<Host>, timeout: Duration) -> Self {
         ClusterInternalService { host, timeout }
+    }
+}
+
+impl ClusterInternalService {
+    /// The call, if it is meant for this node.
+    fn for_me(&self, req: Request<GroupCall>) -> Result<GroupCall, Status> {
+        let call = req.into_inner();
+        check_recipient(self.host.id, call.to)?;
+        Ok(call)
     }
 }
 
@@ -64,25 +75,25 @@ fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
 impl ClusterInternal for ClusterInternalService {
     async fn propose(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let t = budget(&req, self.timeout);
-        let call = req.into_inner();
+        let call = self.for_me(req)?;
         let cmd = decode(&call.payload).map_err(bad)?;
         reply(self.host.propose_local(call.group, cmd, t).await)
     }
 
     async fn read(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let t = budget(&req, self.timeout);
-        let call = req.into_inner();
+        let call = self.for_me(req)?;
         let read: ReadCall = decode(&call.payload).map_err(bad)?;
         reply(self.host.read_local(call.group, read, t).await)
     }
 
     async fn elect(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
-        let call = req.into_inner();
+        let call = self.for_me(req)?;
         reply(self.host.elect_local(call.group).await)
     }
 
     async fn status(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
-        let digests: bool = decode(&req.into_inner().payload).map_err(bad)?;
+        let digests: bool = decode(&self.for_me(req)?.payload).map_err(bad)?;
         reply(self.host.local_reports(digests).await)
     }
 }

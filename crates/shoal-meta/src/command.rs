@@ -49,7 +49,11 @@ pub enum MetaCommand {
         to: Option<NodeId>,
     },
     /// Starts splitting a shard at hash `at` (the first hash of the upper half).
-    StartSplit { collection: u64, shard: u32, at: u64 },
+    StartSplit {
+        collection: u64,
+        shard: u32,
+        at: u64,
+    },
     /// Records that an operation completed (see [`OpKind`] for what each does).
     FinishOperation(u64),
     /// Forgets an operation that did not complete and left nothing to undo.
@@ -120,7 +124,10 @@ impl ClusterState {
                 Ok(())
             }
             MetaCommand::SetNodeState { node, state } => {
-                let n = self.nodes.get_mut(&node).ok_or(MetaError::NoSuchNode(node))?;
+                let n = self
+                    .nodes
+                    .get_mut(&node)
+                    .ok_or(MetaError::NoSuchNode(node))?;
                 n.state = state;
                 Ok(())
             }
@@ -478,7 +485,10 @@ mod tests {
     #[test]
     fn collections_are_decided_by_the_state_alone() {
         let mut s = nodes(2);
-        assert_eq!(s.apply(create("c", 2, vec![vec![1, 2], vec![2, 1]])), Ok(()));
+        assert_eq!(
+            s.apply(create("c", 2, vec![vec![1, 2], vec![2, 1]])),
+            Ok(())
+        );
         let cm = s.collections["c"].clone();
         for shard in &cm.shards {
             let group = group_of(cm.id, shard.id);
@@ -531,7 +541,10 @@ mod tests {
         assert_eq!(s.active_nodes(), vec![1, 3]);
         assert_eq!(s.apply(MetaCommand::RemoveNode(3)), Ok(()));
         s.observe_members([(3, "c:1")]);
-        assert!(!s.nodes.contains_key(&3), "a removed node does not come back");
+        assert!(
+            !s.nodes.contains_key(&3),
+            "a removed node does not come back"
+        );
         assert_eq!(s.next_node_id(), 4, "nor does its id");
     }
 
@@ -549,7 +562,10 @@ mod tests {
         assert_eq!(s.nodes[&4].addr, "d:2");
         s.apply(add("e:1", "u-e")).unwrap();
         assert_eq!(s.node_by_uuid("u-e"), Some(5));
-        assert_eq!(s.apply(add("", "u-f")), Err(MetaError::BadAddress(String::new())));
+        assert_eq!(
+            s.apply(add("", "u-f")),
+            Err(MetaError::BadAddress(String::new()))
+        );
     }
 
     #[test]
@@ -573,22 +589,41 @@ mod tests {
             Err(MetaError::NotAReplica { shard: 0, node: 4 })
         );
         assert_eq!(s.apply(mv(Some(1), Some(9))), Err(MetaError::NoSuchNode(9)));
-        assert_eq!(s.apply(mv(None, None)), Err(MetaError::BadMove { shard: 0 }));
+        assert_eq!(
+            s.apply(mv(None, None)),
+            Err(MetaError::BadMove { shard: 0 })
+        );
         // Moving the preferred leader's replica: the new node takes its place.
         s.apply(mv(Some(1), Some(4))).unwrap();
         let op = *s.operations.keys().next().unwrap();
-        assert_eq!(s.apply(mv(Some(2), None)), Err(MetaError::Busy { shard: 0 }));
+        assert_eq!(
+            s.apply(mv(Some(2), None)),
+            Err(MetaError::Busy { shard: 0 })
+        );
         let hosted: Vec<u32> = s.hosted_by(4).iter().map(|(_, sh)| sh.id).collect();
-        assert_eq!(hosted, vec![0], "the target hosts the shard while it catches up");
+        assert_eq!(
+            hosted,
+            vec![0],
+            "the target hosts the shard while it catches up"
+        );
         assert_eq!(s.replica_counts()[&4], 1);
-        assert!(!s.is_empty_node(1), "the source is busy until the move ends");
+        assert!(
+            !s.is_empty_node(1),
+            "the source is busy until the move ends"
+        );
         s.apply(MetaCommand::FinishOperation(op)).unwrap();
         let shard = &s.collections["c"].shards[0];
         assert_eq!(shard.replicas, vec![4, 2, 3]);
         assert_eq!(shard.epoch, 1);
-        assert!(!shard.may_initialize(), "after a move nobody initializes the group");
+        assert!(
+            !shard.may_initialize(),
+            "after a move nobody initializes the group"
+        );
         assert!(s.is_empty_node(1));
-        assert_eq!(s.apply(MetaCommand::RemoveNode(2)), Err(MetaError::NodeNotEmpty(2)));
+        assert_eq!(
+            s.apply(MetaCommand::RemoveNode(2)),
+            Err(MetaError::NodeNotEmpty(2))
+        );
         assert_eq!(s.apply(MetaCommand::RemoveNode(1)), Ok(()));
         // Removing a replica, never the last.
         s.apply(mv(Some(2), None)).unwrap();
@@ -598,7 +633,10 @@ mod tests {
         let op = *s.operations.keys().next().unwrap();
         s.apply(MetaCommand::FinishOperation(op)).unwrap();
         assert_eq!(s.collections["c"].shards[0].replicas, vec![4]);
-        assert_eq!(s.apply(mv(Some(4), None)), Err(MetaError::LastReplica { shard: 0 }));
+        assert_eq!(
+            s.apply(mv(Some(4), None)),
+            Err(MetaError::LastReplica { shard: 0 })
+        );
         // Abandoned: nothing changes but the operation is gone.
         s.apply(mv(None, Some(2))).unwrap();
         let op = *s.operations.keys().next().unwrap();
@@ -610,7 +648,8 @@ mod tests {
     #[test]
     fn a_split_replaces_the_parent_by_two_children_on_its_replicas() {
         let mut s = nodes(3);
-        s.apply(create("c", 2, vec![vec![1, 2], vec![2, 3]])).unwrap();
+        s.apply(create("c", 2, vec![vec![1, 2], vec![2, 3]]))
+            .unwrap();
         let cid = s.collections["c"].id;
         let parent = s.collections["c"].shards[1].clone();
         let at = parent.range.halves().unwrap().1.first;

@@ -62,5 +62,8 @@ pub fn group_of(collection_id: u64, shard: u32) -> u64 {
 
 /// The collection id and shard id a shard group id names (inverse of [`group_of`]).
 pub fn location_of(group: u64) -> (u64, u32) {
-    (group >> SHARD_BITS, (group & u64::from(MAX_SHARD_ID)) as u32)
+    (
+        group >> SHARD_BITS,
+        (group & u64::from(MAX_SHARD_ID)) as u32,
+    )
 }

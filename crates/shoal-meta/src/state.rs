@@ -212,7 +212,8 @@ impl ClusterState {
 
     /// The nodes holding the replicas of shard group `group`, preferred leader first.
     pub fn replicas_of(&self, group: u64) -> Option<&[NodeId]> {
-        self.shard_of_group(group).map(|(_, s)| s.replicas.as_slice())
+        self.shard_of_group(group)
+            .map(|(_, s)| s.replicas.as_slice())
     }
 
     /// The node that should lead shard group `group`: the first of its placement.
@@ -280,7 +281,11 @@ impl ClusterState {
     /// counted at their target.
     pub fn replica_counts(&self) -> BTreeMap<NodeId, usize> {
         let mut counts: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
-        for (_, shard) in self.collections.values().flat_map(|cm| cm.shards.iter().map(move |s| (cm, s))) {
+        for (_, shard) in self
+            .collections
+            .values()
+            .flat_map(|cm| cm.shards.iter().map(move |s| (cm, s)))
+        {
             for n in &shard.replicas {
                 *counts.entry(*n).or_default() += 1;
             }

@@ -149,6 +149,7 @@ impl PeerClient {
             group: self.group,
             rpc: rpc as i32,
             payload,
+            to: self.target,
         });
         request.set_timeout(option.hard_ttl());
         let mut client = RaftTransportClient::new(channel)
@@ -195,12 +196,25 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[derive(Clone)]
 pub struct RaftTransportService {
     registry: Registry,
+    node: u64,
 }
 
 impl RaftTransportService {
-    pub fn new(registry: Registry) -> RaftTransportService {
-        RaftTransportService { registry }
+    /// The transport of node `node`, delivering to the groups in `registry`.
+    pub fn new(registry: Registry, node: u64) -> RaftTransportService {
+        RaftTransportService { registry, node }
     }
+}
+
+/// Refuses a request meant for another node: an address may have passed from a
+/// node that left to a new one, whose groups must not take the old one's messages.
+pub fn check_recipient(me: u64, to: u64) -> Result<(), tonic::Status> {
+    if to != 0 && to != me {
+        return Err(tonic::Status::failed_precondition(format!(
+            "this is node {me}, not node {to}"
+        )));
+    }
+    Ok(())
 }
 
 fn bad_request(e: impl std::fmt::Display) -> tonic::Status {
@@ -214,6 +228,7 @@ impl RaftTransport for RaftTransportService {
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
         let req = request.into_inner();
+        check_recipient(self.node, req.to)?;
         let raft = self.registry.get(req.group).ok_or_else(|| {
             tonic::Status::not_found(format!("group {} is not hosted here", req.group))
         })?;

@@ -146,7 +146,7 @@ mod cluster {
         let dir = tempfile::tempdir().unwrap();
         let (store, shard) = open(dir.path());
         let registry = Registry::default();
-        let service = RaftTransportServer::new(RaftTransportService::new(registry.clone()))
+        let service = RaftTransportServer::new(RaftTransportService::new(registry.clone(), id))
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE);
         let server = tokio::spawn(async move {

@@ -226,6 +226,28 @@ mod tests {
     }
 
     #[test]
+    fn destroying_a_range_of_groups_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let logs: Vec<crate::RaftLog> = [9, 10, 11, 12, u64::MAX]
+            .into_iter()
+            .map(|g| store.raft_log(g))
+            .collect();
+        for log in &logs {
+            append(log, 1..4, "x");
+            log.save_vote(b"v").unwrap();
+        }
+        store.destroy_raft_logs(10..=11).unwrap();
+        let left: Vec<usize> = logs.iter().map(|l| indexes(l, ..).len()).collect();
+        assert_eq!(left, vec![3, 0, 0, 3, 3]);
+        assert_eq!(logs[1].vote().unwrap(), None);
+        assert_eq!(logs[0].vote().unwrap(), Some(b"v".to_vec()));
+        store.destroy_raft_logs(12..=u64::MAX).unwrap();
+        assert_eq!(indexes(&logs[4], ..).len(), 0);
+        assert_eq!(indexes(&logs[0], ..).len(), 3);
+    }
+
+    #[test]
     fn append_read_truncate_purge_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {

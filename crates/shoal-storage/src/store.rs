@@ -77,6 +77,14 @@ fn shard_keyspace_name(collection_id: u64, shard: u32) -> String {
     format!("c{collection_id}-s{shard}")
 }
 
+/// The collection id a shard keyspace's name carries (inverse of
+/// [`shard_keyspace_name`]).
+fn collection_of_keyspace(name: &str) -> Option<u64> {
+    let (c, s) = name.strip_prefix('c')?.split_once("-s")?;
+    s.parse::<u32>().ok()?;
+    c.parse().ok()
+}
+
 pub(crate) struct Inner {
     /// The node's data directory.
     dir: std::path::PathBuf,
@@ -192,14 +200,12 @@ impl Store {
     }
 
     fn remove_orphan_keyspaces(&self) -> Result<(), StorageError> {
-        let live: std::collections::HashSet<String> = self
-            .collections()?
-            .iter()
-            .flat_map(|r| (0..r.config.shard_count).map(|s| shard_keyspace_name(r.id, s)))
-            .collect();
+        let live: std::collections::HashSet<u64> =
+            self.collections()?.iter().map(|r| r.id).collect();
         for name in self.inner.db.list_keyspace_names() {
             let name: &str = &name;
-            if name != META && name != RAFT && !live.contains(name) {
+            let orphan = collection_of_keyspace(name).is_none_or(|c| !live.contains(&c));
+            if name != META && name != RAFT && orphan {
                 tracing::warn!(keyspace = name, "removing orphaned shard data");
                 let ks = self.inner.db.keyspace(name, keyspace_options)?;
                 self.inner.db.delete_keyspace(ks)?;
@@ -271,11 +277,7 @@ impl Store {
             }
             return Err(StorageError::CollectionExists(record.config.name.clone()));
         }
-        for shard in 0..record.config.shard_count {
-            self.inner
-                .db
-                .keyspace(&shard_keyspace_name(record.id, shard), keyspace_options)?;
-        }
+        // Shard keyspaces are created as the node opens the shards it hosts.
         self.inner.meta.insert(
             key,
             postcard::to_stdvec(record).map_err(|e| corrupt("collection", e))?,
@@ -315,19 +317,39 @@ impl Store {
         self.inner.sync(self.inner.ticket())?;
         // The catalogue no longer names them: a crash from here on leaves orphans that
         // the next `open` removes.
-        for shard in 0..record.config.shard_count {
-            let ks = self
-                .inner
-                .db
-                .keyspace(&shard_keyspace_name(record.id, shard), keyspace_options)?;
+        let names: Vec<String> = self
+            .inner
+            .db
+            .list_keyspace_names()
+            .into_iter()
+            .map(|n| n.to_string())
+            .filter(|n| collection_of_keyspace(n) == Some(record.id))
+            .collect();
+        for name in names {
+            let ks = self.inner.db.keyspace(&name, keyspace_options)?;
             self.inner.db.delete_keyspace(ks)?;
-            let derived = self
-                .inner
-                .dir
-                .join(DERIVED_DIR)
-                .join(shard_keyspace_name(record.id, shard));
-            let _ = std::fs::remove_dir_all(derived);
+            let _ = std::fs::remove_dir_all(self.inner.dir.join(DERIVED_DIR).join(&name));
         }
+        Ok(())
+    }
+
+    /// Removes one shard of a collection from this node: its points and its derived
+    /// files (the collection stays). Used when a replica moves away or a split
+    /// parent retires; the caller has stopped the shard first.
+    pub fn delete_shard(&self, collection_id: u64, shard: u32) -> Result<(), StorageError> {
+        let _guard = self.inner.catalogue.lock();
+        let name = shard_keyspace_name(collection_id, shard);
+        if self
+            .inner
+            .db
+            .list_keyspace_names()
+            .iter()
+            .any(|n| **n == *name)
+        {
+            let ks = self.inner.db.keyspace(&name, keyspace_options)?;
+            self.inner.db.delete_keyspace(ks)?;
+        }
+        let _ = std::fs::remove_dir_all(self.inner.dir.join(DERIVED_DIR).join(&name));
         Ok(())
     }
 
@@ -355,6 +377,34 @@ impl Store {
             ks: self.inner.raft.clone(),
             group,
         }
+    }
+
+    /// Removes the logs of every Raft group with an id in `groups` (durably).
+    pub fn destroy_raft_logs(
+        &self,
+        groups: std::ops::RangeInclusive<u64>,
+    ) -> Result<(), StorageError> {
+        let mut batch = self.inner.db.batch();
+        let (first, last) = (*groups.start(), *groups.end());
+        let mut any = false;
+        for kv in self.inner.raft.range(first.to_be_bytes().to_vec()..) {
+            let key = kv.key()?;
+            let group = key
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
+            if group > last {
+                break;
+            }
+            batch.remove(&self.inner.raft, key);
+            any = true;
+        }
+        if any {
+            batch.commit()?;
+            self.inner.sync(self.inner.ticket())?;
+        }
+        Ok(())
     }
 
     /// Waits until `ticket` (and everything committed before it) is durable.
@@ -586,5 +636,40 @@ mod tests {
         drop((store, shard));
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.collections().unwrap(), vec![a2]);
+    }
+
+    #[test]
+    fn shards_of_any_id_live_and_die_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = CollectionRecord {
+            id: 5,
+            config: config("a", 2),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.adopt_collection(&rec).unwrap();
+            // Shard ids beyond the shard count (split children) are shards too.
+            for s in [0, 1, 7] {
+                let shard = store.shard(&rec, s).unwrap();
+                let p = point(u64::from(s), 1.0);
+                shard
+                    .sync(shard.write(&[WriteOp::Upsert(&p)], 1).unwrap())
+                    .unwrap();
+            }
+            store.delete_shard(5, 1).unwrap();
+            store.delete_shard(5, 9).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let count = |s| store.shard(&rec, s).unwrap().points().count();
+        assert_eq!(
+            (count(0), count(1), count(7)),
+            (1, 0, 1),
+            "only shard 1 went"
+        );
+        store.delete_collection("a").unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        store.adopt_collection(&rec).unwrap();
+        assert_eq!(store.shard(&rec, 7).unwrap().points().count(), 0);
     }
 }
