@@ -46,6 +46,32 @@ pub(crate) struct Balancer {
 }
 
 impl Balancer {
+    pub fn new(router: Arc<Router>) -> Balancer {
+        Balancer {
+            host: router.host().clone(),
+            router,
+        }
+    }
+
+    /// Hands the leadership of `group`, which this node leads, to member `to` (see the
+    /// module doc); the elasticity operator does this before removing the leader's
+    /// replica.
+    pub async fn hand_over(&self, group: u64, to: u64) -> Result<Duration> {
+        let replica = self.host.replica(group).ok_or(ClusterError::NotHosted {
+            node: self.host.id,
+            group,
+        })?;
+        let m = replica.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(ClusterError::NotLeader {
+                node: self.host.id,
+                group,
+                leader: m.current_leader,
+            });
+        }
+        self.transfer(group, &replica, to).await
+    }
+
     /// Runs a balancer every `every` while `router` lives (the node holds it).
     pub fn spawn(router: &Arc<Router>, every: Duration) {
         let weak: Weak<Router> = Arc::downgrade(router);

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use parking_lot::RwLock;
 use rayon::prelude::*;
 use shoal_meta::{ClusterState, CollectionMeta, META_GROUP, NodeId, ShardMeta, group_of};
@@ -39,7 +39,7 @@ use crate::Consistency;
 use crate::error::{ClusterError, Result};
 use crate::gate::Gate;
 use crate::options::{NodeOptions, RaftTiming};
-use crate::wire::{ReadCall, ReadOp, ReadResult, ReplicaReport};
+use crate::wire::{MembershipChange, MembershipView, ReadCall, ReadOp, ReadResult, ReplicaReport};
 
 /// The data directory's subdirectory for snapshot files.
 const SNAPSHOT_DIR: &str = "snapshots";
@@ -469,7 +469,10 @@ impl Host {
     ) -> Result<ReadResult> {
         let id = self.id;
         if group == META_GROUP {
-            self.confirm_leader(group, &self.meta, timeout).await?;
+            // STRONG: the leader's state, confirmed; otherwise this node's own copy.
+            if call.consistency == Consistency::Strong {
+                self.confirm_leader(group, &self.meta, timeout).await?;
+            }
             return Ok(ReadResult::ClusterState((*self.state()).clone()));
         }
         let replica = self
@@ -593,6 +596,121 @@ impl Host {
         });
         rx.await
             .map_err(|_| internal("a search job failed; see the server log"))
+    }
+
+    /// Changes the membership of `group` if this node leads it (see
+    /// [`MembershipChange`]), and describes it as it is afterwards.
+    pub async fn membership_local(
+        &self,
+        group: u64,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<MembershipView> {
+        let id = self.id;
+        let raft = self
+            .raft(group)
+            .ok_or(ClusterError::NotHosted { node: id, group })?;
+        let view = self.describe_membership(group, &raft)?;
+        let raft_err = |reason: String| ClusterError::Raft {
+            node: id,
+            group,
+            reason,
+        };
+        let changed = match change {
+            MembershipChange::Describe => None,
+            MembershipChange::AddLearner { node, addr } => {
+                if view.voters.contains(&node) || view.learners.contains(&node) {
+                    None
+                } else {
+                    Some(raft.add_learner(node, BasicNode::new(addr), false).await)
+                }
+            }
+            MembershipChange::SetVoters { voters } => {
+                if voters.is_empty() {
+                    return Err(raft_err("a group needs at least one voter".into()));
+                }
+                if !view.joint && view.voters == voters {
+                    None
+                } else {
+                    let change = ChangeMembers::ReplaceAllVoters(voters);
+                    Some(
+                        tokio::time::timeout(timeout, raft.change_membership(change, false))
+                            .await
+                            .map_err(|_| ClusterError::Timeout {
+                                node: id,
+                                group,
+                                what: "a membership change".into(),
+                                waited_ms: timeout.as_millis() as u64,
+                            })?,
+                    )
+                }
+            }
+            MembershipChange::RemoveLearner { node } => {
+                if view.learners.contains(&node) {
+                    let change = ChangeMembers::RemoveNodes([node].into());
+                    Some(
+                        tokio::time::timeout(timeout, raft.change_membership(change, false))
+                            .await
+                            .map_err(|_| ClusterError::Timeout {
+                                node: id,
+                                group,
+                                what: "a membership change".into(),
+                                waited_ms: timeout.as_millis() as u64,
+                            })?,
+                    )
+                } else {
+                    None
+                }
+            }
+        };
+        match changed {
+            None | Some(Ok(_)) => {}
+            Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                return Err(ClusterError::LeaderChanged {
+                    node: id,
+                    group,
+                    leader: f.leader_id,
+                });
+            }
+            Some(Err(e)) => return Err(raft_err(e.to_string())),
+        }
+        self.describe_membership(group, &raft)
+    }
+
+    /// `group`'s membership and replication progress, if this node leads it.
+    fn describe_membership(&self, group: u64, raft: &Raft<TypeConfig>) -> Result<MembershipView> {
+        let m = raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(ClusterError::NotLeader {
+                node: self.id,
+                group,
+                leader: m.current_leader.filter(|l| *l != self.id),
+            });
+        }
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().collect();
+        let all: std::collections::BTreeSet<u64> = membership.nodes().map(|(n, _)| *n).collect();
+        let learners = membership
+            .learner_ids()
+            .filter(|n| all.contains(n))
+            .collect();
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(n, l)| (*n, l.as_ref().map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(MembershipView {
+            leader: self.id,
+            voters,
+            learners,
+            joint: membership.get_joint_config().len() > 1,
+            last_index: m.last_log_index.unwrap_or(0),
+            matched,
+        })
     }
 
     /// The receiving end of a leader transfer: start an election for `group` now.

@@ -26,6 +26,12 @@
 //!   once.
 //! - status (module `status`): every replica's role, applied index and digest,
 //!   gathered from every node.
+//! - elasticity: `admin` records intentions (a node joins or drains, a replica
+//!   moves, a replication factor changes); `operator`, on the metadata leader,
+//!   observes the nodes, keeps the metadata group's membership in line and drives
+//!   operations step by step; `scheduler` plans the operations that restore
+//!   replication factors, empty draining and dead nodes and even out the load;
+//!   `identity` keeps a node's id in its data directory.
 //!
 //! Errors inside the crate are [`ClusterError`] (typed, serializable: they cross the
 //! wire between nodes), mapped to `shoal_core::Error` once, at [`Node`]'s methods.
@@ -37,16 +43,20 @@
 //! `shoal-server`'s) nor let an unvalidated request reach a Raft log: every write is
 //! validated by `shoal_core::validate` before it is proposed.
 
+mod admin;
 mod balance;
 mod coalesce;
 mod database;
 mod error;
 mod gate;
 mod host;
+mod identity;
 mod node;
+mod operator;
 mod options;
 mod placement;
 mod router;
+mod scheduler;
 mod search_coalesce;
 mod service;
 mod status;
@@ -60,8 +70,9 @@ pub use coalesce::{CoalesceOptions, CoalesceStats};
 pub use database::{CollectionInfo, ReadOptions, WriteOutcome, WriteToken};
 pub use error::ClusterError;
 pub use node::Node;
-pub use options::{NodeOptions, RaftTiming};
+pub use options::{Elasticity, NodeOptions, RaftTiming};
 pub use placement::{Placement, Rotation};
+pub use scheduler::Planned;
 pub use search_coalesce::SearchCoalescer;
 pub use shoal_index::Backend as IndexBackend;
 pub use shoal_shard::ShardOptions;

@@ -24,13 +24,17 @@ use shoal_proto::internal::v1::cluster_internal_server::ClusterInternalServer;
 use shoal_proto::internal::v1::raft_transport_server::RaftTransportServer;
 use shoal_raft::network::{MAX_RAFT_MESSAGE, RaftTransportService};
 
+use crate::admin::Admin;
 use crate::balance::Balancer;
 use crate::database::{CollectionInfo, Database, ReadOptions, WriteOutcome};
 use crate::error::ClusterError;
 use crate::host::{Host, initialize_later};
+use crate::identity;
+use crate::operator::{Memory, Operator};
 use crate::options::NodeOptions;
 use crate::placement::Rotation;
 use crate::router::Router;
+use crate::scheduler::Planned;
 use crate::service::ClusterInternalService;
 use crate::status::{ClusterStatus, gather};
 
@@ -41,6 +45,7 @@ struct Inner {
     host: Arc<Host>,
     router: Arc<Router>,
     db: Arc<Database>,
+    admin: Arc<Admin>,
 }
 
 /// A running node. Cheap to clone.
@@ -57,8 +62,9 @@ impl Node {
         Ok(Self::start_inner(options).await?)
     }
 
-    async fn start_inner(options: NodeOptions) -> Result<Node, ClusterError> {
+    async fn start_inner(mut options: NodeOptions) -> Result<Node, ClusterError> {
         let started = std::time::Instant::now();
+        options.node_id = identity::resolve(&options).await?;
         let host = Arc::new(Host::open(&options).await?);
         let router = Arc::new(Router::new(host.clone(), options.request_timeout));
         let db = Arc::new(Database::new(
@@ -66,18 +72,26 @@ impl Node {
             options.limits.clone(),
             Box::new(Rotation),
         ));
+        let admin = Arc::new(Admin::new(router.clone(), options.elasticity.clone()));
         let node = Node {
-            inner: Arc::new(Inner { host, router, db }),
+            inner: Arc::new(Inner {
+                host,
+                router,
+                db,
+                admin,
+            }),
         };
         let host = &node.inner.host;
         host.reconcile(host.state()).await?;
-        node.bootstrap(&options).await?;
+        if options.join.is_none() {
+            node.bootstrap(&options).await?;
+        }
         spawn_reconciler(host);
         let idle = options.shard.checkpoint_idle;
         if !idle.is_zero() && options.shard.checkpoint_every > 0 {
             spawn_idle_checkpointer(host, (idle / 2).max(Duration::from_millis(100)));
         }
-        if options.timing.balance_ms > 0 && options.peers.len() > 1 {
+        if options.timing.balance_ms > 0 {
             // Never more often than the leader lease allows a transfer.
             let every = options
                 .timing
@@ -85,7 +99,12 @@ impl Node {
                 .max(2 * options.timing.election_max_ms);
             Balancer::spawn(&node.inner.router, Duration::from_millis(every));
         }
-        if options.peers.len() <= 1 {
+        Operator::spawn(
+            &node.inner.router,
+            options.elasticity.clone(),
+            Arc::new(Memory::default()),
+        );
+        if options.peers.len() <= 1 && options.join.is_none() {
             // Alone, the node elects itself at once: serve only once it leads.
             let _ = host
                 .meta
@@ -148,8 +167,8 @@ impl Node {
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE);
         let calls = ClusterInternalServer::new(ClusterInternalService::new(
-            host.clone(),
-            self.inner.router.timeout(),
+            self.inner.router.clone(),
+            self.inner.admin.clone(),
         ))
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
@@ -292,6 +311,48 @@ impl Node {
     /// not errors.
     pub async fn status(&self, digests: bool) -> Result<ClusterStatus> {
         Ok(gather(&self.inner.router, digests).await)
+    }
+
+    /// Starts draining node `node`: its replicas move away, then it leaves the
+    /// cluster (see `shoal cluster drain`).
+    pub async fn drain(&self, node: u64) -> Result<()> {
+        Ok(self.inner.admin.drain(node).await?)
+    }
+
+    /// Moves (adds, removes) one replica of a shard by hand; returns the operation id.
+    pub async fn move_replica(
+        &self,
+        collection: &str,
+        shard: u32,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<u64> {
+        Ok(self
+            .inner
+            .admin
+            .move_replica(collection, shard, from, to)
+            .await?)
+    }
+
+    /// Changes a collection's replication factor; replicas are added or removed in
+    /// the background.
+    pub async fn set_replication_factor(
+        &self,
+        collection: &str,
+        replication_factor: u32,
+    ) -> Result<()> {
+        shoal_core::validate::collection_name(collection)?;
+        Ok(self
+            .inner
+            .admin
+            .set_replication_factor(collection, replication_factor)
+            .await?)
+    }
+
+    /// What the scheduler would do now (each command with its reason); unless
+    /// `dry_run`, starts it.
+    pub async fn rebalance(&self, dry_run: bool) -> Result<Vec<Planned>> {
+        Ok(self.inner.admin.rebalance(dry_run).await?)
     }
 
     /// Saves an index checkpoint of every local shard, then stops every group.

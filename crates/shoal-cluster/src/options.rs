@@ -60,4 +60,39 @@ pub struct NodeOptions {
     pub timing: RaftTiming,
     /// How long a write may wait for a leader to commit it, and a read for a replica.
     pub request_timeout: Duration,
+    /// Join the cluster through the node at this internal address (a node id is
+    /// assigned and kept in the data directory); `peers` is then empty.
+    pub join: Option<String>,
+    /// Growing and shrinking: the operator and the scheduler.
+    pub elasticity: Elasticity,
+}
+
+/// How the cluster changes its own shape: see `operator` and `scheduler`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elasticity {
+    /// How often the metadata leader observes the nodes and drives operations.
+    pub interval: Duration,
+    /// A node silent this long is dead: its replicas are re-created elsewhere and it
+    /// is removed from the cluster.
+    pub dead_node_timeout: Duration,
+    /// Most voters of the metadata group (the other nodes are learners).
+    pub max_voters: usize,
+    /// Most replica moves in flight that involve one node.
+    pub max_moves_per_node: usize,
+    /// Plan moves without being asked: restore replication factors, empty draining
+    /// and dead nodes, even out replicas and leaders. Off: only `rebalance` requests
+    /// and moves by hand are carried out.
+    pub auto_rebalance: bool,
+}
+
+impl Default for Elasticity {
+    fn default() -> Self {
+        Elasticity {
+            interval: Duration::from_secs(1),
+            dead_node_timeout: Duration::from_secs(300),
+            max_voters: 5,
+            max_moves_per_node: 1,
+            auto_rebalance: true,
+        }
+    }
 }

@@ -35,7 +35,9 @@ use shoal_raft::{Command, Reply};
 use crate::Consistency;
 use crate::error::{ClusterError, Op, Result};
 use crate::host::Host;
-use crate::wire::{ReadCall, ReadResult, ReplicaReport, decode, encode};
+use crate::wire::{
+    MembershipChange, MembershipView, ReadCall, ReadResult, ReplicaReport, decode, encode,
+};
 
 /// Pause between two rounds of attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -47,6 +49,9 @@ pub(crate) enum Rpc {
     Read,
     Status,
     Elect,
+    Membership,
+    Transfer,
+    Join,
 }
 
 /// The order in which one request tries nodes. See the module doc.
@@ -134,25 +139,7 @@ impl Router {
             .get(&to)
             .map(|n| n.addr.clone())
             .ok_or(ClusterError::UnknownNode(to))?;
-        let unreachable = |reason: String| ClusterError::Unreachable {
-            node: to,
-            addr: addr.clone(),
-            reason,
-        };
-        let channel = self.peers.channel(&addr).map_err(unreachable)?;
-        let mut client = ClusterInternalClient::new(channel)
-            .max_decoding_message_size(MAX_RAFT_MESSAGE)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE);
-        let mut req = tonic::Request::new(GroupCall { group, payload, to });
-        req.set_timeout(timeout.max(Duration::from_millis(50)));
-        let reply = match rpc {
-            Rpc::Propose => client.propose(req).await,
-            Rpc::Read => client.read(req).await,
-            Rpc::Status => client.status(req).await,
-            Rpc::Elect => client.elect(req).await,
-        }
-        .map_err(|s| unreachable(s.message().to_string()))?;
-        decode::<Result<T>>(&reply.into_inner().payload)?
+        call_at(&self.peers, &addr, to, rpc, group, payload, timeout).await
     }
 
     /// Tries `attempt` on `targets` (with the time left) until one succeeds, an
@@ -221,6 +208,35 @@ impl Router {
                 } else {
                     let payload = encoded(wire, cmd)?;
                     self.call(target, Rpc::Propose, group, payload, left).await
+                }
+            })
+        })
+        .await
+    }
+
+    /// Changes `group`'s membership at its leader (see [`MembershipChange`]) and
+    /// returns the membership as the leader sees it afterwards.
+    pub async fn membership(
+        &self,
+        group: u64,
+        members: &[NodeId],
+        change: MembershipChange,
+    ) -> Result<MembershipView> {
+        let hint = self.host.leader_hint(group);
+        let mut order: Vec<NodeId> = hint.into_iter().collect();
+        order.extend(members.iter().filter(|r| Some(**r) != hint));
+        let (change, wire) = (&change, OnceLock::new());
+        let wire = &wire;
+        self.retry(Op::Write, group, Targets::new(order), |target, left| {
+            Box::pin(async move {
+                if target == self.id() {
+                    self.host
+                        .membership_local(group, change.clone(), left)
+                        .await
+                } else {
+                    let payload = encoded(wire, change)?;
+                    self.call(target, Rpc::Membership, group, payload, left)
+                        .await
                 }
             })
         })
@@ -297,6 +313,41 @@ impl Router {
         self.call(node, Rpc::Elect, group, encode(&())?, timeout)
             .await
     }
+}
+
+/// Sends one call to the node at `addr` (`to`: its id, 0 if unknown) and decodes its
+/// `Result<T, ClusterError>` reply.
+pub(crate) async fn call_at<T: serde::de::DeserializeOwned>(
+    peers: &Peers,
+    addr: &str,
+    to: NodeId,
+    rpc: Rpc,
+    group: u64,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<T> {
+    let unreachable = |reason: String| ClusterError::Unreachable {
+        node: to,
+        addr: addr.to_string(),
+        reason,
+    };
+    let channel = peers.channel(addr).map_err(unreachable)?;
+    let mut client = ClusterInternalClient::new(channel)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let mut req = tonic::Request::new(GroupCall { group, payload, to });
+    req.set_timeout(timeout.max(Duration::from_millis(50)));
+    let reply = match rpc {
+        Rpc::Propose => client.propose(req).await,
+        Rpc::Read => client.read(req).await,
+        Rpc::Status => client.status(req).await,
+        Rpc::Elect => client.elect(req).await,
+        Rpc::Membership => client.membership(req).await,
+        Rpc::Transfer => client.transfer(req).await,
+        Rpc::Join => client.join(req).await,
+    }
+    .map_err(|s| unreachable(s.message().to_string()))?;
+    decode::<Result<T>>(&reply.into_inner().payload)?
 }
 
 /// `value` encoded for the wire, once per request however many peers it visits.

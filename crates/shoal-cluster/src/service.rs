@@ -12,20 +12,30 @@ use tonic::{Request, Response, Status};
 
 use shoal_raft::network::check_recipient;
 
+use crate::admin::Admin;
+use crate::balance::Balancer;
 use crate::error::ClusterError;
 use crate::host::Host;
-use crate::wire::{ReadCall, decode, encode};
+use crate::router::Router;
+use crate::wire::{JoinRequest, MembershipChange, ReadCall, decode, encode};
 
 /// The internal service of one node.
 #[derive(Clone)]
 pub(crate) struct ClusterInternalService {
     host: Arc<Host>,
+    router: Arc<Router>,
+    admin: Arc<Admin>,
     timeout: Duration,
 }
 
 impl ClusterInternalService {
-    pub fn new(host: Arc<Host>, timeout: Duration) -> Self {
-        ClusterInternalService { host, timeout }
+    pub fn new(router: Arc<Router>, admin: Arc<Admin>) -> Self {
+        ClusterInternalService {
+            host: router.host().clone(),
+            timeout: router.timeout(),
+            router,
+            admin,
+        }
     }
 }
 
@@ -95,5 +105,25 @@ impl ClusterInternal for ClusterInternalService {
     async fn status(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let digests: bool = decode(&self.for_me(req)?.payload).map_err(bad)?;
         reply(self.host.local_reports(digests).await)
+    }
+
+    async fn membership(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
+        let t = budget(&req, self.timeout);
+        let call = self.for_me(req)?;
+        let change: MembershipChange = decode(&call.payload).map_err(bad)?;
+        reply(self.host.membership_local(call.group, change, t).await)
+    }
+
+    async fn transfer(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
+        let call = self.for_me(req)?;
+        let to: u64 = decode(&call.payload).map_err(bad)?;
+        let balancer = Balancer::new(self.router.clone());
+        reply(balancer.hand_over(call.group, to).await.map(|_| ()))
+    }
+
+    async fn join(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
+        let call = self.for_me(req)?;
+        let join: JoinRequest = decode(&call.payload).map_err(bad)?;
+        reply(self.admin.register_node(join).await)
     }
 }

@@ -44,6 +44,12 @@ pub fn options(id: u64, dir: &Path, peers: BTreeMap<u64, String>) -> NodeOptions
         search_threads: 2,
         timing: timing(),
         request_timeout: Duration::from_secs(10),
+        join: None,
+        elasticity: crate::Elasticity {
+            interval: Duration::from_millis(200),
+            dead_node_timeout: Duration::from_secs(5),
+            ..crate::Elasticity::default()
+        },
     }
 }
 

@@ -72,3 +72,55 @@ pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, ClusterError> {
     postcard::from_bytes(b)
         .map_err(|e| ClusterError::Internal(format!("decoding a peer's message: {e}")))
 }
+
+/// A change of a group's membership, made by its leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum MembershipChange {
+    /// Nothing: just describe the membership.
+    Describe,
+    /// Add `node`, reachable at `addr`, as a learner (no-op if it is a member).
+    AddLearner { node: u64, addr: String },
+    /// Make exactly these nodes the voters (joint consensus); members left out are
+    /// removed from the group. No-op if they are the voters already.
+    SetVoters {
+        voters: std::collections::BTreeSet<u64>,
+    },
+    /// Remove `node` if it is a learner of the group.
+    RemoveLearner { node: u64 },
+}
+
+/// A group's membership as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MembershipView {
+    pub leader: u64,
+    pub voters: std::collections::BTreeSet<u64>,
+    pub learners: std::collections::BTreeSet<u64>,
+    /// A joint configuration (a voter change half done) is in force.
+    pub joint: bool,
+    /// The leader's last log index.
+    pub last_index: u64,
+    /// Per member, the last log index the leader knows it holds.
+    pub matched: std::collections::BTreeMap<u64, Option<u64>>,
+}
+
+impl MembershipView {
+    /// True if `node` holds the log up to `slack` entries behind the leader.
+    pub fn caught_up(&self, node: u64, slack: u64) -> bool {
+        node == self.leader
+            || self
+                .matched
+                .get(&node)
+                .copied()
+                .flatten()
+                .is_some_and(|m| m + slack >= self.last_index)
+    }
+}
+
+/// A node asking to join the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JoinRequest {
+    /// Its internal address.
+    pub addr: String,
+    /// The identity it keeps in its data directory.
+    pub uuid: String,
+}

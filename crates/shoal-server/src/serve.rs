@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_cluster::{CoalesceOptions, Node, NodeOptions, RaftTiming, ShardOptions};
+use shoal_cluster::{CoalesceOptions, Elasticity, Node, NodeOptions, RaftTiming, ShardOptions};
 use shoal_core::Limits;
 use shoal_proto::v1::{
     cluster_server::ClusterServer, collections_server::CollectionsServer,
@@ -128,9 +128,35 @@ pub struct ServeArgs {
     #[arg(long, env = "SHOAL_INDEX", value_enum, default_value_t = IndexBackend::Native)]
     pub index: IndexBackend,
 
-    /// This node's id in the cluster (a positive integer, unique, never reused).
-    #[arg(long, env = "SHOAL_NODE_ID", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub node_id: u64,
+    /// This node's id in the cluster (a positive integer, unique, never reused;
+    /// default 1). Kept in the data directory: a data directory belongs to one id.
+    /// A node started with --join gets its id from the cluster instead.
+    #[arg(long, env = "SHOAL_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+    /// Join a running cluster through any of its nodes' internal address
+    /// (HOST:PORT of its --raft-listen): the cluster assigns this node an id, makes it a
+    /// member of the metadata group, and moves replicas to it. Needs --advertise (or a
+    /// --raft-listen address other nodes can reach) and excludes --peers and --node-id.
+    /// A node that joined once keeps its id in its data directory and rejoins with it.
+    #[arg(long, env = "SHOAL_JOIN", conflicts_with = "peers")]
+    pub join: Option<String>,
+    /// A node silent for this many seconds is declared dead: its replicas are
+    /// re-created on other nodes and it is removed from the cluster (if it comes back
+    /// later, it finds itself removed and deletes its stale data).
+    #[arg(long, env = "SHOAL_DEAD_NODE_TIMEOUT", default_value_t = Elasticity::default().dead_node_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_node_timeout: u64,
+    /// Most voters of the metadata group; further nodes follow it as learners.
+    #[arg(long, env = "SHOAL_MAX_VOTERS", default_value_t = Elasticity::default().max_voters, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=99))]
+    pub max_voters: usize,
+    /// Most replica moves in flight that involve one node (as source or target), so
+    /// rebalancing leaves foreground traffic its speed.
+    #[arg(long, env = "SHOAL_MAX_MOVES_PER_NODE", default_value_t = Elasticity::default().max_moves_per_node, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub max_moves_per_node: usize,
+    /// Let the cluster plan replica moves itself: restore replication factors, empty
+    /// draining and dead nodes, even out replicas and leaders over the nodes. With
+    /// `false` it only carries out `shoal cluster rebalance` and moves made by hand.
+    #[arg(long, env = "SHOAL_AUTO_REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_rebalance: bool,
     /// Address the internal Raft and node-to-node service listens on (port 0 picks a
     /// free port, printed as `raft listening on ADDR`). Keep it on a private network.
     #[arg(long, env = "SHOAL_RAFT_LISTEN", default_value = "127.0.0.1:7471")]
@@ -198,19 +224,40 @@ impl ServeArgs {
 
     fn node_options(&self, raft_addr: SocketAddr) -> anyhow::Result<NodeOptions> {
         let peers = self.peers.clone().map(|p| p.0).unwrap_or_default();
-        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+        if self.join.is_some() && self.node_id.is_some() {
             anyhow::bail!(
-                "--peers does not list this node's id {} (--node-id)",
-                self.node_id
+                "--join and --node-id: a joining node gets its id from the cluster; drop --node-id"
             );
         }
-        let advertise = match (&self.advertise, peers.get(&self.node_id)) {
+        let node_id = self.node_id.unwrap_or(1);
+        if !peers.is_empty() && !peers.contains_key(&node_id) {
+            anyhow::bail!("--peers does not list this node's id {node_id} (--node-id)");
+        }
+        let advertise = match (&self.advertise, peers.get(&node_id)) {
             (Some(a), _) => a.clone(),
             (None, Some(a)) => a.clone(),
+            (None, None) if raft_addr.ip().is_unspecified() => {
+                // Listening on every interface: others reach us by our host name.
+                let host = host_name().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--raft-listen {raft_addr} listens on every interface and this \
+                         machine's host name is unknown: set --advertise HOST:PORT"
+                    )
+                })?;
+                format!("{host}:{}", raft_addr.port())
+            }
             (None, None) => raft_addr.to_string(),
         };
         Ok(NodeOptions {
-            node_id: self.node_id,
+            node_id,
+            join: self.join.clone(),
+            elasticity: Elasticity {
+                dead_node_timeout: Duration::from_secs(self.dead_node_timeout),
+                max_voters: self.max_voters,
+                max_moves_per_node: self.max_moves_per_node,
+                auto_rebalance: self.auto_rebalance,
+                ..Elasticity::default()
+            },
             advertise,
             peers,
             data_dir: self.data_dir.clone(),
@@ -243,6 +290,15 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
         })
     }
+}
+
+/// This machine's host name (what a container's siblings resolve it by).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// The log filter when `RUST_LOG` is unset: Shoal's own crates (every target starting
@@ -282,7 +338,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding --raft-listen {}", args.raft_listen))?;
     let raft_addr = raft_listener.local_addr()?;
     let options = args.node_options(raft_addr)?;
-    tracing::info!(data_dir = %args.data_dir.display(), node = args.node_id, "starting node");
+    tracing::info!(data_dir = %args.data_dir.display(), "starting node");
     let node = Node::start(options)
         .await
         .with_context(|| format!("starting the node on {}", args.data_dir.display()))?;

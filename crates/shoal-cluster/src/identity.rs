@@ -1,0 +1,128 @@
+//! A node's identity, kept in its data directory (`node-identity`): its id and, for
+//! a node that joined with `--join`, the uuid it joined with.
+//!
+//! - A data directory belongs to one node id for its whole life: started with
+//!   another `--node-id`, the node refuses to start rather than answer Raft messages
+//!   under another name.
+//! - A node started with `--join` and no identity creates a uuid, saves it, then asks
+//!   the cluster for an id and saves that: a join repeated after a crash sends the
+//!   same uuid and gets the same id. A node with an identity ignores `--join`.
+//!
+//! The file is written atomically (a temporary file renamed over it, fsynced).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use shoal_meta::NodeId;
+
+use crate::error::{ClusterError, Result};
+use crate::options::NodeOptions;
+
+const FILE: &str = "node-identity";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Identity {
+    id: Option<NodeId>,
+    uuid: String,
+}
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+fn load(dir: &Path) -> Result<Option<Identity>> {
+    let text = match std::fs::read_to_string(path(dir)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ClusterError::Storage(format!("reading {FILE}: {e}"))),
+    };
+    let mut identity = Identity::default();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("id", v)) => {
+                identity.id = Some(v.trim().parse().map_err(|_| {
+                    ClusterError::Storage(format!("{FILE}: {v:?} is not a node id"))
+                })?)
+            }
+            Some(("uuid", v)) => identity.uuid = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    Ok(Some(identity))
+}
+
+fn save(dir: &Path, identity: &Identity) -> Result<()> {
+    let err = |e: std::io::Error| ClusterError::Storage(format!("writing {FILE}: {e}"));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    if let Some(id) = identity.id {
+        writeln!(f, "id={id}").map_err(err)?;
+    }
+    writeln!(f, "uuid={}", identity.uuid).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path(dir)).map_err(err)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The id this node runs under; see the module doc.
+pub(crate) async fn resolve(options: &NodeOptions) -> Result<NodeId> {
+    let dir = &options.data_dir;
+    let mut identity = load(dir)?.unwrap_or_default();
+    if let Some(id) = identity.id {
+        if options.join.is_none() && options.node_id != id {
+            return Err(shoal_core::Error::invalid(
+                "node_id",
+                format!(
+                    "the data directory {} belongs to node {id}, not node {}; start it with \
+                     --node-id {id}",
+                    dir.display(),
+                    options.node_id
+                ),
+            )
+            .into());
+        }
+        return Ok(id);
+    }
+    let Some(addr) = &options.join else {
+        identity.id = Some(options.node_id);
+        save(dir, &identity)?;
+        return Ok(options.node_id);
+    };
+    if identity.uuid.is_empty() {
+        identity.uuid = uuid::Uuid::new_v4().to_string();
+        save(dir, &identity)?;
+    }
+    // Joining may wait for a cluster that is still forming.
+    let wait = options
+        .request_timeout
+        .max(std::time::Duration::from_secs(60));
+    tracing::info!(join = %addr, advertise = %options.advertise, "joining the cluster");
+    let id = crate::admin::join_cluster(addr, &options.advertise, &identity.uuid, wait).await?;
+    identity.id = Some(id);
+    save(dir, &identity)?;
+    tracing::info!(node = id, "joined the cluster");
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), None);
+        let id = Identity {
+            id: Some(7),
+            uuid: "u".into(),
+        };
+        save(dir.path(), &id).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Some(id));
+        std::fs::write(dir.path().join(FILE), "id=x\n").unwrap();
+        assert!(load(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,554 @@
+//! The operator: on the node that leads the metadata group, every
+//! [`Elasticity::interval`] it
+//!
+//! 1. observes the nodes (a short `Status` call to each: alive, or silent since when;
+//!    silent longer than `--dead-node-timeout`: dead);
+//! 2. keeps the metadata group's membership in line with the metadata's nodes: a node
+//!    that joined becomes a learner, then a voter while the group has fewer voters
+//!    than it should (an odd number, at most [`Elasticity::max_voters`], from the
+//!    active, live, caught-up nodes); a node that left is removed;
+//! 3. drives every operation in flight one step (see [`Operator::drive_move`]); each
+//!    step is idempotent and decided from the group's membership as its leader
+//!    reports it, so a new metadata leader resumes where the last one stopped;
+//! 4. asks the scheduler (`scheduler`) for new operations and proposes them (unless
+//!    automatic rebalancing is off; repairs then still wait for an operator's
+//!    `shoal cluster rebalance`).
+//!
+//! A move never removes a replica before its replacement is a voter: the voters
+//! change by joint consensus from the old set to the new one in one membership
+//! change, after the new replica caught up as a learner. If the replica to remove
+//! leads the group, the leadership is handed to the new replica first.
+//!
+//! The operator must never block a round on one slow group for long: every call is
+//! bounded by the request timeout, and a step that cannot finish now is tried again
+//! next round.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use openraft::ServerState;
+use parking_lot::Mutex;
+use shoal_meta::{ClusterState, META_GROUP, MetaCommand, NodeId, NodeState, OpKind, Operation};
+use shoal_raft::{Command, Rejection};
+
+use crate::balance::Balancer;
+use crate::error::{ClusterError, Result};
+use crate::options::Elasticity;
+use crate::router::{Router, Rpc};
+use crate::scheduler::{self, Observed, Policy};
+use crate::wire::{MembershipChange, MembershipView, encode};
+
+/// How far behind its leader (in log entries) a learner may be and still count as
+/// caught up.
+const CATCH_UP_SLACK: u64 = 64;
+/// How long a node may take to answer the liveness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What one step of an operation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Waiting for something (a learner catching up, a membership change to commit).
+    Waiting(String),
+    /// Made progress; more steps follow.
+    Progressed(String),
+    /// The operation finished (or was abandoned) and left the metadata.
+    Done(String),
+}
+
+/// What the operator remembers between rounds.
+#[derive(Default)]
+pub(crate) struct Memory {
+    /// When each node last answered, since this node began observing.
+    last_seen: Mutex<BTreeMap<NodeId, Instant>>,
+    /// When this node last started leading the metadata group.
+    leading_since: Mutex<Option<Instant>>,
+}
+
+/// See the module doc.
+pub(crate) struct Operator {
+    router: Arc<Router>,
+    options: Elasticity,
+    memory: Arc<Memory>,
+}
+
+impl Operator {
+    pub fn new(router: Arc<Router>, options: Elasticity, memory: Arc<Memory>) -> Operator {
+        Operator {
+            router,
+            options,
+            memory,
+        }
+    }
+
+    /// Runs a round every interval while `router` lives (the node holds it).
+    pub fn spawn(router: &Arc<Router>, options: Elasticity, memory: Arc<Memory>) {
+        let weak: Weak<Router> = Arc::downgrade(router);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(options.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(router) = weak.upgrade() else { break };
+                Operator::new(router, options.clone(), memory.clone())
+                    .round()
+                    .await;
+            }
+        });
+    }
+
+    fn leads_metadata(&self) -> bool {
+        self.router.host().meta.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// One round (see the module doc). Does nothing unless this node leads the
+    /// metadata group.
+    pub async fn round(&self) {
+        if !self.leads_metadata() {
+            *self.memory.leading_since.lock() = None;
+            return;
+        }
+        self.memory
+            .leading_since
+            .lock()
+            .get_or_insert_with(Instant::now);
+        let state = self.router.host().state();
+        let observed = self.observe(&state).await;
+        if let Err(e) = self.meta_membership(&state, &observed).await {
+            tracing::debug!(error = %e, "metadata membership step");
+        }
+        for op in state.operations.values() {
+            match self.drive(op, &state, &observed).await {
+                Ok(Step::Done(what)) => {
+                    tracing::info!(op = op.id, "{what}")
+                }
+                Ok(Step::Progressed(what)) => tracing::info!(op = op.id, "{what}"),
+                Ok(Step::Waiting(what)) => tracing::debug!(op = op.id, "{what}"),
+                Err(e) => {
+                    tracing::debug!(op = op.id, error = %e, "operation step failed; retrying next round")
+                }
+            }
+        }
+        if self.options.auto_rebalance {
+            let state = self.router.host().state();
+            for planned in scheduler::plan(&state, &observed, &self.policy()) {
+                match self.propose(planned.command.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(reason = %planned.reason, command = ?planned.command, "scheduled")
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, command = ?planned.command, "not scheduled")
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            max_moves_per_node: self.options.max_moves_per_node,
+            balance: true,
+        }
+    }
+
+    /// Probes every node; see the module doc.
+    pub async fn observe(&self, state: &ClusterState) -> Observed {
+        let nodes: Vec<NodeId> = state.nodes.keys().copied().collect();
+        let me = self.router.id();
+        let answers = join_all(nodes.iter().map(|n| async move {
+            if *n == me {
+                return (*n, true);
+            }
+            let ok = self
+                .router
+                .call::<Vec<crate::wire::ReplicaReport>>(
+                    *n,
+                    Rpc::Status,
+                    0,
+                    encode(&false).unwrap_or_default(),
+                    PROBE_TIMEOUT,
+                )
+                .await
+                .is_ok();
+            (*n, ok)
+        }))
+        .await;
+        let now = Instant::now();
+        let since = self.memory.leading_since.lock().unwrap_or(now);
+        let mut last_seen = self.memory.last_seen.lock();
+        let mut observed = Observed::default();
+        for (n, ok) in answers {
+            if ok {
+                last_seen.insert(n, now);
+                observed.alive.insert(n);
+            } else {
+                let seen = last_seen.get(&n).copied().unwrap_or(since).max(since);
+                if now.duration_since(seen) >= self.options.dead_node_timeout {
+                    observed.dead.insert(n);
+                }
+            }
+        }
+        last_seen.retain(|n, _| state.nodes.contains_key(n));
+        observed
+    }
+
+    /// Proposes a metadata command; returns the index it was applied at.
+    async fn propose(&self, cmd: MetaCommand) -> Result<u64> {
+        let voters: Vec<NodeId> = self.router.host().state().nodes.keys().copied().collect();
+        let reply = self
+            .router
+            .propose(META_GROUP, &voters, Command::Meta(cmd))
+            .await?;
+        match reply.rejected {
+            None => Ok(reply.applied),
+            Some(Rejection::Meta(e)) => Err(e.into()),
+            Some(e) => Err(ClusterError::internal(e)),
+        }
+    }
+
+    /// Step 2 of a round: the metadata group's members follow the metadata's nodes.
+    async fn meta_membership(&self, state: &ClusterState, observed: &Observed) -> Result<()> {
+        let host = self.router.host();
+        let t = self.router.timeout();
+        let view = host
+            .membership_local(META_GROUP, MembershipChange::Describe, t)
+            .await?;
+        // Joined nodes become learners.
+        for (id, node) in &state.nodes {
+            if !view.voters.contains(id) && !view.learners.contains(id) {
+                tracing::info!(node = id, addr = %node.addr, "adding the node to the metadata group");
+                host.membership_local(
+                    META_GROUP,
+                    MembershipChange::AddLearner {
+                        node: *id,
+                        addr: node.addr.clone(),
+                    },
+                    t,
+                )
+                .await?;
+                return Ok(());
+            }
+        }
+        // Removed nodes leave.
+        for l in &view.learners {
+            if !state.nodes.contains_key(l) {
+                tracing::info!(node = l, "removing the node from the metadata group");
+                host.membership_local(META_GROUP, MembershipChange::RemoveLearner { node: *l }, t)
+                    .await?;
+                return Ok(());
+            }
+        }
+        let voters = desired_voters(state, observed, &view, self.options.max_voters);
+        if voters != view.voters {
+            tracing::info!(?voters, was = ?view.voters, "changing the metadata group's voters");
+            host.membership_local(META_GROUP, MembershipChange::SetVoters { voters }, t)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drives one operation one step.
+    pub async fn drive(
+        &self,
+        op: &Operation,
+        state: &ClusterState,
+        observed: &Observed,
+    ) -> Result<Step> {
+        match op.kind {
+            OpKind::Move {
+                collection,
+                shard,
+                from,
+                to,
+            } => {
+                self.drive_move(op, state, observed, collection, shard, from, to)
+                    .await
+            }
+            OpKind::Split { .. } => Ok(Step::Waiting("splits are not driven yet".into())),
+        }
+    }
+
+    /// One step of a move (see [`OpKind::Move`]):
+    /// 1. `to` joins the group as a learner; wait until it caught up;
+    /// 2. if `from` leads the group: make `to` a voter too, then hand the leadership
+    ///    to it (or, when removing a replica, to another voter);
+    /// 3. change the voters to the new set (joint consensus; `from` leaves the group);
+    /// 4. record the new replicas in the metadata (`from` then deletes its copy).
+    ///
+    /// If `to` died, left or is draining before it became a voter, the learner is
+    /// removed and the move abandoned.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive_move(
+        &self,
+        op: &Operation,
+        state: &ClusterState,
+        observed: &Observed,
+        collection: u64,
+        shard_id: u32,
+        from: Option<NodeId>,
+        to: Option<NodeId>,
+    ) -> Result<Step> {
+        let describe = scheduler::describe(&op.kind, state);
+        let Some(cm) = state.collection_by_id(collection) else {
+            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
+            return Ok(Step::Done(format!(
+                "{describe}: abandoned, the collection is gone"
+            )));
+        };
+        let Some(shard) = cm.shard(shard_id) else {
+            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
+            return Ok(Step::Done(format!(
+                "{describe}: abandoned, the shard is gone"
+            )));
+        };
+        let group = cm.group(shard_id);
+        let mut members: Vec<NodeId> = shard.replicas.clone();
+        members.extend(to);
+        let t = self.router.timeout();
+        let view = self
+            .router
+            .membership(group, &members, MembershipChange::Describe)
+            .await?;
+        let target: BTreeSet<NodeId> = shard
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| Some(*n) != from)
+            .chain(to)
+            .collect();
+        if let Some(to) = to {
+            let gone = state
+                .nodes
+                .get(&to)
+                .is_none_or(|n| n.state != NodeState::Active)
+                || observed.dead.contains(&to);
+            if gone && !view.voters.contains(&to) {
+                if view.learners.contains(&to) {
+                    self.router
+                        .membership(
+                            group,
+                            &members,
+                            MembershipChange::RemoveLearner { node: to },
+                        )
+                        .await?;
+                }
+                self.propose(MetaCommand::AbandonOperation(op.id)).await?;
+                return Ok(Step::Done(format!(
+                    "{describe}: abandoned, node {to} is no longer a usable target"
+                )));
+            }
+            if !view.voters.contains(&to) && !view.learners.contains(&to) {
+                let addr = state
+                    .nodes
+                    .get(&to)
+                    .map(|n| n.addr.clone())
+                    .ok_or(ClusterError::UnknownNode(to))?;
+                self.router
+                    .membership(
+                        group,
+                        &members,
+                        MembershipChange::AddLearner { node: to, addr },
+                    )
+                    .await?;
+                return Ok(Step::Progressed(format!(
+                    "{describe}: node {to} joined the group as a learner"
+                )));
+            }
+            if !view.caught_up(to, CATCH_UP_SLACK) {
+                let matched = view.matched.get(&to).copied().flatten();
+                return Ok(Step::Waiting(format!(
+                    "{describe}: node {to} is catching up ({} of {} entries)",
+                    matched.unwrap_or(0),
+                    view.last_index
+                )));
+            }
+        }
+        if view.voters != target || view.joint {
+            if from == Some(view.leader) {
+                // Hand the leadership over before the leader's replica goes: to the
+                // new replica (a voter first), or to another remaining voter.
+                if let Some(to) = to.filter(|t| !view.voters.contains(t)) {
+                    let mut voters = view.voters.clone();
+                    voters.insert(to);
+                    self.router
+                        .membership(group, &members, MembershipChange::SetVoters { voters })
+                        .await?;
+                    return Ok(Step::Progressed(format!(
+                        "{describe}: node {to} is a voter, so that it can take the leadership"
+                    )));
+                }
+                let heir = to
+                    .or_else(|| target.iter().copied().find(|n| view.caught_up(*n, 0)))
+                    .ok_or_else(|| {
+                        ClusterError::Internal(format!("{describe}: no heir for the leadership"))
+                    })?;
+                self.transfer(view.leader, group, heir, t).await?;
+                return Ok(Step::Progressed(format!(
+                    "{describe}: leadership handed from node {} to node {heir}",
+                    view.leader
+                )));
+            }
+            let view = self
+                .router
+                .membership(
+                    group,
+                    &members,
+                    MembershipChange::SetVoters {
+                        voters: target.clone(),
+                    },
+                )
+                .await?;
+            if view.voters != target || view.joint {
+                return Ok(Step::Waiting(format!(
+                    "{describe}: the voter change is committing"
+                )));
+            }
+        }
+        self.propose(MetaCommand::FinishOperation(op.id)).await?;
+        Ok(Step::Done(format!("{describe}: done")))
+    }
+
+    /// Asks `leader` to hand `group`'s leadership to `to`.
+    async fn transfer(
+        &self,
+        leader: NodeId,
+        group: u64,
+        to: NodeId,
+        timeout: Duration,
+    ) -> Result<()> {
+        if leader == self.router.id() {
+            Balancer::new(self.router.clone())
+                .hand_over(group, to)
+                .await?;
+            return Ok(());
+        }
+        self.router
+            .call::<()>(leader, Rpc::Transfer, group, encode(&to)?, timeout)
+            .await
+    }
+}
+
+/// The voters the metadata group should have: an odd number, at most `max`, of the
+/// active nodes not declared dead, keeping the current voters that still qualify and
+/// promoting live, caught-up learners. A node that is only unreachable keeps its
+/// vote (shrinking the group while a node is down would not help a majority); a
+/// draining or dead voter is replaced once a learner can take its place, and dropped
+/// when it leaves the metadata.
+fn desired_voters(
+    state: &ClusterState,
+    observed: &Observed,
+    view: &MembershipView,
+    max: usize,
+) -> BTreeSet<NodeId> {
+    let keep = |n: &NodeId| {
+        state
+            .nodes
+            .get(n)
+            .is_some_and(|m| m.state == NodeState::Active)
+            && !observed.dead.contains(n)
+    };
+    let promotable =
+        |n: &NodeId| keep(n) && observed.alive.contains(n) && view.caught_up(*n, CATCH_UP_SLACK);
+    let able = state.nodes.keys().filter(|n| keep(n)).count();
+    let mut want = able.min(max).max(1);
+    if want.is_multiple_of(2) {
+        want -= 1;
+    }
+    let mut next: BTreeSet<NodeId> = view.voters.iter().copied().filter(keep).collect();
+    for l in view.learners.iter().filter(|n| promotable(n)) {
+        if next.len() >= want {
+            break;
+        }
+        next.insert(*l);
+    }
+    // Nobody to replace a draining or dead voter yet: it keeps its vote.
+    for v in &view.voters {
+        if next.len() >= want.min(view.voters.len()) {
+            break;
+        }
+        if state.nodes.contains_key(v) {
+            next.insert(*v);
+        }
+    }
+    while next.len() > want {
+        let drop = next
+            .iter()
+            .rev()
+            .find(|n| !observed.alive.contains(n))
+            .or_else(|| next.iter().next_back())
+            .copied();
+        match drop {
+            Some(d) => {
+                next.remove(&d);
+            }
+            None => break,
+        }
+    }
+    if next.is_empty() {
+        return view.voters.clone();
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(voters: &[u64], learners: &[u64]) -> MembershipView {
+        let all: Vec<u64> = voters.iter().chain(learners).copied().collect();
+        MembershipView {
+            leader: voters[0],
+            voters: voters.iter().copied().collect(),
+            learners: learners.iter().copied().collect(),
+            joint: false,
+            last_index: 10,
+            matched: all.iter().map(|n| (*n, Some(10))).collect(),
+        }
+    }
+
+    fn state(n: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        let addrs: Vec<(u64, String)> = (1..=n).map(|i| (i, format!("n{i}:1"))).collect();
+        s.observe_members(addrs.iter().map(|(i, a)| (*i, a.as_str())));
+        s
+    }
+
+    fn alive(nodes: &[u64]) -> Observed {
+        Observed {
+            alive: nodes.iter().copied().collect(),
+            dead: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn the_metadata_group_grows_to_an_odd_number_of_voters() {
+        let s = state(5);
+        // 3 voters, 2 caught-up learners: all five vote.
+        let v = desired_voters(&s, &alive(&[1, 2, 3, 4, 5]), &view(&[1, 2, 3], &[4, 5]), 5);
+        assert_eq!(v, [1, 2, 3, 4, 5].into());
+        // A fourth node alone does not make four voters.
+        let s4 = state(4);
+        let v = desired_voters(&s4, &alive(&[1, 2, 3, 4]), &view(&[1, 2, 3], &[4]), 5);
+        assert_eq!(v, [1, 2, 3].into());
+        // At most `max`.
+        let v = desired_voters(&s, &alive(&[1, 2, 3, 4, 5]), &view(&[1, 2, 3], &[4, 5]), 3);
+        assert_eq!(v, [1, 2, 3].into());
+    }
+
+    #[test]
+    fn a_draining_voter_is_replaced_and_a_down_one_kept_without_a_replacement() {
+        let mut s = state(4);
+        s.apply(MetaCommand::SetNodeState {
+            node: 2,
+            state: NodeState::Draining,
+        })
+        .unwrap();
+        let v = desired_voters(&s, &alive(&[1, 2, 3, 4]), &view(&[1, 2, 3], &[4]), 5);
+        assert_eq!(v, [1, 3, 4].into());
+        // Node 3 down, nobody to replace it: the voters stay.
+        let s = state(3);
+        let v = desired_voters(&s, &alive(&[1, 2]), &view(&[1, 2, 3], &[]), 5);
+        assert_eq!(v, [1, 2, 3].into());
+    }
+}
