@@ -551,4 +551,218 @@ mod tests {
         let v = desired_voters(&s, &alive(&[1, 2]), &view(&[1, 2, 3], &[]), 5);
         assert_eq!(v, [1, 2, 3].into());
     }
+
+    mod in_process {
+        use std::collections::BTreeSet;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+        use shoal_core::{CollectionConfig, Metric, Point, PointId};
+
+        use crate::testing::{TestCluster, eventually};
+        use crate::{Consistency, Node, ReadOptions};
+
+        fn config(name: &str, shards: u32, rf: u32) -> CollectionConfig {
+            CollectionConfig {
+                name: name.into(),
+                dim: 2,
+                metric: Metric::L2,
+                shard_count: shards,
+                replication_factor: rf,
+                hnsw: Default::default(),
+            }
+        }
+
+        fn points(ids: std::ops::Range<u64>) -> Vec<Point> {
+            ids.map(|i| Point {
+                id: PointId::Num(i),
+                vector: vec![i as f32, 1.0],
+                payload: Default::default(),
+            })
+            .collect()
+        }
+
+        fn strong() -> ReadOptions {
+            ReadOptions {
+                consistency: Consistency::Strong,
+                token: None,
+            }
+        }
+
+        /// Replicas per node of the cluster as `node` knows it, once no operation is
+        /// in flight.
+        fn settled_counts(node: &Node) -> Result<Vec<usize>, String> {
+            let state = node.cluster_state();
+            if !state.operations.is_empty() {
+                return Err(format!("operations in flight: {:?}", state.operations));
+            }
+            Ok(state.replica_counts().values().copied().collect())
+        }
+
+        /// Waits until every replica of every shard reports the same applied index and
+        /// digest through `node`, and `expect` points in all.
+        async fn replicas_agree(node: &Node, expect: u64) {
+            eventually(60, "replicas agree", || async {
+                let status = node.status(true).await.map_err(|e| e.to_string())?;
+                let mut total = 0;
+                for c in &status.collections {
+                    for sh in &c.shards {
+                        let views: BTreeSet<(u64, Option<u64>)> = sh
+                            .replicas
+                            .iter()
+                            .map(|r| {
+                                r.report
+                                    .as_ref()
+                                    .map(|r| (r.applied, r.digest))
+                                    .unwrap_or((0, None))
+                            })
+                            .collect();
+                        if views.len() != 1 || views.iter().any(|(_, d)| d.is_none()) {
+                            return Err(format!("shard {}: {views:?}", sh.shard));
+                        }
+                        total += sh.replicas[0].report.as_ref().map_or(0, |r| r.points);
+                    }
+                }
+                if total != expect {
+                    return Err(format!("{total} points, {expect} expected"));
+                }
+                Ok(())
+            })
+            .await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_joined_node_takes_replicas_and_a_drained_one_gives_them_back() {
+            let mut cluster = TestCluster::start(3).await;
+            let n1 = cluster.node(1).clone();
+            n1.create_collection(config("c", 3, 2)).await.unwrap();
+            n1.upsert("c", points(0..300)).await.unwrap();
+            let new = cluster.join().await;
+            assert_eq!(new, 4, "the cluster gives the next id");
+            eventually(90, "node 4 takes its share", || async {
+                let counts = settled_counts(&n1)?;
+                let (min, max) = (counts.iter().min(), counts.iter().max());
+                if counts.len() == 4
+                    && counts[3] >= 1
+                    && max.zip(min).is_some_and(|(a, b)| a - b <= 1)
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{counts:?}"))
+                }
+            })
+            .await;
+            let n4 = cluster.node(4).clone();
+            assert_eq!(n4.count("c", None, strong()).await.unwrap(), 300);
+            replicas_agree(&n1, 300).await;
+            // Drain it again: its replicas go back, then it leaves the cluster.
+            n1.drain(4).await.unwrap();
+            eventually(90, "node 4 drained and removed", || async {
+                let state = n1.cluster_state();
+                if state.nodes.contains_key(&4) || !state.removed.contains(&4) {
+                    return Err(format!(
+                        "nodes {:?}",
+                        state.nodes.keys().collect::<Vec<_>>()
+                    ));
+                }
+                let counts = settled_counts(&n1)?;
+                if counts == vec![2, 2, 2] {
+                    Ok(())
+                } else {
+                    Err(format!("{counts:?}"))
+                }
+            })
+            .await;
+            assert_eq!(n1.count("c", None, strong()).await.unwrap(), 300);
+            replicas_agree(&n1, 300).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_move_by_hand_under_writes_loses_nothing() {
+            let mut cluster =
+                TestCluster::start_with(3, |o| o.elasticity.auto_rebalance = false).await;
+            let n1 = cluster.node(1).clone();
+            n1.create_collection(config("c", 1, 3)).await.unwrap();
+            n1.upsert("c", points(0..200)).await.unwrap();
+            let to = cluster.join().await;
+            // Move the leader's replica: the leadership is handed over first.
+            let leader = eventually(30, "a leader", || async {
+                let st = n1.status(false).await.map_err(|e| e.to_string())?;
+                st.collections[0].shards[0]
+                    .leader
+                    .ok_or("no leader".to_string())
+            })
+            .await;
+            let stop = Arc::new(AtomicBool::new(false));
+            let next = Arc::new(AtomicU64::new(1_000));
+            let acked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+            let writer = {
+                let (stop, next, acked) = (stop.clone(), next.clone(), acked.clone());
+                let node = cluster.node(if leader == 2 { 3 } else { 2 }).clone();
+                tokio::spawn(async move {
+                    let mut failed = 0;
+                    for _ in 0..2_000 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let id = next.fetch_add(1, Ordering::SeqCst);
+                        match node.upsert("c", points(id..id + 1)).await {
+                            Ok(_) => acked.lock().push(id),
+                            Err(_) => failed += 1,
+                        }
+                    }
+                    failed
+                })
+            };
+            let op = n1
+                .move_replica("c", 0, Some(leader), Some(to))
+                .await
+                .unwrap();
+            assert!(op > 0);
+            eventually(90, "the move finishes", || async {
+                let state = n1.cluster_state();
+                let replicas = &state.collections["c"].shards[0].replicas;
+                if state.operations.is_empty()
+                    && replicas.contains(&to)
+                    && !replicas.contains(&leader)
+                {
+                    Ok(())
+                } else {
+                    Err(format!("replicas {replicas:?}, ops {:?}", state.operations))
+                }
+            })
+            .await;
+            stop.store(true, Ordering::SeqCst);
+            let failed = writer.await.unwrap();
+            assert_eq!(failed, 0, "no write failed during the move");
+            let acked = acked.lock().clone();
+            assert!(!acked.is_empty());
+            let ids: Vec<PointId> = acked.iter().map(|i| PointId::Num(*i)).collect();
+            let got = cluster
+                .node(to)
+                .get("c", ids, false, false, strong())
+                .await
+                .unwrap();
+            assert_eq!(got.len(), acked.len(), "every acknowledged write is there");
+            replicas_agree(&n1, 200 + acked.len() as u64).await;
+            // The source deleted its copy.
+            eventually(30, "the source deleted its replica", || async {
+                let reports = cluster
+                    .node(leader)
+                    .status(false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let still = reports.collections[0].shards[0]
+                    .replicas
+                    .iter()
+                    .any(|r| r.node == leader);
+                if still {
+                    Err("still listed".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        }
+    }
 }

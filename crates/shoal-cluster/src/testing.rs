@@ -71,12 +71,22 @@ struct Member {
 pub struct TestCluster {
     members: BTreeMap<u64, Member>,
     peers: BTreeMap<u64, String>,
+    /// Nodes that joined with `--join` (they restart the same way).
+    joined: std::collections::BTreeSet<u64>,
+    dirs: BTreeMap<u64, std::path::PathBuf>,
+    tweak: fn(&mut NodeOptions),
     dir: tempfile::TempDir,
 }
 
 impl TestCluster {
     /// Starts `n` nodes and waits until the metadata group has a leader.
     pub async fn start(n: u64) -> TestCluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// [`TestCluster::start`], with `tweak` applied to every node's options (also
+    /// of nodes that join or restart later).
+    pub async fn start_with(n: u64, tweak: fn(&mut NodeOptions)) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
@@ -92,6 +102,9 @@ impl TestCluster {
         let mut cluster = TestCluster {
             members: BTreeMap::new(),
             peers,
+            joined: Default::default(),
+            dirs: BTreeMap::new(),
+            tweak,
             dir,
         };
         for (id, listener) in listeners {
@@ -107,10 +120,24 @@ impl TestCluster {
     }
 
     async fn launch(&mut self, id: u64, listener: tokio::net::TcpListener) {
-        let dir = self.dir.path().join(format!("n{id}"));
-        let node = Node::start(options(id, &dir, self.peers.clone()))
-            .await
-            .expect("start node");
+        let dir = self
+            .dirs
+            .entry(id)
+            .or_insert_with(|| self.dir.path().join(format!("n{id}")))
+            .clone();
+        let mut opts = options(id, &dir, self.peers.clone());
+        if self.joined.contains(&id) {
+            opts.peers = BTreeMap::new();
+            opts.join = Some(self.peers[&1].clone());
+            opts.advertise = self.peers[&id].clone();
+        }
+        (self.tweak)(&mut opts);
+        let node = Node::start(opts).await.expect("start node");
+        assert_eq!(node.id(), id, "the node runs under its id");
+        self.serve(id, node, listener);
+    }
+
+    fn serve(&mut self, id: u64, node: Node, listener: tokio::net::TcpListener) {
         let routes = node.internal_routes();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -125,6 +152,30 @@ impl TestCluster {
                 .await;
         });
         self.members.insert(id, Member { node, stop, server });
+    }
+
+    /// Starts a new node that joins through node 1 (as `shoal serve --join`); returns
+    /// the id the cluster gave it.
+    pub async fn join(&mut self) -> u64 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let dir = self
+            .dir
+            .path()
+            .join(format!("joined-{}", self.joined.len()));
+        let mut opts = options(0, &dir, BTreeMap::new());
+        opts.join = Some(self.peers[&1].clone());
+        opts.advertise = addr.clone();
+        (self.tweak)(&mut opts);
+        let node = Node::start(opts).await.expect("join");
+        let id = node.id();
+        self.peers.insert(id, addr);
+        self.joined.insert(id);
+        self.dirs.insert(id, dir);
+        self.serve(id, node, listener);
+        id
     }
 
     /// Node `id`. Panics if it is stopped.
@@ -175,6 +226,25 @@ impl TestCluster {
         };
         self.launch(id, listener).await;
     }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `secs` seconds;
+/// panics with `what` (and the last value seen) if it never does.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within {secs} s; last: {last}");
 }
 
 impl Drop for TestCluster {
