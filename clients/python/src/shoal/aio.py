@@ -62,6 +62,14 @@ class AsyncClient(_Api):
         c._t, c._tokens, c._consistency, c._owner = transport, tokens, consistency, False
         return c
 
+    @classmethod
+    def _twin(cls, addresses: List[str], options: List[Tuple[str, Any]], timeout: Optional[float],
+              retry: RetryPolicy, metadata: Any, tokens: _Tokens, consistency: Consistency) -> "AsyncClient":
+        c = cls.__new__(cls)
+        c._t = AsyncTransport(list(addresses), options, timeout, retry, metadata)
+        c._tokens, c._consistency, c._owner = tokens, consistency, True
+        return c
+
     def __repr__(self) -> str:
         kind = "AsyncClient" if self._owner else "AsyncClient.session"
         return f"{kind}({self._t.rotation.addresses!r})"

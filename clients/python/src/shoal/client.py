@@ -6,7 +6,7 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _base
 from ._base import ConsistencyLike, VectorLike, _Api, _Tokens
@@ -26,6 +26,9 @@ from .models import (
     WriteToken,
 )
 from .errors import NotFound
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient
 
 __all__ = ["Client"]
 
@@ -120,6 +123,16 @@ class Client(_Api):
         for c, tok in (tokens or {}).items():
             t.record(c, tok)
         return Client._view(self._t, t, Consistency.parse(consistency))
+
+    def async_client(self) -> "AsyncClient":
+        """An :class:`~shoal.AsyncClient` to the same nodes, with the same settings,
+        sharing this client's (or session's) write tokens: SESSION reads of either see
+        the writes of both. It has channels of its own; close it separately."""
+        from .aio import AsyncClient
+
+        t = self._t
+        return AsyncClient._twin(t.rotation.addresses, t.options, t.timeout, t.retry, t.metadata, self._tokens,
+                                 self._consistency)
 
     # ---- collections ----
 
