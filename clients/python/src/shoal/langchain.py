@@ -41,6 +41,7 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("shoal.langchain needs langchain-core: pip install 'shoal-client[langchain]'") from e
 
+from ._ids import NAMESPACE, point_id
 from .aio import AsyncClient
 from .client import Client
 from .errors import AlreadyExists, NotFound
@@ -50,23 +51,12 @@ from .v1 import shoal_pb2 as pb
 
 __all__ = ["ShoalVectorStore", "metadata_field", "NAMESPACE"]
 
-#: Namespace of the uuid5 point ids made from non-UUID LangChain ids.
-NAMESPACE = uuid.UUID("6f1c1b0e-5b8a-4f55-9a2c-5e0a8d3c2b71")
-
 VST = TypeVar("VST", bound="ShoalVectorStore")
 
 
 def metadata_field(key: str, metadata_key: str = "metadata") -> Field:
     """A :class:`shoal.Field` on a document's metadata key."""
     return Field(f"{metadata_key}.{key}")
-
-
-def point_id(doc_id: str) -> str:
-    """The Shoal point id of a LangChain document id."""
-    try:
-        return str(uuid.UUID(doc_id))
-    except (ValueError, TypeError, AttributeError):
-        return str(uuid.uuid5(NAMESPACE, str(doc_id)))
 
 
 class ShoalVectorStore(VectorStore):
