@@ -245,6 +245,13 @@ class Field:
         """The key is missing, null, or an empty list."""
         return _Simple(pb.Condition(is_empty=pb.FieldKey(key=self.key)), f"Field({self.key!r}).is_empty()")
 
+    def _incomplete(self, *_: Any) -> Any:
+        raise InvalidArgument(
+            f"{self!r} is not a condition yet: compare it first, e.g. (Field({self.key!r}) == 'x') & ..."
+        )
+
+    __and__ = __rand__ = __or__ = __ror__ = __invert__ = __bool__ = _incomplete
+
     def __repr__(self) -> str:
         return f"Field({self.key!r})"
 
