@@ -86,3 +86,22 @@ def test_sync_and_async_twins_share_session_tokens(url: str, name: str) -> None:
         assert c.get(name, [1])[0].id == 1
         asyncio.run(a.close())
         c.delete_collection(name)
+
+
+async def test_async_coalescing_matches_single_searches(url: str, name: str) -> None:
+    rng = np.random.default_rng(12)
+    vecs = rng.standard_normal((1500, 8)).astype(np.float32)
+    async with shoal.AsyncClient(url) as co, shoal.AsyncClient(url, coalesce=False) as plain:
+        await co.create_collection(name, dim=8, shard_count=2)
+        await co.upload(name, vecs, ids=range(1500), batch_size=500)
+        qs = rng.standard_normal((300, 8)).astype(np.float32)
+        want = [await plain.search(name, q, top_k=3, consistency="strong") for q in qs]
+        got = await asyncio.gather(*(co.search(name, q, top_k=3, consistency="strong") for q in qs))
+        assert [[h.id for h in r] for r in got] == [[h.id for h in r] for r in want]
+        assert co._t.coalescer().batches > 0
+        # one bad query among good ones fails alone
+        res = await asyncio.gather(co.search(name, qs[0]), co.search(name, qs[1][:2]), co.search(name, qs[2]),
+                                   return_exceptions=True)
+        assert isinstance(res[1], shoal.InvalidArgument) and not isinstance(res[0], Exception)
+        assert not isinstance(res[2], Exception)
+        await co.delete_collection(name)

@@ -399,3 +399,48 @@ def test_read_options_on_the_wire(client: shoal.Client, name: str) -> None:
     assert ev._read(name, None, None) is None
     assert ev._read(name, "session", None).consistency == pb.SESSION
     ev.close()
+
+
+# ---- client-side coalescing -------------------------------------------------------------------
+
+def test_concurrent_searches_are_coalesced_and_exact(url: str, name: str) -> None:
+    """Threads searching through one client: results equal uncoalesced searches, some
+    went out as SearchBatch calls, and a bad query fails only its own caller."""
+    rng = np.random.default_rng(11)
+    vecs = rng.standard_normal((2000, 16)).astype(np.float32)
+    plain = shoal.Client(url, coalesce=False)
+    co = shoal.Client(url)
+    try:
+        co.create_collection(name, dim=16, metric="L2", shard_count=2)
+        co.upload(name, vecs, ids=range(2000), payloads=({"p": i % 3} for i in range(2000)), batch_size=500)
+        queries = rng.standard_normal((400, 16)).astype(np.float32)
+        filters = [None, Field("p") == 1, {"must": [{"key": "p", "integer": [2]}]}]
+        want = [plain.search(name, q, top_k=5, ef=32, filter=filters[i % 3], consistency="strong")
+                for i, q in enumerate(queries)]
+        got: List = [None] * len(queries)
+        errors: List[BaseException] = []
+
+        def worker(k: int) -> None:
+            try:
+                for i in range(k, len(queries), 8):
+                    got[i] = co.search(name, queries[i], top_k=5, ef=32, filter=filters[i % 3],
+                                       consistency="strong")
+                    if i % 50 == 0:  # a bad query in the middle of the others
+                        with pytest.raises(shoal.InvalidArgument):
+                            co.search(name, queries[i][:3], consistency="strong")
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors[0]
+        assert [[(h.id, h.payload) for h in r] for r in got] == [[(h.id, h.payload) for h in r] for r in want]
+        assert co._t.coalescer.batches > 0  # some searches did go out together
+        assert not co._t.coalescer._groups  # every group went idle
+    finally:
+        co.delete_collection(name)
+        co.close()
+        plain.close()

@@ -315,13 +315,26 @@ class _Api:
         return _Req(_POINTS + "Get", req.SerializeToString(),
                     lambda b: _wire.records(pb.GetPointsResponse.FromString(b).points), True)
 
+    def _search_parts(self, collection: str, vector: VectorLike, top_k: int, ef: Optional[int],
+                      filter: Optional[FilterLike], with_payload: bool, with_vector: bool,
+                      consistency: Optional[ConsistencyLike],
+                      token: Optional[WriteToken]) -> Tuple[str, bytes, Optional[pb.ReadOptions], bytes]:
+        """(collection, body without read options, read options, the whole request)."""
+        collection = _name(collection)
+        body = _wire.search_body(vector, top_k, ef, to_filter(filter), with_payload, with_vector, None)
+        read = self._read(collection, consistency, token)
+        whole = _wire.search_request(collection, body)
+        if read is not None:
+            r = read.SerializeToString()
+            whole += b"\x42" + _wire.varint(len(r)) + r  # SearchRequest.read = 8
+        return collection, body, read, whole
+
     def _req_search(self, collection: str, vector: VectorLike, top_k: int, ef: Optional[int],
                     filter: Optional[FilterLike], with_payload: bool, with_vector: bool,
                     consistency: Optional[ConsistencyLike], token: Optional[WriteToken]) -> _Req:
-        collection = _name(collection)
-        body = _wire.search_body(vector, top_k, ef, to_filter(filter), with_payload, with_vector,
-                                 self._read(collection, consistency, token))
-        return _Req(_POINTS + "Search", _wire.search_request(collection, body), _parse_search, True)
+        _c, _b, _r, whole = self._search_parts(collection, vector, top_k, ef, filter, with_payload, with_vector,
+                                               consistency, token)
+        return _Req(_POINTS + "Search", whole, _parse_search, True)
 
     def _req_search_batch(self, collection: str, vectors: Any, top_k: int, ef: Optional[int],
                           filter: Any, with_payload: bool, with_vector: bool,
@@ -371,8 +384,7 @@ class _Api:
                     lambda b: _wire.cluster_status(pb.ClusterStatus.FromString(b)), True)
 
 
-def _parse_search(b: bytes) -> Any:
-    return _wire.scored(pb.SearchResponse.FromString(b))
+_parse_search = _wire.scored_bytes
 
 
 def _parse_search_batch(b: bytes) -> Any:

@@ -124,6 +124,7 @@ class SyncTransport:
         self._methods: Dict[Tuple[int, str], Any] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.coalescer: Any = None
 
     def _method(self, i: int, path: str) -> Any:
         m = self._methods.get((i, path))
@@ -192,8 +193,21 @@ class AsyncTransport:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._channels: List[Optional[grpc.aio.Channel]] = [None] * len(addresses)
         self._methods: Dict[Tuple[int, str], Any] = {}
-        self._stale: List[grpc.aio.Channel] = []
         self._closed = False
+        self.coalesce = False
+        self._coalescer: Any = None
+        self._coalescer_loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def coalescer(self) -> Any:
+        """The running loop's search coalescer (``None`` when coalescing is off)."""
+        if not self.coalesce:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._coalescer_loop is not loop:
+            from ._coalesce import AsyncCoalescer
+
+            self._coalescer, self._coalescer_loop = AsyncCoalescer(self.call), loop
+        return self._coalescer
 
     def _method(self, i: int, path: str) -> Any:
         if self._closed:

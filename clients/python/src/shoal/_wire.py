@@ -278,6 +278,10 @@ def scored(resp: pb.SearchResponse) -> List[ScoredPoint]:
     return out
 
 
+def scored_bytes(b: bytes) -> List[ScoredPoint]:
+    return scored(pb.SearchResponse.FromString(b))
+
+
 def records(points: Iterable[pb.RetrievedPoint]) -> List[Record]:
     return [
         Record(from_point_id(p.id), from_payload(p.payload) if p.payload else {}, from_vector(p.vector))

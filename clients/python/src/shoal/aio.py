@@ -49,9 +49,11 @@ class AsyncClient(_Api):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         metadata: Optional[Sequence[Tuple[str, str]]] = None,
         grpc_options: Optional[Sequence[Tuple[str, Any]]] = None,
+        coalesce: bool = True,
     ) -> None:
         self._t = AsyncTransport(parse_addresses(url), channel_options(max_message_bytes, grpc_options), timeout,
                                  _policy(retry), metadata)
+        self._t.coalesce = coalesce
         self._tokens = _Tokens()
         self._consistency = Consistency.parse(consistency)
         self._owner = True
@@ -64,9 +66,11 @@ class AsyncClient(_Api):
 
     @classmethod
     def _twin(cls, addresses: List[str], options: List[Tuple[str, Any]], timeout: Optional[float],
-              retry: RetryPolicy, metadata: Any, tokens: _Tokens, consistency: Consistency) -> "AsyncClient":
+              retry: RetryPolicy, metadata: Any, tokens: _Tokens, consistency: Consistency,
+              coalesce: bool = True) -> "AsyncClient":
         c = cls.__new__(cls)
         c._t = AsyncTransport(list(addresses), options, timeout, retry, metadata)
+        c._t.coalesce = coalesce
         c._tokens, c._consistency, c._owner = tokens, consistency, True
         return c
 
@@ -149,8 +153,13 @@ class AsyncClient(_Api):
                      filter: Optional[FilterLike] = None, with_payload: bool = True, with_vector: bool = False,
                      consistency: Optional[ConsistencyLike] = None, token: Optional[WriteToken] = None,
                      timeout: Optional[float] = None) -> List[ScoredPoint]:
-        return await self._call(self._req_search(collection, vector, top_k, ef, filter, with_payload,
-                                                 with_vector, consistency, token), timeout)
+        co = self._t.coalescer()
+        if co is None or timeout is not None:
+            return await self._call(self._req_search(collection, vector, top_k, ef, filter, with_payload,
+                                                     with_vector, consistency, token), timeout)
+        coll, body, read, whole = self._search_parts(collection, vector, top_k, ef, filter, with_payload,
+                                                     with_vector, consistency, token)
+        return await co.search(coll, body, read, whole, _base._parse_search)
 
     async def search_batch(self, collection: str, vectors: Any, *, top_k: int = 10, ef: Optional[int] = None,
                            filter: Union[FilterLike, Sequence[Optional[FilterLike]], None] = None,
