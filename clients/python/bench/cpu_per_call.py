@@ -18,7 +18,10 @@ machine's drift falls on all alike (median of --rounds is reported):
   shoal.Client       client.search(coll, q, top_k=10, ef=20) -> ScoredPoint list
                      (numpy in, typed objects out; consistency eventual, and session)
   search_batch       client.search_batch of 100 queries, per query
-  AsyncClient x16    16 concurrent client.search on one event loop, per query
+  8 threads          8 threads searching through one grpcio stub / one shoal.Client
+                     (coalescing off and on), per query
+  AsyncClient x16    16 concurrent client.search on one event loop (coalescing off and
+                     on), per query
   psycopg            cursor.execute(prepared SELECT id ... ORDER BY v <=> %s LIMIT 10)
 CPU is this process's user+system time (all its threads, grpcio's included) per call;
 the server's is read from /proc/<pid>/stat of the shoal process (postmaster and its
@@ -207,7 +210,9 @@ def main() -> None:
     search_bytes = channel.unary_unary("/shoal.v1.Points/Search", request_serializer=None,
                                        response_deserializer=pb.SearchResponse.FromString)
     eventual = shoal.Client(addr, consistency="eventual")
+    eventual_nc = shoal.Client(addr, consistency="eventual", coalesce=False)
     aclient = shoal.AsyncClient(addr, consistency="eventual")
+    aclient_nc = shoal.AsyncClient(addr, consistency="eventual", coalesce=False)
     loop = asyncio.new_event_loop()
 
     def raw(q: np.ndarray) -> list[int]:
@@ -234,14 +239,47 @@ def main() -> None:
             out.extend(eventual.search_batch(coll, qs[s:s + 100], top_k=10, ef=a.ef))
         return out
 
-    async def async_runner(qs: np.ndarray) -> list:
-        sem = asyncio.Semaphore(16)
+    def async_runner(ac: shoal.AsyncClient):  # type: ignore[no-untyped-def]
+        async def run(qs: np.ndarray) -> list:
+            sem = asyncio.Semaphore(16)
 
-        async def one(q: np.ndarray) -> list:
-            async with sem:
-                return await aclient.search(coll, q, top_k=10, ef=a.ef)
+            async def one(q: np.ndarray) -> list:
+                async with sem:
+                    return await ac.search(coll, q, top_k=10, ef=a.ef)
 
-        return await asyncio.gather(*(one(q) for q in qs))
+            return await asyncio.gather(*(one(q) for q in qs))
+
+        return lambda qs: loop.run_until_complete(run(list(qs)))
+
+    def threaded(fn, threads: int = 8):  # type: ignore[no-untyped-def]
+        def run(qs: np.ndarray) -> list:
+            out: list = [None] * len(qs)
+
+            def work(k: int) -> None:
+                for i in range(k, len(qs), threads):
+                    out[i] = fn(qs[i])
+
+            ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            return out
+
+        return run
+
+    def client_nc(q: np.ndarray) -> list:
+        return [h.id for h in eventual_nc.search(coll, q, top_k=10, ef=a.ef)]
+
+    variants.insert(2, ("shoal.Client (eventual, coalesce off)", client_nc, 1))
+    concurrent = [
+        ("search_batch (100 per call)", batch_runner),
+        ("8 threads, grpcio stub", threaded(raw)),
+        ("8 threads, shoal.Client, coalesce off", threaded(client_nc)),
+        ("8 threads, shoal.Client (coalescing)", threaded(client_eventual)),
+        ("AsyncClient, 16 concurrent, coalesce off", async_runner(aclient_nc)),
+        ("AsyncClient, 16 concurrent (coalescing)", async_runner(aclient)),
+    ]
 
     if pg is not None:
         variants.append((f"psycopg + pgvector {pg.version}", pg.search, 1))
@@ -268,8 +306,12 @@ def main() -> None:
         return float(np.mean([len(set(map(int, g)) & set(t.tolist())) / 10 for g, t in zip(got, truth)]))
 
     recalls = {name: recall(fn) for name, fn, _ in variants}
-    recalls["search_batch (100 per call)"] = recall(batch_runner, False)
-    recalls["AsyncClient, 16 concurrent"] = recall(lambda qs: loop.run_until_complete(async_runner(qs)), False)
+    for name, fn in concurrent:
+        if name.startswith("8 threads"):
+            recalls[name] = float(np.mean([len(set(map(int, g)) & set(t.tolist())) / 10
+                                           for g, t in zip(fn(queries[:200]), truth)]))
+        else:
+            recalls[name] = recall(fn, False)
 
     shoal_pids = [server.pid]
     results: dict[str, list[dict]] = {}
@@ -277,15 +319,13 @@ def main() -> None:
         for name, fn, _ in variants:
             pids = pg.pids() if (pg is not None and name.startswith("psycopg")) else shoal_pids
             results.setdefault(name, []).append(measure(name, fn, True, pids))
-        results.setdefault("search_batch (100 per call)", []).append(
-            measure("batch", batch_runner, False, shoal_pids))
-        results.setdefault("AsyncClient, 16 concurrent", []).append(
-            measure("async", lambda qs: loop.run_until_complete(async_runner(list(qs))), False, shoal_pids))
+        for name, fn in concurrent:
+            results.setdefault(name, []).append(measure(name, fn, False, shoal_pids))
         log(f"round {r + 1}/{a.rounds} done")
 
     print(f"\n{a.n:,} x {a.dim} cosine (standard normal, seed {a.seed}), top 10, ef {a.ef}; "
           f"{a.calls} calls per variant per round, median of {a.rounds} rounds\n")
-    print("| variant | client CPU per query (µs) | server CPU per query (µs) | QPS (1 thread) | recall@10 |")
+    print("| variant | client CPU per query (µs) | server CPU per query (µs) | QPS | recall@10 |")
     print("|---|---|---|---|---|")
     for name, rows in results.items():
         med = {k: statistics.median(x[k] for x in rows) for k in rows[0]}
@@ -293,8 +333,9 @@ def main() -> None:
               f"{recalls.get(name, float('nan')):.3f} |")
     print(f"\nload average during the run: {os.getloadavg()}")
     loop.run_until_complete(aclient.close())
-    client.close()
-    eventual.close()
+    loop.run_until_complete(aclient_nc.close())
+    for c in (client, eventual, eventual_nc):
+        c.close()
 
 
 if __name__ == "__main__":
