@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Opt
 
 import numpy as np
 
-from . import _wire
+from . import _views, _wire
 from .errors import InvalidArgument
 from .filters import FilterLike, to_filter
 from .models import (
@@ -313,7 +313,7 @@ class _Api:
         req = pb.GetPointsRequest(collection=collection, ids=_ids(ids), with_payload=with_payload,
                                   with_vector=with_vector, read=self._read(collection, consistency, token))
         return _Req(_POINTS + "Get", req.SerializeToString(),
-                    lambda b: _wire.records(pb.GetPointsResponse.FromString(b).points), True)
+                    lambda b: _wire.records(_views.GetPointsResponse.FromString(b).points), True)
 
     def _search_parts(self, collection: str, vector: VectorLike, top_k: int, ef: Optional[int],
                       filter: Optional[FilterLike], with_payload: bool, with_vector: bool,
@@ -388,10 +388,10 @@ _parse_search = _wire.scored_bytes
 
 
 def _parse_search_batch(b: bytes) -> Any:
-    return [_wire.scored(r) for r in pb.SearchBatchResponse.FromString(b).responses]
+    return [_wire.scored(r) for r in _views.SearchBatchResponse.FromString(b).responses]
 
 
 def _parse_scroll(b: bytes) -> ScrollPage:
-    r = pb.ScrollResponse.FromString(b)
+    r = _views.ScrollResponse.FromString(b)
     nxt = _wire.from_point_id(r.next_offset) if r.HasField("next_offset") else None
     return ScrollPage(_wire.records(r.points), nxt)

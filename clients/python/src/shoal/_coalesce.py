@@ -20,7 +20,7 @@ import asyncio
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _wire
+from . import _views, _wire
 from .errors import ShoalError, Unavailable
 from .v1 import shoal_pb2 as pb
 
@@ -37,7 +37,7 @@ def _batch_request(collection: str, bodies: List[bytes], read: Optional[pb.ReadO
 
 
 def _split(resp: bytes) -> List[Any]:
-    return [_wire.scored(r) for r in pb.SearchBatchResponse.FromString(resp).responses]
+    return [_wire.scored(r) for r in _views.SearchBatchResponse.FromString(resp).responses]
 
 
 class _Slot:

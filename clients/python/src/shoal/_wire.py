@@ -32,6 +32,7 @@ from .models import (
     ShardStatus,
     WriteToken,
 )
+from . import _views
 from .v1 import shoal_pb2 as pb
 
 _U64 = 2**64
@@ -177,8 +178,11 @@ def vector_field(tag: bytes, raw: bytes) -> bytes:
 
 
 def from_vector(rep: Any) -> Optional[np.ndarray]:
+    """A vector from the wire: raw packed bytes (the reply views) or a repeated field."""
     if not len(rep):
         return None
+    if isinstance(rep, bytes):
+        return np.frombuffer(rep, dtype="<f4").astype(np.float32)  # a writable copy, native order
     return np.array(rep, dtype=np.float32)
 
 
@@ -263,7 +267,8 @@ def upsert_request(collection: str, points: Sequence[bytes]) -> bytes:
 
 # ---- responses ------------------------------------------------------------------------------
 
-def scored(resp: pb.SearchResponse) -> List[ScoredPoint]:
+def scored(resp: Any) -> List[ScoredPoint]:
+    """Results of a ``SearchResponse`` (or its bytes-vector view)."""
     out = []
     for p in resp.results:
         pid = p.id
@@ -279,7 +284,7 @@ def scored(resp: pb.SearchResponse) -> List[ScoredPoint]:
 
 
 def scored_bytes(b: bytes) -> List[ScoredPoint]:
-    return scored(pb.SearchResponse.FromString(b))
+    return scored(_views.SearchResponse.FromString(b))
 
 
 def records(points: Iterable[pb.RetrievedPoint]) -> List[Record]:
