@@ -18,7 +18,9 @@ machine's drift falls on all alike (median of --rounds is reported):
   grpcio stub bytes  the same call with the request pre-encoded by hand (vector as packed
                      bytes), the lower bound of anything over grpcio's sync stub
   shoal.Client       client.search(coll, q, top_k=10, ef=20) -> ScoredPoint list
-                     (numpy in, typed objects out; consistency eventual, and session)
+                     (numpy in, typed objects out; consistency eventual, and session);
+                     "native": the same client over the optional compiled transport
+                     (shoal_native: tonic over pyo3), when installed
   search_batch       client.search_batch of 100 queries, per query
   8 threads          8 threads searching through one grpcio stub / one shoal.Client
                      (coalescing off and on), per query
@@ -215,6 +217,13 @@ def main() -> None:
     eventual_nc = shoal.Client(addr, consistency="eventual", coalesce=False)
     aclient = shoal.AsyncClient(addr, consistency="eventual")
     aclient_nc = shoal.AsyncClient(addr, consistency="eventual", coalesce=False)
+    try:
+        native = shoal.Client(addr, consistency="eventual", native=True)
+        native_session = shoal.Client(addr, native=True)
+        native_session.add_token(coll, client.token(coll))  # the session client's token
+    except ImportError:
+        native = native_session = None
+        log("shoal_native not installed (pip install ./clients/python/native): native rows skipped")
     loop = asyncio.new_event_loop()
 
     def raw(q: np.ndarray) -> list[int]:
@@ -274,6 +283,11 @@ def main() -> None:
         return [h.id for h in eventual_nc.search(coll, q, top_k=10, ef=a.ef)]
 
     variants.insert(2, ("shoal.Client (eventual, coalesce off)", client_nc, 1))
+    if native is not None:
+        variants.insert(5, ("shoal.Client native (eventual)",
+                            lambda q: [h.id for h in native.search(coll, q, top_k=10, ef=a.ef)], 1))
+        variants.insert(6, ("shoal.Client native (session)",
+                            lambda q: [h.id for h in native_session.search(coll, q, top_k=10, ef=a.ef)], 1))
     concurrent = [
         ("search_batch (100 per call)", batch_runner),
         ("8 threads, grpcio stub", threaded(raw)),
@@ -282,6 +296,16 @@ def main() -> None:
         ("AsyncClient, 16 concurrent, coalesce off", async_runner(aclient_nc)),
         ("AsyncClient, 16 concurrent (coalescing)", async_runner(aclient)),
     ]
+    if native is not None:
+        def native_batch(qs: np.ndarray) -> list:
+            out = []
+            for s in range(0, len(qs), 100):
+                out.extend(native.search_batch(coll, qs[s:s + 100], top_k=10, ef=a.ef))
+            return out
+
+        concurrent.insert(1, ("native search_batch (100 per call)", native_batch))
+        concurrent.append(("8 threads, shoal.Client native (coalescing)",
+                           threaded(lambda q: [h.id for h in native.search(coll, q, top_k=10, ef=a.ef)])))
 
     if pg is not None:
         variants.append((f"psycopg + pgvector {pg.version}", pg.search, 1))
@@ -336,8 +360,9 @@ def main() -> None:
     print(f"\nload average during the run: {os.getloadavg()}")
     loop.run_until_complete(aclient.close())
     loop.run_until_complete(aclient_nc.close())
-    for c in (client, eventual, eventual_nc):
-        c.close()
+    for c in (client, eventual, eventual_nc, native, native_session):
+        if c is not None:
+            c.close()
 
 
 if __name__ == "__main__":

@@ -95,6 +95,43 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
+class _NativeRpcError(grpc.RpcError):
+    """A failed call of the compiled transport, shaped like grpcio's errors."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def _load_native() -> Any:
+    try:
+        import shoal_native
+    except ImportError as e:
+        raise ImportError("native=True needs the compiled transport: pip install ./clients/python/native "
+                          "(Rust toolchain and maturin)") from e
+    return shoal_native
+
+
+def _native_method(ch: Any, path: str, status: Any) -> Any:
+    def call(request: bytes, timeout: Optional[float] = None, metadata: Any = None) -> bytes:
+        try:
+            return ch.call(path, request, timeout)
+        except status as e:
+            code, msg = e.args
+            raise _NativeRpcError(_CODES.get(code, grpc.StatusCode.UNKNOWN), msg) from None
+
+    return call
+
+
 class _Rotation:
     """Which node is current; shared by a client and its sessions."""
 
@@ -114,7 +151,10 @@ class _Rotation:
 
 class SyncTransport:
     def __init__(self, addresses: List[str], options: List[Tuple[str, Any]], timeout: Optional[float],
-                 retry: RetryPolicy, metadata: Optional[Sequence[Tuple[str, str]]]) -> None:
+                 retry: RetryPolicy, metadata: Optional[Sequence[Tuple[str, str]]], native: bool = False) -> None:
+        self.native = _load_native() if native else None
+        if native and metadata:
+            raise ValueError("native=True does not send gRPC metadata yet")
         self.rotation = _Rotation(addresses)
         self.options = options
         self.timeout = timeout
@@ -133,6 +173,13 @@ class SyncTransport:
                 if self._closed:
                     raise ShoalError("the client is closed")
                 ch = self._channels[i]
+                if self.native is not None:
+                    if ch is None:
+                        max_bytes = dict(self.options).get("grpc.max_receive_message_length", 64 << 20)
+                        ch = self._channels[i] = self.native.Channel(self.rotation.addresses[i], max_bytes)
+                    m = _native_method(ch, path, self.native.RpcStatus)
+                    self._methods[(i, path)] = m
+                    return m
                 if ch is None:
                     ch = self._channels[i] = grpc.insecure_channel(self.rotation.addresses[i], options=self.options)
                 m = ch.unary_unary(path, request_serializer=None, response_deserializer=_identity)
@@ -174,7 +221,7 @@ class SyncTransport:
             channels, self._channels = self._channels, [None] * len(self._channels)
             self._methods.clear()
         for ch in channels:
-            if ch is not None:
+            if ch is not None and self.native is None:
                 ch.close()
 
 
