@@ -8,6 +8,9 @@
 # The shoal binary: $SHOAL_BIN if set, else target/release/shoal of this checkout
 # (under $CARGO_TARGET_DIR if set), built with cargo only if it is missing.
 # The venv: $SHOAL_PY_VENV, else clients/python/.venv (created if missing).
+# SHOAL_PY_NATIVE=1 also builds and installs the optional compiled transport
+# (clients/python/native: maturin + cargo, ~1 minute) so that tests/test_native.py runs;
+# without it those tests are skipped.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -22,6 +25,9 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 # ship), its test extras and the stub generator, at the pinned versions.
 "${pip[@]}" install -c "$here/constraints.txt" "$here[test]" grpcio-tools
 "$venv/bin/python" "$here/scripts/gen_stubs.py" --check
+if [ "${SHOAL_PY_NATIVE:-0}" = 1 ]; then
+  "${pip[@]}" install "$here/native"
+fi
 
 if [ -z "${SHOAL_BIN:-}" ]; then
   SHOAL_BIN="${CARGO_TARGET_DIR:-$root/target}/release/shoal"
