@@ -23,8 +23,10 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 # The package itself (not editable: this checks the packaging, py.typed and the stubs
 # ship), its test extras and the stub generator, at the pinned versions.
-"${pip[@]}" install -c "$here/constraints.txt" "$here[test]" grpcio-tools
+"${pip[@]}" install -c "$here/constraints.txt" "$here[test]" grpcio-tools mypy types-protobuf grpc-stubs
 "$venv/bin/python" "$here/scripts/gen_stubs.py" --check
+# Type hints are part of the package (py.typed): check them (generated stubs aside).
+(cd "$here" && "$venv/bin/python" -m mypy src/shoal --ignore-missing-imports --exclude 'src/shoal/v1/')
 if [ "${SHOAL_PY_NATIVE:-0}" = 1 ]; then
   "${pip[@]}" install "$here/native"
 fi

@@ -314,4 +314,4 @@ class AsyncTransport:
         if loop is not None and loop is self._loop:
             for ch in channels:
                 if ch is not None:
-                    await ch.close()
+                    await ch.close(None)

@@ -18,7 +18,7 @@ _F = descriptor_pb2.FieldDescriptorProto
 
 
 def _field(name: str, number: int, type_: int, type_name: str = "", repeated: bool = False) -> _F:
-    f = _F(name=name, number=number, type=type_,
+    f = _F(name=name, number=number, type=type_,  # type: ignore[arg-type]
            label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
     if type_name:
         f.type_name = type_name
@@ -63,7 +63,8 @@ def _build() -> dict:
     try:
         fd = pool.FindFileByName(f.name)
     except KeyError:
-        fd = pool.Add(f)
+        pool.Add(f)
+        fd = pool.FindFileByName(f.name)
     return {n: message_factory.GetMessageClass(fd.message_types_by_name[n])
             for n in ("SearchResponse", "SearchBatchResponse", "GetPointsResponse", "ScrollResponse")}
 

@@ -176,7 +176,7 @@ class Field:
             raise InvalidArgument(f"Field({self.key!r}).any_of: needs at least one value")
         if all(isinstance(v, str) for v in values):
             return _Simple(
-                pb.Condition(keyword=pb.MatchKeyword(key=self.key, any=list(values))),
+                pb.Condition(keyword=pb.MatchKeyword(key=self.key, any=[str(v) for v in values])),
                 f"Field({self.key!r}).any_of{tuple(values)!r}",
             )
         if all(_is_int(v) for v in values):
@@ -399,7 +399,7 @@ def _cond_from_dict(c: Any, path: str) -> Condition:
 
 def _proto_condition(c: Mapping[str, Any], path: str) -> Condition:
     try:
-        msg = json_format.ParseDict(c, pb.Condition())
+        msg = json_format.ParseDict(dict(c), pb.Condition())
     except json_format.ParseError as e:
         raise InvalidArgument(f"{path}: {e}") from None
     return _Simple(msg, repr(dict(c)))

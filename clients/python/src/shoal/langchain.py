@@ -146,6 +146,8 @@ class ShoalVectorStore(VectorStore):
 
     def _points(self, texts: List[str], vectors: List[List[float]], metadatas: Optional[List[dict]],
                 ids: Optional[Sequence[Optional[str]]]) -> Tuple[List[str], List[Tuple[str, Any, dict]]]:
+        """Points for the texts; ``ids`` may hold ``None`` for documents without an id
+        (LangChain's ``add_documents`` passes them so): those get random UUIDs."""
         n = len(texts)
         if metadatas is not None and len(metadatas) != n:
             raise ValueError(f"{len(metadatas)} metadatas for {n} texts")
@@ -185,7 +187,7 @@ class ShoalVectorStore(VectorStore):
     # ---- writes ----
 
     def add_texts(self, texts: Iterable[str], metadatas: Optional[List[dict]] = None, *,
-                  ids: Optional[List[Optional[str]]] = None, **kwargs: Any) -> List[str]:
+                  ids: Optional[List[str]] = None, **kwargs: Any) -> List[str]:
         """Embeds and upserts ``texts``; returns their ids (given ones kept)."""
         texts = list(texts)
         if not texts:
@@ -198,7 +200,7 @@ class ShoalVectorStore(VectorStore):
         return out_ids
 
     async def aadd_texts(self, texts: Iterable[str], metadatas: Optional[List[dict]] = None, *,
-                         ids: Optional[List[Optional[str]]] = None, **kwargs: Any) -> List[str]:
+                         ids: Optional[List[str]] = None, **kwargs: Any) -> List[str]:
         texts = list(texts)
         if not texts:
             return []
@@ -313,8 +315,8 @@ class ShoalVectorStore(VectorStore):
         if not hits:
             return []
         vectors = np.stack([h.vector for h in hits if h.vector is not None])
-        chosen = maximal_marginal_relevance(np.asarray(query, dtype=np.float32), vectors, k=k,
-                                            lambda_mult=lambda_mult)
+        chosen = maximal_marginal_relevance(np.asarray(query, dtype=np.float32), vectors,  # type: ignore[arg-type]
+                                            k=k, lambda_mult=lambda_mult)  # (it takes arrays: np.array(...) inside)
         return [self._document(hits[i].payload, hits[i].id) for i in chosen]
 
     def max_marginal_relevance_search_by_vector(self, embedding: List[float], k: int = 4, fetch_k: int = 20,

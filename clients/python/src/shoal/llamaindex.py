@@ -87,7 +87,7 @@ class ShoalVectorStore(BasePydanticVectorStore):
     def __init__(self, collection_name: str, client: Optional[Client] = None, *,
                  url: Union[str, Sequence[str], None] = None, aclient: Optional[AsyncClient] = None,
                  **kwargs: Any) -> None:
-        super().__init__(collection_name=collection_name, **kwargs)
+        super().__init__(collection_name=collection_name, **kwargs)  # type: ignore[call-arg]
         if client is None:
             client = Client(url or "127.0.0.1:7470")
         self._client = client
@@ -256,7 +256,7 @@ class ShoalVectorStore(BasePydanticVectorStore):
     def _result(self, query: VectorStoreQuery, hits: List[ScoredPoint]) -> VectorStoreQueryResult:
         if query.mode == VectorStoreQueryMode.MMR and hits:
             sims, ids = get_top_k_mmr_embeddings(
-                query.query_embedding, [h.vector.tolist() for h in hits],  # type: ignore[union-attr]
+                query.query_embedding or [], [h.vector.tolist() for h in hits],  # type: ignore[union-attr]
                 similarity_top_k=query.similarity_top_k, embedding_ids=list(range(len(hits))),
                 mmr_threshold=query.mmr_threshold)
             hits = [hits[i] for i in ids]
@@ -302,7 +302,7 @@ def to_shoal_filter(filters: MetadataFilters) -> Condition:
 def _one(f: MetadataFilter) -> Condition:
     field = Field(f.key)
     op = f.operator
-    v = f.value
+    v: Any = f.value
     if op == FilterOperator.EQ:
         return field == v
     if op == FilterOperator.NE:
