@@ -105,3 +105,21 @@ async def test_async_coalescing_matches_single_searches(url: str, name: str) -> 
         assert isinstance(res[1], shoal.InvalidArgument) and not isinstance(res[0], Exception)
         assert not isinstance(res[2], Exception)
         await co.delete_collection(name)
+
+
+async def test_async_failover_and_bounded_retries(url: str) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    async with shoal.AsyncClient([dead, url], timeout=20) as c:
+        assert isinstance(await c.list_collections(), list)  # the dead node was skipped
+        assert c._t.rotation.current() == 1
+    async with shoal.AsyncClient(dead, retry=shoal.RetryPolicy(max_attempts=3, initial_backoff=0.05),
+                                 timeout=10) as d:
+        with pytest.raises(shoal.Unavailable):
+            await d.count("x")
+    with pytest.raises(ValueError):
+        shoal.AsyncClient("https://tls.example:443")

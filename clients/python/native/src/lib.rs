@@ -19,7 +19,12 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel as TonicChannel, Endpoint};
 use tonic::Status;
 
-create_exception!(shoal_native, RpcStatus, PyException, "A gRPC call failed: args are (code: int, message: str).");
+create_exception!(
+    shoal_native,
+    RpcStatus,
+    PyException,
+    "A gRPC call failed: args are (code: int, message: str)."
+);
 
 /// Bytes in, bytes out: the request is already protobuf-encoded.
 #[derive(Clone, Copy, Default)]
@@ -86,7 +91,11 @@ impl Channel {
             let _guard = rt.enter();
             endpoint.connect_lazy()
         };
-        Ok(Channel { rt, channel, max_message_bytes })
+        Ok(Channel {
+            rt,
+            channel,
+            max_message_bytes,
+        })
     }
 
     /// Sends `request` (encoded) to the unary method `path` (e.g.
@@ -99,7 +108,8 @@ impl Channel {
         request: &[u8],
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let path = PathAndQuery::from_str(path).map_err(|e| PyValueError::new_err(format!("path: {e}")))?;
+        let path = PathAndQuery::from_str(path)
+            .map_err(|e| PyValueError::new_err(format!("path: {e}")))?;
         let body = Bytes::copy_from_slice(request);
         let channel = self.channel.clone();
         let max = self.max_message_bytes;
@@ -117,10 +127,13 @@ impl Channel {
                 }
                 let call = grpc.unary(req, path, RawCodec);
                 let reply = match timeout {
-                    Some(t) => match tokio::time::timeout(Duration::from_secs_f64(t.max(0.0)), call).await {
-                        Ok(r) => r?,
-                        Err(_) => return Err(Status::deadline_exceeded("deadline exceeded")),
-                    },
+                    Some(t) => {
+                        match tokio::time::timeout(Duration::from_secs_f64(t.max(0.0)), call).await
+                        {
+                            Ok(r) => r?,
+                            Err(_) => return Err(Status::deadline_exceeded("deadline exceeded")),
+                        }
+                    }
                     None => call.await?,
                 };
                 Ok(reply.into_inner())
@@ -128,7 +141,10 @@ impl Channel {
         });
         match result {
             Ok(b) => Ok(PyBytes::new(py, &b)),
-            Err(s) => Err(RpcStatus::new_err((s.code() as i32, s.message().to_string()))),
+            Err(s) => Err(RpcStatus::new_err((
+                s.code() as i32,
+                s.message().to_string(),
+            ))),
         }
     }
 }
