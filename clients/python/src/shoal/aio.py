@@ -1,0 +1,255 @@
+"""The asyncio client: the same calls as :class:`shoal.Client`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+from . import _base
+from ._base import ConsistencyLike, VectorLike, _Api, _Tokens
+from ._transport import DEFAULT_MAX_MESSAGE_BYTES, AsyncTransport, RetryPolicy, channel_options, parse_addresses
+from .client import Progress, _policy, _progress
+from .errors import NotFound
+from .filters import FilterLike
+from .models import (
+    ClusterStatus,
+    CollectionInfo,
+    Consistency,
+    Metric,
+    PointIdLike,
+    Record,
+    ScoredPoint,
+    ScrollPage,
+    UploadResult,
+    WriteResult,
+    WriteToken,
+)
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient(_Api):
+    """An asyncio client of a Shoal cluster (grpc.aio). Arguments and behaviour are
+    those of :class:`shoal.Client`; every call is a coroutine and :meth:`scroll` an
+    async iterator. Channels are opened lazily in the running event loop (a client
+    used from another loop later opens new ones).
+
+        async with AsyncClient("127.0.0.1:7470") as client:
+            hits = await client.search("docs", vector, top_k=5)
+    """
+
+    def __init__(
+        self,
+        url: Union[str, Sequence[str]] = "127.0.0.1:7470",
+        *,
+        timeout: Optional[float] = 30.0,
+        retry: Union[RetryPolicy, int, None] = RetryPolicy(),
+        consistency: ConsistencyLike = Consistency.SESSION,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        metadata: Optional[Sequence[Tuple[str, str]]] = None,
+        grpc_options: Optional[Sequence[Tuple[str, Any]]] = None,
+        coalesce: bool = True,
+    ) -> None:
+        self._t = AsyncTransport(parse_addresses(url), channel_options(max_message_bytes, grpc_options), timeout,
+                                 _policy(retry), metadata)
+        self._t.coalesce = coalesce
+        self._tokens = _Tokens()
+        self._consistency = Consistency.parse(consistency)
+        self._owner = True
+
+    @classmethod
+    def _view(cls, transport: AsyncTransport, tokens: _Tokens, consistency: Consistency) -> "AsyncClient":
+        c = cls.__new__(cls)
+        c._t, c._tokens, c._consistency, c._owner = transport, tokens, consistency, False
+        return c
+
+    @classmethod
+    def _twin(cls, addresses: List[str], options: List[Tuple[str, Any]], timeout: Optional[float],
+              retry: RetryPolicy, metadata: Any, tokens: _Tokens, consistency: Consistency,
+              coalesce: bool = True) -> "AsyncClient":
+        c = cls.__new__(cls)
+        c._t = AsyncTransport(list(addresses), options, timeout, retry, metadata)
+        c._t.coalesce = coalesce
+        c._tokens, c._consistency, c._owner = tokens, consistency, True
+        return c
+
+    def __repr__(self) -> str:
+        kind = "AsyncClient" if self._owner else "AsyncClient.session"
+        return f"{kind}({self._t.rotation.addresses!r})"
+
+    async def _call(self, req: _base._Req, timeout: Optional[float] = None) -> Any:
+        return await self._t.call(req.path, req.request, req.parse, req.idempotent, timeout)
+
+    # ---- lifecycle ----
+
+    async def close(self) -> None:
+        """Closes the channels (a session's close does nothing)."""
+        if self._owner:
+            await self._t.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def session(self, *, consistency: ConsistencyLike = Consistency.SESSION,
+                tokens: Optional[Mapping[str, WriteToken]] = None) -> "AsyncClient":
+        """A view with its own write tokens; see :meth:`shoal.Client.session`."""
+        t = _Tokens()
+        for c, tok in (tokens or {}).items():
+            t.record(c, tok)
+        return AsyncClient._view(self._t, t, Consistency.parse(consistency))
+
+    # ---- collections ----
+
+    async def create_collection(self, name: str, dim: int, metric: Union[str, Metric] = Metric.COSINE, *,
+                                shard_count: Optional[int] = None, replication_factor: Optional[int] = None,
+                                m: Optional[int] = None, ef_construction: Optional[int] = None,
+                                timeout: Optional[float] = None) -> CollectionInfo:
+        return await self._call(self._req_create(name, dim, metric, shard_count, replication_factor, m,
+                                                 ef_construction), timeout)
+
+    async def get_collection(self, name: str) -> CollectionInfo:
+        return await self._call(self._req_get_collection(name))
+
+    async def collection_exists(self, name: str) -> bool:
+        try:
+            await self.get_collection(name)
+            return True
+        except NotFound:
+            return False
+
+    async def list_collections(self) -> List[CollectionInfo]:
+        return await self._call(self._req_list())
+
+    async def delete_collection(self, name: str, *, timeout: Optional[float] = None) -> None:
+        await self._call(self._req_delete_collection(name), timeout)
+
+    # ---- points ----
+
+    async def upsert(self, collection: str, points: Optional[Iterable[Any]] = None, *,
+                     ids: Optional[Iterable[PointIdLike]] = None, vectors: Any = None,
+                     payloads: Optional[Iterable[Optional[Mapping[str, Any]]]] = None,
+                     timeout: Optional[float] = None) -> WriteResult:
+        encoded = _base.encode_points(points, ids, vectors, payloads)
+        if not encoded:
+            return WriteResult(0, None)
+        return await self._call(self._req_upsert(collection, encoded), timeout)
+
+    async def delete(self, collection: str, ids: Union[PointIdLike, Iterable[PointIdLike]], *,
+                     timeout: Optional[float] = None) -> WriteResult:
+        return await self._call(self._req_delete(collection, ids), timeout)
+
+    async def get(self, collection: str, ids: Union[PointIdLike, Iterable[PointIdLike]], *,
+                  with_payload: bool = True, with_vector: bool = False,
+                  consistency: Optional[ConsistencyLike] = None, token: Optional[WriteToken] = None,
+                  timeout: Optional[float] = None) -> List[Record]:
+        return await self._call(self._req_get(collection, ids, with_payload, with_vector, consistency, token),
+                                timeout)
+
+    async def search(self, collection: str, vector: VectorLike, *, top_k: int = 10, ef: Optional[int] = None,
+                     filter: Optional[FilterLike] = None, with_payload: bool = True, with_vector: bool = False,
+                     consistency: Optional[ConsistencyLike] = None, token: Optional[WriteToken] = None,
+                     timeout: Optional[float] = None) -> List[ScoredPoint]:
+        co = self._t.coalescer()
+        if co is None or timeout is not None:
+            return await self._call(self._req_search(collection, vector, top_k, ef, filter, with_payload,
+                                                     with_vector, consistency, token), timeout)
+        coll, body, read, whole = self._search_parts(collection, vector, top_k, ef, filter, with_payload,
+                                                     with_vector, consistency, token)
+        return await co.search(coll, body, read, whole, _base._parse_search)
+
+    async def search_batch(self, collection: str, vectors: Any, *, top_k: int = 10, ef: Optional[int] = None,
+                           filter: Union[FilterLike, Sequence[Optional[FilterLike]], None] = None,
+                           with_payload: bool = True, with_vector: bool = False,
+                           consistency: Optional[ConsistencyLike] = None, token: Optional[WriteToken] = None,
+                           timeout: Optional[float] = None) -> List[List[ScoredPoint]]:
+        return await self._call(self._req_search_batch(collection, vectors, top_k, ef, filter, with_payload,
+                                                       with_vector, consistency, token), timeout)
+
+    async def scroll_page(self, collection: str, *, offset: Optional[PointIdLike] = None,
+                          limit: Optional[int] = None, filter: Optional[FilterLike] = None,
+                          with_payload: bool = True, with_vector: bool = False,
+                          consistency: Optional[ConsistencyLike] = None, token: Optional[WriteToken] = None,
+                          timeout: Optional[float] = None) -> ScrollPage:
+        return await self._call(self._req_scroll(collection, offset, limit, filter, with_payload, with_vector,
+                                                 consistency, token), timeout)
+
+    async def scroll(self, collection: str, *, filter: Optional[FilterLike] = None, page_size: int = 256,
+                     offset: Optional[PointIdLike] = None, limit: Optional[int] = None,
+                     with_payload: bool = True, with_vector: bool = False,
+                     consistency: Optional[ConsistencyLike] = None,
+                     token: Optional[WriteToken] = None) -> AsyncIterator[Record]:
+        left = limit
+        while left is None or left > 0:
+            size = page_size if left is None else min(page_size, left)
+            page = await self.scroll_page(collection, offset=offset, limit=size, filter=filter,
+                                          with_payload=with_payload, with_vector=with_vector,
+                                          consistency=consistency, token=token)
+            for r in page.points:
+                yield r
+            if left is not None:
+                left -= len(page.points)
+            if page.next_offset is None or not page.points:
+                return
+            offset = page.next_offset
+
+    async def count(self, collection: str, filter: Optional[FilterLike] = None, *,
+                    consistency: Optional[ConsistencyLike] = None, token: Optional[WriteToken] = None,
+                    timeout: Optional[float] = None) -> int:
+        return await self._call(self._req_count(collection, filter, consistency, token), timeout)
+
+    async def cluster_status(self, digests: bool = False, *, timeout: Optional[float] = None) -> ClusterStatus:
+        return await self._call(self._req_status(digests), timeout)
+
+    # ---- bulk ----
+
+    async def upload(self, collection: str, vectors: Any = None, ids: Optional[Iterable[PointIdLike]] = None,
+                     payloads: Optional[Iterable[Optional[Mapping[str, Any]]]] = None, *,
+                     points: Optional[Iterable[Any]] = None, batch_size: int = 256, parallel: int = 2,
+                     progress: Progress = False, total: Optional[int] = None) -> UploadResult:
+        """See :meth:`shoal.Client.upload`: at most ``parallel`` upserts in flight."""
+        if parallel < 1:
+            raise ValueError("parallel: expected a positive integer")
+        batches = _base.upload_batches(ids, vectors, payloads, points, batch_size)
+        if total is None:
+            src = points if points is not None else vectors
+            total = len(src) if hasattr(src, "__len__") else None  # type: ignore[arg-type]
+        _bar, tick, close = _progress(progress, total)
+        started = time.perf_counter()
+        done = 0
+        n_batches = 0
+        token: Optional[WriteToken] = None
+        pending: Set["asyncio.Task[Tuple[WriteResult, int]]"] = set()
+
+        async def one(req: _base._Req, n: int) -> Tuple[WriteResult, int]:
+            return await self._call(req), n
+
+        def finish(t: "asyncio.Task[Tuple[WriteResult, int]]") -> None:
+            nonlocal done, token
+            res, n = t.result()
+            done += n
+            token = res.token.merge(token) if res.token is not None else token
+            tick(n, done)
+
+        try:
+            for batch in batches:
+                while len(pending) >= parallel:
+                    finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for t in finished:
+                        pending.discard(t)
+                        finish(t)
+                pending.add(asyncio.ensure_future(one(self._req_upsert(collection, batch), len(batch))))
+                n_batches += 1
+            while pending:
+                finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in finished:
+                    pending.discard(t)
+                    finish(t)
+        finally:
+            for t in pending:
+                t.cancel()
+            close()
+        return UploadResult(done, n_batches, time.perf_counter() - started, token)
