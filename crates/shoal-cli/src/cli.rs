@@ -144,6 +144,34 @@ enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Empty a node before it is stopped: its replicas move to the other nodes (a
+    /// few at a time, leaderships handed over first), then it leaves the cluster.
+    /// Returns at once; `shoal cluster status` shows the moves, and the node gone
+    /// when it is done.
+    Drain {
+        /// The node's id (see `shoal cluster status`).
+        node: u64,
+    },
+    /// Move one replica of a shard by hand: from a node to another, or add one
+    /// (--to only) or remove one (--from only). Returns the operation's id at once.
+    Move {
+        collection: String,
+        shard: u32,
+        /// The node giving up its replica.
+        #[arg(long)]
+        from: Option<u64>,
+        /// The node taking a replica.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Restore replication factors, empty draining and dead nodes, and even out
+    /// replicas and leaders: what the cluster does by itself unless started with
+    /// `--auto-rebalance false`.
+    Rebalance {
+        /// Only print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +200,68 @@ enum CollectionCmd {
     Get { name: String },
     /// Delete a collection and all its points.
     Delete { name: String },
+    /// Change a collection online: its replication factor (replicas are added or
+    /// removed in the background; `shoal cluster status` shows them).
+    Update {
+        name: String,
+        #[arg(long)]
+        replication_factor: u32,
+    },
+}
+
+async fn cluster(addr: &str, cmd: ClusterCmd) -> anyhow::Result<()> {
+    let err = client::status_err;
+    match cmd {
+        ClusterCmd::Status { digests, json } => client::cluster_status(addr, digests, json).await,
+        ClusterCmd::Drain { node } => {
+            let mut c = client::cluster_client(addr).await?;
+            c.drain(pb::DrainRequest { node }).await.map_err(err)?;
+            println!(
+                "draining node {node}: its replicas move away, then it leaves the cluster \
+                 (watch `shoal cluster status`)"
+            );
+            Ok(())
+        }
+        ClusterCmd::Move {
+            collection,
+            shard,
+            from,
+            to,
+        } => {
+            let mut c = client::cluster_client(addr).await?;
+            let r = c
+                .move_replica(pb::MoveReplicaRequest {
+                    collection,
+                    shard,
+                    from,
+                    to,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            println!(
+                "operation {} started (watch `shoal cluster status`)",
+                r.operation
+            );
+            Ok(())
+        }
+        ClusterCmd::Rebalance { dry_run } => {
+            let mut c = client::cluster_client(addr).await?;
+            let r = c
+                .rebalance(pb::RebalanceRequest { dry_run })
+                .await
+                .map_err(err)?
+                .into_inner();
+            if r.planned.is_empty() {
+                println!("nothing to do: the cluster is balanced");
+            }
+            let verb = if dry_run { "would" } else { "started:" };
+            for p in &r.planned {
+                println!("{verb} {} ({})", p.description, p.reason);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Prints an error as one line (with its causes) and turns it into an exit code:
@@ -201,14 +291,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         init_logging(args.log_format);
         return serve(args).await;
     }
-    if let Command::Cluster(ClusterCmd::Status { digests, json }) = cli.command {
-        return client::cluster_status(&cli.addr, digests, json).await;
+    if let Command::Cluster(cmd) = cli.command {
+        return cluster(&cli.addr, cmd).await;
     }
     let (mut collections, points) = client::connect(&cli.addr).await?;
     let err = client::status_err;
     match cli.command {
         Command::Serve(_) | Command::Cluster(_) => unreachable!("handled above"),
         Command::Collection(cmd) => match cmd {
+            CollectionCmd::Update {
+                name,
+                replication_factor,
+            } => {
+                let info = collections
+                    .update(pb::UpdateCollectionRequest {
+                        name,
+                        replication_factor: Some(replication_factor),
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                client::print_collection(&info);
+                println!(
+                    "replicas are added or removed in the background (watch `shoal cluster status`)"
+                );
+            }
             CollectionCmd::Create {
                 name,
                 dim,

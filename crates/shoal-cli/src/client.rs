@@ -640,6 +640,21 @@ fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
             "address": n.address,
             "reachable": n.reachable,
             "error": (!n.error.is_empty()).then_some(&n.error),
+            "state": n.state,
+            "voter": n.voter,
+            "load": n.load.as_ref().map(|l| serde_json::json!({
+                "cpu_percent": l.cpu_percent,
+                "rss_bytes": l.rss_bytes,
+                "requests_per_second": l.requests_per_second,
+                "points": l.points,
+                "replicas": l.replicas,
+                "leaders": l.leaders,
+            })),
+        })).collect::<Vec<_>>(),
+        "operations": s.operations.iter().map(|o| serde_json::json!({
+            "id": o.id,
+            "description": o.description,
+            "progress": o.progress,
         })).collect::<Vec<_>>(),
         "collections": s.collections.iter().map(|c| serde_json::json!({
             "name": c.name,
@@ -693,7 +708,29 @@ fn status_text(s: &pb::ClusterStatus) -> String {
         } else {
             format!("UNREACHABLE ({})", n.error)
         };
-        let _ = writeln!(out, "  node {:<3} {:<24} {health}", n.id, n.address);
+        let role = if n.voter { "voter" } else { "learner" };
+        let load = n.load.as_ref().map_or(String::new(), |l| {
+            format!(
+                "; {} replicas ({} leading), {} points, cpu {:.0}%, rss {} MiB, {:.0} req/s",
+                l.replicas,
+                l.leaders,
+                l.points,
+                l.cpu_percent,
+                l.rss_bytes >> 20,
+                l.requests_per_second
+            )
+        });
+        let _ = writeln!(
+            out,
+            "  node {:<3} {:<24} {health}, {}, {role}{load}",
+            n.id, n.address, n.state
+        );
+    }
+    if !s.operations.is_empty() {
+        let _ = writeln!(out, "operations in flight:");
+        for o in &s.operations {
+            let _ = writeln!(out, "  #{} {}: {}", o.id, o.description, o.progress);
+        }
     }
     for c in &s.collections {
         let _ = writeln!(
@@ -732,6 +769,13 @@ fn status_text(s: &pb::ClusterStatus) -> String {
     }
     let _ = writeln!(out, "{}", agreement_summary(s).1);
     out
+}
+
+/// A client of the `Cluster` service of the node at `addr`.
+pub async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
+    Ok(ClusterClient::new(channel(addr).await?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// `shoal cluster status`: the cluster as the node at `addr` sees it. Succeeds (exit
@@ -828,6 +872,7 @@ mod tests {
                 id: 1,
                 shards: vec![agree.clone(), behind],
             }],
+            operations: vec![],
         };
         let (ok, line) = agreement_summary(&status);
         assert!(

@@ -147,7 +147,6 @@ impl Balancer {
         let started = Instant::now();
         replica.gate.close();
         let _reopen = Reopen(&replica.gate);
-        let me = self.host.id;
         let caught_up = replica
             .raft
             .wait(Some(CATCH_UP_WAIT))
@@ -176,7 +175,10 @@ impl Balancer {
         let handed = replica
             .raft
             .wait(Some(wait))
-            .metrics(|m| m.current_leader != Some(me), "stepped down")
+            .metrics(
+                |m| m.current_leader == Some(to) && m.state != ServerState::Leader,
+                "the target leads",
+            )
             .await;
         match handed {
             Ok(_) => Ok(started.elapsed()),

@@ -113,6 +113,12 @@ pub enum ClusterError {
     /// A bug, or a peer speaking another version of the internal protocol.
     #[error("internal: {0}")]
     Internal(String),
+    /// This node was removed from the cluster (drained, or replaced after being down
+    /// longer than the dead-node timeout); its replicas were deleted.
+    #[error(
+        "node {0} was removed from the cluster (drained, or replaced after being down longer than --dead-node-timeout) and its replicas were deleted; to add this machine again, empty its data directory and start it with --join <a node of the cluster>"
+    )]
+    Removed(NodeId),
 }
 
 /// What a [`ClusterError::GaveUp`] gave up on.
@@ -173,7 +179,8 @@ impl ClusterError {
             | ClusterError::GaveUp { .. }
             | ClusterError::PartialWrite { .. }
             | ClusterError::Storage(_)
-            | ClusterError::Internal(_) => false,
+            | ClusterError::Internal(_)
+            | ClusterError::Removed(_) => false,
         }
     }
 
@@ -222,6 +229,7 @@ impl From<ClusterError> for shoal_core::Error {
             e @ (ClusterError::Storage(_) | ClusterError::Internal(_)) => {
                 Error::Internal(e.to_string())
             }
+            e @ ClusterError::Removed(_) => Error::FailedPrecondition(e.to_string()),
             e => Error::Unavailable(e.to_string()),
         }
     }

@@ -38,8 +38,11 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::Consistency;
 use crate::error::{ClusterError, Result};
 use crate::gate::Gate;
+use crate::load::LoadMeter;
 use crate::options::{NodeOptions, RaftTiming};
-use crate::wire::{MembershipChange, MembershipView, ReadCall, ReadOp, ReadResult, ReplicaReport};
+use crate::wire::{
+    MembershipChange, MembershipView, NodeReport, ReadCall, ReadOp, ReadResult, ReplicaReport,
+};
 
 /// The data directory's subdirectory for snapshot files.
 const SNAPSHOT_DIR: &str = "snapshots";
@@ -72,6 +75,11 @@ pub(crate) struct Host {
     replicas: RwLock<HashMap<u64, Arc<Replica>>>,
     snapshot_dir: PathBuf,
     reconciling: tokio::sync::Mutex<()>,
+    /// Requests, CPU and memory of this node.
+    pub load: Arc<LoadMeter>,
+    data_dir: PathBuf,
+    /// Set once the cluster removed this node: nothing opens again.
+    evicted: std::sync::atomic::AtomicBool,
 }
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
@@ -180,6 +188,9 @@ impl Host {
             replicas: RwLock::new(HashMap::new()),
             snapshot_dir: options.data_dir.join(SNAPSHOT_DIR),
             reconciling: tokio::sync::Mutex::new(()),
+            load: Arc::new(LoadMeter::default()),
+            data_dir: options.data_dir.clone(),
+            evicted: Default::default(),
         })
     }
 
@@ -257,6 +268,9 @@ impl Host {
     /// replica leaves the metadata only after its group's membership dropped it.
     pub async fn reconcile(&self, state: Arc<ClusterState>) -> Result<()> {
         let _one_at_a_time = self.reconciling.lock().await;
+        if self.is_evicted() {
+            return Ok(());
+        }
         let store = self.store.clone();
         let records = blocking(move || Ok(store.collections()?)).await?;
         for record in records {
@@ -738,6 +752,17 @@ impl Host {
             })
     }
 
+    /// This node's report: its replicas (with `digests`, each with its content
+    /// digest) and its load.
+    pub async fn report(&self, digests: bool) -> Result<NodeReport> {
+        let replicas = self.local_reports(digests).await?;
+        let mut load = self.load.sample();
+        load.replicas = replicas.len() as u32;
+        load.points = replicas.iter().map(|r| r.points).sum();
+        load.leaders = replicas.iter().filter(|r| r.state == "leader").count() as u32;
+        Ok(NodeReport { replicas, load })
+    }
+
     /// Reports of this node's replicas; with `digests`, each with its content digest.
     pub async fn local_reports(&self, digests: bool) -> Result<Vec<ReplicaReport>> {
         let replicas = self.local_replicas();
@@ -805,6 +830,27 @@ impl Host {
     }
 
     /// Stops every group, then saves an index checkpoint of every local shard.
+    /// The cluster removed this node: deletes every local replica (log and data),
+    /// stops the metadata group and records the removal in the data directory, so
+    /// that nothing here serves again.
+    pub async fn evict(&self) -> Result<()> {
+        let _one_at_a_time = self.reconciling.lock().await;
+        self.evicted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for (group, _) in self.local_replicas() {
+            self.close_replica(group).await?;
+        }
+        let _ = self.meta.shutdown().await;
+        self.registry.remove(META_GROUP);
+        let (dir, id) = (self.data_dir.clone(), self.id);
+        blocking(move || crate::identity::mark_removed(&dir, id)).await
+    }
+
+    /// True once [`Host::evict`] began.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub async fn shutdown(&self) -> Result<()> {
         let replicas = self.local_replicas();
         for (_, r) in &replicas {

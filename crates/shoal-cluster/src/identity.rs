@@ -24,6 +24,8 @@ const FILE: &str = "node-identity";
 struct Identity {
     id: Option<NodeId>,
     uuid: String,
+    /// The cluster removed this node (see `eviction`): it must not serve again.
+    removed: bool,
 }
 
 fn path(dir: &Path) -> PathBuf {
@@ -45,6 +47,7 @@ fn load(dir: &Path) -> Result<Option<Identity>> {
                 })?)
             }
             Some(("uuid", v)) => identity.uuid = v.trim().to_string(),
+            Some(("removed", v)) => identity.removed = v.trim() == "true",
             _ => {}
         }
     }
@@ -60,6 +63,9 @@ fn save(dir: &Path, identity: &Identity) -> Result<()> {
         writeln!(f, "id={id}").map_err(err)?;
     }
     writeln!(f, "uuid={}", identity.uuid).map_err(err)?;
+    if identity.removed {
+        writeln!(f, "removed=true").map_err(err)?;
+    }
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path(dir)).map_err(err)?;
     if let Ok(d) = std::fs::File::open(dir) {
@@ -72,6 +78,9 @@ fn save(dir: &Path, identity: &Identity) -> Result<()> {
 pub(crate) async fn resolve(options: &NodeOptions) -> Result<NodeId> {
     let dir = &options.data_dir;
     let mut identity = load(dir)?.unwrap_or_default();
+    if let (Some(id), true) = (identity.id, identity.removed) {
+        return Err(ClusterError::Removed(id));
+    }
     if let Some(id) = identity.id {
         if options.join.is_none() && options.node_id != id {
             return Err(shoal_core::Error::invalid(
@@ -108,6 +117,20 @@ pub(crate) async fn resolve(options: &NodeOptions) -> Result<NodeId> {
     Ok(id)
 }
 
+/// Records that the cluster removed this node: it will refuse to start again over
+/// this data directory.
+pub(crate) fn mark_removed(dir: &Path, id: NodeId) -> Result<()> {
+    let mut identity = load(dir)?.unwrap_or_default();
+    identity.id = Some(id);
+    identity.removed = true;
+    save(dir, &identity)
+}
+
+/// The id of the node this data directory belonged to, if the cluster removed it.
+pub fn removed_node(dir: &Path) -> Result<Option<NodeId>> {
+    Ok(load(dir)?.filter(|i| i.removed).and_then(|i| i.id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,9 +142,14 @@ mod tests {
         let id = Identity {
             id: Some(7),
             uuid: "u".into(),
+            removed: false,
         };
         save(dir.path(), &id).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(id));
+        assert_eq!(removed_node(dir.path()).unwrap(), None);
+        mark_removed(dir.path(), 7).unwrap();
+        assert_eq!(removed_node(dir.path()).unwrap(), Some(7));
+        assert_eq!(load(dir.path()).unwrap().unwrap().uuid, "u");
         std::fs::write(dir.path().join(FILE), "id=x\n").unwrap();
         assert!(load(dir.path()).is_err());
     }

@@ -31,7 +31,8 @@
 //!   observes the nodes, keeps the metadata group's membership in line and drives
 //!   operations step by step; `scheduler` plans the operations that restore
 //!   replication factors, empty draining and dead nodes and even out the load;
-//!   `identity` keeps a node's id in its data directory.
+//!   `identity` keeps a node's id in its data directory; `eviction` notices that the
+//!   cluster removed this node and deletes its stale replicas.
 //!
 //! Errors inside the crate are [`ClusterError`] (typed, serializable: they cross the
 //! wire between nodes), mapped to `shoal_core::Error` once, at [`Node`]'s methods.
@@ -48,9 +49,11 @@ mod balance;
 mod coalesce;
 mod database;
 mod error;
+mod eviction;
 mod gate;
 mod host;
 mod identity;
+mod load;
 mod node;
 mod operator;
 mod options;
@@ -69,6 +72,8 @@ use serde::{Deserialize, Serialize};
 pub use coalesce::{CoalesceOptions, CoalesceStats};
 pub use database::{CollectionInfo, ReadOptions, WriteOutcome, WriteToken};
 pub use error::ClusterError;
+pub use eviction::Removal;
+pub use load::NodeLoad;
 pub use node::Node;
 pub use options::{Elasticity, NodeOptions, RaftTiming};
 pub use placement::{Placement, Rotation};
@@ -76,6 +81,7 @@ pub use scheduler::Planned;
 pub use search_coalesce::SearchCoalescer;
 pub use shoal_index::Backend as IndexBackend;
 pub use shoal_shard::ShardOptions;
+pub use status::OperationStatus;
 pub use status::{ClusterStatus, CollectionStatus, NodeHealth, ReplicaStatus, ShardStatus};
 pub use wire::ReplicaReport;
 

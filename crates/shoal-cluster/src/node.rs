@@ -28,8 +28,10 @@ use crate::admin::Admin;
 use crate::balance::Balancer;
 use crate::database::{CollectionInfo, Database, ReadOptions, WriteOutcome};
 use crate::error::ClusterError;
+use crate::eviction::{self, Removal};
 use crate::host::{Host, initialize_later};
 use crate::identity;
+use crate::load::LoadMeter;
 use crate::operator::{Memory, Operator};
 use crate::options::NodeOptions;
 use crate::placement::Rotation;
@@ -46,6 +48,7 @@ struct Inner {
     router: Arc<Router>,
     db: Arc<Database>,
     admin: Arc<Admin>,
+    removed: tokio::sync::watch::Receiver<Option<Removal>>,
 }
 
 /// A running node. Cheap to clone.
@@ -73,12 +76,26 @@ impl Node {
             Box::new(Rotation),
         ));
         let admin = Arc::new(Admin::new(router.clone(), options.elasticity.clone()));
+        let (removed_tx, removed) = tokio::sync::watch::channel(None);
+        let mut seeds: Vec<(u64, String)> = options
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        seeds.extend(options.join.iter().map(|addr| (0, addr.clone())));
+        eviction::spawn(
+            &host,
+            seeds,
+            Duration::from_millis((2 * options.timing.election_max_ms).max(2000)),
+            removed_tx,
+        );
         let node = Node {
             inner: Arc::new(Inner {
                 host,
                 router,
                 db,
                 admin,
+                removed,
             }),
         };
         let host = &node.inner.host;
@@ -87,6 +104,7 @@ impl Node {
             node.bootstrap(&options).await?;
         }
         spawn_reconciler(host);
+        LoadMeter::spawn_sampler(&host.load);
         let idle = options.shard.checkpoint_idle;
         if !idle.is_zero() && options.shard.checkpoint_every > 0 {
             spawn_idle_checkpointer(host, (idle / 2).max(Duration::from_millis(100)));
@@ -175,6 +193,29 @@ impl Node {
         tonic::service::Routes::new(raft).add_service(calls)
     }
 
+    /// If the data directory belonged to a node the cluster removed (see
+    /// [`Node::removed`]), that node's id: [`Node::start`] refuses to start over it.
+    pub fn removed_from(data_dir: &std::path::Path) -> Result<Option<u64>> {
+        Ok(identity::removed_node(data_dir)?)
+    }
+
+    /// Resolves once the cluster removed this node — a drain of it finished, or it
+    /// was replaced while down — and its local replicas were deleted. The node
+    /// should stop serving then.
+    pub async fn removed(&self) -> Removal {
+        let mut rx = self.inner.removed.clone();
+        match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.expect("waited for Some"),
+            // The watcher ended without a removal: never resolve.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// How the cluster removed this node, if it did (see [`Node::removed`]).
+    pub fn removal(&self) -> Option<Removal> {
+        *self.inner.removed.borrow()
+    }
+
     /// The node's id.
     pub fn id(&self) -> u64 {
         self.inner.host.id
@@ -207,6 +248,21 @@ impl Node {
             .is_ok()
     }
 
+    /// The groups of the replicas open on this node.
+    #[cfg(test)]
+    pub(crate) fn inner_host_replicas(&self) -> Vec<u64> {
+        self.inner
+            .host
+            .local_replicas()
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect()
+    }
+
+    pub(crate) fn load_meter(&self) -> &Arc<LoadMeter> {
+        &self.inner.host.load
+    }
+
     pub(crate) fn database(&self) -> &Arc<Database> {
         &self.inner.db
     }
@@ -233,11 +289,13 @@ impl Node {
 
     /// Validates and writes points; returns once every touched shard committed them.
     pub async fn upsert(&self, name: &str, points: Vec<Point>) -> Result<WriteOutcome> {
+        self.inner.host.load.request();
         Ok(self.inner.db.upsert(name, points).await?)
     }
 
     /// Deletes points by id; returns once every touched shard committed it.
     pub async fn delete_points(&self, name: &str, ids: Vec<PointId>) -> Result<WriteOutcome> {
+        self.inner.host.load.request();
         Ok(self.inner.db.delete_points(name, ids).await?)
     }
 
@@ -250,6 +308,7 @@ impl Node {
         with_vector: bool,
         read: ReadOptions,
     ) -> Result<Vec<RetrievedPoint>> {
+        self.inner.host.load.request();
         Ok(self
             .inner
             .db
@@ -264,6 +323,7 @@ impl Node {
         req: SearchRequest,
         read: ReadOptions,
     ) -> Result<Vec<ScoredPoint>> {
+        self.inner.host.load.request();
         Ok(self.inner.db.search(name, req, read).await?)
     }
 
@@ -274,6 +334,7 @@ impl Node {
         reqs: Vec<SearchRequest>,
         read: ReadOptions,
     ) -> Result<Vec<Vec<ScoredPoint>>> {
+        self.inner.host.load.request();
         Ok(self.inner.db.search_batch(name, reqs, read).await?)
     }
 
@@ -290,6 +351,7 @@ impl Node {
         with_vector: bool,
         read: ReadOptions,
     ) -> Result<(Vec<RetrievedPoint>, Option<PointId>)> {
+        self.inner.host.load.request();
         Ok(self
             .inner
             .db
@@ -304,6 +366,7 @@ impl Node {
         filter: Option<Filter>,
         read: ReadOptions,
     ) -> Result<u64> {
+        self.inner.host.load.request();
         Ok(self.inner.db.count(name, filter, read).await?)
     }
 

@@ -162,13 +162,7 @@ impl Operator {
             }
             let ok = self
                 .router
-                .call::<Vec<crate::wire::ReplicaReport>>(
-                    *n,
-                    Rpc::Status,
-                    0,
-                    encode(&false).unwrap_or_default(),
-                    PROBE_TIMEOUT,
-                )
+                .report_of(*n, false, PROBE_TIMEOUT)
                 .await
                 .is_ok();
             (*n, ok)
@@ -365,29 +359,46 @@ impl Operator {
             }
         }
         if view.voters != target || view.joint {
-            if from == Some(view.leader) {
-                // Hand the leadership over before the leader's replica goes: to the
-                // new replica (a voter first), or to another remaining voter.
-                if let Some(to) = to.filter(|t| !view.voters.contains(t)) {
-                    let mut voters = view.voters.clone();
-                    voters.insert(to);
-                    self.router
-                        .membership(group, &members, MembershipChange::SetVoters { voters })
-                        .await?;
-                    return Ok(Step::Progressed(format!(
-                        "{describe}: node {to} is a voter, so that it can take the leadership"
-                    )));
+            // Hand the leadership over before the leader's replica goes. openraft 0.9
+            // has no transfer: the candidate wins with its own vote and the old
+            // leader's (the others keep their lease on the old leader), which is a
+            // majority of at most three voters. With more, the voter change goes
+            // ahead and openraft's leader steps down once it commits.
+            if from == Some(view.leader) && !view.joint && view.voters.len() <= 3 {
+                let heir = view
+                    .voters
+                    .iter()
+                    .copied()
+                    .find(|n| Some(*n) != from && view.caught_up(*n, 0));
+                match (heir, to) {
+                    (Some(heir), _) => {
+                        self.transfer(view.leader, group, heir, t).await?;
+                        return Ok(Step::Progressed(format!(
+                            "{describe}: leadership handed from node {} to node {heir}",
+                            view.leader
+                        )));
+                    }
+                    // The leader is the only voter: the new replica votes too, then
+                    // takes over.
+                    (None, Some(to)) if !view.voters.contains(&to) => {
+                        let mut voters = view.voters.clone();
+                        voters.insert(to);
+                        self.router
+                            .membership(group, &members, MembershipChange::SetVoters { voters })
+                            .await?;
+                        return Ok(Step::Progressed(format!(
+                            "{describe}: node {to} is a voter, so that it can take the leadership"
+                        )));
+                    }
+                    (None, Some(to)) => {
+                        self.transfer(view.leader, group, to, t).await?;
+                        return Ok(Step::Progressed(format!(
+                            "{describe}: leadership handed from node {} to node {to}",
+                            view.leader
+                        )));
+                    }
+                    (None, None) => {}
                 }
-                let heir = to
-                    .or_else(|| target.iter().copied().find(|n| view.caught_up(*n, 0)))
-                    .ok_or_else(|| {
-                        ClusterError::Internal(format!("{describe}: no heir for the leadership"))
-                    })?;
-                self.transfer(view.leader, group, heir, t).await?;
-                return Ok(Step::Progressed(format!(
-                    "{describe}: leadership handed from node {} to node {heir}",
-                    view.leader
-                )));
             }
             let view = self
                 .router
@@ -675,6 +686,68 @@ mod tests {
             .await;
             assert_eq!(n1.count("c", None, strong()).await.unwrap(), 300);
             replicas_agree(&n1, 300).await;
+            // The drained node finds out, deletes what it held and stops serving.
+            let removal = tokio::time::timeout(std::time::Duration::from_secs(60), n4.removed())
+                .await
+                .expect("the drained node learns it was removed");
+            assert_eq!(removal, crate::Removal::Drained(4));
+            assert!(n4.inner_host_replicas().is_empty());
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_dead_node_is_replaced_and_deletes_its_stale_replicas_when_it_returns() {
+            let mut cluster = TestCluster::start(3).await;
+            let n1 = cluster.node(1).clone();
+            let four = cluster.join().await;
+            n1.create_collection(config("c", 2, 3)).await.unwrap();
+            n1.upsert("c", points(0..100)).await.unwrap();
+            eventually(90, "node 4 holds replicas", || async {
+                let counts = settled_counts(&n1)?;
+                if counts.len() == 4 && counts.iter().all(|c| *c >= 1) {
+                    Ok(())
+                } else {
+                    Err(format!("{counts:?}"))
+                }
+            })
+            .await;
+            cluster.stop(four).await;
+            // Down longer than the dead-node timeout (5 s here): replaced.
+            eventually(90, "node 4 replaced", || async {
+                let state = n1.cluster_state();
+                if !state.removed.contains(&four) {
+                    return Err(format!("nodes {:?}", state.nodes.keys()));
+                }
+                let counts = settled_counts(&n1)?;
+                if counts == vec![2, 2, 2] {
+                    Ok(())
+                } else {
+                    Err(format!("{counts:?}"))
+                }
+            })
+            .await;
+            n1.upsert("c", points(100..150)).await.unwrap();
+            replicas_agree(&n1, 150).await;
+            // It comes back with its old replicas: it finds out, deletes them, and
+            // refuses to start over its data directory again.
+            cluster.restart(four).await;
+            let removal = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                cluster.node(four).removed(),
+            )
+            .await
+            .expect("the returning node learns it was removed");
+            assert_eq!(removal, crate::Removal::Replaced(four));
+            assert_eq!(
+                Node::removed_from(cluster.data_dir(four)).unwrap(),
+                Some(four)
+            );
+            assert!(cluster.node(four).inner_host_replicas().is_empty());
+            // The cluster kept every write and the returning node changed nothing.
+            n1.upsert("c", points(150..160)).await.unwrap();
+            assert_eq!(n1.count("c", None, strong()).await.unwrap(), 160);
+            replicas_agree(&n1, 160).await;
+            let state = n1.cluster_state();
+            assert!(state.hosted_by(four).is_empty());
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ use crate::Consistency;
 use crate::error::{ClusterError, Op, Result};
 use crate::host::Host;
 use crate::wire::{
-    MembershipChange, MembershipView, ReadCall, ReadResult, ReplicaReport, decode, encode,
+    MembershipChange, MembershipView, NodeReport, ReadCall, ReadResult, decode, encode,
 };
 
 /// Pause between two rounds of attempts.
@@ -299,12 +299,17 @@ impl Router {
         }
     }
 
-    /// Reports of every replica on `node`.
-    pub async fn reports_of(&self, node: NodeId, digests: bool) -> Result<Vec<ReplicaReport>> {
+    /// What `node` reports of itself (its replicas, its load), within `timeout`.
+    pub async fn report_of(
+        &self,
+        node: NodeId,
+        digests: bool,
+        timeout: Duration,
+    ) -> Result<NodeReport> {
         if node == self.id() {
-            return self.host.local_reports(digests).await;
+            return self.host.report(digests).await;
         }
-        self.call(node, Rpc::Status, 0, encode(&digests)?, self.timeout)
+        self.call(node, Rpc::Status, 0, encode(&digests)?, timeout)
             .await
     }
 

@@ -49,11 +49,50 @@ impl Default for Policy {
     }
 }
 
-/// One planned command and why.
+/// One planned command, what it does and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub command: MetaCommand,
+    /// For people: e.g. "move docs/2 from node 3 to node 4".
+    pub description: String,
+    /// e.g. "node 3 is draining".
     pub reason: String,
+}
+
+/// A readable line for a planned command.
+fn describe_command(cmd: &MetaCommand, state: &ClusterState) -> String {
+    let name = |cid: u64| {
+        state
+            .collection_by_id(cid)
+            .map(|c| c.config.name.clone())
+            .unwrap_or_else(|| format!("#{cid}"))
+    };
+    match cmd {
+        MetaCommand::StartMove {
+            collection,
+            shard,
+            from,
+            to,
+        } => describe(
+            &OpKind::Move {
+                collection: *collection,
+                shard: *shard,
+                from: *from,
+                to: *to,
+            },
+            state,
+        ),
+        MetaCommand::SetPreferredLeader {
+            collection,
+            shard,
+            node,
+        } => format!(
+            "make node {node} the preferred leader of {}/{shard}",
+            name(*collection)
+        ),
+        MetaCommand::RemoveNode(n) => format!("remove node {n} from the cluster"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// The plan's bookkeeping while it is made.
@@ -94,6 +133,15 @@ impl<'a> Plan<'a> {
             load,
             out: Vec::new(),
         }
+    }
+
+    fn push(&mut self, command: MetaCommand, reason: String) {
+        let description = describe_command(&command, self.state);
+        self.out.push(Planned {
+            command,
+            description,
+            reason,
+        });
     }
 
     /// A node that should hold no replicas: draining, dead, or gone.
@@ -149,15 +197,15 @@ impl<'a> Plan<'a> {
             *self.load.entry(t).or_default() += 1;
         }
         self.busy_shards.insert((collection, shard.id));
-        self.out.push(Planned {
-            command: MetaCommand::StartMove {
+        self.push(
+            MetaCommand::StartMove {
                 collection,
                 shard: shard.id,
                 from,
                 to,
             },
             reason,
-        });
+        );
     }
 
     /// Goals 1 and 2: replicas off leaving nodes, shards at their replication factor.
@@ -278,10 +326,8 @@ impl<'a> Plan<'a> {
         let mut preferred: BTreeMap<NodeId, i64> = usable.iter().map(|n| (*n, 0)).collect();
         for cm in self.state.collections.values() {
             for s in &cm.shards {
-                if let Some(p) = s.replicas.first() {
-                    if let Some(c) = preferred.get_mut(p) {
-                        *c += 1;
-                    }
+                if let Some(c) = s.replicas.first().and_then(|p| preferred.get_mut(p)) {
+                    *c += 1;
                 }
             }
         }
@@ -299,32 +345,32 @@ impl<'a> Plan<'a> {
                     continue;
                 }
                 for n in s.replicas.iter().skip(1) {
-                    if let Some(&c) = preferred.get(n) {
-                        if cmax - c > 1 && best.is_none_or(|(bc, bn, _, _)| (c, *n) < (bc, bn)) {
-                            best = Some((c, *n, cm.id, s.id));
-                        }
+                    if let Some(&c) = preferred.get(n)
+                        && cmax - c > 1
+                        && best.is_none_or(|(bc, bn, _, _)| (c, *n) < (bc, bn))
+                    {
+                        best = Some((c, *n, cm.id, s.id));
                     }
                 }
             }
         }
         if let Some((c, node, collection, shard)) = best {
             self.busy_shards.insert((collection, shard));
-            self.out.push(Planned {
-                command: MetaCommand::SetPreferredLeader {
+            self.push(
+                MetaCommand::SetPreferredLeader {
                     collection,
                     shard,
                     node,
                 },
-                reason: format!(
-                    "leaders: node {max} is preferred for {cmax} shards, node {node} for {c}"
-                ),
-            });
+                format!("leaders: node {max} is preferred for {cmax} shards, node {node} for {c}"),
+            );
         }
     }
 
     /// Goal 5: empty leaving nodes leave.
     fn remove_empty(&mut self) {
-        for (&node, meta) in &self.state.nodes {
+        let state = self.state;
+        for (&node, meta) in &state.nodes {
             let leaving = meta.state == NodeState::Draining || self.observed.dead.contains(&node);
             if leaving && self.state.is_empty_node(node) {
                 let why = if meta.state == NodeState::Draining {
@@ -332,10 +378,7 @@ impl<'a> Plan<'a> {
                 } else {
                     format!("node {node} is dead and holds nothing")
                 };
-                self.out.push(Planned {
-                    command: MetaCommand::RemoveNode(node),
-                    reason: why,
-                });
+                self.push(MetaCommand::RemoveNode(node), why);
             }
         }
     }

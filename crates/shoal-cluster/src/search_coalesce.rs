@@ -15,6 +15,7 @@ use shoal_core::{Error, Result, ScoredPoint, SearchRequest};
 use crate::coalesce::{BatchFuture, CoalesceOptions, CoalesceStats, Coalescer};
 use crate::database::{Database, PreparedSearch, ReadOptions};
 use crate::error::ClusterError;
+use crate::load::LoadMeter;
 use crate::node::Node;
 
 type Answer = std::result::Result<Vec<ScoredPoint>, ClusterError>;
@@ -29,6 +30,7 @@ pub(crate) struct SearchKey {
 /// Single searches of a node, coalesced (see the module docs). Cheap to share.
 pub struct SearchCoalescer {
     db: Arc<Database>,
+    load: Option<Arc<LoadMeter>>,
     batches: Coalescer<SearchKey, PreparedSearch, Answer>,
 }
 
@@ -38,10 +40,12 @@ impl SearchCoalescer {
     pub fn new(node: &Node, options: CoalesceOptions) -> Self {
         let db = node.database().clone();
         let runner_db = db.clone();
-        Self::with_runner(db, options, move |key, batch| {
+        let mut me = Self::with_runner(db, options, move |key, batch| {
             let db = runner_db.clone();
             Box::pin(async move { db.run_prepared(&key.read, batch).await })
-        })
+        });
+        me.load = Some(node.load_meter().clone());
+        me
     }
 
     fn with_runner(
@@ -53,6 +57,7 @@ impl SearchCoalescer {
         SearchCoalescer {
             batches: Coalescer::new(options, runner),
             db,
+            load: None,
         }
     }
 
@@ -73,6 +78,9 @@ impl SearchCoalescer {
         req: SearchRequest,
         read: ReadOptions,
     ) -> Result<Vec<ScoredPoint>> {
+        if let Some(load) = &self.load {
+            load.request();
+        }
         if !self.batches.options().enabled() {
             return Ok(self.db.search(name, req, read).await?);
         }

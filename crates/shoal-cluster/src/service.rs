@@ -104,7 +104,7 @@ impl ClusterInternal for ClusterInternalService {
 
     async fn status(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let digests: bool = decode(&self.for_me(req)?.payload).map_err(bad)?;
-        reply(self.host.local_reports(digests).await)
+        reply(self.host.report(digests).await)
     }
 
     async fn membership(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {

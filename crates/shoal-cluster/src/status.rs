@@ -7,11 +7,19 @@
 //! equal.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::future::join_all;
+use shoal_meta::{ClusterState, OpKind};
 
+use crate::load::NodeLoad;
 use crate::router::Router;
+use crate::scheduler::describe;
 use crate::wire::ReplicaReport;
+
+/// How long a node may take to report, without digests (with digests, the request
+/// timeout: they read every point).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A node as seen by the node answering.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +28,20 @@ pub struct NodeHealth {
     pub address: String,
     pub reachable: bool,
     pub error: Option<String>,
+    /// `active` or `draining`.
+    pub state: String,
+    /// Votes in the metadata group, as the answering node knows it.
+    pub voter: bool,
+    /// What the node reported of its load, if it answered.
+    pub load: Option<NodeLoad>,
+}
+
+/// An operation in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationStatus {
+    pub id: u64,
+    pub description: String,
+    pub progress: String,
 }
 
 /// One replica of a shard.
@@ -51,6 +73,7 @@ pub struct ClusterStatus {
     pub metadata_leader: Option<u64>,
     pub nodes: Vec<NodeHealth>,
     pub collections: Vec<CollectionStatus>,
+    pub operations: Vec<OperationStatus>,
 }
 
 /// Gathers the status of every node and replica, as `router`'s node sees it.
@@ -58,34 +81,50 @@ pub struct ClusterStatus {
 pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
     let host = router.host();
     let state = host.state();
-    let nodes: Vec<(u64, String)> = state
-        .nodes
-        .iter()
-        .map(|(i, n)| (*i, n.addr.clone()))
+    let voters: std::collections::BTreeSet<u64> = host
+        .meta
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
         .collect();
-    let reports = join_all(nodes.iter().map(|(id, _)| router.reports_of(*id, digests))).await;
+    let timeout = if digests {
+        router.timeout()
+    } else {
+        REPORT_TIMEOUT.min(router.timeout())
+    };
+    let nodes: Vec<u64> = state.nodes.keys().copied().collect();
+    let reports = join_all(
+        nodes
+            .iter()
+            .map(|id| router.report_of(*id, digests, timeout)),
+    )
+    .await;
     let mut by_group: BTreeMap<(u64, u64), ReplicaReport> = BTreeMap::new();
     let mut health = Vec::new();
-    for ((id, address), r) in nodes.into_iter().zip(reports) {
+    for (id, r) in nodes.into_iter().zip(reports) {
+        let meta = &state.nodes[&id];
+        let mut h = NodeHealth {
+            id,
+            address: meta.addr.clone(),
+            reachable: false,
+            error: None,
+            state: meta.state.to_string(),
+            voter: voters.contains(&id),
+            load: None,
+        };
         match r {
-            Ok(list) => {
-                for rep in list {
+            Ok(report) => {
+                for rep in report.replicas {
                     by_group.insert((rep.group, id), rep);
                 }
-                health.push(NodeHealth {
-                    id,
-                    address,
-                    reachable: true,
-                    error: None,
-                });
+                h.reachable = true;
+                h.load = Some(report.load);
             }
-            Err(e) => health.push(NodeHealth {
-                id,
-                address,
-                reachable: false,
-                error: Some(e.to_string()),
-            }),
+            Err(e) => h.error = Some(e.to_string()),
         }
+        health.push(h);
     }
     let collections = state
         .collections
@@ -116,11 +155,62 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
                 .collect(),
         })
         .collect();
+    let operations = state
+        .operations
+        .values()
+        .map(|op| OperationStatus {
+            id: op.id,
+            description: describe(&op.kind, &state),
+            progress: progress(&op.kind, &state, &by_group),
+        })
+        .collect();
     ClusterStatus {
         node_id: host.id,
         metadata_leader: host.leader_hint(shoal_meta::META_GROUP),
         nodes: health,
         collections,
+        operations,
+    }
+}
+
+/// How far an operation got, from the replicas' reports.
+fn progress(
+    kind: &OpKind,
+    state: &ClusterState,
+    reports: &BTreeMap<(u64, u64), ReplicaReport>,
+) -> String {
+    match kind {
+        OpKind::Move {
+            collection,
+            shard,
+            to: Some(to),
+            ..
+        } => {
+            let group = shoal_meta::group_of(*collection, *shard);
+            let leader_applied = state
+                .replicas_of(group)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| reports.get(&(group, *n)))
+                .map(|r| r.applied)
+                .max()
+                .unwrap_or(0);
+            match reports.get(&(group, *to)) {
+                None => format!("node {to} has not opened its replica yet"),
+                Some(r) if r.applied >= leader_applied => {
+                    format!(
+                        "node {to} caught up (applied {}); changing the voters",
+                        r.applied
+                    )
+                }
+                Some(r) => format!(
+                    "node {to} catching up: applied {} of {leader_applied}",
+                    r.applied
+                ),
+            }
+        }
+        OpKind::Move { .. } => "removing the replica from its group".into(),
+        OpKind::Split { .. } => "splitting".into(),
     }
 }
 

@@ -87,6 +87,11 @@ impl TestCluster {
     /// [`TestCluster::start`], with `tweak` applied to every node's options (also
     /// of nodes that join or restart later).
     pub async fn start_with(n: u64, tweak: fn(&mut NodeOptions)) -> TestCluster {
+        #[cfg(test)]
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
@@ -181,6 +186,11 @@ impl TestCluster {
     /// Node `id`. Panics if it is stopped.
     pub fn node(&self, id: u64) -> &Node {
         &self.members.get(&id).expect("a running node").node
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.dirs[&id]
     }
 
     /// The ids of the running nodes.

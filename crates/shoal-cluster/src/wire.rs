@@ -50,6 +50,13 @@ pub(crate) enum ReadResult {
     ClusterState(shoal_meta::ClusterState),
 }
 
+/// What a node reports of itself: its replicas and its load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub replicas: Vec<ReplicaReport>,
+    pub load: crate::load::NodeLoad,
+}
+
 /// One replica as its node reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaReport {

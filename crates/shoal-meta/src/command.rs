@@ -273,10 +273,10 @@ impl ClusterState {
         if from.is_none() && to.is_none() || from == to {
             return Err(MetaError::BadMove { shard });
         }
-        if let Some(f) = from {
-            if !s.replicas.contains(&f) {
-                return Err(MetaError::NotAReplica { shard, node: f });
-            }
+        if let Some(f) = from
+            && !s.replicas.contains(&f)
+        {
+            return Err(MetaError::NotAReplica { shard, node: f });
         }
         match to {
             Some(t) => {

@@ -308,6 +308,25 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                 address: n.address,
                 reachable: n.reachable,
                 error: n.error.unwrap_or_default(),
+                state: n.state,
+                voter: n.voter,
+                load: n.load.map(|l| pb::NodeLoad {
+                    cpu_percent: l.cpu_percent,
+                    rss_bytes: l.rss_bytes,
+                    requests_per_second: l.requests_per_second,
+                    points: l.points,
+                    replicas: l.replicas,
+                    leaders: l.leaders,
+                }),
+            })
+            .collect(),
+        operations: s
+            .operations
+            .into_iter()
+            .map(|o| pb::OperationStatus {
+                id: o.id,
+                description: o.description,
+                progress: o.progress,
             })
             .collect(),
         collections: s

@@ -331,7 +331,8 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Starts the node and serves until SIGINT or SIGTERM.
+/// Starts the node and serves until SIGINT or SIGTERM, or until the cluster removes
+/// the node (then it stops serving and waits for the signal).
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let raft_listener = tokio::net::TcpListener::bind(args.raft_listen)
         .await
@@ -400,15 +401,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             // TCP_NODELAY: small replies must not wait for Nagle's algorithm
             // (a ~40 ms stall at the tail under concurrency otherwise).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown_signal(),
+            stop_serving(&node),
         )
         .await?;
+    if let Some(removal) = node.removal() {
+        // Its replicas are deleted; the process stays up (a restart policy would only
+        // start it again) until told to stop.
+        let _ = stop_tx.send(true);
+        let _ = internal_server.await;
+        tracing::error!("{removal}; no longer serving, waiting for a stop signal");
+        shutdown_signal().await;
+        return Ok(());
+    }
     tracing::info!("stopping Raft groups and saving index checkpoints before exit");
     node.shutdown().await.context("saving index checkpoints")?;
     let _ = stop_tx.send(true);
     let _ = internal_server.await;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, or once the cluster removed this node.
+async fn stop_serving(node: &Node) {
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = node.removed() => {}
+    }
 }
 
 async fn shutdown_signal() {

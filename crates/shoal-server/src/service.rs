@@ -71,6 +71,21 @@ impl Collections for CollectionsService {
             .map_err(to_status)?;
         Ok(Response::new(pb::DeleteCollectionResponse {}))
     }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let r = req.into_inner();
+        if let Some(rf) = r.replication_factor {
+            self.node
+                .set_replication_factor(&r.name, rf)
+                .await
+                .map_err(to_status)?;
+        }
+        let info = self.node.collection(&r.name).await.map_err(to_status)?;
+        Ok(Response::new(convert::collection_info(info)))
+    }
 }
 
 /// `shoal.v1.Points`. Single searches go through the node's [`SearchCoalescer`].
@@ -257,5 +272,55 @@ impl Cluster for ClusterService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::cluster_status(s)))
+    }
+
+    async fn drain(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let node = req.into_inner().node;
+        if node == 0 {
+            return Err(Status::invalid_argument("node: node ids start at 1"));
+        }
+        self.node.drain(node).await.map_err(to_status)?;
+        Ok(Response::new(pb::DrainResponse {}))
+    }
+
+    async fn move_replica(
+        &self,
+        req: Request<pb::MoveReplicaRequest>,
+    ) -> Result<Response<pb::MoveReplicaResponse>, Status> {
+        let r = req.into_inner();
+        if r.from.is_none() && r.to.is_none() {
+            return Err(Status::invalid_argument(
+                "from, to: give the node that gives up a replica, the node that takes one, or both",
+            ));
+        }
+        let operation = self
+            .node
+            .move_replica(&r.collection, r.shard, r.from, r.to)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::MoveReplicaResponse { operation }))
+    }
+
+    async fn rebalance(
+        &self,
+        req: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceResponse>, Status> {
+        let planned = self
+            .node
+            .rebalance(req.into_inner().dry_run)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RebalanceResponse {
+            planned: planned
+                .into_iter()
+                .map(|p| pb::PlannedOperation {
+                    description: p.description,
+                    reason: p.reason,
+                })
+                .collect(),
+        }))
     }
 }

@@ -34,6 +34,14 @@ EVENTUAL: Consistency
 SESSION: Consistency
 STRONG: Consistency
 
+class UpdateCollectionRequest(_message.Message):
+    __slots__ = ("name", "replication_factor")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    replication_factor: int
+    def __init__(self, name: _Optional[str] = ..., replication_factor: _Optional[int] = ...) -> None: ...
+
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "dim", "metric", "shard_count", "replication_factor", "m", "ef_construction")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -438,6 +446,53 @@ class CountResponse(_message.Message):
     count: int
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
+class DrainRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: int
+    def __init__(self, node: _Optional[int] = ...) -> None: ...
+
+class DrainResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MoveReplicaRequest(_message.Message):
+    __slots__ = ("collection", "shard", "to")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    shard: int
+    to: int
+    def __init__(self, collection: _Optional[str] = ..., shard: _Optional[int] = ..., to: _Optional[int] = ..., **kwargs) -> None: ...
+
+class MoveReplicaResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: int
+    def __init__(self, operation: _Optional[int] = ...) -> None: ...
+
+class RebalanceRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class RebalanceResponse(_message.Message):
+    __slots__ = ("planned",)
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    planned: _containers.RepeatedCompositeFieldContainer[PlannedOperation]
+    def __init__(self, planned: _Optional[_Iterable[_Union[PlannedOperation, _Mapping]]] = ...) -> None: ...
+
+class PlannedOperation(_message.Message):
+    __slots__ = ("description", "reason")
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    reason: str
+    def __init__(self, description: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class ClusterStatusRequest(_message.Message):
     __slots__ = ("digests",)
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
@@ -445,28 +500,62 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self, digests: _Optional[bool] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("node_id", "metadata_leader", "nodes", "collections")
+    __slots__ = ("node_id", "metadata_leader", "nodes", "collections", "operations")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_LEADER_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     metadata_leader: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStatus]
-    def __init__(self, node_id: _Optional[int] = ..., metadata_leader: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionStatus, _Mapping]]] = ...) -> None: ...
+    operations: _containers.RepeatedCompositeFieldContainer[OperationStatus]
+    def __init__(self, node_id: _Optional[int] = ..., metadata_leader: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionStatus, _Mapping]]] = ..., operations: _Optional[_Iterable[_Union[OperationStatus, _Mapping]]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "reachable", "error")
+    __slots__ = ("id", "address", "reachable", "error", "state", "voter", "load")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     id: int
     address: str
     reachable: bool
     error: str
-    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    state: str
+    voter: bool
+    load: NodeLoad
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ..., state: _Optional[str] = ..., voter: _Optional[bool] = ..., load: _Optional[_Union[NodeLoad, _Mapping]] = ...) -> None: ...
+
+class NodeLoad(_message.Message):
+    __slots__ = ("cpu_percent", "rss_bytes", "requests_per_second", "points", "replicas", "leaders")
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEADERS_FIELD_NUMBER: _ClassVar[int]
+    cpu_percent: float
+    rss_bytes: int
+    requests_per_second: float
+    points: int
+    replicas: int
+    leaders: int
+    def __init__(self, cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., requests_per_second: _Optional[float] = ..., points: _Optional[int] = ..., replicas: _Optional[int] = ..., leaders: _Optional[int] = ...) -> None: ...
+
+class OperationStatus(_message.Message):
+    __slots__ = ("id", "description", "progress")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    description: str
+    progress: str
+    def __init__(self, id: _Optional[int] = ..., description: _Optional[str] = ..., progress: _Optional[str] = ...) -> None: ...
 
 class CollectionStatus(_message.Message):
     __slots__ = ("name", "id", "shards")

@@ -58,6 +58,11 @@ class CollectionsStub:
                 request_serializer=shoal_dot_v1_dot_shoal__pb2.DeleteCollectionRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_shoal__pb2.DeleteCollectionResponse.FromString,
                 _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/shoal.v1.Collections/Update',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.UpdateCollectionRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.CollectionInfo.FromString,
+                _registered_method=True)
 
 
 class CollectionsServicer:
@@ -95,6 +100,16 @@ class CollectionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Update(self, request, context):
+        """Changes a collection online: its replication factor (replicas are added or
+        removed in the background, a few at a time, each new one catching up before it
+        votes; `Cluster.Status` shows them). Returns once the change is recorded.
+        INVALID_ARGUMENT for a factor out of range or above the active nodes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +132,11 @@ def add_CollectionsServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=shoal_dot_v1_dot_shoal__pb2.DeleteCollectionRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_shoal__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.UpdateCollectionRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.CollectionInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +251,33 @@ class Collections:
             '/shoal.v1.Collections/Delete',
             shoal_dot_v1_dot_shoal__pb2.DeleteCollectionRequest.SerializeToString,
             shoal_dot_v1_dot_shoal__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Collections/Update',
+            shoal_dot_v1_dot_shoal__pb2.UpdateCollectionRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.CollectionInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -611,6 +658,21 @@ class ClusterStub:
                 request_serializer=shoal_dot_v1_dot_shoal__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_shoal__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/shoal.v1.Cluster/Drain',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.DrainRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.DrainResponse.FromString,
+                _registered_method=True)
+        self.MoveReplica = channel.unary_unary(
+                '/shoal.v1.Cluster/MoveReplica',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.MoveReplicaRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.MoveReplicaResponse.FromString,
+                _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/shoal.v1.Cluster/Rebalance',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.RebalanceResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -628,6 +690,39 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Starts draining a node: its replicas move to the other nodes (a few at a time,
+        leaderships handed over first), then it leaves the cluster and can be stopped.
+        Returns at once; `Status` shows the node as `draining`, the moves in flight, and
+        the node gone when it is done. FAILED_PRECONDITION if the other active nodes
+        could not hold every collection's replication factor; NOT_FOUND for an unknown
+        node. Draining a draining node is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveReplica(self, request, context):
+        """Moves one replica of a shard from one node to another (`from` and `to`), adds
+        one (`to` alone) or removes one (`from` alone). The new replica catches up as a
+        learner, then the group's voters change by joint consensus, then the old replica
+        is deleted: the shard stays available throughout. Returns the operation's id at
+        once. FAILED_PRECONDITION if the move makes no sense (a target that already
+        holds the shard, removing the last replica, a draining target); UNAVAILABLE if
+        another operation is working on the shard (retry later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rebalance(self, request, context):
+        """What the scheduler would do now to restore replication factors, empty draining
+        and dead nodes and even out replicas and leaders; unless `dry_run`, starts it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -635,6 +730,21 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=shoal_dot_v1_dot_shoal__pb2.ClusterStatusRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_shoal__pb2.ClusterStatus.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.DrainRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.DrainResponse.SerializeToString,
+            ),
+            'MoveReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveReplica,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.MoveReplicaRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.MoveReplicaResponse.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.RebalanceRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.RebalanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -668,6 +778,87 @@ class Cluster:
             '/shoal.v1.Cluster/Status',
             shoal_dot_v1_dot_shoal__pb2.ClusterStatusRequest.SerializeToString,
             shoal_dot_v1_dot_shoal__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Cluster/Drain',
+            shoal_dot_v1_dot_shoal__pb2.DrainRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Cluster/MoveReplica',
+            shoal_dot_v1_dot_shoal__pb2.MoveReplicaRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.MoveReplicaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Cluster/Rebalance',
+            shoal_dot_v1_dot_shoal__pb2.RebalanceRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.RebalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
