@@ -265,8 +265,10 @@ impl Operator {
 
     /// One step of a move (see [`OpKind::Move`]):
     /// 1. `to` joins the group as a learner; wait until it caught up;
-    /// 2. if `from` leads the group: make `to` a voter too, then hand the leadership
-    ///    to it (or, when removing a replica, to another voter);
+    /// 2. if `from` leads a group of at most three voters: hand the leadership to
+    ///    another caught-up voter (if the leader is the only voter, `to` first becomes
+    ///    a voter and takes it); with more voters openraft's leader steps down by
+    ///    itself once the change that removes it commits;
     /// 3. change the voters to the new set (joint consensus; `from` leaves the group);
     /// 4. record the new replicas in the metadata (`from` then deletes its copy).
     ///

@@ -15,11 +15,11 @@ use tonic::transport::Channel;
 
 use crate::*;
 
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Timing for tests: faster than the defaults, still well above a loaded machine's
 /// scheduling hiccups.
-const TIMING: &[&str] = &[
+pub(crate) const TIMING: &[&str] = &[
     "--raft-heartbeat-ms",
     "200",
     "--raft-election-min-ms",
@@ -30,7 +30,7 @@ const TIMING: &[&str] = &[
     "15000",
 ];
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,13 +38,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Cluster {
-    nodes: Vec<Node>,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Node>,
+    /// The internal (Raft) address of each node.
+    pub(crate) raft: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    fn start(extra: &[&str]) -> Cluster {
+    pub(crate) fn start(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peers = ports
@@ -63,11 +65,16 @@ impl Cluster {
                 Node::start(binary(), &dir.path().join(format!("n{}", i + 1)), &args)
             })
             .collect();
-        Cluster { nodes, _dir: dir }
+        let raft = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Cluster {
+            nodes,
+            raft,
+            _dir: dir,
+        }
     }
 
     /// Node `id` (1-based).
-    fn node(&mut self, id: u64) -> &mut Node {
+    pub(crate) fn node(&mut self, id: u64) -> &mut Node {
         &mut self.nodes[id as usize - 1]
     }
 }
@@ -76,13 +83,13 @@ async fn channel(node: &Node) -> Channel {
     node.channel().await
 }
 
-async fn points(node: &Node) -> PointsClient<Channel> {
+pub(crate) async fn points(node: &Node) -> PointsClient<Channel> {
     PointsClient::new(channel(node).await)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20)
 }
 
-async fn status(node: &Node, digests: bool) -> pb::ClusterStatus {
+pub(crate) async fn status(node: &Node, digests: bool) -> pb::ClusterStatus {
     ClusterClient::new(channel(node).await)
         .status(pb::ClusterStatusRequest { digests })
         .await
@@ -90,7 +97,7 @@ async fn status(node: &Node, digests: bool) -> pb::ClusterStatus {
         .into_inner()
 }
 
-fn strong() -> Option<pb::ReadOptions> {
+pub(crate) fn strong() -> Option<pb::ReadOptions> {
     Some(pb::ReadOptions {
         consistency: pb::Consistency::Strong as i32,
         token: None,
@@ -99,7 +106,7 @@ fn strong() -> Option<pb::ReadOptions> {
 
 /// Waits until every replica of every shard reports the same applied index and
 /// digest; returns the last status.
-async fn wait_replicas_agree(node: &Node) -> pb::ClusterStatus {
+pub(crate) async fn wait_replicas_agree(node: &Node) -> pb::ClusterStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = status(node, true).await;
@@ -125,7 +132,7 @@ async fn wait_replicas_agree(node: &Node) -> pb::ClusterStatus {
     }
 }
 
-async fn create_collection(node: &Node, name: &str, shards: u32, rf: u32) {
+pub(crate) async fn create_collection(node: &Node, name: &str, shards: u32, rf: u32) {
     let (mut cols, _) = node.clients().await;
     cols.create(pb::CreateCollectionRequest {
         replication_factor: Some(rf),
@@ -135,13 +142,13 @@ async fn create_collection(node: &Node, name: &str, shards: u32, rf: u32) {
     .unwrap();
 }
 
-fn vector(id: u64) -> Vec<f32> {
+pub(crate) fn vector(id: u64) -> Vec<f32> {
     let x = id as f32;
     vec![x, (x * 0.37).sin(), (x * 0.11).cos(), 1.0]
 }
 
 /// Gets `ids` with STRONG consistency through `node`; returns the ids found.
-async fn strong_get(node: &Node, collection: &str, ids: &[u64]) -> BTreeSet<u64> {
+pub(crate) async fn strong_get(node: &Node, collection: &str, ids: &[u64]) -> BTreeSet<u64> {
     let mut pts = points(node).await;
     let mut found = BTreeSet::new();
     for chunk in ids.chunks(5_000) {

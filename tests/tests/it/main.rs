@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod docker;
 mod durability;
+mod elastic;
 mod recall;
 
 use std::path::Path;
