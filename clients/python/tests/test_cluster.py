@@ -1,7 +1,9 @@
 """Three `shoal serve` processes on loopback: read-your-writes across nodes with
 session tokens, a client given every node address, cluster status with replica
-digests, and retries with failover while a node is killed (SIGKILL) under a writer.
-The kill test runs last and restarts the node."""
+digests, cluster administration (node state/voter/load in the status, a replication
+factor raised, a replica moved, rebalance dry runs, errors of drain and move), and
+retries with failover while a node is killed (SIGKILL) under a writer. The kill test
+runs last and restarts the node."""
 
 from __future__ import annotations
 
