@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import shoal
+from conftest import wait_until
 from shoal import Field, HasId
 from shoal.v1 import shoal_pb2 as pb
 
@@ -271,6 +272,73 @@ def test_unreachable_node_is_unavailable_after_bounded_retries() -> None:
             c2.list_collections()
         c.close()
         c2.close()
+
+
+def test_admin_calls_are_not_retried(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Cluster administration calls are tried once on UNAVAILABLE (whether they took
+    effect is unknown); a dry-run rebalance and the status are retried like reads."""
+    import asyncio
+
+    with socket_port() as p1, socket_port() as p2:
+        policy = shoal.RetryPolicy(max_attempts=4, initial_backoff=0.01)
+        addrs = [f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"]
+        c = shoal.Client(addrs, retry=policy, timeout=10)
+        a = shoal.AsyncClient(addrs, retry=policy, timeout=10)
+        tries: List[str] = []
+        for t in (c._t, a._t):
+            real = t._method
+
+            def counting(i: int, path: str, real=real):  # type: ignore[no-untyped-def]
+                tries.append(path)
+                return real(i, path)
+
+            monkeypatch.setattr(t, "_method", counting)
+        once = [lambda x: x.drain_node(2), lambda x: x.move_replica("x", 0, from_node=1, to_node=2),
+                lambda x: x.rebalance(), lambda x: x.rebalance(dry_run=False),
+                lambda x: x.update_collection("x", replication_factor=2)]
+        retried = [lambda x: x.rebalance(dry_run=True), lambda x: x.cluster_status()]
+
+        for calls, expected in ((once, 1), (retried, 4)):
+            for call in calls:
+                tries.clear()
+                with pytest.raises(shoal.Unavailable):
+                    call(c)
+                with pytest.raises(shoal.Unavailable):
+                    asyncio.run(call(a))
+                assert len(tries) == 2 * expected, (tries, expected)
+        c.close()
+        asyncio.run(a.close())
+
+
+def test_cluster_administration_on_one_node(client: shoal.Client, name: str) -> None:
+    st = wait_until(lambda: (lambda s: s if s.nodes[0].load and s.nodes[0].load.rss_bytes > 0 else None)(
+        client.cluster_status()), 30, what="a load sample")
+    n = st.nodes[0]
+    assert n.id == 1 and n.state == "active" and n.voter and n.reachable and n.load is not None
+    assert st.operations == [] and st.node(1) is n
+    assert client.rebalance(dry_run=True) == []
+    with pytest.raises(shoal.NotFound, match="node 99"):
+        client.drain_node(99)
+    client.create_collection(name, dim=4)
+    try:
+        with pytest.raises(shoal.NotFound, match="shard 3"):
+            client.move_replica(name, 3, to_node=1)
+        with pytest.raises(shoal.FailedPrecondition) as e:
+            client.move_replica(name, 0, from_node=1)  # its last replica
+        assert e.value.code.name == "FAILED_PRECONDITION"
+        with pytest.raises(shoal.InvalidArgument, match="replication_factor"):
+            client.update_collection(name, replication_factor=2)  # one node holds one copy
+        assert client.update_collection(name, replication_factor=1).replication_factor == 1
+        for bad in (lambda: client.update_collection(name),  # nothing to change
+                    lambda: client.update_collection(name, replication_factor=-1),
+                    lambda: client.move_replica(name, 0),
+                    lambda: client.move_replica(name, -1, to_node=1),
+                    lambda: client.move_replica(name, 0, to_node="2"),  # type: ignore[arg-type]
+                    lambda: client.drain_node(True)):  # type: ignore[arg-type]
+            with pytest.raises(shoal.InvalidArgument):
+                bad()
+    finally:
+        client.delete_collection(name)
 
 
 class socket_port:

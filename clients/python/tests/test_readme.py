@@ -32,3 +32,14 @@ def test_langchain_example_runs(url: str) -> None:
     pytest.importorskip("langchain_core")
     block = next(b for b in _blocks() if "shoal.langchain" in b)
     exec(compile(block.replace("127.0.0.1:7470", url), "README.md (langchain)", "exec"), {})
+
+
+def test_cluster_administration_example_names_real_methods() -> None:
+    """That block changes a cluster's shape (drains a node), so it is only compiled,
+    and every client method it calls must exist on both clients."""
+    import shoal
+
+    block = next(b for b in _blocks() if "drain_node" in b)
+    compile(block, "README.md (cluster administration)", "exec")
+    for method in set(re.findall(r"client\.(\w+)\(", block)):
+        assert hasattr(shoal.Client, method) and hasattr(shoal.AsyncClient, method), method

@@ -17,6 +17,7 @@ from .models import (
     CollectionInfo,
     Consistency,
     Metric,
+    PlannedOperation,
     Point,
     PointIdLike,
     ScrollPage,
@@ -94,6 +95,12 @@ def _name(collection: Any) -> str:
 def _opt_uint(v: Optional[int], what: str) -> Optional[int]:
     if v is None:
         return None
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+        raise InvalidArgument(f"{what}: expected a non-negative integer, got {v!r}")
+    return int(v)
+
+
+def _uint(v: Any, what: str) -> int:
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
         raise InvalidArgument(f"{what}: expected a non-negative integer, got {v!r}")
     return int(v)
@@ -295,6 +302,15 @@ class _Api:
         return _Req(_COLLECTIONS + "Delete", pb.DeleteCollectionRequest(name=_name(name)).SerializeToString(),
                     parse, False)
 
+    def _req_update_collection(self, name: str, replication_factor: Optional[int]) -> _Req:
+        rf = _opt_uint(replication_factor, "replication_factor")
+        if rf is None:
+            raise InvalidArgument("nothing to update: give replication_factor=")
+        req = pb.UpdateCollectionRequest(name=_name(name), replication_factor=rf)
+        # Not retried: an UNAVAILABLE reply may come after the change was recorded.
+        return _Req(_COLLECTIONS + "Update", req.SerializeToString(),
+                    lambda b: _wire.collection_info(pb.CollectionInfo.FromString(b)), False)
+
     # ---- points ----
 
     def _req_upsert(self, collection: str, encoded: List[bytes]) -> _Req:
@@ -382,6 +398,43 @@ class _Api:
     def _req_status(self, digests: bool) -> _Req:
         return _Req(_CLUSTER + "Status", pb.ClusterStatusRequest(digests=digests).SerializeToString(),
                     lambda b: _wire.cluster_status(pb.ClusterStatus.FromString(b)), True)
+
+    # ---- cluster administration ----
+    #
+    # Only a dry-run rebalance (which changes nothing) is retried on UNAVAILABLE: the
+    # others record an intention in the cluster's metadata, and an UNAVAILABLE reply
+    # does not say whether it was recorded (a move sent twice would be two moves).
+
+    def _req_drain(self, node_id: int) -> _Req:
+        req = pb.DrainRequest(node=_uint(node_id, "node_id"))
+        return _Req(_CLUSTER + "Drain", req.SerializeToString(), _parse_nothing, False)
+
+    def _req_move_replica(self, collection: str, shard: int, from_node: Optional[int],
+                          to_node: Optional[int]) -> _Req:
+        collection = _name(collection)
+        shard_ = _uint(shard, "shard")
+        src = _opt_uint(from_node, "from_node")
+        dst = _opt_uint(to_node, "to_node")
+        if src is None and dst is None:
+            raise InvalidArgument("from_node, to_node: give the node that gives up a replica, the node that "
+                                  "takes one, or both")
+        req = pb.MoveReplicaRequest(collection=collection, shard=shard_)
+        if src is not None:
+            setattr(req, "from", src)  # `from` is a Python keyword
+        if dst is not None:
+            req.to = dst
+        return _Req(_CLUSTER + "MoveReplica", req.SerializeToString(),
+                    lambda b: pb.MoveReplicaResponse.FromString(b).operation, False)
+
+    def _req_rebalance(self, dry_run: bool) -> _Req:
+        def parse(b: bytes) -> List[PlannedOperation]:
+            return [PlannedOperation(p.description, p.reason) for p in pb.RebalanceResponse.FromString(b).planned]
+        return _Req(_CLUSTER + "Rebalance", pb.RebalanceRequest(dry_run=bool(dry_run)).SerializeToString(),
+                    parse, bool(dry_run))
+
+
+def _parse_nothing(_b: bytes) -> None:
+    return None
 
 
 _parse_search = _wire.scored_bytes

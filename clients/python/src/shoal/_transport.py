@@ -30,8 +30,9 @@ class RetryPolicy:
     UNAVAILABLE. ``max_attempts`` counts the first try; the wait before retry ``k``
     (after every node was tried once) is ``min(max_backoff, initial_backoff *
     multiplier**k)`` with up to ``jitter`` of it added at random. ``RetryPolicy.none()``
-    turns retries off. Collection create and delete are never retried (not idempotent
-    in their answers)."""
+    turns retries off. Collection create, update and delete, and the cluster
+    administration calls (drain, move a replica, rebalance other than a dry run) are
+    never retried: an UNAVAILABLE reply does not say whether they took effect."""
 
     max_attempts: int = 5
     initial_backoff: float = 0.1

@@ -22,7 +22,9 @@ from .models import (
     CollectionInfo,
     CollectionStatus,
     Metric,
+    NodeLoad,
     NodeStatus,
+    OperationStatus,
     PointId,
     PointIdLike,
     Record,
@@ -328,7 +330,19 @@ def cluster_status(s: pb.ClusterStatus) -> ClusterStatus:
     return ClusterStatus(
         node_id=s.node_id,
         metadata_leader=s.metadata_leader if s.HasField("metadata_leader") else None,
-        nodes=[NodeStatus(n.id, n.address, n.reachable, n.error) for n in s.nodes],
+        nodes=[
+            NodeStatus(
+                n.id,
+                n.address,
+                n.reachable,
+                n.error,
+                n.state,
+                n.voter,
+                NodeLoad(n.load.cpu_percent, n.load.rss_bytes, n.load.requests_per_second, n.load.points,
+                         n.load.replicas, n.load.leaders) if n.HasField("load") else None,
+            )
+            for n in s.nodes
+        ],
         collections=[
             CollectionStatus(
                 c.name,
@@ -354,4 +368,5 @@ def cluster_status(s: pb.ClusterStatus) -> ClusterStatus:
             )
             for c in s.collections
         ],
+        operations=[OperationStatus(o.id, o.description, o.progress) for o in s.operations],
     )

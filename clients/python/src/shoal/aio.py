@@ -17,6 +17,7 @@ from .models import (
     CollectionInfo,
     Consistency,
     Metric,
+    PlannedOperation,
     PointIdLike,
     Record,
     ScoredPoint,
@@ -127,6 +128,11 @@ class AsyncClient(_Api):
     async def delete_collection(self, name: str, *, timeout: Optional[float] = None) -> None:
         await self._call(self._req_delete_collection(name), timeout)
 
+    async def update_collection(self, name: str, *, replication_factor: Optional[int] = None,
+                                timeout: Optional[float] = None) -> CollectionInfo:
+        """See :meth:`shoal.Client.update_collection`. Not retried."""
+        return await self._call(self._req_update_collection(name, replication_factor), timeout)
+
     # ---- points ----
 
     async def upsert(self, collection: str, points: Optional[Iterable[Any]] = None, *,
@@ -203,6 +209,22 @@ class AsyncClient(_Api):
 
     async def cluster_status(self, digests: bool = False, *, timeout: Optional[float] = None) -> ClusterStatus:
         return await self._call(self._req_status(digests), timeout)
+
+    # ---- cluster administration ----
+
+    async def drain_node(self, node_id: int, *, timeout: Optional[float] = None) -> None:
+        """See :meth:`shoal.Client.drain_node`. Not retried."""
+        await self._call(self._req_drain(node_id), timeout)
+
+    async def move_replica(self, collection: str, shard: int, from_node: Optional[int] = None,
+                           to_node: Optional[int] = None, *, timeout: Optional[float] = None) -> int:
+        """See :meth:`shoal.Client.move_replica`; returns the operation's id. Not retried."""
+        return await self._call(self._req_move_replica(collection, shard, from_node, to_node), timeout)
+
+    async def rebalance(self, dry_run: bool = False, *,
+                        timeout: Optional[float] = None) -> List[PlannedOperation]:
+        """See :meth:`shoal.Client.rebalance`. Only a dry run is retried."""
+        return await self._call(self._req_rebalance(dry_run), timeout)
 
     # ---- bulk ----
 

@@ -17,6 +17,7 @@ from .models import (
     CollectionInfo,
     Consistency,
     Metric,
+    PlannedOperation,
     PointIdLike,
     Record,
     ScoredPoint,
@@ -177,6 +178,16 @@ class Client(_Api):
         """Deletes a collection and its points (:class:`~shoal.NotFound`). Not retried."""
         self._call(self._req_delete_collection(name), timeout)
 
+    def update_collection(self, name: str, *, replication_factor: Optional[int] = None,
+                          timeout: Optional[float] = None) -> CollectionInfo:
+        """Changes a collection online; for now its replication factor (copies of every
+        shard). Returns once the change is recorded: the cluster then adds (or removes)
+        replicas in the background, a few at a time, each new one catching up before
+        it votes; :meth:`cluster_status` shows them. :class:`~shoal.InvalidArgument` for
+        a factor out of range or above the number of active nodes,
+        :class:`~shoal.NotFound` for an unknown collection. Not retried."""
+        return self._call(self._req_update_collection(name, replication_factor), timeout)
+
     # ---- points ----
 
     def upsert(self, collection: str, points: Optional[Iterable[Any]] = None, *,
@@ -267,9 +278,51 @@ class Client(_Api):
         return self._call(self._req_count(collection, filter, consistency, token), timeout)
 
     def cluster_status(self, digests: bool = False, *, timeout: Optional[float] = None) -> ClusterStatus:
-        """Nodes, and every shard's replicas, as the current node sees them. With
-        ``digests``, a content digest of every replica (reads every point)."""
+        """Nodes (their state, whether they vote in the metadata group, their load),
+        every shard's replicas, and the operations in flight, as the current node sees
+        them. With ``digests``, a content digest of every replica (reads every point)."""
         return self._call(self._req_status(digests), timeout)
+
+    # ---- cluster administration ----
+
+    def drain_node(self, node_id: int, *, timeout: Optional[float] = None) -> None:
+        """Starts draining node ``node_id``: its replicas move to the other nodes (a few
+        at a time, leaderships handed over first), then it leaves the cluster and can be
+        stopped. Returns at once; :meth:`cluster_status` shows the node ``draining``,
+        the moves in ``operations``, and the node gone when it is done. Draining a
+        draining node does nothing.
+
+        :class:`~shoal.NotFound` for an unknown node; :class:`~shoal.FailedPrecondition`
+        if the other active nodes could not hold every collection's replication factor.
+        Not retried (on :class:`~shoal.Unavailable`, look at :meth:`cluster_status`, or
+        call again: that is safe)."""
+        self._call(self._req_drain(node_id), timeout)
+
+    def move_replica(self, collection: str, shard: int, from_node: Optional[int] = None,
+                     to_node: Optional[int] = None, *, timeout: Optional[float] = None) -> int:
+        """Moves one replica of shard ``shard`` of ``collection`` from node ``from_node``
+        to node ``to_node``; with ``to_node`` alone adds a replica there, with
+        ``from_node`` alone removes that one. The new replica catches up as a learner,
+        then the shard's voters change by joint consensus, then the old replica is
+        deleted: the shard stays available throughout. Returns the operation's id at
+        once (see ``ClusterStatus.operations``).
+
+        :class:`~shoal.NotFound` for an unknown collection, shard or node;
+        :class:`~shoal.FailedPrecondition` if the move makes no sense (the target holds
+        the shard already or is draining, removing the last replica);
+        :class:`~shoal.Unavailable` if another operation is working on the shard (try
+        again later). Not retried: a move sent twice would be two moves. With automatic
+        rebalancing on (the server's default) the cluster may later move replicas again
+        to keep replica counts even and every shard at its replication factor."""
+        return self._call(self._req_move_replica(collection, shard, from_node, to_node), timeout)
+
+    def rebalance(self, dry_run: bool = False, *, timeout: Optional[float] = None) -> List[PlannedOperation]:
+        """What the cluster's scheduler would do now to restore replication factors,
+        empty draining and dead nodes and even out replicas and leaders, each step with
+        its reason; unless ``dry_run``, starts it (a list, empty when there is nothing
+        to do). A dry run changes nothing and is retried like a read; a real one is not
+        retried."""
+        return self._call(self._req_rebalance(dry_run), timeout)
 
     # ---- bulk ----
 

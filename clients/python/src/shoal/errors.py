@@ -6,8 +6,9 @@ offending field, e.g. ``points[3].vector[17]: component is NaN``)::
 
     ShoalError
     ├── InvalidArgument      INVALID_ARGUMENT (also raised client-side before a call); a ValueError
-    ├── NotFound             NOT_FOUND (unknown collection)
+    ├── NotFound             NOT_FOUND (unknown collection, shard, node)
     ├── AlreadyExists        ALREADY_EXISTS
+    ├── FailedPrecondition   FAILED_PRECONDITION (an admin request the cluster's state refuses)
     ├── ResourceExhausted    RESOURCE_EXHAUSTED (over a server limit, e.g. message size)
     ├── Unavailable          UNAVAILABLE (no leader / replica in time, or no node reachable)
     ├── DeadlineExceeded     DEADLINE_EXCEEDED (the client's timeout ran out)
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "AlreadyExists",
+    "FailedPrecondition",
     "ResourceExhausted",
     "Unavailable",
     "DeadlineExceeded",
@@ -70,7 +72,7 @@ class InvalidArgument(ShoalError, ValueError):
 
 
 class NotFound(ShoalError):
-    """The collection does not exist."""
+    """The collection (or, for cluster administration, the shard or node) does not exist."""
 
     code = grpc.StatusCode.NOT_FOUND
 
@@ -79,6 +81,15 @@ class AlreadyExists(ShoalError):
     """A collection of that name exists."""
 
     code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ShoalError):
+    """The cluster's current state refuses the request; the message says why. E.g.
+    draining a node when the others could not hold every collection's replication
+    factor, moving a replica to a node that already holds the shard or is draining,
+    removing a shard's last replica, or a call to a node removed from the cluster."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class ResourceExhausted(ShoalError):
@@ -112,6 +123,7 @@ _BY_CODE = {
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,

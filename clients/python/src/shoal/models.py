@@ -23,7 +23,10 @@ __all__ = [
     "WriteResult",
     "ScrollPage",
     "UploadResult",
+    "NodeLoad",
     "NodeStatus",
+    "OperationStatus",
+    "PlannedOperation",
     "ReplicaStatus",
     "ShardStatus",
     "CollectionStatus",
@@ -201,11 +204,46 @@ class UploadResult:
 
 
 @dataclass
+class NodeLoad:
+    """What a node reported of its load (for autoscaling: scale out above ~70% CPU,
+    in below ~30%).
+
+    ``cpu_percent`` is the node process's CPU over the last few seconds in percent of
+    one core (200 = two cores busy); ``rss_bytes`` its resident memory;
+    ``requests_per_second`` the public API requests it served over the last few
+    seconds; ``points`` the points in the replicas it holds (each replica counted);
+    ``replicas`` how many it holds and ``leaders`` how many of them it leads.
+    """
+
+    cpu_percent: float
+    rss_bytes: int
+    requests_per_second: float
+    points: int
+    replicas: int
+    leaders: int
+
+
+@dataclass
 class NodeStatus:
+    """One node of the cluster.
+
+    ``state`` is ``"active"`` (takes replicas) or ``"draining"`` (giving them away
+    before it leaves); ``voter`` is true when it votes in the metadata group (the
+    others follow it as learners); ``load`` is ``None`` when the node is unreachable
+    (``error`` then says why).
+    """
+
     id: int
     address: str
     reachable: bool
     error: str
+    state: str = ""
+    voter: bool = False
+    load: Optional[NodeLoad] = None
+
+    @property
+    def draining(self) -> bool:
+        return self.state == "draining"
 
 
 @dataclass
@@ -233,13 +271,44 @@ class CollectionStatus:
 
 
 @dataclass
+class OperationStatus:
+    """A replica move or shard split in flight: its id (what
+    :meth:`~shoal.Client.move_replica` returns), e.g. ``"move docs/2 from node 3 to
+    node 4"`` and ``"node 4 catching up: applied 1200 of 5000"``."""
+
+    id: int
+    description: str
+    progress: str
+
+
+@dataclass
+class PlannedOperation:
+    """A step :meth:`~shoal.Client.rebalance` plans (or started): what, e.g. ``"move
+    docs/2 from node 3 to node 4"``, and why, e.g. ``"node 3 is draining"``."""
+
+    description: str
+    reason: str
+
+
+@dataclass
 class ClusterStatus:
-    """The cluster as one node sees it (see ``Cluster.Status`` in the proto)."""
+    """The cluster as one node sees it (see ``Cluster.Status`` in the proto): the
+    answering node, the metadata group's leader, every node (state, load), every
+    shard's replicas, and the operations (replica moves, shard splits) in flight."""
 
     node_id: int
     metadata_leader: Optional[int]
     nodes: List[NodeStatus]
     collections: List[CollectionStatus]
+    operations: List[OperationStatus] = field(default_factory=list)
+
+    def node(self, node_id: int) -> Optional[NodeStatus]:
+        """The node with that id, if it is in the cluster."""
+        return next((n for n in self.nodes if n.id == node_id), None)
+
+    def collection(self, name: str) -> Optional[CollectionStatus]:
+        """The named collection's shards and replicas, if it exists."""
+        return next((c for c in self.collections if c.name == name), None)
 
     def digests_agree(self) -> bool:
         """True when every shard's replicas report one applied index and one digest
