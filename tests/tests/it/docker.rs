@@ -173,12 +173,31 @@ async fn container_keeps_acknowledged_writes_across_sigkill() {
     drop(guard);
 }
 
-/// Removes the cluster test's containers, volumes, network and image whatever happens.
+/// Removes a cluster test's containers (with their anonymous volumes), named volumes,
+/// network and image whatever happens.
 struct ClusterCleanup {
     containers: Vec<String>,
     volumes: Vec<String>,
     network: String,
     image: String,
+}
+
+impl ClusterCleanup {
+    /// Names for the cluster test `tag` of this process: `containers` containers, the
+    /// first three (nodes 1..=3) with a named volume each.
+    fn new(tag: &str, containers: usize) -> Self {
+        let id = std::process::id();
+        ClusterCleanup {
+            containers: (1..=containers)
+                .map(|i| format!("shoal-test-{id}-{tag}-n{i}"))
+                .collect(),
+            volumes: (1..=3)
+                .map(|i| format!("shoal-test-{id}-{tag}-n{i}-data"))
+                .collect(),
+            network: format!("shoal-test-{id}-{tag}-net"),
+            image: format!("shoal-test:{id}-{tag}"),
+        }
+    }
 }
 
 impl Drop for ClusterCleanup {
@@ -192,7 +211,7 @@ impl Drop for ClusterCleanup {
                 );
             }
         }
-        let mut rm = vec!["rm", "-f"];
+        let mut rm = vec!["rm", "-f", "-v"];
         rm.extend(self.containers.iter().map(String::as_str));
         let _ = docker(&rm);
         let mut rm = vec!["volume", "rm", "-f"];
@@ -206,20 +225,23 @@ impl Drop for ClusterCleanup {
 /// The peers list of docker-compose.yml: node i is `shoal<i>` on the network.
 const PEERS: &str = "1=shoal1:7471,2=shoal2:7471,3=shoal3:7471";
 
+/// `docker run -d --name NAME` of the test image on the test network with `opts`, the
+/// public port published (on a free loopback port here), the Raft port not.
+fn run_container(g: &ClusterCleanup, name: &str, opts: &[String]) {
+    let mut args: Vec<&str> = vec!["run", "-d", "--name", name, "--network", &g.network];
+    args.extend(opts.iter().map(String::as_str));
+    args.extend(["-p", "127.0.0.1::7470", &g.image]);
+    docker_ok(&args);
+}
+
 /// Starts node `i` (1-based) of the cluster as docker-compose.yml does: its own volume,
-/// SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN, the public port published (on a free
-/// loopback port here), the Raft port not.
+/// SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN, the public port published, the Raft
+/// port not.
 fn run_node(g: &ClusterCleanup, i: usize) {
     let alias = format!("shoal{i}");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &g.containers[i - 1],
+    let opts = [
         "--hostname",
         &alias,
-        "--network",
-        &g.network,
         "--network-alias",
         &alias,
         "-v",
@@ -234,10 +256,46 @@ fn run_node(g: &ClusterCleanup, i: usize) {
         // target, as the recall tests do.
         "-e",
         "SHOAL_EXACT_THRESHOLD=0",
-        "-p",
-        "127.0.0.1::7470",
-        &g.image,
-    ]);
+    ];
+    run_container(g, &g.containers[i - 1], &opts.map(String::from));
+}
+
+/// Builds the image, creates the network and starts nodes 1..=3 (see [`run_node`]);
+/// returns a channel to each node's public port once all three serve.
+async fn start_three_nodes(g: &ClusterCleanup, lap: &dyn Fn(&str)) -> Vec<Channel> {
+    build_image(&g.image);
+    lap("image built");
+    docker_ok(&["network", "create", &g.network]);
+    for i in 1..=3 {
+        run_node(g, i);
+    }
+    let mut nodes = Vec::new();
+    for c in &g.containers[..3] {
+        nodes.push(connect(c).await);
+    }
+    lap("three nodes serve");
+    nodes
+}
+
+/// Calls `f` every half second until it returns `Ok`, for up to `secs`; panics with
+/// the last error after that.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let why = match f().await {
+            Ok(t) => return t,
+            Err(why) => why,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s; last: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Retries `f` while it fails with UNAVAILABLE (no leader yet), up to `secs`.
@@ -309,16 +367,17 @@ async fn recall(
     recall_at_k(&found, truth, 10)
 }
 
-/// Why the cluster has not converged yet (None once every shard's three replicas are
-/// reachable at one applied index with equal digests).
-fn not_converged(s: &pb::ClusterStatus) -> Option<String> {
+/// Why the cluster has not converged yet (None once every node is reachable and every
+/// shard of `collection` has `replicas` replicas at one applied index with equal
+/// digests).
+fn not_converged(s: &pb::ClusterStatus, collection: &str, replicas: usize) -> Option<String> {
     if let Some(n) = s.nodes.iter().find(|n| !n.reachable) {
         return Some(format!("node {} unreachable: {}", n.id, n.error));
     }
-    let c = s.collections.iter().find(|c| c.name == "sift")?;
+    let c = s.collections.iter().find(|c| c.name == collection)?;
     for sh in &c.shards {
         let r = &sh.replicas;
-        if r.len() != 3 {
+        if r.len() != replicas {
             return Some(format!("shard {}: {} replicas", sh.shard, r.len()));
         }
         if r.iter().any(|x| {
@@ -345,21 +404,28 @@ fn not_converged(s: &pb::ClusterStatus) -> Option<String> {
     None
 }
 
-/// `shoal cluster status --digests` against a container's public port; it must
-/// exit 0.
-fn cli_status(container: &str) -> String {
+/// The `shoal` CLI with `args` against a container's public port; it must exit 0.
+/// Returns what it printed.
+fn cli(container: &str, args: &[&str]) -> String {
     let url = format!("http://{}", docker_ok(&["port", container, "7470/tcp"]));
     let out = Command::new(binary())
-        .args(["--addr", &url, "cluster", "status", "--digests"])
+        .args(["--addr", &url])
+        .args(args)
         .output()
-        .expect("run shoal cluster status");
+        .expect("run shoal");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{text}{}",
+        "shoal {args:?}: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// `shoal cluster status --digests` against a container's public port; it must
+/// exit 0.
+fn cli_status(container: &str) -> String {
+    cli(container, &["cluster", "status", "--digests"])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -375,25 +441,9 @@ async fn three_node_cluster_survives_a_stopped_node_and_converges() {
     let queries = read_fvecs(&dir.join("siftsmall_query.fvecs")).unwrap();
     let truth = read_ivecs(&dir.join("siftsmall_groundtruth.ivecs")).unwrap();
 
-    let id = std::process::id();
-    let g = ClusterCleanup {
-        containers: (1..=3).map(|i| format!("shoal-test-{id}-n{i}")).collect(),
-        volumes: (1..=3)
-            .map(|i| format!("shoal-test-{id}-n{i}-data"))
-            .collect(),
-        network: format!("shoal-test-{id}-net"),
-        image: format!("shoal-test:{id}-cluster"),
-    };
-    build_image(&g.image);
-    lap("image built");
-    docker_ok(&["network", "create", &g.network]);
-    for i in 1..=3 {
-        run_node(&g, i);
-    }
-    let n1 = connect(&g.containers[0]).await;
-    let n2 = connect(&g.containers[1]).await;
-    connect(&g.containers[2]).await;
-    lap("three nodes serve");
+    let g = ClusterCleanup::new("cluster", 3);
+    let nodes = start_three_nodes(&g, &lap).await;
+    let (n1, n2) = (nodes[0].clone(), nodes[1].clone());
 
     // A collection replicated on all three nodes, created through node 1.
     let cols1 = pb::collections_client::CollectionsClient::new(n1.clone());
@@ -526,25 +576,22 @@ async fn three_node_cluster_survives_a_stopped_node_and_converges() {
     docker_ok(&["start", &g.containers[2]]);
     let n3 = connect(&g.containers[2]).await;
     lap("node 3 started");
-    let mut cluster = pb::cluster_client::ClusterClient::new(n1.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let why = match cluster
-            .status(pb::ClusterStatusRequest { digests: true })
-            .await
-        {
-            Ok(s) => match not_converged(s.get_ref()) {
-                None => break s.into_inner(),
-                Some(why) => why,
-            },
-            Err(s) => format!("status: {s:?}"),
-        };
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge within 60 s after node 3 returned: {why}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let cluster = pb::cluster_client::ClusterClient::new(n1.clone());
+    let status = eventually(60, "replicas converge after node 3 returned", || {
+        let mut cluster = cluster.clone();
+        async move {
+            let s = cluster
+                .status(pb::ClusterStatusRequest { digests: true })
+                .await
+                .map_err(|s| format!("status: {s:?}"))?
+                .into_inner();
+            match not_converged(&s, "sift", 3) {
+                None => Ok(s),
+                Some(why) => Err(why),
+            }
+        }
+    })
+    .await;
     let points: u64 = status.collections[0]
         .shards
         .iter()
