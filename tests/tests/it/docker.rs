@@ -2,9 +2,12 @@
 //! base made with debootstrap, the binary under test): one container keeps an
 //! acknowledged write across a SIGKILL; three containers on a user-defined network
 //! form the cluster of `docker-compose.yml`, keep serving with one node stopped, and
-//! converge again when it returns. Skipped, with a message, where no Docker engine
+//! converge again when it returns; a fourth container started as the compose file's
+//! `shoal-extra` service joins that cluster, takes its share of the replicas, and
+//! leaves it again when drained. Skipped, with a message, where no Docker engine
 //! runs.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -173,12 +176,31 @@ async fn container_keeps_acknowledged_writes_across_sigkill() {
     drop(guard);
 }
 
-/// Removes the cluster test's containers, volumes, network and image whatever happens.
+/// Removes a cluster test's containers (with their anonymous volumes), named volumes,
+/// network and image whatever happens.
 struct ClusterCleanup {
     containers: Vec<String>,
     volumes: Vec<String>,
     network: String,
     image: String,
+}
+
+impl ClusterCleanup {
+    /// Names for the cluster test `tag` of this process: `containers` containers, the
+    /// first three (nodes 1..=3) with a named volume each.
+    fn new(tag: &str, containers: usize) -> Self {
+        let id = std::process::id();
+        ClusterCleanup {
+            containers: (1..=containers)
+                .map(|i| format!("shoal-test-{id}-{tag}-n{i}"))
+                .collect(),
+            volumes: (1..=3)
+                .map(|i| format!("shoal-test-{id}-{tag}-n{i}-data"))
+                .collect(),
+            network: format!("shoal-test-{id}-{tag}-net"),
+            image: format!("shoal-test:{id}-{tag}"),
+        }
+    }
 }
 
 impl Drop for ClusterCleanup {
@@ -192,7 +214,7 @@ impl Drop for ClusterCleanup {
                 );
             }
         }
-        let mut rm = vec!["rm", "-f"];
+        let mut rm = vec!["rm", "-f", "-v"];
         rm.extend(self.containers.iter().map(String::as_str));
         let _ = docker(&rm);
         let mut rm = vec!["volume", "rm", "-f"];
@@ -206,20 +228,23 @@ impl Drop for ClusterCleanup {
 /// The peers list of docker-compose.yml: node i is `shoal<i>` on the network.
 const PEERS: &str = "1=shoal1:7471,2=shoal2:7471,3=shoal3:7471";
 
+/// `docker run -d --name NAME` of the test image on the test network with `opts`, the
+/// public port published (on a free loopback port here), the Raft port not.
+fn run_container(g: &ClusterCleanup, name: &str, opts: &[String]) {
+    let mut args: Vec<&str> = vec!["run", "-d", "--name", name, "--network", &g.network];
+    args.extend(opts.iter().map(String::as_str));
+    args.extend(["-p", "127.0.0.1::7470", &g.image]);
+    docker_ok(&args);
+}
+
 /// Starts node `i` (1-based) of the cluster as docker-compose.yml does: its own volume,
-/// SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN, the public port published (on a free
-/// loopback port here), the Raft port not.
+/// SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN, the public port published, the Raft
+/// port not.
 fn run_node(g: &ClusterCleanup, i: usize) {
     let alias = format!("shoal{i}");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &g.containers[i - 1],
+    let opts = [
         "--hostname",
         &alias,
-        "--network",
-        &g.network,
         "--network-alias",
         &alias,
         "-v",
@@ -234,10 +259,46 @@ fn run_node(g: &ClusterCleanup, i: usize) {
         // target, as the recall tests do.
         "-e",
         "SHOAL_EXACT_THRESHOLD=0",
-        "-p",
-        "127.0.0.1::7470",
-        &g.image,
-    ]);
+    ];
+    run_container(g, &g.containers[i - 1], &opts.map(String::from));
+}
+
+/// Builds the image, creates the network and starts nodes 1..=3 (see [`run_node`]);
+/// returns a channel to each node's public port once all three serve.
+async fn start_three_nodes(g: &ClusterCleanup, lap: &dyn Fn(&str)) -> Vec<Channel> {
+    build_image(&g.image);
+    lap("image built");
+    docker_ok(&["network", "create", &g.network]);
+    for i in 1..=3 {
+        run_node(g, i);
+    }
+    let mut nodes = Vec::new();
+    for c in &g.containers[..3] {
+        nodes.push(connect(c).await);
+    }
+    lap("three nodes serve");
+    nodes
+}
+
+/// Calls `f` every half second until it returns `Ok`, for up to `secs`; panics with
+/// the last error after that.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let why = match f().await {
+            Ok(t) => return t,
+            Err(why) => why,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s; last: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Retries `f` while it fails with UNAVAILABLE (no leader yet), up to `secs`.
@@ -309,16 +370,17 @@ async fn recall(
     recall_at_k(&found, truth, 10)
 }
 
-/// Why the cluster has not converged yet (None once every shard's three replicas are
-/// reachable at one applied index with equal digests).
-fn not_converged(s: &pb::ClusterStatus) -> Option<String> {
+/// Why the cluster has not converged yet (None once every node is reachable and every
+/// shard of `collection` has `replicas` replicas at one applied index with equal
+/// digests).
+fn not_converged(s: &pb::ClusterStatus, collection: &str, replicas: usize) -> Option<String> {
     if let Some(n) = s.nodes.iter().find(|n| !n.reachable) {
         return Some(format!("node {} unreachable: {}", n.id, n.error));
     }
-    let c = s.collections.iter().find(|c| c.name == "sift")?;
+    let c = s.collections.iter().find(|c| c.name == collection)?;
     for sh in &c.shards {
         let r = &sh.replicas;
-        if r.len() != 3 {
+        if r.len() != replicas {
             return Some(format!("shard {}: {} replicas", sh.shard, r.len()));
         }
         if r.iter().any(|x| {
@@ -345,21 +407,28 @@ fn not_converged(s: &pb::ClusterStatus) -> Option<String> {
     None
 }
 
-/// `shoal cluster status --digests` against a container's public port; it must
-/// exit 0.
-fn cli_status(container: &str) -> String {
+/// The `shoal` CLI with `args` against a container's public port; it must exit 0.
+/// Returns what it printed.
+fn cli(container: &str, args: &[&str]) -> String {
     let url = format!("http://{}", docker_ok(&["port", container, "7470/tcp"]));
     let out = Command::new(binary())
-        .args(["--addr", &url, "cluster", "status", "--digests"])
+        .args(["--addr", &url])
+        .args(args)
         .output()
-        .expect("run shoal cluster status");
+        .expect("run shoal");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{text}{}",
+        "shoal {args:?}: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// `shoal cluster status --digests` against a container's public port; it must
+/// exit 0.
+fn cli_status(container: &str) -> String {
+    cli(container, &["cluster", "status", "--digests"])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -375,25 +444,9 @@ async fn three_node_cluster_survives_a_stopped_node_and_converges() {
     let queries = read_fvecs(&dir.join("siftsmall_query.fvecs")).unwrap();
     let truth = read_ivecs(&dir.join("siftsmall_groundtruth.ivecs")).unwrap();
 
-    let id = std::process::id();
-    let g = ClusterCleanup {
-        containers: (1..=3).map(|i| format!("shoal-test-{id}-n{i}")).collect(),
-        volumes: (1..=3)
-            .map(|i| format!("shoal-test-{id}-n{i}-data"))
-            .collect(),
-        network: format!("shoal-test-{id}-net"),
-        image: format!("shoal-test:{id}-cluster"),
-    };
-    build_image(&g.image);
-    lap("image built");
-    docker_ok(&["network", "create", &g.network]);
-    for i in 1..=3 {
-        run_node(&g, i);
-    }
-    let n1 = connect(&g.containers[0]).await;
-    let n2 = connect(&g.containers[1]).await;
-    connect(&g.containers[2]).await;
-    lap("three nodes serve");
+    let g = ClusterCleanup::new("cluster", 3);
+    let nodes = start_three_nodes(&g, &lap).await;
+    let (n1, n2) = (nodes[0].clone(), nodes[1].clone());
 
     // A collection replicated on all three nodes, created through node 1.
     let cols1 = pb::collections_client::CollectionsClient::new(n1.clone());
@@ -526,25 +579,22 @@ async fn three_node_cluster_survives_a_stopped_node_and_converges() {
     docker_ok(&["start", &g.containers[2]]);
     let n3 = connect(&g.containers[2]).await;
     lap("node 3 started");
-    let mut cluster = pb::cluster_client::ClusterClient::new(n1.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let why = match cluster
-            .status(pb::ClusterStatusRequest { digests: true })
-            .await
-        {
-            Ok(s) => match not_converged(s.get_ref()) {
-                None => break s.into_inner(),
-                Some(why) => why,
-            },
-            Err(s) => format!("status: {s:?}"),
-        };
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge within 60 s after node 3 returned: {why}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let cluster = pb::cluster_client::ClusterClient::new(n1.clone());
+    let status = eventually(60, "replicas converge after node 3 returned", || {
+        let mut cluster = cluster.clone();
+        async move {
+            let s = cluster
+                .status(pb::ClusterStatusRequest { digests: true })
+                .await
+                .map_err(|s| format!("status: {s:?}"))?
+                .into_inner();
+            match not_converged(&s, "sift", 3) {
+                None => Ok(s),
+                Some(why) => Err(why),
+            }
+        }
+    })
+    .await;
     let points: u64 = status.collections[0]
         .shards
         .iter()
@@ -595,6 +645,412 @@ async fn three_node_cluster_survives_a_stopped_node_and_converges() {
         "node 3's replica holds a point written while it was down"
     );
     lap("node 3 counts every point (STRONG and EVENTUAL)");
+    drop(g);
+    lap("cleaned up");
+}
+
+/// The environment of docker-compose.yml's `shoal-extra` service: a node that joins
+/// through shoal1, with neither node id nor peers. [`compose_extra_service`] checks
+/// that the file says the same.
+const EXTRA_ENV: [(&str, &str); 4] = [
+    ("SHOAL_DATA_DIR", "/data"),
+    ("SHOAL_JOIN", "shoal1:7471"),
+    ("SHOAL_LISTEN", "0.0.0.0:7470"),
+    ("SHOAL_RAFT_LISTEN", "0.0.0.0:7471"),
+];
+
+/// Starts a container as docker-compose.yml's `shoal-extra` service: no host name
+/// and no network alias (it advertises its default host name, the short container
+/// id), no named volume (the image's `VOLUME /data` gives it an anonymous one),
+/// [`EXTRA_ENV`], the public port published on a free port, the Raft port not.
+fn run_extra(g: &ClusterCleanup, name: &str) {
+    let opts: Vec<String> = EXTRA_ENV
+        .iter()
+        .flat_map(|(k, v)| ["-e".to_string(), format!("{k}={v}")])
+        .collect();
+    run_container(g, name, &opts);
+}
+
+/// The lines of `service` in the output of `docker-compose config` (its name's line
+/// excluded).
+fn compose_service<'a>(config: &'a str, service: &str) -> Vec<&'a str> {
+    let head = format!("  {service}:");
+    config
+        .lines()
+        .skip_while(|l| *l != head)
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .collect()
+}
+
+/// The lines of `key` (indented by four, as a service's keys are) in a service's
+/// lines, up to the next key.
+fn compose_key<'a>(service: &[&'a str], key: &str) -> Vec<&'a str> {
+    let head = format!("    {key}:");
+    service
+        .iter()
+        .skip_while(|l| !l.starts_with(&head))
+        .skip(1)
+        .take_while(|l| l.starts_with("     ") || l.starts_with("    -"))
+        .copied()
+        .collect()
+}
+
+/// Checks docker-compose.yml with `docker-compose config`: valid without and with the
+/// `elastic` profile, and its `shoal-extra` service is what [`run_extra`] starts (in
+/// the `elastic` profile; [`EXTRA_ENV`]; no host name, named volume or fixed host
+/// port; port 7471 not published). Returns false, with a message, where docker-compose
+/// is missing.
+fn check_compose_extra_service(test: &str) -> bool {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml");
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .arg("-f")
+            .arg(&file)
+            .args(args)
+            .output()
+    };
+    let Ok(version) = compose(&["version", "--short"]) else {
+        eprintln!("{test}: docker-compose is missing: docker-compose.yml not checked");
+        return false;
+    };
+    eprintln!(
+        "docker-compose {}",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    let plain = compose(&["config", "-q"]).unwrap();
+    assert!(
+        plain.status.success(),
+        "docker-compose.yml is invalid: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let out = compose(&["--profile", "elastic", "config"]).unwrap();
+    let config = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "docker-compose.yml with --profile elastic is invalid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extra = compose_service(&config, "shoal-extra");
+    assert!(
+        !extra.is_empty(),
+        "no shoal-extra service in docker-compose config:\n{config}"
+    );
+    let shown = extra.join("\n");
+    let env: BTreeMap<&str, &str> = compose_key(&extra, "environment")
+        .iter()
+        .filter_map(|l| l.trim().split_once(": "))
+        .map(|(k, v)| (k, v.trim_matches(|c| c == '\'' || c == '"')))
+        .collect();
+    assert_eq!(
+        env,
+        BTreeMap::from(EXTRA_ENV),
+        "shoal-extra's environment in docker-compose.yml is not what the test runs:\n{shown}"
+    );
+    assert!(
+        compose_key(&extra, "profiles")
+            .iter()
+            .any(|l| l.trim().trim_start_matches("- ") == "elastic"),
+        "shoal-extra is not in the elastic profile:\n{shown}"
+    );
+    for key in ["hostname", "volumes", "container_name"] {
+        assert!(
+            !extra.iter().any(|l| l.starts_with(&format!("    {key}:"))),
+            "shoal-extra sets {key}, which breaks scaling or joining:\n{shown}"
+        );
+    }
+    let ports = compose_key(&extra, "ports").join("\n");
+    assert!(
+        ports.contains("7470"),
+        "shoal-extra does not publish its public port 7470:\n{shown}"
+    );
+    assert!(
+        !ports.contains("7471"),
+        "shoal-extra publishes the internal port 7471:\n{shown}"
+    );
+    assert!(
+        !ports
+            .lines()
+            .any(|l| l.contains("published") && l.contains(|c: char| c.is_ascii_digit())),
+        "shoal-extra publishes a fixed host port (scaling would conflict):\n{shown}"
+    );
+    true
+}
+
+const DOCS_DIM: usize = 8;
+
+/// Points `ids` of the `docs` collection, each with its id as payload `n`.
+fn docs_points(ids: std::ops::Range<u64>) -> Vec<pb::Point> {
+    ids.map(|i| {
+        let v = (0..DOCS_DIM as u64)
+            .map(|d| ((i * (d + 3)) % 101) as f32)
+            .collect();
+        point(i, v, &[("n", int(i as i64))])
+    })
+    .collect()
+}
+
+/// Upserts `docs_points(ids)` through `ch`, 500 per request, retrying while no leader
+/// answers.
+async fn upsert_docs(ch: &Channel, ids: std::ops::Range<u64>) {
+    let pts = pb::points_client::PointsClient::new(ch.clone());
+    let all = docs_points(ids);
+    for chunk in all.chunks(500) {
+        let r = retry_unavailable("upsert", 60, || {
+            let (mut pts, points) = (pts.clone(), chunk.to_vec());
+            async move {
+                pts.upsert(pb::UpsertRequest {
+                    collection: "docs".into(),
+                    points,
+                })
+                .await
+            }
+        })
+        .await;
+        assert_eq!(r.count, chunk.len() as u64);
+    }
+}
+
+/// A STRONG count of `docs` through `ch`.
+async fn strong_count(ch: &Channel) -> u64 {
+    let pts = pb::points_client::PointsClient::new(ch.clone());
+    retry_unavailable("strong count", 60, || {
+        let mut pts = pts.clone();
+        async move {
+            pts.count(pb::CountRequest {
+                collection: "docs".into(),
+                filter: None,
+                read: read(pb::Consistency::Strong, None),
+            })
+            .await
+        }
+    })
+    .await
+    .count
+}
+
+/// Replicas per node in `s` (from the metadata's placement), every node listed.
+fn replica_counts(s: &pb::ClusterStatus) -> BTreeMap<u64, usize> {
+    let mut counts: BTreeMap<u64, usize> = s.nodes.iter().map(|n| (n.id, 0)).collect();
+    for c in &s.collections {
+        for sh in &c.shards {
+            for r in &sh.replicas {
+                *counts.entry(r.node).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// The status through `cluster` once the cluster settled on exactly the nodes `nodes`:
+/// every one reachable, no operation in flight, replicas spread over them within one
+/// of each other with each holding at least one, every shard of `docs` with its two
+/// replicas at one applied index with equal digests, and `points` points in all.
+async fn settled(
+    mut cluster: pb::cluster_client::ClusterClient<Channel>,
+    nodes: &[u64],
+    points: u64,
+) -> Result<pb::ClusterStatus, String> {
+    let s = cluster
+        .status(pb::ClusterStatusRequest { digests: true })
+        .await
+        .map_err(|s| format!("status: {s:?}"))?
+        .into_inner();
+    let ids: Vec<u64> = s.nodes.iter().map(|n| n.id).collect();
+    if ids != nodes {
+        return Err(format!("nodes {ids:?}"));
+    }
+    if !s.operations.is_empty() {
+        let ops: Vec<String> = s
+            .operations
+            .iter()
+            .map(|o| format!("{} ({})", o.description, o.progress))
+            .collect();
+        return Err(format!("operations in flight: {}", ops.join("; ")));
+    }
+    let counts = replica_counts(&s);
+    let (min, max) = (counts.values().min(), counts.values().max());
+    if min == Some(&0) || max.unwrap_or(&0) - min.unwrap_or(&0) > 1 {
+        return Err(format!("replicas per node {counts:?}"));
+    }
+    if let Some(why) = not_converged(&s, "docs", 2) {
+        return Err(why);
+    }
+    let total: u64 = s
+        .collections
+        .iter()
+        .filter(|c| c.name == "docs")
+        .flat_map(|c| &c.shards)
+        .map(|sh| sh.replicas[0].points)
+        .sum();
+    if total != points {
+        return Err(format!("{total} points in the shards, {points} expected"));
+    }
+    Ok(s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_container_joins_takes_replicas_and_leaves_when_drained() {
+    const TEST: &str = "extra_container_joins_takes_replicas_and_leaves_when_drained";
+    if !docker_available(TEST) {
+        return;
+    }
+    let started = Instant::now();
+    let lap = |what: &str| eprintln!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
+    if check_compose_extra_service(TEST) {
+        lap("docker-compose.yml: valid, shoal-extra is what this test starts");
+    }
+
+    let g = ClusterCleanup::new("join", 4);
+    let nodes = start_three_nodes(&g, &lap).await;
+    let n1 = nodes[0].clone();
+
+    // 4 shards x 2 replicas over three nodes (3, 3 and 2 replicas), 2,000 points.
+    let cols1 = pb::collections_client::CollectionsClient::new(n1.clone());
+    let mut req = create("docs", DOCS_DIM as u32, pb::Metric::L2, 4);
+    req.replication_factor = Some(2);
+    retry_unavailable("create", 60, || {
+        let (mut c, req) = (cols1.clone(), req.clone());
+        async move { c.create(req).await }
+    })
+    .await;
+    upsert_docs(&n1, 0..2000).await;
+    lap("2000 points written through node 1 (4 shards x 2 replicas)");
+
+    // A fourth container, started as the compose file's shoal-extra service.
+    let extra = &g.containers[3];
+    run_extra(&g, extra);
+    let n4 = connect(extra).await;
+    let hostname = docker_ok(&["inspect", "-f", "{{.Config.Hostname}}", extra]);
+    lap(&format!("the fourth container ({hostname}) serves"));
+    let cluster = pb::cluster_client::ClusterClient::new(n1.clone());
+    let s = eventually(
+        180,
+        "node 4 joins and takes its share of the replicas",
+        || settled(cluster.clone(), &[1, 2, 3, 4], 2000),
+    )
+    .await;
+    let four = s.nodes.iter().find(|n| n.id == 4).unwrap();
+    assert_eq!(
+        four.address,
+        format!("{hostname}:7471"),
+        "node 4 advertises its container's host name"
+    );
+    lap(&format!(
+        "node 4 joined, replicas per node {:?}, digests agree",
+        replica_counts(&s)
+    ));
+
+    // It serves the whole API: writes through it, strong reads through it and node 1.
+    upsert_docs(&n4, 2000..2500).await;
+    assert_eq!(strong_count(&n4).await, 2500, "STRONG count through node 4");
+    assert_eq!(strong_count(&n1).await, 2500, "STRONG count through node 1");
+    eventually(60, "replicas agree after writes through node 4", || {
+        settled(cluster.clone(), &[1, 2, 3, 4], 2500)
+    })
+    .await;
+    lap("500 points written through node 4; 2500 counted through nodes 4 and 1");
+
+    // Drain it with `shoal cluster drain` (Cluster/Drain) through node 1: its
+    // replicas move back, then it leaves the cluster.
+    let said = cli(&g.containers[0], &["cluster", "drain", "4"]);
+    assert!(said.starts_with("draining node 4"), "{said}");
+    let s = eventually(180, "node 4 drained and removed", || {
+        settled(cluster.clone(), &[1, 2, 3], 2500)
+    })
+    .await;
+    lap(&format!(
+        "node 4 drained and removed, replicas per node {:?}, digests agree",
+        replica_counts(&s)
+    ));
+    let n2 = nodes[1].clone();
+    assert_eq!(
+        strong_count(&n2).await,
+        2500,
+        "STRONG count through node 2 after the drain"
+    );
+    let got = pb::points_client::PointsClient::new(n2)
+        .get(pb::GetPointsRequest {
+            collection: "docs".into(),
+            ids: vec![num(0).unwrap(), num(2499).unwrap()],
+            with_payload: true,
+            with_vector: true,
+            read: read(pb::Consistency::Strong, None),
+        })
+        .await
+        .expect("get through node 2")
+        .into_inner();
+    let want = [docs_points(0..1), docs_points(2499..2500)].concat();
+    assert_eq!(got.points.len(), 2, "{got:?}");
+    for (p, w) in got.points.iter().zip(&want) {
+        assert_eq!(
+            (&p.id, &p.vector, &p.payload),
+            (&w.id, &w.vector, &w.payload)
+        );
+    }
+
+    // The drained node says so and stops serving, but its process stays up (a
+    // restart policy would only start it again).
+    let line = "node 4 was drained and removed from the cluster";
+    eventually(60, "node 4 logs its removal", || async move {
+        let logs = docker(&["logs", extra]);
+        if String::from_utf8_lossy(&logs.stderr).contains(line) {
+            Ok(())
+        } else {
+            Err(format!("no {line:?} in its log yet"))
+        }
+    })
+    .await;
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", extra]),
+        "true",
+        "the drained node's process stays up"
+    );
+    let answer = pb::collections_client::CollectionsClient::new(n4)
+        .list(pb::ListCollectionsRequest {})
+        .await;
+    assert!(
+        answer.is_err(),
+        "the drained node still serves its public API: {answer:?}"
+    );
+    lap("node 4 logged its removal and stopped serving; its process is up");
+
+    // Stopped, it exits cleanly; started again over its volume, it refuses to serve.
+    docker_ok(&["stop", "-t", "30", extra]);
+    let state = "{{.State.Running}} {{.State.ExitCode}}";
+    assert_eq!(
+        docker_ok(&["inspect", "-f", state, extra]),
+        "false 0",
+        "the drained node exits 0 when stopped"
+    );
+    docker_ok(&["start", extra]);
+    let code = eventually(
+        60,
+        "the drained node, started again, exits",
+        || async move {
+            match docker_ok(&["inspect", "-f", state, extra]).split_once(' ') {
+                Some(("false", code)) => Ok(code.to_string()),
+                other => Err(format!("running, exit code: {other:?}")),
+            }
+        },
+    )
+    .await;
+    let logs = docker(&["logs", "--tail", "5", extra]);
+    let logs = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        code != "0" && logs.contains("node 4 was removed from the cluster"),
+        "the drained node, started again, exits with {code} and logs:\n{logs}"
+    );
+    lap("stopped, it exits 0; started again over its volume, it refuses to serve");
+
+    // Removing its container changes nothing for the others.
+    docker_ok(&["rm", "-f", "-v", extra]);
+    let s = eventually(60, "the cluster after node 4's container is gone", || {
+        settled(cluster.clone(), &[1, 2, 3], 2500)
+    })
+    .await;
+    assert_eq!(s.nodes.len(), 3);
+    assert_eq!(strong_count(&n1).await, 2500, "STRONG count through node 1");
     drop(g);
     lap("cleaned up");
 }
