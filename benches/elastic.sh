@@ -42,6 +42,15 @@ searches() { # label
     --out "$OUT/$1.csv" 2>/dev/null | awk -v l="$1" '$1 == "64" { printf "[%s] QPS %s, p99 %s ms\n", l, $4, $7 }'
 }
 now() { date +%s.%N; }
+# Search rounds in the background until $W/stop exists (at most $1 rounds).
+search_rounds() { # label, most rounds
+  for r in $(seq 1 "$2"); do
+    [ -e "$W/stop" ] && break
+    searches "$1-$r"
+  done
+}
+start_searching() { rm -f "$W/stop"; search_rounds "$1" 60 & SEARCHER=$!; }
+stop_searching() { touch "$W/stop"; wait "$SEARCHER" || true; }
 
 PUB=(0 17470 17480 17490 17500)
 RAFT=(0 17471 17481 17491 17501)
@@ -53,8 +62,8 @@ done
 COLL=moved
 "$S" --addr $A bench --collection $COLL --synthetic clustered --n "$N" --dim 128 \
   --shards 1 --replication-factor 2 --ef 64 --concurrency 1 --seconds 1 --n-queries 50 \
-  --keep 2>/dev/null | grep -i "ingest" || true
-sleep 10   # let index checkpoints and followers settle
+  --keep 2>&1 >/dev/null | grep "^ingested" || true
+sleep 60   # let index checkpoints and followers settle
 searches before-1
 searches before-2
 
@@ -69,18 +78,21 @@ to = next(n["id"] for n in s["nodes"] if n["id"] not in reps)
 print(frm, to)')
 before=$(du -sb "$W/n$TO" | cut -f1)
 echo "moving the replica of $COLL/0 from node $FROM to node $TO"
+start_searching during-move
 t0=$(now)
 "$S" --addr $A cluster move $COLL 0 --from "$FROM" --to "$TO"
-round=0
+polls=0
 while [ "$(ops)" != 0 ]; do
-  round=$((round + 1))
-  searches during-move-$round
-  [ $round -lt 60 ] || { echo "the move did not finish in 60 rounds"; exit 1; }
+  polls=$((polls + 1)); [ $polls -lt 1200 ] || { echo "the move did not finish in 10 min"; exit 1; }
+  sleep 0.5
 done
 t1=$(now)
+stop_searching
 after=$(du -sb "$W/n$TO" | cut -f1)
-python3 -c "print(f'move of {$N} points: {$t1 - $t0:.1f} s (to the nearest 5 s search round), target data dir +{($after - $before) / 2**20:.0f} MiB')"
+python3 -c "print(f'move of {$N} points: {$t1 - $t0:.1f} s (status polled every 0.5 s), target data dir +{($after - $before) / 2**20:.0f} MiB')"
 searches after-move
+sleep 30
+searches after-move-30s
 
 # 4. A fourth node joins a cluster of three collections; auto-rebalance on.
 stop_all
@@ -90,10 +102,11 @@ done
 for c in extra1 extra2; do
   "$S" --addr $A bench --collection $c --synthetic clustered --n $((N / 2)) --dim 128 \
     --shards 2 --replication-factor 2 --ef 64 --concurrency 1 --seconds 1 --n-queries 50 \
-    --keep 2>/dev/null | grep -i "ingest" || true
+    --keep 2>&1 >/dev/null | grep "^ingested" || true
 done
-sleep 10
+sleep 60
 searches before-join
+start_searching during-join
 t0=$(now)
 start_node n4 ${PUB[4]} ${RAFT[4]} --join 127.0.0.1:${RAFT[1]}
 balanced() { status | python3 -c '
@@ -106,17 +119,19 @@ for c in s["collections"]:
             counts[r["node"]] = counts.get(r["node"], 0) + 1
 ok = len(counts) == 4 and not s["operations"] and min(counts.values()) >= 1 and max(counts.values()) - min(counts.values()) <= 1
 print("yes" if ok else "no")'; }
-round=0
+polls=0
 while [ "$(balanced)" != yes ]; do
-  round=$((round + 1))
-  searches during-join-$round
-  [ $round -lt 120 ] || { echo "not balanced after 120 rounds"; exit 1; }
+  polls=$((polls + 1)); [ $polls -lt 1200 ] || { echo "not balanced in 10 min"; exit 1; }
+  sleep 0.5
 done
 t1=$(now)
-python3 -c "print(f'join of a fourth node to a balanced cluster: {$t1 - $t0:.1f} s (to the nearest 5 s search round)')"
+stop_searching
+python3 -c "print(f'join of a fourth node to a balanced cluster: {$t1 - $t0:.1f} s (status polled every 0.5 s)')"
+searches after-join
 status | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 for n in s["nodes"]:
-    print(f"node {n[\"id\"]}: {n[\"load\"][\"replicas\"]} replicas, {n[\"load\"][\"points\"]} points")'
+    l = n["load"] or {}
+    print("node", n["id"], l.get("replicas"), "replicas,", l.get("points"), "points")'
 echo "CSV reports in $OUT"

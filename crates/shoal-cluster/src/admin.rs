@@ -31,16 +31,23 @@ impl Admin {
         Admin { router, elasticity }
     }
 
-    /// Proposes a metadata command; returns the state once this node applied it.
-    async fn propose(&self, cmd: MetaCommand) -> Result<Arc<ClusterState>> {
-        let host = self.router.host();
-        let voters: Vec<NodeId> = host
+    /// The metadata group's members, once this node knows them.
+    async fn voters(&self) -> Result<Vec<NodeId>> {
+        Ok(self
+            .router
+            .host()
             .wait_formed(self.router.timeout())
             .await?
             .nodes
             .keys()
             .copied()
-            .collect();
+            .collect())
+    }
+
+    /// Proposes a metadata command; returns the state once this node applied it.
+    async fn propose(&self, cmd: MetaCommand) -> Result<Arc<ClusterState>> {
+        let host = self.router.host();
+        let voters = self.voters().await?;
         let reply = self
             .router
             .propose(META_GROUP, &voters, Command::Meta(cmd))
@@ -59,6 +66,30 @@ impl Admin {
             return Err(
                 shoal_core::Error::invalid("uuid", "a joining node needs an identity").into(),
             );
+        }
+        if let Some(id) = join.id {
+            // A node rejoining: it must be the member it says it is, and not removed.
+            let state = self.router.host().state();
+            if state.removed.contains(&id) {
+                return Err(ClusterError::Removed(id));
+            }
+            let fresh = self.router.read_metadata(&self.voters().await?).await?;
+            if fresh.removed.contains(&id) {
+                return Err(ClusterError::Removed(id));
+            }
+            if fresh.node_by_uuid(&join.uuid) != Some(id) {
+                return Err(shoal_core::Error::invalid(
+                    "node-identity",
+                    format!(
+                        "node {id} joined with another identity; this data directory does not \
+                         belong to this cluster's node {id}"
+                    ),
+                )
+                .into());
+            }
+            if fresh.nodes.get(&id).is_some_and(|n| n.addr == join.addr) {
+                return Ok(id);
+            }
         }
         let uuid = join.uuid.clone();
         let state = self
@@ -174,6 +205,7 @@ pub(crate) async fn join_cluster(
     addr: &str,
     advertise: &str,
     uuid: &str,
+    id: Option<NodeId>,
     timeout: Duration,
 ) -> Result<NodeId> {
     let peers = Peers::default();
@@ -181,6 +213,7 @@ pub(crate) async fn join_cluster(
     let req = encode(&JoinRequest {
         addr: advertise.to_string(),
         uuid: uuid.to_string(),
+        id,
     })?;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -123,13 +123,10 @@ impl Database {
             .ok_or_else(|| MetaError::NoSuchCollection(name.to_string()).into())
     }
 
-    /// The metadata as its leader has it now.
+    /// The metadata as its leader has it now. A node that just joined (and has not
+    /// applied any metadata yet) waits, bounded, until it knows the group.
     async fn fresh_state(&self) -> Result<ClusterState> {
-        let state = self.cluster_state();
-        let voters: Vec<NodeId> = state.nodes.keys().copied().collect();
-        if voters.is_empty() {
-            return Ok((*state).clone());
-        }
+        let voters = self.voters().await?;
         self.router.read_metadata(&voters).await
     }
 
@@ -267,8 +264,11 @@ impl Database {
     }
 
     /// Describes every collection, by name.
+    ///
+    /// Read at the metadata leader: a node that applies the metadata late (one that
+    /// just joined, or lags) must not answer with a list it has not caught up with.
     pub async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
-        let state = self.cluster_state();
+        let state = self.fresh_state().await?;
         let mut out = Vec::with_capacity(state.collections.len());
         for cm in state.collections.values() {
             out.push(self.info(cm).await?);

@@ -45,7 +45,7 @@ use crate::wire::{
 };
 
 /// The data directory's subdirectory for snapshot files.
-const SNAPSHOT_DIR: &str = "snapshots";
+pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
 /// A lone search that would scan more vectors than this exactly goes to the search
 /// pool even when it could run inline (~1 ms of distance computations at most).
 const INLINE_SCAN_MAX: usize = 10_000;
@@ -267,6 +267,8 @@ impl Host {
     /// Deleting is safe on any node's committed metadata, however far behind: a
     /// replica leaves the metadata only after its group's membership dropped it.
     pub async fn reconcile(&self, state: Arc<ClusterState>) -> Result<()> {
+        self.peers
+            .set_addresses(state.nodes.iter().map(|(id, n)| (*id, n.addr.clone())));
         let _one_at_a_time = self.reconciling.lock().await;
         if self.is_evicted() {
             return Ok(());

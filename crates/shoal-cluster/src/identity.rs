@@ -6,7 +6,11 @@
 //!   under another name.
 //! - A node started with `--join` and no identity creates a uuid, saves it, then asks
 //!   the cluster for an id and saves that: a join repeated after a crash sends the
-//!   same uuid and gets the same id. A node with an identity ignores `--join`.
+//!   same uuid and gets the same id. A node that joined before sends its join again
+//!   with its id, so that the cluster learns its current address; the cluster's
+//!   answer that the node was removed is final (the node marks its identity removed,
+//!   deletes its data and refuses to start), no answer within 10 s is not.
+//! - A data directory marked removed is never served again.
 //!
 //! The file is written atomically (a temporary file renamed over it, fsynced).
 
@@ -79,7 +83,13 @@ pub(crate) async fn resolve(options: &NodeOptions) -> Result<NodeId> {
     let dir = &options.data_dir;
     let mut identity = load(dir)?.unwrap_or_default();
     if let (Some(id), true) = (identity.id, identity.removed) {
+        discard_data(dir).await?;
         return Err(ClusterError::Removed(id));
+    }
+    if let (Some(id), Some(addr)) = (identity.id, &options.join)
+        && !identity.uuid.is_empty()
+    {
+        return rejoin(options, &identity, id, addr).await;
     }
     if let Some(id) = identity.id {
         if options.join.is_none() && options.node_id != id {
@@ -110,11 +120,60 @@ pub(crate) async fn resolve(options: &NodeOptions) -> Result<NodeId> {
         .request_timeout
         .max(std::time::Duration::from_secs(60));
     tracing::info!(join = %addr, advertise = %options.advertise, "joining the cluster");
-    let id = crate::admin::join_cluster(addr, &options.advertise, &identity.uuid, wait).await?;
+    let id =
+        crate::admin::join_cluster(addr, &options.advertise, &identity.uuid, None, wait).await?;
     identity.id = Some(id);
     save(dir, &identity)?;
     tracing::info!(node = id, "joined the cluster");
     Ok(id)
+}
+
+/// A node that joined before starts again: it tells the cluster its address (which
+/// may have changed, e.g. a container recreated under a new host name). The cluster
+/// answering that it removed the node is final; the cluster not answering is not (the
+/// node starts under its id and catches up once the others are back).
+async fn rejoin(
+    options: &NodeOptions,
+    identity: &Identity,
+    id: NodeId,
+    addr: &str,
+) -> Result<NodeId> {
+    let wait = std::time::Duration::from_secs(10);
+    match crate::admin::join_cluster(addr, &options.advertise, &identity.uuid, Some(id), wait).await
+    {
+        Ok(_) => {
+            tracing::info!(node = id, advertise = %options.advertise, "rejoined the cluster");
+            Ok(id)
+        }
+        Err(ClusterError::Removed(id)) => {
+            // Its replicas live elsewhere now; these copies would only resurrect old
+            // data. Nothing is open yet.
+            mark_removed(&options.data_dir, id)?;
+            discard_data(&options.data_dir).await?;
+            Err(ClusterError::Removed(id))
+        }
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(node = id, error = %e, "could not tell the cluster this node's address; starting under its id");
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes what a removed node kept besides its identity (its replicas live
+/// elsewhere; these copies would only resurrect old data). Nothing may be open.
+async fn discard_data(dir: &Path) -> Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        shoal_storage::Store::destroy(&dir)?;
+        match std::fs::remove_dir_all(dir.join(crate::host::SNAPSHOT_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .map_err(ClusterError::internal)?
+    .map_err(|e| ClusterError::Storage(format!("deleting a removed node's data: {e}")))
 }
 
 /// Records that the cluster removed this node: it will refuse to start again over

@@ -665,6 +665,21 @@ mod tests {
                 }
             })
             .await;
+            // Restarted at another address (a container recreated under a new host
+            // name), it tells the cluster, which reaches it there for every group.
+            let addr = cluster.restart_elsewhere(4).await;
+            eventually(30, "the new address in the metadata", || async {
+                let state = n1.cluster_state();
+                match state.nodes.get(&4) {
+                    Some(n) if n.addr == addr => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+            n1.upsert("c", points(300..310)).await.unwrap();
+            n1.delete_points("c", (300..310).map(PointId::Num).collect())
+                .await
+                .unwrap();
             let n4 = cluster.node(4).clone();
             assert_eq!(n4.count("c", None, strong()).await.unwrap(), 300);
             replicas_agree(&n1, 300).await;
@@ -694,6 +709,17 @@ mod tests {
                 .expect("the drained node learns it was removed");
             assert_eq!(removal, crate::Removal::Drained(4));
             assert!(n4.inner_host_replicas().is_empty());
+            drop(n4);
+            // Started again (with --join, as it was), it is told it was removed.
+            let refused = cluster.try_restart(4).await.unwrap_err();
+            assert!(
+                matches!(&refused, shoal_core::Error::FailedPrecondition(m) if m.contains("removed")),
+                "{refused:?}"
+            );
+            assert!(
+                !cluster.data_dir(4).join("db").exists(),
+                "its data is deleted"
+            );
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,7 +729,7 @@ mod tests {
             let four = cluster.join().await;
             n1.create_collection(config("c", 2, 3)).await.unwrap();
             n1.upsert("c", points(0..100)).await.unwrap();
-            eventually(90, "node 4 holds replicas", || async {
+            eventually(90, "every node holds replicas", || async {
                 let counts = settled_counts(&n1)?;
                 if counts.len() == 4 && counts.iter().all(|c| *c >= 1) {
                     Ok(())
@@ -712,11 +738,13 @@ mod tests {
                 }
             })
             .await;
-            cluster.stop(four).await;
-            // Down longer than the dead-node timeout (5 s here): replaced.
-            eventually(90, "node 4 replaced", || async {
+            // Node 3 (one of the first three) dies; down longer than the dead-node
+            // timeout (5 s here), it is replaced.
+            let dead = 3;
+            cluster.stop(dead).await;
+            eventually(90, "node 3 replaced", || async {
                 let state = n1.cluster_state();
-                if !state.removed.contains(&four) {
+                if !state.removed.contains(&dead) {
                     return Err(format!("nodes {:?}", state.nodes.keys()));
                 }
                 let counts = settled_counts(&n1)?;
@@ -731,25 +759,31 @@ mod tests {
             replicas_agree(&n1, 150).await;
             // It comes back with its old replicas: it finds out, deletes them, and
             // refuses to start over its data directory again.
-            cluster.restart(four).await;
+            cluster.restart(dead).await;
             let removal = tokio::time::timeout(
                 std::time::Duration::from_secs(60),
-                cluster.node(four).removed(),
+                cluster.node(dead).removed(),
             )
             .await
             .expect("the returning node learns it was removed");
-            assert_eq!(removal, crate::Removal::Replaced(four));
+            assert_eq!(removal, crate::Removal::Replaced(dead));
             assert_eq!(
-                Node::removed_from(cluster.data_dir(four)).unwrap(),
-                Some(four)
+                Node::removed_from(cluster.data_dir(dead)).unwrap(),
+                Some(dead)
             );
-            assert!(cluster.node(four).inner_host_replicas().is_empty());
+            assert!(cluster.node(dead).inner_host_replicas().is_empty());
+            let refused = cluster.try_restart(dead).await.unwrap_err();
+            assert!(
+                matches!(&refused, shoal_core::Error::FailedPrecondition(m) if m.contains("removed")),
+                "{refused:?}"
+            );
             // The cluster kept every write and the returning node changed nothing.
             n1.upsert("c", points(150..160)).await.unwrap();
             assert_eq!(n1.count("c", None, strong()).await.unwrap(), 160);
             replicas_agree(&n1, 160).await;
             let state = n1.cluster_state();
-            assert!(state.hosted_by(four).is_empty());
+            assert!(state.hosted_by(dead).is_empty());
+            assert!(state.nodes.contains_key(&four));
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

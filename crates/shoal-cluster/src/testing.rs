@@ -125,6 +125,14 @@ impl TestCluster {
     }
 
     async fn launch(&mut self, id: u64, listener: tokio::net::TcpListener) {
+        self.try_launch(id, listener).await.expect("start node");
+    }
+
+    async fn try_launch(
+        &mut self,
+        id: u64,
+        listener: tokio::net::TcpListener,
+    ) -> Result<(), shoal_core::Error> {
         let dir = self
             .dirs
             .entry(id)
@@ -137,9 +145,10 @@ impl TestCluster {
             opts.advertise = self.peers[&id].clone();
         }
         (self.tweak)(&mut opts);
-        let node = Node::start(opts).await.expect("start node");
+        let node = Node::start(opts).await?;
         assert_eq!(node.id(), id, "the node runs under its id");
         self.serve(id, node, listener);
+        Ok(())
     }
 
     fn serve(&mut self, id: u64, node: Node, listener: tokio::net::TcpListener) {
@@ -219,6 +228,24 @@ impl TestCluster {
 
     /// Starts node `id` again over its data, on the same address.
     pub async fn restart(&mut self, id: u64) {
+        self.try_restart(id).await.expect("restart node");
+    }
+
+    /// Starts node `id` again over its data on a new address (as a container
+    /// recreated under a new host name would); returns the new address.
+    pub async fn restart_elsewhere(&mut self, id: u64) -> String {
+        self.stop(id).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        self.peers.insert(id, addr.clone());
+        self.try_launch(id, listener).await.expect("restart node");
+        addr
+    }
+
+    /// [`TestCluster::restart`], returning the node's refusal to start.
+    pub async fn try_restart(&mut self, id: u64) -> Result<(), shoal_core::Error> {
         self.stop(id).await;
         let addr = self.peers[&id].clone();
         // The port was ours a moment ago; retry while the OS releases it.
@@ -234,7 +261,7 @@ impl TestCluster {
                 Err(e) => panic!("cannot bind {addr} again: {e}"),
             }
         };
-        self.launch(id, listener).await;
+        self.try_launch(id, listener).await
     }
 }
 

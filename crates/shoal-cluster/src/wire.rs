@@ -130,4 +130,6 @@ pub(crate) struct JoinRequest {
     pub addr: String,
     /// The identity it keeps in its data directory.
     pub uuid: String,
+    /// The id it got when it joined before (it rejoins, perhaps at a new address).
+    pub id: Option<u64>,
 }

@@ -64,13 +64,33 @@ impl Registry {
     }
 }
 
-/// One channel per peer address, shared by every group of the node.
+/// One channel per peer address, shared by every group of the node, and the address
+/// book: each node's current address as the metadata has it. A group's membership
+/// records the address a member had when it was added; a node that comes back at
+/// another address (a container recreated with a new host name) is reached at the
+/// address the book gives, for every group.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<RwLock<HashMap<String, Channel>>>,
+    book: Arc<RwLock<HashMap<u64, String>>>,
 }
 
 impl Peers {
+    /// Replaces the address book.
+    pub fn set_addresses(&self, addresses: impl IntoIterator<Item = (u64, String)>) {
+        *self.book.write().unwrap_or_else(|p| p.into_inner()) = addresses.into_iter().collect();
+    }
+
+    /// Node `id`'s address per the book, else `recorded`.
+    pub fn address_of(&self, id: u64, recorded: &str) -> String {
+        self.book
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| recorded.to_string())
+    }
+
     /// The channel to `addr` (`host:port`), created (lazily connecting) on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         if let Some(c) = self
@@ -114,16 +134,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             group: self.group,
-            channel: self.peers.channel(&node.addr),
+            peers: self.peers.clone(),
+            recorded: node.addr.clone(),
         }
     }
 }
 
-/// Sends one group's RPCs to one peer.
+/// Sends one group's RPCs to one peer, at its address of the moment (see [`Peers`]).
 pub struct PeerClient {
     target: u64,
     group: u64,
-    channel: Result<Channel, String>,
+    peers: Peers,
+    /// The address the group's membership recorded for the peer.
+    recorded: String,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
@@ -141,8 +164,8 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let channel = self
-            .channel
-            .clone()
+            .peers
+            .channel(&self.peers.address_of(self.target, &self.recorded))
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftRequest {

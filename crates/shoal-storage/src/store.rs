@@ -176,6 +176,18 @@ pub struct Store {
 }
 
 impl Store {
+    /// Deletes everything a store keeps in `dir` (the database and the derived
+    /// files), for a node the cluster removed. The store must not be open.
+    pub fn destroy(dir: &Path) -> std::io::Result<()> {
+        for sub in [DB_DIR, DERIVED_DIR] {
+            match std::fs::remove_dir_all(dir.join(sub)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Opens (or creates) the database in `dir`, and removes shard keyspaces that no
     /// collection refers to (left behind by a crash during a collection delete).
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
