@@ -4,10 +4,12 @@
 #   1. Three nodes (--auto-rebalance false), one collection of N synthetic clustered
 #      128-d points (default 200,000) in 1 shard × 2 replicas.
 #   2. Searches (`shoal bench --existing`, 4 clients, ef 64, siftsmall's queries: QPS
-#      and latency only, the recall column is meaningless here) for 5 s, twice: before.
+#      and latency only, the recall column is meaningless here) through the shard's
+#      leader, which keeps its replica, for 5 s, twice: before.
 #   3. `shoal cluster move` of the follower replica to the third node; searches in 5 s
 #      rounds while it runs; the time until the operation is gone from
-#      `Cluster.Status`, and the bytes the target's data directory grew by.
+#      `Cluster.Status` (polled every 0.5 s), and the bytes the target's data
+#      directory grew by; searches right after and 30 s after.
 #   4. Two more collections (N/2 points each, 2 shards × 2 replicas), auto-rebalance
 #      on, a fourth node joins with --join: the time until the cluster is balanced
 #      (no operation in flight, replica counts within ±1), and searches meanwhile.
@@ -36,8 +38,9 @@ start_node() { # name, public port, raft port, extra args...
 }
 status() { "$S" --addr $A cluster status --json; }
 ops() { status | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["operations"]))'; }
+SA=$A   # the node searched through
 searches() { # label
-  "$S" --addr $A bench --existing --collection "$COLL" --queries $SIFT/siftsmall_query.fvecs \
+  "$S" --addr $SA bench --existing --collection "$COLL" --queries $SIFT/siftsmall_query.fvecs \
     --ground-truth $SIFT/siftsmall_groundtruth.ivecs --ef 64 --concurrency 4 --seconds 5 \
     --out "$OUT/$1.csv" 2>/dev/null | awk -v l="$1" '$1 == "64" { printf "[%s] QPS %s, p99 %s ms\n", l, $4, $7 }'
 }
@@ -64,8 +67,6 @@ COLL=moved
   --shards 1 --replication-factor 2 --ef 64 --concurrency 1 --seconds 1 --n-queries 50 \
   --keep 2>&1 >/dev/null | grep "^ingested" || true
 sleep 60   # let index checkpoints and followers settle
-searches before-1
-searches before-2
 
 # 3. Move the follower's replica to the node without one.
 read -r FROM TO < <(status | python3 -c '
@@ -77,7 +78,16 @@ frm = next(n for n in reps if n != sh["leader"])
 to = next(n["id"] for n in s["nodes"] if n["id"] not in reps)
 print(frm, to)')
 before=$(du -sb "$W/n$TO" | cut -f1)
-echo "moving the replica of $COLL/0 from node $FROM to node $TO"
+# Search through the node that keeps its replica (the leader): its searches stay local
+# before, during and after the move, so the ratio shows what the move costs them.
+LEADER=$(status | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(next(c for c in s["collections"] if c["name"] == "moved")["shards"][0]["leader"])')
+SA=http://127.0.0.1:${PUB[$LEADER]}
+echo "moving the replica of $COLL/0 from node $FROM to node $TO; searching through node $LEADER"
+searches before-1
+searches before-2
 start_searching during-move
 t0=$(now)
 "$S" --addr $A cluster move $COLL 0 --from "$FROM" --to "$TO"
@@ -95,6 +105,7 @@ sleep 30
 searches after-move-30s
 
 # 4. A fourth node joins a cluster of three collections; auto-rebalance on.
+SA=$A
 stop_all
 for i in 1 2 3; do
   start_node n$i ${PUB[$i]} ${RAFT[$i]} --node-id $i --peers "$PEERS"
