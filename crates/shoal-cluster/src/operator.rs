@@ -612,6 +612,24 @@ mod tests {
             Ok(state.replica_counts().values().copied().collect())
         }
 
+        /// Waits until `node` is removed from the cluster as `via` knows it and the
+        /// three nodes left hold two replicas each, no operation in flight.
+        async fn removed_and_settled(via: &Node, node: u64, what: &str) {
+            eventually(90, what, || async {
+                let state = via.cluster_state();
+                if state.nodes.contains_key(&node) || !state.removed.contains(&node) {
+                    return Err(format!("nodes {:?}", state.nodes.keys()));
+                }
+                let counts = settled_counts(via)?;
+                if counts == vec![2, 2, 2] {
+                    Ok(())
+                } else {
+                    Err(format!("{counts:?}"))
+                }
+            })
+            .await
+        }
+
         /// Waits until every replica of every shard reports the same applied index and
         /// digest through `node`, and `expect` points in all.
         async fn replicas_agree(node: &Node, expect: u64) {
@@ -685,22 +703,7 @@ mod tests {
             replicas_agree(&n1, 300).await;
             // Drain it again: its replicas go back, then it leaves the cluster.
             n1.drain(4).await.unwrap();
-            eventually(90, "node 4 drained and removed", || async {
-                let state = n1.cluster_state();
-                if state.nodes.contains_key(&4) || !state.removed.contains(&4) {
-                    return Err(format!(
-                        "nodes {:?}",
-                        state.nodes.keys().collect::<Vec<_>>()
-                    ));
-                }
-                let counts = settled_counts(&n1)?;
-                if counts == vec![2, 2, 2] {
-                    Ok(())
-                } else {
-                    Err(format!("{counts:?}"))
-                }
-            })
-            .await;
+            removed_and_settled(&n1, 4, "node 4 drained and removed").await;
             assert_eq!(n1.count("c", None, strong()).await.unwrap(), 300);
             replicas_agree(&n1, 300).await;
             // The drained node finds out, deletes what it held and stops serving.
@@ -742,19 +745,7 @@ mod tests {
             // timeout (5 s here), it is replaced.
             let dead = 3;
             cluster.stop(dead).await;
-            eventually(90, "node 3 replaced", || async {
-                let state = n1.cluster_state();
-                if !state.removed.contains(&dead) {
-                    return Err(format!("nodes {:?}", state.nodes.keys()));
-                }
-                let counts = settled_counts(&n1)?;
-                if counts == vec![2, 2, 2] {
-                    Ok(())
-                } else {
-                    Err(format!("{counts:?}"))
-                }
-            })
-            .await;
+            removed_and_settled(&n1, dead, "node 3 replaced").await;
             n1.upsert("c", points(100..150)).await.unwrap();
             replicas_agree(&n1, 150).await;
             // It comes back with its old replicas: it finds out, deletes them, and

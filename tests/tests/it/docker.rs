@@ -829,19 +829,6 @@ async fn strong_count(ch: &Channel) -> u64 {
     .count
 }
 
-/// Replicas per node in `s` (from the metadata's placement), every node listed.
-fn replica_counts(s: &pb::ClusterStatus) -> BTreeMap<u64, usize> {
-    let mut counts: BTreeMap<u64, usize> = s.nodes.iter().map(|n| (n.id, 0)).collect();
-    for c in &s.collections {
-        for sh in &c.shards {
-            for r in &sh.replicas {
-                *counts.entry(r.node).or_default() += 1;
-            }
-        }
-    }
-    counts
-}
-
 /// The status through `cluster` once the cluster settled on exactly the nodes `nodes`:
 /// every one reachable, no operation in flight, replicas spread over them within one
 /// of each other with each holding at least one, every shard of `docs` with its two

@@ -31,19 +31,6 @@ async fn cluster_client(node: &Node) -> ClusterClient<Channel> {
     ClusterClient::new(node.channel().await)
 }
 
-/// Replicas per node id, as the metadata places them.
-fn replica_counts(s: &pb::ClusterStatus) -> BTreeMap<u64, usize> {
-    let mut counts: BTreeMap<u64, usize> = s.nodes.iter().map(|n| (n.id, 0)).collect();
-    for c in &s.collections {
-        for sh in &c.shards {
-            for r in &sh.replicas {
-                *counts.entry(r.node).or_default() += 1;
-            }
-        }
-    }
-    counts
-}
-
 /// Waits until the cluster has exactly `nodes`, no operation in flight, every node
 /// reachable and replica counts within ±1 of each other (every node holding some).
 async fn wait_balanced(via: &Node, nodes: &[u64], what: &str) -> pb::ClusterStatus {

@@ -94,6 +94,20 @@ pub async fn count_all(
         .count
 }
 
+/// Replicas per node in `s` (from the metadata's placement), every node listed.
+pub fn replica_counts(s: &pb::ClusterStatus) -> std::collections::BTreeMap<u64, usize> {
+    let mut counts: std::collections::BTreeMap<u64, usize> =
+        s.nodes.iter().map(|n| (n.id, 0)).collect();
+    for c in &s.collections {
+        for sh in &c.shards {
+            for r in &sh.replicas {
+                *counts.entry(r.node).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
 /// The siftsmall directory, or a panic that says where it was expected.
 pub fn siftsmall() -> std::path::PathBuf {
     shoal_tests::data::siftsmall()
