@@ -69,10 +69,6 @@ impl Admin {
         }
         if let Some(id) = join.id {
             // A node rejoining: it must be the member it says it is, and not removed.
-            let state = self.router.host().state();
-            if state.removed.contains(&id) {
-                return Err(ClusterError::Removed(id));
-            }
             let fresh = self.router.read_metadata(&self.voters().await?).await?;
             if fresh.removed.contains(&id) {
                 return Err(ClusterError::Removed(id));

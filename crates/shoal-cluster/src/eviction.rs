@@ -144,7 +144,8 @@ fn suspicious(host: &Host) -> bool {
     if formed && !state.nodes.contains_key(&host.id) {
         return true;
     }
-    let metrics = host.meta.metrics().borrow().clone();
+    let metrics = host.meta.metrics();
+    let metrics = metrics.borrow();
     let member = metrics
         .membership_config
         .membership()

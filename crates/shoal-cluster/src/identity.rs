@@ -186,7 +186,8 @@ pub(crate) fn mark_removed(dir: &Path, id: NodeId) -> Result<()> {
 }
 
 /// The id of the node this data directory belonged to, if the cluster removed it.
-pub fn removed_node(dir: &Path) -> Result<Option<NodeId>> {
+#[cfg(test)]
+pub(crate) fn removed_node(dir: &Path) -> Result<Option<NodeId>> {
     Ok(load(dir)?.filter(|i| i.removed).and_then(|i| i.id))
 }
 

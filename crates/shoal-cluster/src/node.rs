@@ -193,12 +193,6 @@ impl Node {
         tonic::service::Routes::new(raft).add_service(calls)
     }
 
-    /// If the data directory belonged to a node the cluster removed (see
-    /// [`Node::removed`]), that node's id: [`Node::start`] refuses to start over it.
-    pub fn removed_from(data_dir: &std::path::Path) -> Result<Option<u64>> {
-        Ok(identity::removed_node(data_dir)?)
-    }
-
     /// Resolves once the cluster removed this node — a drain of it finished, or it
     /// was replaced while down — and its local replicas were deleted. The node
     /// should stop serving then.

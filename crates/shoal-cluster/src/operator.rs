@@ -570,37 +570,10 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-        use shoal_core::{CollectionConfig, Metric, Point, PointId};
+        use shoal_core::PointId;
 
-        use crate::testing::{TestCluster, eventually};
-        use crate::{Consistency, Node, ReadOptions};
-
-        fn config(name: &str, shards: u32, rf: u32) -> CollectionConfig {
-            CollectionConfig {
-                name: name.into(),
-                dim: 2,
-                metric: Metric::L2,
-                shard_count: shards,
-                replication_factor: rf,
-                hnsw: Default::default(),
-            }
-        }
-
-        fn points(ids: std::ops::Range<u64>) -> Vec<Point> {
-            ids.map(|i| Point {
-                id: PointId::Num(i),
-                vector: vec![i as f32, 1.0],
-                payload: Default::default(),
-            })
-            .collect()
-        }
-
-        fn strong() -> ReadOptions {
-            ReadOptions {
-                consistency: Consistency::Strong,
-                token: None,
-            }
-        }
+        use crate::Node;
+        use crate::testing::{TestCluster, config, eventually, points, strong};
 
         /// Replicas per node of the cluster as `node` knows it, once no operation is
         /// in flight.
@@ -759,7 +732,7 @@ mod tests {
             .expect("the returning node learns it was removed");
             assert_eq!(removal, crate::Removal::Replaced(dead));
             assert_eq!(
-                Node::removed_from(cluster.data_dir(dead)).unwrap(),
+                crate::identity::removed_node(cluster.data_dir(dead)).unwrap(),
                 Some(dead)
             );
             assert!(cluster.node(dead).inner_host_replicas().is_empty());

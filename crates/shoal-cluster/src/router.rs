@@ -393,37 +393,10 @@ mod tests {
 
     use std::time::Duration;
 
-    use shoal_core::{CollectionConfig, Error, Metric, Point, PointId, SearchRequest};
+    use shoal_core::{Error, PointId, SearchRequest};
 
-    use crate::testing::TestCluster;
-    use crate::{Consistency, Node, ReadOptions};
-
-    fn config(name: &str, shards: u32, rf: u32) -> CollectionConfig {
-        CollectionConfig {
-            name: name.into(),
-            dim: 2,
-            metric: Metric::L2,
-            shard_count: shards,
-            replication_factor: rf,
-            hnsw: Default::default(),
-        }
-    }
-
-    fn points(ids: std::ops::Range<u64>) -> Vec<Point> {
-        ids.map(|i| Point {
-            id: PointId::Num(i),
-            vector: vec![i as f32, 1.0],
-            payload: Default::default(),
-        })
-        .collect()
-    }
-
-    fn strong() -> ReadOptions {
-        ReadOptions {
-            consistency: Consistency::Strong,
-            token: None,
-        }
-    }
+    use crate::testing::{TestCluster, config, points, strong};
+    use crate::{Node, ReadOptions};
 
     /// The node that leads shard `shard` of `collection`, as the cluster reports it.
     async fn leader_of(node: &Node, collection: &str, shard: u32) -> u64 {

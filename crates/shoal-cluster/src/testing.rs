@@ -13,7 +13,9 @@ use shoal_core::Limits;
 use shoal_shard::ShardOptions;
 use tokio::task::JoinHandle;
 
-use crate::{Node, NodeOptions, RaftTiming};
+use shoal_core::{CollectionConfig, Metric, Point, PointId};
+
+use crate::{Consistency, Node, NodeOptions, RaftTiming, ReadOptions};
 
 /// Raft timing of test nodes.
 pub fn timing() -> RaftTiming {
@@ -23,6 +25,36 @@ pub fn timing() -> RaftTiming {
         election_max_ms: 1_000,
         balance_ms: 0,
         ..RaftTiming::default()
+    }
+}
+
+/// A collection of 2-d L2 vectors.
+pub fn config(name: &str, shards: u32, rf: u32) -> CollectionConfig {
+    CollectionConfig {
+        name: name.into(),
+        dim: 2,
+        metric: Metric::L2,
+        shard_count: shards,
+        replication_factor: rf,
+        hnsw: Default::default(),
+    }
+}
+
+/// Points with ids `ids`, the vector of `i` being `[i, 1]`.
+pub fn points(ids: std::ops::Range<u64>) -> Vec<Point> {
+    ids.map(|i| Point {
+        id: PointId::Num(i),
+        vector: vec![i as f32, 1.0],
+        payload: Default::default(),
+    })
+    .collect()
+}
+
+/// STRONG read options.
+pub fn strong() -> ReadOptions {
+    ReadOptions {
+        consistency: Consistency::Strong,
+        token: None,
     }
 }
 
