@@ -207,6 +207,19 @@ enum CollectionCmd {
         #[arg(long)]
         replication_factor: u32,
     },
+    /// Split a collection's shards online until it has `--shards` of them (widest
+    /// shards first, each in two halves of its hash range). Writes and searches keep
+    /// working; a write to a shard in the middle of its split waits for it (about as
+    /// long as building the shard's index twice). Shards are never merged.
+    Reshard {
+        name: String,
+        /// The shard count to reach (more than the collection has, at most 256).
+        #[arg(long)]
+        shards: u32,
+        /// Wait until the reshard finished, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 async fn cluster(addr: &str, cmd: ClusterCmd) -> anyhow::Result<()> {
@@ -307,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .update(pb::UpdateCollectionRequest {
                         name,
                         replication_factor: Some(replication_factor),
+                        shard_count: None,
                     })
                     .await
                     .map_err(err)?
@@ -314,6 +328,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client::print_collection(&info);
                 println!(
                     "replicas are added or removed in the background (watch `shoal cluster status`)"
+                );
+            }
+            CollectionCmd::Reshard { name, shards, wait } => {
+                let started = std::time::Instant::now();
+                let info = collections
+                    .update(pb::UpdateCollectionRequest {
+                        name: name.clone(),
+                        replication_factor: None,
+                        shard_count: Some(shards),
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                let mut now = info.config.as_ref().map(|c| c.shard_count).unwrap_or(0);
+                println!("resharding {name}: {now} -> {shards} shards");
+                if !wait {
+                    println!("the shards split in the background (watch `shoal cluster status`)");
+                    return Ok(());
+                }
+                while now < shards {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let info = collections
+                        .get(pb::GetCollectionRequest { name: name.clone() })
+                        .await
+                        .map_err(err)?
+                        .into_inner();
+                    let next = info.config.as_ref().map(|c| c.shard_count).unwrap_or(0);
+                    if next != now {
+                        now = next;
+                        println!(
+                            "{name}: {now} of {shards} shards ({:.1} s)",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                println!(
+                    "resharded {name} to {shards} shards in {:.1} s",
+                    started.elapsed().as_secs_f64()
                 );
             }
             CollectionCmd::Create {

@@ -175,6 +175,17 @@ impl Admin {
         Ok(())
     }
 
+    /// Starts splitting collection `name`'s shards until it has `shards` of them
+    /// (see `MetaCommand::Reshard`); the operator drives the splits.
+    pub async fn reshard(&self, name: &str, shards: u32) -> Result<()> {
+        self.propose(MetaCommand::Reshard {
+            collection: name.to_string(),
+            shards,
+        })
+        .await?;
+        Ok(())
+    }
+
     /// What the scheduler would do now; unless `dry_run`, does it.
     pub async fn rebalance(&self, dry_run: bool) -> Result<Vec<Planned>> {
         let operator = Operator::new(

@@ -6,12 +6,23 @@
 //! consistency — validates it (nothing unvalidated is ever proposed), and sends the
 //! parts through the [`Router`]. It must never talk to a Raft group or a peer
 //! directly.
+//!
+//! **Routing versions.** A request is split by shard with one version of the
+//! collection's routing (its metadata). A shard being split refuses writes (not
+//! applied) and STRONG reads, and a split shard disappears; either answers
+//! [`ClusterError::Resharded`], and the request waits (bounded by the request
+//! timeout) for this node to apply the newer routing and is routed again: a write
+//! only for the parts that were refused, a read as a whole, so a search always reads
+//! one consistent set of shards and never sees a point twice. A SESSION token that
+//! names shards newer than this node's routing makes it read the routing from the
+//! metadata leader first.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use shoal_core::{
     CollectionConfig, Error, Filter, Limits, Metric, Point, PointId, RetrievedPoint, ScoredPoint,
     SearchRequest, Write, validate,
@@ -76,7 +87,16 @@ fn committed(reply: Reply) -> Result<u64> {
     match reply.rejected {
         None => Ok(reply.applied),
         Some(Rejection::Meta(e)) => Err(e.into()),
-        Some(e @ Rejection::WrongGroup) => Err(ClusterError::internal(e)),
+        Some(e @ (Rejection::WrongGroup | Rejection::Sealed)) => Err(ClusterError::internal(e)),
+    }
+}
+
+/// Like [`committed`], for a shard write to `group`: a sealed shard's refusal means
+/// "route again".
+fn committed_write(group: u64, reply: Reply) -> Result<u64> {
+    match reply.rejected {
+        Some(Rejection::Sealed) => Err(ClusterError::Resharded { group }),
+        _ => committed(reply),
     }
 }
 
@@ -88,6 +108,42 @@ fn compare_hits(metric: Metric, a: &ScoredPoint, b: &ScoredPoint) -> Ordering {
         a.score.total_cmp(&b.score)
     };
     by_score.then_with(|| a.id.cmp(&b.id))
+}
+
+/// True if `e` says a shard is being split or was split (see the module doc).
+fn is_resharded(e: &ClusterError) -> bool {
+    match e {
+        ClusterError::Resharded { .. } => true,
+        ClusterError::GaveUp { last, .. } => is_resharded(last),
+        _ => false,
+    }
+}
+
+/// `writes` (all of one kind: a request upserts or deletes) split by shard under
+/// `cm`'s routing.
+fn by_shard(cm: &CollectionMeta, writes: Vec<Write>) -> BTreeMap<u32, Write> {
+    let mut points: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
+    let mut ids: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
+    for w in writes {
+        match w {
+            Write::Upsert(ps) => {
+                for p in ps {
+                    points.entry(cm.shard_for(&p.id).id).or_default().push(p);
+                }
+            }
+            Write::Delete(is) => {
+                for id in is {
+                    ids.entry(cm.shard_for(&id).id).or_default().push(id);
+                }
+            }
+        }
+    }
+    let mut out: BTreeMap<u32, Write> = points
+        .into_iter()
+        .map(|(s, p)| (s, Write::Upsert(p)))
+        .collect();
+    out.extend(ids.into_iter().map(|(s, i)| (s, Write::Delete(i))));
+    out
 }
 
 impl Database {
@@ -236,6 +292,13 @@ impl Database {
     }
 
     async fn info(&self, cm: &CollectionMeta) -> Result<CollectionInfo> {
+        self.routed(cm, &ReadOptions::default(), |cm| {
+            Box::pin(async move { self.info_once(&cm).await })
+        })
+        .await
+    }
+
+    async fn info_once(&self, cm: &CollectionMeta) -> Result<CollectionInfo> {
         let stats = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
             match self
                 .read_shard(cm, s, &ReadOptions::default(), ReadOp::Stats)
@@ -276,40 +339,64 @@ impl Database {
         Ok(out)
     }
 
-    /// Commits one command per shard, in parallel; fails with the first final error,
-    /// or with [`ClusterError::PartialWrite`] naming every shard that did not commit.
+    /// Commits `write` split by shard, one command per shard in parallel; fails with
+    /// the first final error, or with [`ClusterError::PartialWrite`] naming every
+    /// shard that did not commit. Parts refused by a shard being split are routed
+    /// again once the split finished (see the module doc).
     async fn write_shards(
         &self,
         cm: &CollectionMeta,
-        per_shard: BTreeMap<u32, Write>,
+        write: Write,
         count: u64,
     ) -> Result<WriteOutcome> {
-        let results = join_all(per_shard.into_iter().map(|(s, cmd)| async move {
-            let replicas = cm
-                .shard(s)
-                .map(|s| s.replicas.as_slice())
-                .unwrap_or_default();
-            let r = self
-                .router
-                .propose(cm.group(s), replicas, Command::Shard(cmd))
-                .await
-                .and_then(committed);
-            (s, r)
-        }))
-        .await;
+        let deadline = Instant::now() + self.router.timeout();
+        let mut cm = cm.clone();
+        let mut pending = by_shard(&cm, vec![write]);
         let mut token = WriteToken {
             collection_id: cm.id,
             shards: BTreeMap::new(),
         };
         let mut failed = Vec::new();
-        for (s, r) in results {
-            match r {
-                Ok(index) => {
-                    token.shards.insert(s, index);
+        loop {
+            let cm_now = &cm;
+            let results = join_all(pending.into_iter().map(|(s, w)| async move {
+                let group = cm_now.group(s);
+                let replicas = cm_now
+                    .shard(s)
+                    .map(|s| s.replicas.as_slice())
+                    .unwrap_or_default();
+                let r = self
+                    .router
+                    .propose(group, replicas, Command::Shard(w.clone()))
+                    .await
+                    .and_then(|reply| committed_write(group, reply));
+                (s, w, r)
+            }))
+            .await;
+            let mut again = Vec::new();
+            for (s, w, r) in results {
+                match r {
+                    Ok(index) => {
+                        token.shards.insert(s, index);
+                    }
+                    Err(e) if is_resharded(&e) => again.push((s, w, e)),
+                    Err(e @ ClusterError::GaveUp { .. }) => failed.push((s, e)),
+                    Err(e) if e.is_retryable() => failed.push((s, e)),
+                    Err(e) => return Err(e),
                 }
-                Err(e @ ClusterError::GaveUp { .. }) => failed.push((s, e)),
-                Err(e) if e.is_retryable() => failed.push((s, e)),
-                Err(e) => return Err(e),
+            }
+            if again.is_empty() {
+                break;
+            }
+            match self.newer_routing(&cm, deadline).await {
+                Some(next) => {
+                    cm = next;
+                    pending = by_shard(&cm, again.into_iter().map(|(_, w, _)| w).collect());
+                }
+                None => {
+                    failed.extend(again.into_iter().map(|(s, _, e)| (s, e)));
+                    break;
+                }
             }
         }
         if !failed.is_empty() {
@@ -321,20 +408,70 @@ impl Database {
         Ok(WriteOutcome { count, token })
     }
 
+    /// Waits until this node routes collection `cm` by a newer version than `cm`'s (a
+    /// split finished), up to `deadline`; `None` if it did not, or the collection is
+    /// gone.
+    async fn newer_routing(
+        &self,
+        cm: &CollectionMeta,
+        deadline: Instant,
+    ) -> Option<CollectionMeta> {
+        let mut rx = self.router.host().subscribe();
+        loop {
+            {
+                let state = rx.borrow_and_update();
+                match state.collection_by_id(cm.id) {
+                    Some(c) if c.routing_version > cm.routing_version => return Some(c.clone()),
+                    None => return None,
+                    Some(_) => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Runs the read `f` under `cm`'s routing, and again under each newer one while it
+    /// meets a split (see the module doc). A SESSION token naming shards newer than
+    /// `cm` first brings the routing from the metadata leader.
+    async fn routed<'a, T>(
+        &'a self,
+        cm: &CollectionMeta,
+        read: &ReadOptions,
+        f: impl Fn(Arc<CollectionMeta>) -> BoxFuture<'a, Result<T>>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.router.timeout();
+        let mut cm = cm.clone();
+        let newer_shards = |cm: &CollectionMeta| {
+            read.consistency == Consistency::Session
+                && read.token.as_ref().is_some_and(|t| {
+                    t.collection_id == cm.id && t.shards.keys().any(|s| *s >= cm.next_shard_id)
+                })
+        };
+        if newer_shards(&cm)
+            && let Some(fresh) = self.fresh_state().await?.collection_by_id(cm.id)
+        {
+            cm = fresh.clone();
+        }
+        loop {
+            match f(Arc::new(cm.clone())).await {
+                Err(e) if is_resharded(&e) => match self.newer_routing(&cm, deadline).await {
+                    Some(next) => cm = next,
+                    None => return Err(e),
+                },
+                r => return r,
+            }
+        }
+    }
+
     /// Validates and writes points; returns once every touched shard committed them.
     pub async fn upsert(&self, name: &str, points: Vec<Point>) -> Result<WriteOutcome> {
         let cm = self.collection_meta(name).await?;
         let points = validate::upsert(&cm.config, points, &self.limits)?;
         let n = points.len() as u64;
-        let mut by_shard: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
-        for p in points {
-            by_shard.entry(cm.shard_for(&p.id).id).or_default().push(p);
-        }
-        let cmds = by_shard
-            .into_iter()
-            .map(|(s, p)| (s, Write::Upsert(p)))
-            .collect();
-        self.write_shards(&cm, cmds, n).await
+        self.write_shards(&cm, Write::Upsert(points), n).await
     }
 
     /// Deletes points by id; returns once every touched shard committed it.
@@ -342,15 +479,7 @@ impl Database {
         let cm = self.collection_meta(name).await?;
         let ids = validate::ids(ids, &self.limits)?;
         let n = ids.len() as u64;
-        let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
-        for id in ids {
-            by_shard.entry(cm.shard_for(&id).id).or_default().push(id);
-        }
-        let cmds = by_shard
-            .into_iter()
-            .map(|(s, i)| (s, Write::Delete(i)))
-            .collect();
-        self.write_shards(&cm, cmds, n).await
+        self.write_shards(&cm, Write::Delete(ids), n).await
     }
 
     fn min_applied(cm: &CollectionMeta, shard: u32, read: &ReadOptions) -> u64 {
@@ -409,29 +538,37 @@ impl Database {
         let cm = self.collection_meta(name).await?;
         Self::check_token(&cm, &read)?;
         let ids = validate::ids(ids, &self.limits)?;
-        let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
-        for id in &ids {
-            by_shard.entry(cm.shard_for(id).id).or_default().push(*id);
-        }
-        let (cm, read) = (&cm, &read);
-        let results = join_all(by_shard.into_iter().map(|(s, ids)| async move {
-            let op = ReadOp::Get {
-                ids,
-                with_payload,
-                with_vector,
-            };
-            match self.read_shard(cm, s, read, op).await? {
-                ReadResult::Points(p) => Ok(p),
-                _ => Err(ClusterError::Internal("unexpected reply to a get".into())),
-            }
-        }))
-        .await;
-        let mut found: BTreeMap<PointId, RetrievedPoint> = BTreeMap::new();
-        for r in results {
-            for p in r? {
-                found.insert(p.id, p);
-            }
-        }
+        let (read, ids_ref) = (&read, &ids);
+        let mut found = self
+            .routed(&cm, read, |cm| {
+                Box::pin(async move {
+                    let cm = &*cm;
+                    let mut by_shard: BTreeMap<u32, Vec<PointId>> = BTreeMap::new();
+                    for id in ids_ref {
+                        by_shard.entry(cm.shard_for(id).id).or_default().push(*id);
+                    }
+                    let results = join_all(by_shard.into_iter().map(|(s, ids)| async move {
+                        let op = ReadOp::Get {
+                            ids,
+                            with_payload,
+                            with_vector,
+                        };
+                        match self.read_shard(cm, s, read, op).await? {
+                            ReadResult::Points(p) => Ok(p),
+                            _ => Err(ClusterError::Internal("unexpected reply to a get".into())),
+                        }
+                    }))
+                    .await;
+                    let mut found: BTreeMap<PointId, RetrievedPoint> = BTreeMap::new();
+                    for r in results {
+                        for p in r? {
+                            found.insert(p.id, p);
+                        }
+                    }
+                    Ok(found)
+                })
+            })
+            .await?;
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
@@ -515,6 +652,20 @@ impl Database {
     ) -> Result<Vec<Vec<ScoredPoint>>> {
         Self::check_token(cm, read)?;
         let reqs = Arc::new(reqs);
+        self.routed(cm, read, |cm| {
+            let reqs = reqs.clone();
+            Box::pin(async move { self.search_shards(&cm, reqs, read).await })
+        })
+        .await
+    }
+
+    /// Every search of `reqs` on every shard of `cm`, merged.
+    async fn search_shards(
+        &self,
+        cm: &CollectionMeta,
+        reqs: Arc<Vec<SearchRequest>>,
+        read: &ReadOptions,
+    ) -> Result<Vec<Vec<ScoredPoint>>> {
         let per_shard = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| {
             let reqs = reqs.clone();
             async move {
@@ -572,27 +723,35 @@ impl Database {
             validate::filter("filter", f)?;
         }
         let limit = limit as usize;
-        let (cm, read, filter) = (&cm, &read, &filter);
-        let results = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
-            let op = ReadOp::Scroll {
-                offset,
-                limit: limit + 1,
-                filter: filter.clone(),
-                with_payload,
-                with_vector,
-            };
-            match self.read_shard(cm, s, read, op).await? {
-                ReadResult::Points(p) => Ok(p),
-                _ => Err(ClusterError::Internal(
-                    "unexpected reply to a scroll".into(),
-                )),
-            }
-        }))
-        .await;
-        let mut all = Vec::new();
-        for r in results {
-            all.extend(r?);
-        }
+        let (read, filter) = (&read, &filter);
+        let mut all = self
+            .routed(&cm, read, |cm| {
+                Box::pin(async move {
+                    let cm = &*cm;
+                    let results = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
+                        let op = ReadOp::Scroll {
+                            offset,
+                            limit: limit + 1,
+                            filter: filter.clone(),
+                            with_payload,
+                            with_vector,
+                        };
+                        match self.read_shard(cm, s, read, op).await? {
+                            ReadResult::Points(p) => Ok(p),
+                            _ => Err(ClusterError::Internal(
+                                "unexpected reply to a scroll".into(),
+                            )),
+                        }
+                    }))
+                    .await;
+                    let mut all = Vec::new();
+                    for r in results {
+                        all.extend(r?);
+                    }
+                    Ok(all)
+                })
+            })
+            .await?;
         all.sort_by_key(|p| p.id);
         let next = all.get(limit).map(|p| p.id);
         all.truncate(limit);
@@ -611,17 +770,23 @@ impl Database {
         if let Some(f) = &filter {
             validate::filter("filter", f)?;
         }
-        let (cm, read, filter) = (&cm, &read, &filter);
-        let results = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
-            match self
-                .read_shard(cm, s, read, ReadOp::Count(filter.clone()))
-                .await?
-            {
-                ReadResult::Count(n) => Ok(n),
-                _ => Err(ClusterError::Internal("unexpected reply to a count".into())),
-            }
-        }))
-        .await;
-        results.into_iter().sum()
+        let (read, filter) = (&read, &filter);
+        self.routed(&cm, read, |cm| {
+            Box::pin(async move {
+                let cm = &*cm;
+                let results = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| async move {
+                    match self
+                        .read_shard(cm, s, read, ReadOp::Count(filter.clone()))
+                        .await?
+                    {
+                        ReadResult::Count(n) => Ok(n),
+                        _ => Err(ClusterError::Internal("unexpected reply to a count".into())),
+                    }
+                }))
+                .await;
+                results.into_iter().sum()
+            })
+        })
+        .await
     }
 }

@@ -119,6 +119,11 @@ pub enum ClusterError {
         "node {0} was removed from the cluster (drained, or replaced after being down longer than --dead-node-timeout) and its replicas were deleted; to add this machine again, empty its data directory and start it with --join <a node of the cluster>"
     )]
     Removed(NodeId),
+    /// `group` is a shard being split (sealed: it refused the write, which was not
+    /// applied) or already split and gone: the request is routed again by the
+    /// collection's next routing version.
+    #[error("group {group} is being split or was split: the request must be routed again")]
+    Resharded { group: u64 },
 }
 
 /// What a [`ClusterError::GaveUp`] gave up on.
@@ -180,7 +185,8 @@ impl ClusterError {
             | ClusterError::PartialWrite { .. }
             | ClusterError::Storage(_)
             | ClusterError::Internal(_)
-            | ClusterError::Removed(_) => false,
+            | ClusterError::Removed(_)
+            | ClusterError::Resharded { .. } => false,
         }
     }
 

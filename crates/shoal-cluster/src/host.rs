@@ -17,10 +17,20 @@
 //! is initialized by its preferred leader (the first replica in the placement), so
 //! leaders start spread over the nodes; the other replicas initialize it themselves
 //! only if the preferred leader has not reached them after two election timeouts.
+//!
+//! **Splits.** A shard being split is sealed by a log entry (it refuses writes from
+//! then on, and STRONG reads, which the children must answer once they take over).
+//! When the operator asks ([`Host::split_local`]), this node builds the split's two
+//! children from its own sealed copy, in the background, and opens their groups
+//! (never initialized: every replica starts them from the same state, see
+//! `shoal_raft::ShardStateMachine::build_child`). Children stay open while the split
+//! is in flight; once the metadata lists them, they are ordinary replicas and the
+//! parent is closed and deleted like any replica the metadata no longer places here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -42,6 +52,7 @@ use crate::load::LoadMeter;
 use crate::options::{NodeOptions, RaftTiming};
 use crate::wire::{
     MembershipChange, MembershipView, NodeReport, ReadCall, ReadOp, ReadResult, ReplicaReport,
+    SplitCall, SplitProgress,
 };
 
 /// The data directory's subdirectory for snapshot files.
@@ -56,6 +67,8 @@ pub(crate) struct Replica {
     pub raft: Raft<TypeConfig>,
     /// Closed while this node hands the group's leadership over (`balance`).
     pub gate: Gate,
+    /// True once the shard is sealed for a split (see the module doc).
+    pub sealed: Arc<AtomicBool>,
 }
 
 /// The groups and replicas of one node. See the module doc.
@@ -80,6 +93,8 @@ pub(crate) struct Host {
     data_dir: PathBuf,
     /// Set once the cluster removed this node: nothing opens again.
     evicted: std::sync::atomic::AtomicBool,
+    /// Groups of split children being built here (see [`Host::split_local`]).
+    building: parking_lot::Mutex<HashSet<u64>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
@@ -191,6 +206,7 @@ impl Host {
             load: Arc::new(LoadMeter::default()),
             data_dir: options.data_dir.clone(),
             evicted: Default::default(),
+            building: Default::default(),
         })
     }
 
@@ -282,9 +298,13 @@ impl Host {
             }
         }
         let hosted = state.hosted_by(self.id);
-        let wanted: HashSet<u64> = hosted.iter().map(|(cm, s)| cm.group(s.id)).collect();
+        let mut wanted: HashSet<u64> = hosted.iter().map(|(cm, s)| cm.group(s.id)).collect();
+        // The children of splits in flight, built (or being built) here.
+        wanted.extend(state.splitting_children());
         for (cm, shard) in hosted {
-            if !self.replicas.read().contains_key(&cm.group(shard.id)) {
+            let group = cm.group(shard.id);
+            if !self.replicas.read().contains_key(&group) && !self.building.lock().contains(&group)
+            {
                 self.open_replica(cm, shard, &state).await?;
             }
         }
@@ -377,25 +397,7 @@ impl Host {
             )?)
         })
         .await?;
-        let raft = Raft::new(
-            self.id,
-            self.raft_config.clone(),
-            Network::new(group, self.peers.clone()),
-            LogStore::new(self.store.raft_log(group)),
-            ShardStateMachine::new(shard.clone(), self.snapshot_dir.clone()),
-        )
-        .await
-        .map_err(internal)?;
-        self.registry.insert(group, raft.clone());
-        watch_leader(self.id, group, &raft);
-        self.replicas.write().insert(
-            group,
-            Arc::new(Replica {
-                shard,
-                raft: raft.clone(),
-                gate: Gate::default(),
-            }),
-        );
+        let raft = self.start_group(group, shard).await?;
         // Only the first replicas of a group created with its collection may start it;
         // any other replica (a move's target, a split's child, one that lost its
         // state after a move) waits for the group's leader to reach it.
@@ -423,6 +425,158 @@ impl Host {
         Ok(())
     }
 
+    /// Starts the Raft group `group` over `shard` (not initialized) and registers the
+    /// replica.
+    async fn start_group(&self, group: u64, shard: Shard) -> Result<Raft<TypeConfig>> {
+        let sm = ShardStateMachine::new(shard.clone(), self.snapshot_dir.clone());
+        let sealed = sm.sealed_flag();
+        let raft = Raft::new(
+            self.id,
+            self.raft_config.clone(),
+            Network::new(group, self.peers.clone()),
+            LogStore::new(self.store.raft_log(group)),
+            sm,
+        )
+        .await
+        .map_err(internal)?;
+        self.registry.insert(group, raft.clone());
+        watch_leader(self.id, group, &raft);
+        self.replicas.write().insert(
+            group,
+            Arc::new(Replica {
+                shard,
+                raft: raft.clone(),
+                gate: Gate::default(),
+                sealed,
+            }),
+        );
+        Ok(raft)
+    }
+
+    /// One step of a split on this node (see the module doc): whether its replica of
+    /// the parent `group` is sealed, the children are being built, or they are open
+    /// (with the leaders this node sees). The first call after the seal starts the
+    /// build in the background; later calls report on it.
+    pub async fn split_local(
+        self: &Arc<Self>,
+        group: u64,
+        call: SplitCall,
+    ) -> Result<SplitProgress> {
+        let (cid, _) = shoal_meta::location_of(group);
+        let groups = call.children.clone().map(|c| group_of(cid, c.shard));
+        if groups.iter().all(|g| self.replicas.read().contains_key(g)) {
+            let leaders = groups.map(|g| self.leader_hint(g));
+            // The parent's leader starts the children's first elections rather than
+            // waiting out an election timeout (writes wait meanwhile).
+            let leads_parent = self
+                .replica(group)
+                .is_some_and(|r| r.raft.metrics().borrow().state == ServerState::Leader);
+            if leads_parent {
+                for (g, l) in groups.iter().zip(leaders) {
+                    if l.is_none() {
+                        let _ = self.elect_local(*g).await;
+                    }
+                }
+            }
+            return Ok(SplitProgress::Open { leaders });
+        }
+        if groups.iter().any(|g| self.building.lock().contains(g)) {
+            return Ok(SplitProgress::Building);
+        }
+        let parent = self.replica(group).ok_or(ClusterError::NotHosted {
+            node: self.id,
+            group,
+        })?;
+        if !parent.sealed.load(Ordering::Acquire) {
+            return Ok(SplitProgress::NotSealed);
+        }
+        let cm =
+            self.state().collection_by_id(cid).cloned().ok_or_else(|| {
+                ClusterError::from(shoal_meta::MetaError::NoSuchCollectionId(cid))
+            })?;
+        self.building.lock().extend(groups);
+        let host = self.clone();
+        tokio::spawn(async move {
+            let built = host.build_children(&cm, &parent.shard, &call).await;
+            if let Err(e) = &built {
+                tracing::warn!(group, error = %e, "building the split's children failed; the operator asks again");
+            }
+            for g in groups {
+                host.building.lock().remove(&g);
+            }
+            // The split may have finished meanwhile (without this node's copies):
+            // open what the metadata places here now.
+            if let Err(e) = host.reconcile(host.state()).await {
+                tracing::warn!(error = %e, "reconciling after a split's build failed");
+            }
+        });
+        Ok(SplitProgress::Building)
+    }
+
+    async fn build_children(
+        &self,
+        cm: &CollectionMeta,
+        parent: &Shard,
+        call: &SplitCall,
+    ) -> Result<()> {
+        let voters: BTreeMap<u64, BasicNode> = call
+            .voters
+            .iter()
+            .map(|(n, addr)| (*n, BasicNode::new(addr.clone())))
+            .collect();
+        for child in &call.children {
+            let group = cm.group(child.shard);
+            if self.replicas.read().contains_key(&group) {
+                continue;
+            }
+            let record = CollectionRecord {
+                id: cm.id,
+                config: cm.config.clone(),
+            };
+            let (store, options, pool) = (
+                self.store.clone(),
+                self.shard_options.clone(),
+                self.pool.clone(),
+            );
+            let (parent, child, voters) = (parent.clone(), child.clone(), voters.clone());
+            let started = Instant::now();
+            let (shard, points) = blocking(move || {
+                store.adopt_collection(&record)?;
+                let shard_store = store.shard(&record, child.shard)?;
+                let shard = Shard::open(
+                    Arc::new(record.config),
+                    child.shard,
+                    shard_store,
+                    options,
+                    pool,
+                )?;
+                // Built before (a restart since): the state is there, complete.
+                if ShardStateMachine::has_state(&shard).map_err(internal)? {
+                    return Ok((shard, None));
+                }
+                let n = ShardStateMachine::build_child(
+                    &parent,
+                    &shard,
+                    child.first,
+                    child.last,
+                    voters,
+                )
+                .map_err(internal)?;
+                Ok((shard, Some(n)))
+            })
+            .await?;
+            tracing::info!(
+                group,
+                shard = child.shard,
+                points,
+                ms = started.elapsed().as_millis() as u64,
+                "built a split's child from the sealed parent"
+            );
+            self.start_group(group, shard).await?;
+        }
+        Ok(())
+    }
+
     /// Commits `cmd` through this node's replica of `group`, if it leads it, and
     /// returns what applying it returned (a state machine's rejection included).
     pub async fn propose_local(
@@ -437,6 +591,10 @@ impl Host {
             .ok_or(ClusterError::NotHosted { node: id, group })?;
         let started = Instant::now();
         if let Some(replica) = self.replica(group) {
+            if matches!(cmd, Command::Shard(_)) && replica.sealed.load(Ordering::Acquire) {
+                // Being split: refused before anything is appended.
+                return Err(ClusterError::Resharded { group });
+            }
             // Held while the leadership is handed over (see `balance`).
             replica.gate.pass(timeout).await;
         }
@@ -495,6 +653,11 @@ impl Host {
             .replica(group)
             .ok_or(ClusterError::NotHosted { node: id, group })?;
         match call.consistency {
+            // A sealed shard's children take writes once the split finishes; only
+            // they can answer linearizably.
+            Consistency::Strong if replica.sealed.load(Ordering::Acquire) => {
+                return Err(ClusterError::Resharded { group });
+            }
             Consistency::Strong => self.confirm_leader(group, &replica.raft, timeout).await?,
             Consistency::Session if call.min_applied > 0 => {
                 replica

@@ -225,6 +225,11 @@ impl Node {
         self.inner.host.state()
     }
 
+    /// True if this node has an open replica of shard group `group`.
+    pub fn hosts(&self, group: u64) -> bool {
+        self.inner.host.replica(group).is_some()
+    }
+
     /// Number of fsyncs issued so far.
     pub fn fsyncs(&self) -> u64 {
         self.inner.host.fsyncs()
@@ -404,6 +409,13 @@ impl Node {
             .admin
             .set_replication_factor(collection, replication_factor)
             .await?)
+    }
+
+    /// Splits a collection's shards online until it has `shards` of them; returns once
+    /// the reshard is recorded (its splits show in `Cluster.Status`).
+    pub async fn reshard(&self, collection: &str, shards: u32) -> Result<()> {
+        shoal_core::validate::collection_name(collection)?;
+        Ok(self.inner.admin.reshard(collection, shards).await?)
     }
 
     /// What the scheduler would do now (each command with its reason); unless

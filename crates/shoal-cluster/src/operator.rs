@@ -7,7 +7,8 @@
 //!    that joined becomes a learner, then a voter while the group has fewer voters
 //!    than it should (an odd number, at most [`Elasticity::max_voters`], from the
 //!    active, live, caught-up nodes); a node that left is removed;
-//! 3. drives every operation in flight one step (see [`Operator::drive_move`]); each
+//! 3. drives every operation in flight one step (see [`Operator::drive_move`] and
+//!    [`Operator::drive_split`]); each
 //!    step is idempotent and decided from the group's membership as its leader
 //!    reports it, so a new metadata leader resumes where the last one stopped;
 //! 4. asks the scheduler (`scheduler`) for new operations and proposes them (unless
@@ -38,13 +39,17 @@ use crate::error::{ClusterError, Result};
 use crate::options::Elasticity;
 use crate::router::{Router, Rpc};
 use crate::scheduler::{self, Observed, Policy};
-use crate::wire::{MembershipChange, MembershipView, encode};
+use crate::wire::{MembershipChange, MembershipView, SplitCall, SplitChild, SplitProgress, encode};
 
 /// How far behind its leader (in log entries) a learner may be and still count as
 /// caught up.
 const CATCH_UP_SLACK: u64 = 64;
 /// How long a node may take to answer the liveness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often one step of a split asks the parent's replicas for progress, and how
+/// long it waits between two asks (the rest waits for the next round).
+const SPLIT_POLLS: usize = 30;
+const SPLIT_POLL_PAUSE: Duration = Duration::from_millis(100);
 
 /// What one step of an operation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,8 +264,130 @@ impl Operator {
                 self.drive_move(op, state, observed, collection, shard, from, to)
                     .await
             }
-            OpKind::Split { .. } => Ok(Step::Waiting("splits are not driven yet".into())),
+            OpKind::Split {
+                collection,
+                shard,
+                at,
+                children,
+                ..
+            } => {
+                self.drive_split(op, state, collection, shard, at, children)
+                    .await
+            }
         }
+    }
+
+    /// One step of a split (see [`OpKind::Split`]):
+    /// 1. seal the parent (a log entry; from then on it refuses writes, which the
+    ///    routers send to the children once they take over);
+    /// 2. ask every replica of the parent to build and open both children from its
+    ///    sealed copy (in the background; later rounds ask again for progress);
+    /// 3. once a majority of the parent's replicas have both children open and each
+    ///    child has a leader, record the split: the children take over the range and
+    ///    the parent's replicas are deleted. A replica that had not built its copies
+    ///    by then gets them from the children's leaders as snapshots.
+    async fn drive_split(
+        &self,
+        op: &Operation,
+        state: &ClusterState,
+        collection: u64,
+        shard_id: u32,
+        at: u64,
+        children: [u32; 2],
+    ) -> Result<Step> {
+        let describe = scheduler::describe(&op.kind, state);
+        let Some(cm) = state.collection_by_id(collection) else {
+            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
+            return Ok(Step::Done(format!(
+                "{describe}: abandoned, the collection is gone"
+            )));
+        };
+        let Some(parent) = cm.shard(shard_id) else {
+            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
+            return Ok(Step::Done(format!(
+                "{describe}: abandoned, the shard is gone"
+            )));
+        };
+        let group = cm.group(shard_id);
+        let call = SplitCall {
+            children: [
+                SplitChild {
+                    shard: children[0],
+                    first: parent.range.first,
+                    last: at - 1,
+                },
+                SplitChild {
+                    shard: children[1],
+                    first: at,
+                    last: parent.range.last,
+                },
+            ],
+            voters: parent
+                .replicas
+                .iter()
+                .map(|n| {
+                    let addr = state.nodes.get(n).map(|m| m.addr.clone());
+                    (*n, addr.unwrap_or_default())
+                })
+                .collect(),
+        };
+        let payload = encode(&call)?;
+        let t = self.router.timeout();
+        let needed = parent.replicas.len() / 2 + 1;
+        let mut sealed_now = None;
+        // Writes to the shard wait from the seal until the children take over: this
+        // step polls briefly rather than leaving each stage to the next round.
+        for attempt in 0..SPLIT_POLLS {
+            if attempt > 0 {
+                tokio::time::sleep(SPLIT_POLL_PAUSE).await;
+            }
+            let answers = join_all(parent.replicas.iter().map(|n| {
+                let (call, payload) = (call.clone(), payload.clone());
+                async move {
+                    if *n == self.router.id() {
+                        self.router.host().split_local(group, call).await
+                    } else {
+                        self.router
+                            .call::<SplitProgress>(*n, Rpc::Split, group, payload, t)
+                            .await
+                    }
+                }
+            }))
+            .await;
+            let sealed = answers
+                .iter()
+                .any(|a| matches!(a, Ok(p) if *p != SplitProgress::NotSealed));
+            if !sealed && sealed_now.is_none() {
+                let reply = self
+                    .router
+                    .propose(group, &parent.replicas, Command::Seal)
+                    .await?;
+                if let Some(e) = reply.rejected {
+                    return Err(ClusterError::internal(e));
+                }
+                tracing::info!(
+                    op = op.id,
+                    "{describe}: sealed the shard at log index {}",
+                    reply.applied
+                );
+                sealed_now = Some(reply.applied);
+                continue;
+            }
+            let open = answers
+                .iter()
+                .filter(|a| {
+                    matches!(a, Ok(SplitProgress::Open { leaders }) if leaders.iter().all(Option::is_some))
+                })
+                .count();
+            if open >= needed {
+                self.propose(MetaCommand::FinishOperation(op.id)).await?;
+                return Ok(Step::Done(format!("{describe}: done")));
+            }
+        }
+        Ok(Step::Waiting(format!(
+            "{describe}: waiting for the children to open with a leader on {needed} of {} replicas",
+            parent.replicas.len()
+        )))
     }
 
     /// One step of a move (see [`OpKind::Move`]):
@@ -834,6 +961,165 @@ mod tests {
                 } else {
                     Ok(())
                 }
+            })
+            .await;
+        }
+
+        /// The ids of the `k` points of `ids` nearest `[q, 1]` (vectors `[i, 1]`, L2),
+        /// ties by id: the exact answer.
+        fn exact(ids: &BTreeSet<u64>, q: f32, k: usize) -> Vec<u64> {
+            let mut by: Vec<(f32, u64)> = ids.iter().map(|i| ((*i as f32 - q).abs(), *i)).collect();
+            by.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            by.into_iter().take(k).map(|(_, i)| i).collect()
+        }
+
+        async fn search_ids(node: &Node, q: f32, k: u32) -> Result<Vec<u64>, String> {
+            let req = shoal_core::SearchRequest {
+                vector: vec![q, 1.0],
+                top_k: k,
+                ef: None,
+                filter: None,
+                with_payload: false,
+                with_vector: false,
+            };
+            let hits = node
+                .search("c", req, strong())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(hits
+                .iter()
+                .map(|h| match h.id {
+                    PointId::Num(n) => n,
+                    _ => u64::MAX,
+                })
+                .collect())
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_reshard_under_writes_and_searches_loses_nothing() {
+            let cluster = TestCluster::start(3).await;
+            let n1 = cluster.node(1).clone();
+            n1.create_collection(config("c", 1, 3)).await.unwrap();
+            n1.upsert("c", points(0..300)).await.unwrap();
+            let queries = [0.0f32, 17.5, 150.0, 299.0, 1_000.0];
+            let before: BTreeSet<u64> = (0..300).collect();
+            for q in queries {
+                assert_eq!(search_ids(&n1, q, 10).await.unwrap(), exact(&before, q, 10));
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let acked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+            let writer = {
+                let (stop, acked) = (stop.clone(), acked.clone());
+                let node = cluster.node(2).clone();
+                tokio::spawn(async move {
+                    let mut failed = Vec::new();
+                    for id in 1_000..1_600u64 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        // Two points a write: more shards than one after the split.
+                        match node
+                            .upsert(
+                                "c",
+                                vec![
+                                    points(id..id + 1)[0].clone(),
+                                    points(id + 5_000..id + 5_001)[0].clone(),
+                                ],
+                            )
+                            .await
+                        {
+                            Ok(_) => acked.lock().extend([id, id + 5_000]),
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                    }
+                    failed
+                })
+            };
+            let searcher = {
+                let stop = stop.clone();
+                let node = cluster.node(3).clone();
+                tokio::spawn(async move {
+                    let (mut failed, mut doubled, mut done) = (Vec::new(), 0, 0);
+                    for i in 0..3_000 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        match search_ids(&node, (i % 300) as f32, 20).await {
+                            Ok(ids) => {
+                                let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+                                doubled += usize::from(distinct.len() != ids.len());
+                                done += 1;
+                            }
+                            Err(e) => failed.push(e),
+                        }
+                    }
+                    (failed, doubled, done)
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            n1.reshard("c", 4).await.unwrap();
+            eventually(120, "the reshard finishes", || async {
+                let state = n1.cluster_state();
+                let cm = &state.collections["c"];
+                if cm.shards.len() == 4 && state.operations.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} shards, ops {:?}",
+                        cm.shards.len(),
+                        state.operations
+                    ))
+                }
+            })
+            .await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            stop.store(true, Ordering::SeqCst);
+            let failed = writer.await.unwrap();
+            let (search_failed, doubled, searches) = searcher.await.unwrap();
+            assert!(
+                failed.is_empty(),
+                "writes failed during the reshard: {failed:?}"
+            );
+            assert!(
+                search_failed.is_empty(),
+                "searches failed: {search_failed:?}"
+            );
+            assert_eq!(doubled, 0, "a search returned a point twice");
+            assert!(searches > 0);
+            let acked = acked.lock().clone();
+            assert!(!acked.is_empty());
+            let all: BTreeSet<u64> = (0..300).chain(acked.iter().copied()).collect();
+            let ids: Vec<PointId> = all.iter().map(|i| PointId::Num(*i)).collect();
+            let got = cluster
+                .node(3)
+                .get("c", ids, false, false, strong())
+                .await
+                .unwrap();
+            assert_eq!(got.len(), all.len(), "every acknowledged point is there");
+            assert_eq!(
+                n1.count("c", None, strong()).await.unwrap(),
+                all.len() as u64,
+                "and nothing else"
+            );
+            for q in queries {
+                assert_eq!(
+                    search_ids(&n1, q, 10).await.unwrap(),
+                    exact(&all, q, 10),
+                    "query {q}"
+                );
+            }
+            replicas_agree(&n1, all.len() as u64).await;
+            // The parent's replicas are gone from every node.
+            let state = n1.cluster_state();
+            let cm = &state.collections["c"];
+            let parent = cm.group(0);
+            eventually(30, "the parent's replicas are deleted", || async {
+                for id in 1..=3 {
+                    if cluster.node(id).hosts(parent) {
+                        return Err(format!("node {id} still hosts the parent"));
+                    }
+                }
+                Ok(())
             })
             .await;
         }

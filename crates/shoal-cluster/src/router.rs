@@ -52,6 +52,7 @@ pub(crate) enum Rpc {
     Membership,
     Transfer,
     Join,
+    Split,
 }
 
 /// The order in which one request tries nodes. See the module doc.
@@ -167,6 +168,10 @@ impl Router {
                     });
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
+                if self.host.state().is_retired(group) {
+                    // Split meanwhile: the caller routes the request again.
+                    return Err(ClusterError::Resharded { group });
+                }
                 let first = match op {
                     Op::Write => self.host.leader_hint(group),
                     Op::Read => None,
@@ -350,6 +355,7 @@ pub(crate) async fn call_at<T: serde::de::DeserializeOwned>(
         Rpc::Membership => client.membership(req).await,
         Rpc::Transfer => client.transfer(req).await,
         Rpc::Join => client.join(req).await,
+        Rpc::Split => client.split(req).await,
     }
     .map_err(|s| unreachable(s.message().to_string()))?;
     decode::<Result<T>>(&reply.into_inner().payload)?

@@ -17,7 +17,7 @@ use crate::balance::Balancer;
 use crate::error::ClusterError;
 use crate::host::Host;
 use crate::router::Router;
-use crate::wire::{JoinRequest, MembershipChange, ReadCall, decode, encode};
+use crate::wire::{JoinRequest, MembershipChange, ReadCall, SplitCall, decode, encode};
 
 /// The internal service of one node.
 #[derive(Clone)]
@@ -119,6 +119,12 @@ impl ClusterInternal for ClusterInternalService {
         let to: u64 = decode(&call.payload).map_err(bad)?;
         let balancer = Balancer::new(self.router.clone());
         reply(balancer.hand_over(call.group, to).await.map(|_| ()))
+    }
+
+    async fn split(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
+        let call = self.for_me(req)?;
+        let split: SplitCall = decode(&call.payload).map_err(bad)?;
+        reply(self.host.split_local(call.group, split).await)
     }
 
     async fn join(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {

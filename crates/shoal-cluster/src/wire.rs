@@ -50,6 +50,36 @@ pub(crate) enum ReadResult {
     ClusterState(shoal_meta::ClusterState),
 }
 
+/// A split's child as the operator asks a parent replica to build it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SplitChild {
+    /// The child's shard id.
+    pub shard: u32,
+    /// Its half of the parent's hash range, both ends inclusive.
+    pub first: u64,
+    pub last: u64,
+}
+
+/// Build (if not built) and open a split's children from the receiver's replica of
+/// the sealed parent (`GroupCall::group`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SplitCall {
+    pub children: [SplitChild; 2],
+    /// The children groups' voters (the parent's replicas) and their addresses.
+    pub voters: Vec<(u64, String)>,
+}
+
+/// A parent replica's answer to a [`SplitCall`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SplitProgress {
+    /// Its replica of the parent has not applied the seal yet.
+    NotSealed,
+    /// Building the children.
+    Building,
+    /// Both children are open here; the leader each knows of.
+    Open { leaders: [Option<u64>; 2] },
+}
+
 /// What a node reports of itself: its replicas and its load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeReport {

@@ -58,6 +58,10 @@ pub enum MetaCommand {
     FinishOperation(u64),
     /// Forgets an operation that did not complete and left nothing to undo.
     AbandonOperation(u64),
+    /// Splits shards of a collection until it has `shards` shards: the widest shards
+    /// first, each at the middle of its range, splits of different shards at once.
+    /// Only growing is supported (merging shards is not).
+    Reshard { collection: String, shards: u32 },
 }
 
 impl ClusterState {
@@ -204,47 +208,121 @@ impl ClusterState {
                 collection,
                 shard,
                 at,
-            } => {
-                if self.operation_on(collection, shard).is_some() {
-                    return Err(MetaError::Busy { shard });
-                }
+            } => self.start_split(collection, shard, at, 0),
+            MetaCommand::Reshard { collection, shards } => {
                 let cm = self
-                    .collection_by_id_mut(collection)
-                    .ok_or(MetaError::NoSuchCollectionId(collection))?;
-                let s = cm
-                    .shard(shard)
-                    .ok_or(MetaError::NoSuchShard { collection, shard })?;
-                if at <= s.range.first || at > s.range.last {
-                    return Err(MetaError::BadSplit { shard, at });
+                    .collections
+                    .get(&collection)
+                    .ok_or_else(|| MetaError::NoSuchCollection(collection.clone()))?;
+                let (id, now) = (cm.id, cm.shards.len() as u32);
+                let first_shard = cm.shards.first().map(|s| s.id).unwrap_or(0);
+                if shards <= now || shards > CollectionConfig::MAX_SHARD_COUNT {
+                    return Err(MetaError::BadShardCount {
+                        shards,
+                        now,
+                        max: CollectionConfig::MAX_SHARD_COUNT,
+                    });
                 }
-                let first = cm.next_shard_id;
-                if first >= MAX_SHARD_ID {
-                    return Err(MetaError::TooManyShards(collection));
+                if self
+                    .operations
+                    .values()
+                    .any(|o| matches!(o.kind, OpKind::Split { collection: c, .. } if c == id))
+                {
+                    return Err(MetaError::Resharding(collection));
                 }
-                cm.next_shard_id = first + 2;
-                self.start(OpKind::Split {
-                    collection,
-                    shard,
-                    at,
-                    children: [first, first + 1],
-                });
+                if self.continue_reshard(id, shards) == 0 {
+                    // Every shard is busy (moving): nothing was started.
+                    return Err(MetaError::Busy { shard: first_shard });
+                }
                 Ok(())
             }
             MetaCommand::FinishOperation(id) => {
                 let op = self
                     .operations
-                    .get(&id)
-                    .cloned()
+                    .remove(&id)
                     .ok_or(MetaError::NoSuchOperation(id))?;
-                self.finish(&op)?;
-                self.operations.remove(&id);
-                Ok(())
+                // Finishing may start operations (the next splits of a reshard), which
+                // must not count this one as in flight; a refusal changes nothing.
+                self.finish(&op).inspect_err(|_| {
+                    self.operations.insert(id, op.clone());
+                })
             }
             MetaCommand::AbandonOperation(id) => match self.operations.remove(&id) {
                 Some(_) => Ok(()),
                 None => Err(MetaError::NoSuchOperation(id)),
             },
         }
+    }
+
+    fn start_split(
+        &mut self,
+        collection: u64,
+        shard: u32,
+        at: u64,
+        target: u32,
+    ) -> Result<(), MetaError> {
+        if self.operation_on(collection, shard).is_some() {
+            return Err(MetaError::Busy { shard });
+        }
+        let cm = self
+            .collection_by_id_mut(collection)
+            .ok_or(MetaError::NoSuchCollectionId(collection))?;
+        let s = cm
+            .shard(shard)
+            .ok_or(MetaError::NoSuchShard { collection, shard })?;
+        if at <= s.range.first || at > s.range.last {
+            return Err(MetaError::BadSplit { shard, at });
+        }
+        let first = cm.next_shard_id;
+        if first >= MAX_SHARD_ID {
+            return Err(MetaError::TooManyShards(collection));
+        }
+        cm.next_shard_id = first + 2;
+        self.start(OpKind::Split {
+            collection,
+            shard,
+            at,
+            children: [first, first + 1],
+            target,
+        });
+        Ok(())
+    }
+
+    /// Starts splits of collection `id` toward `target` shards, counting splits in
+    /// flight: the widest idle shards first, each at its middle. Returns how many it
+    /// started.
+    fn continue_reshard(&mut self, id: u64, target: u32) -> u32 {
+        let Some(cm) = self.collection_by_id(id) else {
+            return 0;
+        };
+        let splitting = self
+            .operations
+            .values()
+            .filter(|o| matches!(o.kind, OpKind::Split { collection: c, .. } if c == id))
+            .count() as u32;
+        let wanted = target.saturating_sub(cm.shards.len() as u32 + splitting);
+        let mut idle: Vec<(u64, u64, u32)> = cm
+            .shards
+            .iter()
+            .filter(|s| s.range.first < s.range.last && self.operation_on(id, s.id).is_none())
+            .map(|s| (s.range.span(), s.range.first, s.id))
+            .collect();
+        // Widest first; equal spans in hash order.
+        idle.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut started = 0;
+        for (_, _, shard) in idle.into_iter().take(wanted as usize) {
+            let at = self
+                .collection_by_id(id)
+                .and_then(|c| c.shard(shard))
+                .and_then(|s| s.range.halves())
+                .map(|(_, upper)| upper.first);
+            if let Some(at) = at
+                && self.start_split(id, shard, at, target).is_ok()
+            {
+                started += 1;
+            }
+        }
+        started
     }
 
     fn start(&mut self, kind: OpKind) {
@@ -325,6 +403,7 @@ impl ClusterState {
                 shard,
                 at,
                 children,
+                target,
             } => {
                 let cm = self
                     .collection_by_id_mut(collection)
@@ -359,6 +438,7 @@ impl ClusterState {
                 }
                 cm.config.shard_count = cm.shards.len() as u32;
                 cm.routing_version += 1;
+                self.continue_reshard(collection, target);
                 Ok(())
             }
         }
@@ -677,7 +757,8 @@ mod tests {
                 collection: cid,
                 shard: 1,
                 at,
-                children: [2, 3]
+                children: [2, 3],
+                target: 0,
             }
         );
         s.apply(MetaCommand::FinishOperation(op.id)).unwrap();
@@ -693,6 +774,53 @@ mod tests {
         }
         assert_eq!(cm.shards[1].range.first, parent.range.first);
         assert_eq!(cm.shards[2].range.last, parent.range.last);
+    }
+
+    #[test]
+    fn reshard_splits_the_widest_shards_until_the_target() {
+        let mut s = nodes(3);
+        s.apply(create("c", 3, vec![vec![1, 2, 3]])).unwrap();
+        let reshard = |n| MetaCommand::Reshard {
+            collection: "c".into(),
+            shards: n,
+        };
+        assert!(matches!(
+            s.apply(reshard(1)),
+            Err(MetaError::BadShardCount {
+                shards: 1,
+                now: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.apply(reshard(CollectionConfig::MAX_SHARD_COUNT + 1)),
+            Err(MetaError::BadShardCount { .. })
+        ));
+        s.apply(reshard(5)).unwrap();
+        assert_eq!(s.apply(reshard(6)), Err(MetaError::Resharding("c".into())));
+        // 1 -> 2 -> 4 -> 5: each finished split starts the next ones at once.
+        let mut rounds = Vec::new();
+        while !s.operations.is_empty() {
+            let ops: Vec<u64> = s.operations.keys().copied().collect();
+            rounds.push(ops.len());
+            for id in ops {
+                s.apply(MetaCommand::FinishOperation(id)).unwrap();
+            }
+        }
+        assert_eq!(rounds, vec![1, 2, 1]);
+        let cm = &s.collections["c"];
+        assert_eq!(cm.shards.len(), 5);
+        assert_eq!(cm.config.shard_count, 5);
+        assert_eq!(cm.routing_version, 4);
+        assert_eq!(cm.shards[0].range.first, 0);
+        assert_eq!(cm.shards[4].range.last, u64::MAX);
+        for w in cm.shards.windows(2) {
+            assert_eq!(w[0].range.last + 1, w[1].range.first);
+        }
+        for sm in &cm.shards {
+            assert_eq!(sm.replicas, vec![1, 2, 3]);
+            assert!(matches!(sm.origin, Origin::Split { .. }));
+        }
     }
 
     #[test]

@@ -50,6 +50,13 @@ pub enum MetaError {
     TooManyShards(u64),
     #[error("no operation has id {0}")]
     NoSuchOperation(u64),
+    /// A reshard to no more shards than the collection has, or past the maximum.
+    #[error(
+        "cannot reshard to {shards} shards: the collection has {now}; resharding only adds shards (merging is not supported), up to {max}"
+    )]
+    BadShardCount { shards: u32, now: u32, max: u32 },
+    #[error("collection {0:?} is being resharded already; wait until it ends")]
+    Resharding(String),
 }
 
 impl From<MetaError> for shoal_core::Error {
@@ -73,6 +80,7 @@ impl From<MetaError> for shoal_core::Error {
                 Error::Unavailable(format!("{e}; retrying is safe"))
             }
             e @ MetaError::BadAddress(_) => Error::invalid("address", e.to_string()),
+            e @ MetaError::BadShardCount { .. } => Error::invalid("shards", e.to_string()),
             e @ (MetaError::NodeNotActive(_)
             | MetaError::NodeNotEmpty(_)
             | MetaError::NotAReplica { .. }
@@ -80,7 +88,8 @@ impl From<MetaError> for shoal_core::Error {
             | MetaError::BadMove { .. }
             | MetaError::LastReplica { .. }
             | MetaError::BadSplit { .. }
-            | MetaError::TooManyShards(_)) => Error::FailedPrecondition(e.to_string()),
+            | MetaError::TooManyShards(_)
+            | MetaError::Resharding(_)) => Error::FailedPrecondition(e.to_string()),
         }
     }
 }

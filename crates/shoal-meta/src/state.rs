@@ -133,13 +133,17 @@ pub enum OpKind {
         to: Option<NodeId>,
     },
     /// Splits a shard's range in two at `at` (the first hash of the upper half):
-    /// every replica of the parent creates both children from its own copy at one
-    /// index of the parent's log, then the state replaces the parent by the children.
+    /// the parent's group is sealed (it takes no more writes), every replica of the
+    /// parent builds both children from its own sealed copy, then the state replaces
+    /// the parent by the children (on the parent's nodes) and bumps the routing
+    /// version. If the collection then has fewer shards than `target`, finishing
+    /// starts the next splits (a `shoal collection reshard`).
     Split {
         collection: u64,
         shard: u32,
         at: u64,
         children: [u32; 2],
+        target: u32,
     },
 }
 
@@ -257,6 +261,33 @@ impl ClusterState {
         self.operations
             .values()
             .find(|o| o.shard() == (collection, shard))
+    }
+
+    /// The groups of the children of every split in flight (built by the parent's
+    /// replicas before the metadata lists them).
+    pub fn splitting_children(&self) -> Vec<u64> {
+        self.operations
+            .values()
+            .filter_map(|o| match o.kind {
+                OpKind::Split {
+                    collection,
+                    children,
+                    ..
+                } => Some(children.map(|c| group_of(collection, c))),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// True if shard group `group` belonged to a collection that still exists and
+    /// no longer has that shard (it was split): a request routed to it must be
+    /// routed again. False for groups this state does not know yet.
+    pub fn is_retired(&self, group: u64) -> bool {
+        let (collection, shard) = location_of(group);
+        self.collection_by_id(collection)
+            .is_some_and(|cm| shard < cm.next_shard_id && cm.shard(shard).is_none())
+            && !self.splitting_children().contains(&group)
     }
 
     /// The shard groups `node` should host: those it holds a replica of, and those

@@ -16,6 +16,9 @@ pub enum RaftStoreError {
     Io(#[from] std::io::Error),
     #[error("corrupt snapshot: {0}")]
     Corrupt(String),
+    /// A split's child was asked for before its parent shard was sealed.
+    #[error("the shard to split is not sealed yet")]
+    NotSealed,
 }
 
 impl RaftStoreError {

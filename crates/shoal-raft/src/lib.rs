@@ -16,6 +16,8 @@
 //!   atomic batch without an fsync of its own (the log is the source of truth;
 //!   re-applying after a crash is harmless). Snapshots are the shard's points, in
 //!   files of frames (module `snapshot_file`) that openraft sends in chunks.
+//!   A [`Command::Seal`] freezes a shard for a split; the split's children start
+//!   from the sealed state (see the state machine's module doc).
 //!
 //! - `MetaStateMachine`: the metadata group's state machine, persisting
 //!   `shoal_meta::ClusterState` and applying [`shoal_meta::MetaCommand`]s to it.
@@ -50,6 +52,11 @@ pub enum Command {
     /// COSINE) before it was proposed.
     Shard(Write),
     Meta(MetaCommand),
+    /// Seals a shard group that is being split: every shard write after it is
+    /// refused ([`Rejection::Sealed`]), so the shard's points stay exactly as of this
+    /// entry on every replica, and each replica can build the split's children from
+    /// its own copy (`ShardStateMachine::build_child`).
+    Seal,
 }
 
 /// Why a state machine refused a committed entry. The entry still counts as applied
@@ -62,6 +69,10 @@ pub enum Rejection {
     /// A shard command reached the metadata group, or the reverse.
     #[error("the entry was proposed to the wrong kind of group")]
     WrongGroup,
+    /// A write reached a shard that is being split (sealed): it was not applied; the
+    /// shard's range moves to the split's children.
+    #[error("the shard is being split and takes no more writes")]
+    Sealed,
 }
 
 /// What applying an entry returns.
@@ -98,5 +109,6 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&delete).unwrap(), [0, 1, 1, 0, 7]);
         let upsert = Command::Shard(Write::Upsert(Vec::new()));
         assert_eq!(postcard::to_allocvec(&upsert).unwrap(), [0, 0, 0]);
+        assert_eq!(postcard::to_allocvec(&Command::Seal).unwrap(), [2]);
     }
 }

@@ -4,7 +4,7 @@
 //! (openraft's first entry has index 0, a fresh shard has applied nothing: 0).
 //!
 //! **Atomicity.** Each entry is applied with `Shard::apply_at`, which writes the
-//! points, the sequence number and the encoded [`Applied`] state (last applied log id
+//! points, the sequence number and the encoded `ShardApplied` state (last applied log id
 //! and membership) in one atomic batch, without fsync: after a crash the shard is at
 //! some applied index and openraft re-applies the log from there; entries at or below
 //! it are skipped.
@@ -15,18 +15,32 @@
 //! snapshot's file is kept (and replaced by the next); after a restart or an install
 //! `get_current_snapshot` builds a fresh one on demand (its log id is never behind
 //! anything the log has purged, because purging follows snapshots).
+//!
+//! **Sealing and splitting.** A [`Command::Seal`] entry marks the shard sealed (kept
+//! in `ShardApplied`): every later shard write is refused with [`Rejection::Sealed`],
+//! identically on every replica, so the sealed shard's points are the same on each
+//! of them and never change again. Each replica then builds the split's two children
+//! from its own copy ([`ShardStateMachine::build_child`]): a child holds the points
+//! of its half of the hash range, applied "at log index 0" with the child group's
+//! membership, exactly as if that index were a snapshot. Every replica builds the same
+//! state, so the child group elects a leader without being initialized, and a replica
+//! that has no copy gets one as a snapshot (the log before index 1 is purged). A
+//! snapshot of a sealed shard says so in its id (suffix `-sealed`), so a follower
+//! that installs it stays sealed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
-    StoredMembership,
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, OptionalSend,
+    RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use shoal_core::routing;
 use shoal_shard::{Shard, ShardSnapshot};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use crate::error::storage_error;
@@ -34,12 +48,41 @@ use crate::log_store::{blocking, decode, encode};
 use crate::snapshot_file::{CHUNK, FrameWriter, read_points, unnamed};
 use crate::{Command, RaftStoreError, Rejection, Reply, StorageError, TypeConfig};
 
-/// What the state machine has applied, stored atomically with the shard's points.
+/// What a state machine has applied: the metadata group's, persisted with its state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Applied {
     pub(crate) last_applied: Option<LogId<u64>>,
     pub(crate) membership: StoredMembership<u64, BasicNode>,
 }
+
+/// What a shard's state machine has applied, stored atomically with the shard's points.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ShardApplied {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    /// Set by [`Command::Seal`]: shard writes are refused from then on.
+    sealed: bool,
+}
+
+impl ShardApplied {
+    /// Decodes it, or an [`Applied`] stored before sealing existed.
+    fn decode(b: &[u8]) -> Result<ShardApplied, RaftStoreError> {
+        match decode::<ShardApplied>(b) {
+            Ok(a) => Ok(a),
+            Err(e) => match decode::<Applied>(b) {
+                Ok(v1) => Ok(ShardApplied {
+                    last_applied: v1.last_applied,
+                    membership: v1.membership,
+                    sealed: false,
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
+}
+
+/// Marks the id of a sealed shard's snapshot (see the module doc).
+const SEALED_SUFFIX: &str = "-sealed";
 
 /// A built snapshot: its metadata and its file (deleted when dropped).
 type Built = (SnapshotMeta<u64, BasicNode>, Arc<tempfile::TempPath>);
@@ -51,6 +94,8 @@ pub struct ShardStateMachine {
     dir: PathBuf,
     current: Arc<Mutex<Option<Built>>>,
     snapshots_built: Arc<AtomicU64>,
+    /// Mirrors `ShardApplied::sealed`, for readers that must not touch storage.
+    sealed: Arc<AtomicBool>,
 }
 
 fn sm_err(e: RaftStoreError) -> StorageError {
@@ -60,7 +105,9 @@ fn sm_err(e: RaftStoreError) -> StorageError {
 impl ShardStateMachine {
     /// The state machine over `shard`, writing snapshot files into `snapshot_dir`.
     pub fn new(shard: Shard, snapshot_dir: impl Into<PathBuf>) -> ShardStateMachine {
+        let sealed = Self::is_sealed(&shard).unwrap_or(false);
         ShardStateMachine {
+            sealed: Arc::new(AtomicBool::new(sealed)),
             shard,
             dir: snapshot_dir.into(),
             current: Arc::default(),
@@ -73,11 +120,64 @@ impl ShardStateMachine {
         &self.shard
     }
 
-    fn applied(shard: &Shard) -> Result<Applied, RaftStoreError> {
+    /// A flag that is true once the shard is sealed (see the module doc).
+    pub fn sealed_flag(&self) -> Arc<AtomicBool> {
+        self.sealed.clone()
+    }
+
+    fn applied(shard: &Shard) -> Result<ShardApplied, RaftStoreError> {
         match shard.meta()? {
-            Some(b) if !b.is_empty() => decode(&b),
-            _ => Ok(Applied::default()),
+            Some(b) if !b.is_empty() => ShardApplied::decode(&b),
+            _ => Ok(ShardApplied::default()),
         }
+    }
+
+    /// True once the shard applied a [`Command::Seal`].
+    pub fn is_sealed(shard: &Shard) -> Result<bool, RaftStoreError> {
+        Ok(Self::applied(shard)?.sealed)
+    }
+
+    /// True if the shard has applied anything (a child built, a snapshot installed,
+    /// an entry applied).
+    pub fn has_state(shard: &Shard) -> Result<bool, RaftStoreError> {
+        Ok(Self::applied(shard)?.last_applied.is_some())
+    }
+
+    /// Builds one child of a split in the empty shard `child` from the sealed shard
+    /// `parent`: the parent's points whose id hash is in `first..=last`, applied at
+    /// log index 0 with `voters` as the child group's membership (see the module doc).
+    /// Blocking; durable on return. Returns the number of points copied.
+    pub fn build_child(
+        parent: &Shard,
+        child: &Shard,
+        first: u64,
+        last: u64,
+        voters: BTreeMap<u64, BasicNode>,
+    ) -> Result<u64, RaftStoreError> {
+        if !Self::is_sealed(parent)? {
+            return Err(RaftStoreError::NotSealed);
+        }
+        let origin = LogId::new(CommittedLeaderId::new(0, 0), 0);
+        let ids: BTreeSet<u64> = voters.keys().copied().collect();
+        let applied = ShardApplied {
+            last_applied: Some(origin),
+            membership: StoredMembership::new(Some(origin), Membership::new(vec![ids], voters)),
+            sealed: false,
+        };
+        let snap = parent.snapshot()?;
+        let points: Vec<_> = snap
+            .points
+            .into_iter()
+            .filter(|p| (first..=last).contains(&routing::id_hash(&p.id)))
+            .collect();
+        let count = points.len() as u64;
+        let t = child.install(ShardSnapshot {
+            seq: 1,
+            meta: Some(encode(&applied)?),
+            points,
+        })?;
+        child.sync(t)?;
+        Ok(count)
     }
 
     fn cached(&self) -> Option<Built> {
@@ -105,21 +205,24 @@ impl ShardStateMachine {
                 shard.snapshot_chunks::<RaftStoreError>(CHUNK, |c| out.write(c))?;
             out.finish()?.sync_all()?;
             let applied = match meta {
-                Some(b) if !b.is_empty() => decode(&b)?,
-                _ => Applied::default(),
+                Some(b) if !b.is_empty() => ShardApplied::decode(&b)?,
+                _ => ShardApplied::default(),
             };
             Ok((path, applied, points))
         })
         .await?;
         tracing::debug!(shard = self.shard.shard_no(), points, "built snapshot");
         let n = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match applied.last_applied {
+        let mut snapshot_id = match applied.last_applied {
             Some(l) => format!(
                 "{}-{}-{}-{n}",
                 l.leader_id.term, l.leader_id.node_id, l.index
             ),
             None => format!("none-{n}"),
         };
+        if applied.sealed {
+            snapshot_id.push_str(SEALED_SUFFIX);
+        }
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership,
@@ -164,7 +267,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        let shard = self.shard.clone();
+        let (shard, sealed) = (self.shard.clone(), self.sealed.clone());
         blocking(move || {
             let mut applied = Self::applied(&shard)?;
             let mut replies = Vec::with_capacity(entries.len());
@@ -174,7 +277,16 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 let mut rejected = None;
                 let write = match e.payload {
                     EntryPayload::Blank => None,
+                    EntryPayload::Normal(Command::Shard(_)) if applied.sealed => {
+                        rejected = Some(Rejection::Sealed);
+                        None
+                    }
                     EntryPayload::Normal(Command::Shard(write)) => Some(write),
+                    EntryPayload::Normal(Command::Seal) => {
+                        applied.sealed = true;
+                        sealed.store(true, Ordering::Release);
+                        None
+                    }
                     EntryPayload::Normal(Command::Meta(_)) => {
                         rejected = Some(Rejection::WrongGroup);
                         None
@@ -222,10 +334,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         .await
         .map_err(err)?;
         let count = points.len();
-        let applied = Applied {
+        let applied = ShardApplied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            sealed: meta.snapshot_id.ends_with(SEALED_SUFFIX),
         };
+        let sealed = applied.sealed;
         let snap = ShardSnapshot {
             seq: meta.last_log_id.map(|l| l.index + 1).unwrap_or(0),
             meta: Some(encode(&applied).map_err(err)?),
@@ -238,6 +352,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         })
         .await
         .map_err(err)?;
+        self.sealed.store(sealed, Ordering::Release);
         tracing::info!(
             shard = self.shard.shard_no(),
             last_log_index = meta.last_log_id.map(|l| l.index),

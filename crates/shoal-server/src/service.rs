@@ -83,6 +83,12 @@ impl Collections for CollectionsService {
                 .await
                 .map_err(to_status)?;
         }
+        if let Some(shards) = r.shard_count {
+            self.node
+                .reshard(&r.name, shards)
+                .await
+                .map_err(to_status)?;
+        }
         let info = self.node.collection(&r.name).await.map_err(to_status)?;
         Ok(Response::new(convert::collection_info(info)))
     }

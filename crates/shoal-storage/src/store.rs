@@ -275,9 +275,11 @@ impl Store {
     }
 
     /// Records a collection under an id chosen elsewhere (the cluster's metadata group),
-    /// creating its shards' keyspaces. Idempotent for the same record; a different
-    /// collection under the same name is an error. Not fsynced: the metadata group's
-    /// log is the source of truth and replays it after a crash.
+    /// creating its shards' keyspaces. Idempotent for the same record; a record of the
+    /// same collection (same id) with a changed configuration (a replication factor or
+    /// shard count changed online) replaces the stored one; a different collection
+    /// under the same name is an error. Not fsynced: the metadata group's log is the
+    /// source of truth and replays it after a crash.
     pub fn adopt_collection(&self, record: &CollectionRecord) -> Result<(), StorageError> {
         let _guard = self.inner.catalogue.lock();
         let key = format!("{COLLECTION_PREFIX}{}", record.config.name);
@@ -287,7 +289,9 @@ impl Store {
             if existing == *record {
                 return Ok(());
             }
-            return Err(StorageError::CollectionExists(record.config.name.clone()));
+            if existing.id != record.id {
+                return Err(StorageError::CollectionExists(record.config.name.clone()));
+            }
         }
         // Shard keyspaces are created as the node opens the shards it hosts.
         self.inner.meta.insert(
@@ -683,5 +687,38 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.adopt_collection(&rec).unwrap();
         assert_eq!(store.shard(&rec, 7).unwrap().points().count(), 0);
+    }
+
+    #[test]
+    fn a_collection_adopted_again_with_a_changed_config_keeps_its_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rec = CollectionRecord {
+            id: 3,
+            config: config("a", 1),
+        };
+        store.adopt_collection(&rec).unwrap();
+        let shard = store.shard(&rec, 0).unwrap();
+        let p = point(1, 1.0);
+        shard
+            .sync(shard.write(&[WriteOp::Upsert(&p)], 1).unwrap())
+            .unwrap();
+        // Resharded online: the same collection, more shards.
+        let grown = CollectionRecord {
+            id: 3,
+            config: config("a", 4),
+        };
+        store.adopt_collection(&grown).unwrap();
+        assert_eq!(store.collections().unwrap(), vec![grown.clone()]);
+        assert_eq!(store.shard(&grown, 0).unwrap().points().count(), 1);
+        // Another collection under the name is still refused.
+        let other = CollectionRecord {
+            id: 4,
+            config: config("a", 1),
+        };
+        assert!(matches!(
+            store.adopt_collection(&other),
+            Err(StorageError::CollectionExists(_))
+        ));
     }
 }
