@@ -55,6 +55,8 @@ pub struct ReplicaStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardStatus {
     pub shard: u32,
+    /// The id hashes it holds, both ends inclusive.
+    pub range: shoal_meta::HashRange,
     pub leader: Option<u64>,
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -63,6 +65,8 @@ pub struct ShardStatus {
 pub struct CollectionStatus {
     pub name: String,
     pub id: u64,
+    /// Bumped by every split: requests routed by an older version are routed again.
+    pub routing_version: u64,
     pub shards: Vec<ShardStatus>,
 }
 
@@ -132,6 +136,7 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
         .map(|cm| CollectionStatus {
             name: cm.config.name.clone(),
             id: cm.id,
+            routing_version: cm.routing_version,
             shards: cm
                 .shards
                 .iter()
@@ -148,6 +153,7 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
                     let leader = leader_of(&replicas);
                     ShardStatus {
                         shard: shard.id,
+                        range: shard.range,
                         leader,
                         replicas,
                     }

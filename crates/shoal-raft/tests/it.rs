@@ -59,6 +59,87 @@ fn point(id: u64, x: f32) -> shoal_core::Point {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_shard_refuses_writes_and_its_children_hold_their_halves() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use shoal_core::{PointId, Write};
+    use shoal_raft::{Command, Rejection};
+    use std::collections::BTreeMap;
+
+    let (dir, low_dir, high_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (_store, shard) = open(dir.path());
+    let mut sm = ShardStateMachine::new(shard.clone(), dir.path().join("snapshots"));
+    let seal = openraft::Entry {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
+        payload: openraft::EntryPayload::Normal(Command::Seal),
+    };
+    let replies = sm
+        .apply(vec![
+            entry(
+                1,
+                Write::Upsert((0..200).map(|i| point(i, i as f32)).collect()),
+            ),
+            seal,
+            entry(3, Write::Delete(vec![PointId::Num(5)])),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(replies[2].rejected, Some(Rejection::Sealed));
+    assert!(ShardStateMachine::is_sealed(&shard).unwrap());
+    assert_eq!(
+        shard.count(None),
+        200,
+        "the write after the seal was not applied"
+    );
+    // A follower that installs the sealed shard's snapshot is sealed too.
+    let snap = sm.build_snapshot().await.unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_fs, follower) = open(follower_dir.path());
+    let mut fsm = ShardStateMachine::new(follower.clone(), follower_dir.path().join("s"));
+    fsm.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert!(ShardStateMachine::is_sealed(&follower).unwrap());
+    // The children split the points by id hash, nothing lost, nothing twice.
+    let at = 1u64 << 63;
+    let voters: BTreeMap<u64, openraft::BasicNode> = (1..=3)
+        .map(|n| (n, openraft::BasicNode::new(format!("n{n}"))))
+        .collect();
+    let (_ls, low) = open(low_dir.path());
+    let (_hs, high) = open(high_dir.path());
+    let n_low = ShardStateMachine::build_child(&shard, &low, 0, at - 1, voters.clone()).unwrap();
+    let n_high =
+        ShardStateMachine::build_child(&shard, &high, at, u64::MAX, voters.clone()).unwrap();
+    assert_eq!(n_low + n_high, 200);
+    assert!(n_low > 50 && n_high > 50, "{n_low} / {n_high}");
+    for (child, range) in [(&low, 0..=at - 1), (&high, at..=u64::MAX)] {
+        let ids: Vec<PointId> = (0..200).map(PointId::Num).collect();
+        for p in child.get(&ids, false, false) {
+            assert!(range.contains(&shoal_core::routing::id_hash(&p.id)));
+        }
+        // A child starts at log index 0 with the group's voters, not sealed.
+        let mut csm = ShardStateMachine::new(child.clone(), low_dir.path().join("s"));
+        let (applied, membership) = csm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(0));
+        assert_eq!(
+            membership.membership().voter_ids().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(!ShardStateMachine::is_sealed(child).unwrap());
+    }
+    // Only a sealed shard can be split.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_os, other) = open(other_dir.path());
+    assert!(ShardStateMachine::build_child(&follower, &other, 0, 10, voters.clone()).is_ok());
+    let unsealed_dir = tempfile::tempdir().unwrap();
+    let (_us, unsealed) = open(unsealed_dir.path());
+    assert!(ShardStateMachine::build_child(&unsealed, &other, 0, 10, voters).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn applies_point_writes_idempotently_and_ships_them_by_snapshot() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     use shoal_core::{PointId, Write};

@@ -335,11 +335,14 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
             .map(|c| pb::CollectionStatus {
                 name: c.name,
                 id: c.id,
+                routing_version: c.routing_version,
                 shards: c
                     .shards
                     .into_iter()
                     .map(|sh| pb::ShardStatus {
                         shard: sh.shard,
+                        hash_first: sh.range.first,
+                        hash_last: sh.range.last,
                         leader: sh.leader,
                         replicas: sh
                             .replicas

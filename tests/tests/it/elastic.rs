@@ -411,3 +411,131 @@ async fn a_move_survives_kill_9_of_its_source_its_target_and_the_metadata_leader
     let found = strong_get(&four, "c", &acked).await;
     assert_eq!(found.len(), acked.len(), "nothing lost");
 }
+
+/// Shard counts of `names` as `via` reports them, and the operations in flight.
+async fn shard_counts(via: &Node, names: &[&str]) -> (Vec<usize>, usize) {
+    let s = status(via, false).await;
+    let counts = names
+        .iter()
+        .map(|n| {
+            s.collections
+                .iter()
+                .find(|c| c.name == *n)
+                .map_or(0, |c| c.shards.len())
+        })
+        .collect();
+    (counts, s.operations.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reshard_from_one_to_four_shards_under_load_survives_a_kill_9() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(&[]);
+    create_collection(&cluster.nodes[0], "w", 1, 3).await;
+    create_collection(&cluster.nodes[0], "fixed", 1, 3).await;
+    let mut pts = points(&cluster.nodes[0]).await;
+    pts.upsert(pb::UpsertRequest {
+        collection: "fixed".into(),
+        points: (0..400).map(|i| point(i, vector(i), &[])).collect(),
+    })
+    .await
+    .unwrap();
+    // One shard of 400 points is scanned exactly: the exact answer.
+    let before = answers(&cluster.nodes[0]).await;
+    // Load through nodes 1 and 2; node 3 dies in the middle of the reshard.
+    let load = Load::start(cluster.nodes[..2].iter().map(|n| n.url.clone()).collect());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut collections, _) = cluster.nodes[0].clients().await;
+    for name in ["w", "fixed"] {
+        let info = collections
+            .update(pb::UpdateCollectionRequest {
+                name: name.into(),
+                replication_factor: None,
+                shard_count: Some(4),
+            })
+            .await
+            .expect("start the reshard")
+            .into_inner();
+        assert_eq!(
+            info.config.unwrap().shard_count,
+            1,
+            "recorded, not done yet"
+        );
+    }
+    cluster.node(3).kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.node(3).restart(binary());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (counts, ops) = shard_counts(&cluster.nodes[0], &["w", "fixed"]).await;
+        if counts == [4, 4] && ops == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reshard did not finish: shards {counts:?}, {ops} operations"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Shrinking is refused, and names its field.
+    let refused = collections
+        .update(pb::UpdateCollectionRequest {
+            name: "w".into(),
+            replication_factor: None,
+            shard_count: Some(2),
+        })
+        .await
+        .expect_err("merging shards is not supported");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("shards"),
+        "{}",
+        refused.message()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, failed_writes, failed_searches, searches) = load.stop().await;
+    eprintln!(
+        "{} points acknowledged, {failed_writes} writes and {failed_searches} of {searches} \
+         searches failed",
+        acked.len()
+    );
+    assert!(acked.len() > 50, "the writer made progress");
+    assert_eq!(failed_writes, 0, "no write failed (after bounded retries)");
+    assert_eq!(failed_searches, 0, "no search failed");
+    let s = wait_replicas_agree(&cluster.nodes[0]).await;
+    for c in &s.collections {
+        let ranges: Vec<(u64, u64)> = c
+            .shards
+            .iter()
+            .map(|sh| (sh.hash_first, sh.hash_last))
+            .collect();
+        assert_eq!(
+            ranges.first().map(|r| r.0),
+            Some(0),
+            "{}: {ranges:?}",
+            c.name
+        );
+        assert_eq!(
+            ranges.last().map(|r| r.1),
+            Some(u64::MAX),
+            "{}: {ranges:?}",
+            c.name
+        );
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].1 + 1, w[1].0, "{}: ranges {ranges:?}", c.name);
+        }
+        let points: u64 = c.shards.iter().map(|sh| sh.replicas[0].points).sum();
+        let expected = if c.name == "w" {
+            acked.len() as u64
+        } else {
+            400
+        };
+        assert_eq!(points, expected, "{}: every point once", c.name);
+    }
+    for n in &cluster.nodes {
+        let found = strong_get(n, "w", &acked).await;
+        let missing: Vec<&u64> = acked.iter().filter(|i| !found.contains(i)).collect();
+        assert!(missing.is_empty(), "node {}: lost {missing:?}", n.url);
+        assert_eq!(answers(n).await, before, "answers through {}", n.url);
+    }
+}
