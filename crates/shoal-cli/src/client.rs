@@ -659,6 +659,7 @@ fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
         "collections": s.collections.iter().map(|c| serde_json::json!({
             "name": c.name,
             "id": c.id,
+            "routing_version": c.routing_version,
             "shards": c.shards.iter().map(|sh| {
                 let (verdict, detail) = match agreement(sh) {
                     Agreement::Agree => ("agree", None),
@@ -668,6 +669,7 @@ fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
                 };
                 serde_json::json!({
                     "shard": sh.shard,
+                    "hash_range": [sh.hash_first, sh.hash_last],
                     "leader": sh.leader,
                     "replicas": sh.replicas.iter().map(|r| serde_json::json!({
                         "node": r.node,
@@ -750,7 +752,11 @@ fn status_text(s: &pb::ClusterStatus) -> String {
                 Agreement::CatchingUp(d) => format!("catching up: {d}"),
                 Agreement::NotChecked => "digests not compared".to_string(),
             };
-            let _ = writeln!(out, "  shard {}: leader {leader}; {verdict}", sh.shard);
+            let _ = writeln!(
+                out,
+                "  shard {} (hashes {:#018x}..={:#018x}): leader {leader}; {verdict}",
+                sh.shard, sh.hash_first, sh.hash_last
+            );
             for r in &sh.replicas {
                 let _ = writeln!(
                     out,
@@ -822,6 +828,8 @@ mod tests {
             shard: 0,
             leader: Some(1),
             replicas,
+            hash_first: 0,
+            hash_last: u64::MAX,
         }
     }
 
@@ -868,6 +876,7 @@ mod tests {
             metadata_leader: Some(1),
             nodes: vec![],
             collections: vec![pb::CollectionStatus {
+                routing_version: 0,
                 name: "c".into(),
                 id: 1,
                 shards: vec![agree.clone(), behind],
@@ -881,6 +890,7 @@ mod tests {
         );
         let status = pb::ClusterStatus {
             collections: vec![pb::CollectionStatus {
+                routing_version: 0,
                 name: "c".into(),
                 id: 1,
                 shards: vec![agree],
