@@ -8,14 +8,14 @@ use shoal_proto::v1 as pb;
 pub fn point_id(field: &str, id: Option<pb::PointId>) -> Result<PointId> {
     match id.and_then(|i| i.kind) {
         Some(pb::point_id::Kind::Num(n)) => Ok(PointId::Num(n)),
-        Some(pb::point_id::Kind::Uuid(s)) => uuid::Uuid::parse_str(&s)
-            .map(PointId::Uuid)
-            .map_err(|e| {
+        Some(pb::point_id::Kind::Uuid(s)) => {
+            uuid::Uuid::parse_str(&s).map(PointId::Uuid).map_err(|e| {
                 Error::invalid(
                     field,
                     format!("{} is not a UUID: {e}", core::error::echo(&s)),
                 )
-            }),
+            })
+        }
         None => Err(Error::invalid(
             field,
             "point id is missing (set num or uuid)",

@@ -163,11 +163,7 @@ mod tests {
         assert_eq!(status(&r), "4");
         // In time, or without a deadline: the service's own answer.
         for t in [Some("10S"), None] {
-            let r = DeadlineLayer
-                .layer(fast)
-                .oneshot(request(t))
-                .await
-                .unwrap();
+            let r = DeadlineLayer.layer(fast).oneshot(request(t)).await.unwrap();
             assert_eq!(r.into_body(), "done");
         }
     }

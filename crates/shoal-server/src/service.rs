@@ -7,12 +7,12 @@
 //! the limit ([`sized`]); tonic's own encoder would refuse it with `OUT_OF_RANGE`,
 //! after the response headers, where no layer can remap it.
 
+use prost::Message;
 use shoal_cluster::{CoalesceOptions, Node, SearchCoalescer};
 use shoal_core::Result;
 use shoal_proto::v1::{
     self as pb, cluster_server::Cluster, collections_server::Collections, points_server::Points,
 };
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -374,6 +374,10 @@ mod tests {
         assert!(sized(reply.clone(), len).is_ok());
         let s = sized(reply, len - 1).unwrap_err();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
-        assert!(s.message().contains("--max-message-bytes"), "{}", s.message());
+        assert!(
+            s.message().contains("--max-message-bytes"),
+            "{}",
+            s.message()
+        );
     }
 }
