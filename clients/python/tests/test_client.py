@@ -233,7 +233,7 @@ def test_server_errors_map_to_exceptions_with_field_paths(client: shoal.Client, 
     with pytest.raises(shoal.NotFound) as e:
         client.search("no_such_collection", [1, 0, 0, 0])
     assert "no_such_collection" in str(e.value)
-    with pytest.raises(shoal.InvalidArgument, match="top_k"):
+    with pytest.raises(shoal.ResourceExhausted, match="top_k"):  # over --max-top-k
         client.search(docs, [1, 0, 0, 0], top_k=10**6)
     with pytest.raises(shoal.ResourceExhausted, match="10000"):
         client.upsert(docs, ids=range(10_001), vectors=np.ones((10_001, 4), dtype=np.float32))

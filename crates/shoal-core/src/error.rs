@@ -48,5 +48,36 @@ impl Error {
     }
 }
 
+/// Longest piece of a client's input repeated in an error message, in bytes.
+pub const MAX_ECHO: usize = 64;
+
+/// `input` as an error message may repeat it: at most [`MAX_ECHO`] bytes (cut at a
+/// character boundary, `…` marking the cut), quoted. A message echoing a 1 MB id
+/// whole would break the client's header limit.
+pub fn echo(input: &str) -> String {
+    if input.len() <= MAX_ECHO {
+        return format!("{input:?}");
+    }
+    let mut end = MAX_ECHO;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &input[..end], input.len())
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_short() {
+        assert_eq!(echo("abc"), "\"abc\"");
+        let long = "é".repeat(1 << 19);
+        let e = echo(&long);
+        assert!(e.len() < MAX_ECHO + 32, "{e}");
+        assert!(e.ends_with("(1048576 bytes)"), "{e}");
+    }
+}

@@ -12,7 +12,7 @@
 //! wire formats: those live in the crates above it (`shoal-storage`, `shoal-proto`, …).
 
 pub mod collection;
-mod error;
+pub mod error;
 pub mod filter;
 pub mod limits;
 pub mod point;

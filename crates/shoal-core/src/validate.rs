@@ -4,9 +4,20 @@
 //! returns the first problem found as an [`Error`] whose `field` is a path into the
 //! request (`points[2].vector[5]`), so a client can tell exactly what to fix. Functions
 //! that accept vectors return them *prepared* (see [`crate::vector::prepare`]).
+//!
+//! One rule picks the code: a value over a bound of the server's configuration
+//! ([`Limits`], the `--max-*` flags: dim, top_k, ef, scroll limit, batch sizes,
+//! payload bytes) is [`Error::ResourceExhausted`] (another server, or this one
+//! configured otherwise, may accept it); anything wrong whatever the configuration
+//! (empty, zero, below a minimum, over a bound fixed by the API such as `hnsw.m`,
+//! nesting depth, key length or filter conditions, malformed, not finite) is
+//! [`Error::InvalidArgument`]. Input repeated in a message is cut short
+//! ([`crate::error::echo`]).
 
 use std::collections::HashSet;
 
+use crate::error::echo;
+use crate::vector::{MAX_COMPONENT, MAX_DIM};
 use crate::{
     CollectionConfig, Condition, Error, Filter, HnswParams, Limits, Metric, Payload, Point,
     PointId, Result, SearchRequest, Value,
@@ -43,7 +54,10 @@ pub fn collection_name(name: &str) -> Result<()> {
     {
         return Err(Error::invalid(
             field,
-            format!("collection name {name:?} contains {c:?}; only A-Z a-z 0-9 _ - are allowed"),
+            format!(
+                "collection name {} contains {c:?}; only A-Z a-z 0-9 _ - are allowed",
+                echo(name)
+            ),
         ));
     }
     if name.starts_with('-') {
@@ -55,6 +69,7 @@ pub fn collection_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A value with bounds fixed by the API: out of them is `INVALID_ARGUMENT`.
 fn in_range(field: &str, value: u32, lo: u32, hi: u32) -> Result<()> {
     if value < lo || value > hi {
         return Err(Error::invalid(
@@ -65,10 +80,28 @@ fn in_range(field: &str, value: u32, lo: u32, hi: u32) -> Result<()> {
     Ok(())
 }
 
+/// A value whose maximum is the server's configuration (`flag`): below `lo` is
+/// `INVALID_ARGUMENT`, over `hi` `RESOURCE_EXHAUSTED`.
+fn within_limit(field: &str, value: u32, lo: u32, hi: u32, flag: &str) -> Result<()> {
+    if value < lo {
+        return Err(Error::invalid(
+            field,
+            format!("{value} is out of range; must be between {lo} and {hi}"),
+        ));
+    }
+    if value > hi {
+        return Err(Error::exhausted(
+            field,
+            format!("{value} is over this server's limit of {hi} ({flag})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a collection definition.
 pub fn collection_config(cfg: &CollectionConfig, limits: &Limits) -> Result<()> {
     collection_name(&cfg.name)?;
-    in_range("dim", cfg.dim, 1, limits.max_dim)?;
+    within_limit("dim", cfg.dim, 1, limits.max_dim.min(MAX_DIM), "--max-dim")?;
     in_range(
         "shard_count",
         cfg.shard_count,
@@ -92,6 +125,8 @@ pub fn collection_config(cfg: &CollectionConfig, limits: &Limits) -> Result<()> 
 }
 
 /// Checks one vector against the collection and returns it prepared for the index.
+/// The range accepted (see [`crate::vector`]) is the one in which every score is a
+/// finite number.
 pub fn vector(cfg: &CollectionConfig, field: &str, v: Vec<f32>) -> Result<Vec<f32>> {
     if v.len() != cfg.dim as usize {
         return Err(Error::invalid(
@@ -118,8 +153,28 @@ pub fn vector(cfg: &CollectionConfig, field: &str, v: Vec<f32>) -> Result<Vec<f3
                 "a COSINE vector must have a non-zero, finite length",
             ));
         }
+        let v = crate::vector::prepare(cfg.metric, v);
+        // Normalising in f64 always succeeds for a finite non-zero vector; should a
+        // change ever break that, refuse rather than store a vector that scores NaN.
+        let n = crate::vector::norm_sq(&v);
+        if !(0.5..=2.0).contains(&n) || v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::invalid(
+                field,
+                "this COSINE vector cannot be normalised to unit length",
+            ));
+        }
+        return Ok(v);
     }
-    Ok(crate::vector::prepare(cfg.metric, v))
+    if let Some(i) = v.iter().position(|x| x.abs() > MAX_COMPONENT) {
+        return Err(Error::invalid(
+            format!("{field}[{i}]"),
+            format!(
+                "component is {}; L2 and DOT vectors must have components between -{MAX_COMPONENT:e} and {MAX_COMPONENT:e}",
+                v[i]
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 /// Approximate encoded size of a value, for the payload size limit.
@@ -138,14 +193,60 @@ fn value_size(v: &Value) -> usize {
     }
 }
 
+/// A payload key, at any depth: 1 to [`MAX_KEY_LEN`] bytes, without `.` (a filter
+/// key's dots separate path segments, so a key containing one could never be
+/// matched). The reason of the refusal, if any.
+fn payload_key_problem(k: &str) -> Option<String> {
+    if k.is_empty() || k.len() > MAX_KEY_LEN {
+        return Some(format!("payload keys must be 1 to {MAX_KEY_LEN} bytes"));
+    }
+    if k.contains('.') {
+        return Some(format!(
+            "payload key {} contains '.'; filter keys use '.' to separate path segments, so such a key could never be matched",
+            echo(k)
+        ));
+    }
+    None
+}
+
+/// One step of a path into a payload value.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The first problem inside a payload value: the path to it (innermost step first,
+/// so it is built only on the way out of an error) and the reason.
+fn value_problem(v: &Value) -> Option<(Vec<Step<'_>>, String)> {
+    match v {
+        Value::Double(d) if !d.is_finite() => Some((
+            Vec::new(),
+            format!("payload numbers must be finite, found {d}"),
+        )),
+        Value::List(items) => items.iter().enumerate().find_map(|(i, x)| {
+            value_problem(x).map(|(mut path, why)| {
+                path.push(Step::Index(i));
+                (path, why)
+            })
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            if let Some(why) = payload_key_problem(k) {
+                return Some((Vec::new(), why));
+            }
+            value_problem(x).map(|(mut path, why)| {
+                path.push(Step::Key(k));
+                (path, why)
+            })
+        }),
+        _ => None,
+    }
+}
+
 fn payload(field: &str, p: &Payload, limits: &Limits) -> Result<()> {
     let mut size = 0;
     for (k, v) in p {
-        if k.is_empty() || k.len() > MAX_KEY_LEN {
-            return Err(Error::invalid(
-                field,
-                format!("payload keys must be 1 to {MAX_KEY_LEN} bytes"),
-            ));
+        if let Some(why) = payload_key_problem(k) {
+            return Err(Error::invalid(field, why));
         }
         if v.depth() > MAX_PAYLOAD_DEPTH {
             return Err(Error::invalid(
@@ -153,11 +254,15 @@ fn payload(field: &str, p: &Payload, limits: &Limits) -> Result<()> {
                 format!("value nests deeper than {MAX_PAYLOAD_DEPTH} levels"),
             ));
         }
-        if let Some(bad) = first_non_finite(v) {
-            return Err(Error::invalid(
-                format!("{field}.{k}"),
-                format!("payload numbers must be finite, found {bad}"),
-            ));
+        if let Some((steps, why)) = value_problem(v) {
+            let mut path = format!("{field}.{k}");
+            for step in steps.iter().rev() {
+                match step {
+                    Step::Key(k) => path.push_str(&format!(".{k}")),
+                    Step::Index(i) => path.push_str(&format!("[{i}]")),
+                }
+            }
+            return Err(Error::invalid(path, why));
         }
         size += 5 + k.len() + value_size(v);
     }
@@ -173,26 +278,22 @@ fn payload(field: &str, p: &Payload, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn first_non_finite(v: &Value) -> Option<f64> {
-    match v {
-        Value::Double(d) if !d.is_finite() => Some(*d),
-        Value::List(items) => items.iter().find_map(first_non_finite),
-        Value::Object(map) => map.values().find_map(first_non_finite),
-        _ => None,
-    }
-}
-
-fn batch_size(field: &str, n: usize, max: usize, what: &str) -> Result<()> {
+/// The number of items of a batch: at least one, at most `max` (`flag`). `what` is
+/// `(singular, plural)`.
+fn batch_size(field: &str, n: usize, max: usize, what: (&str, &str), flag: &str) -> Result<()> {
     if n == 0 {
         return Err(Error::invalid(
             field,
-            format!("at least one {what} is required"),
+            format!("at least one {} is required", what.0),
         ));
     }
     if n > max {
         return Err(Error::exhausted(
             field,
-            format!("{n} {what}s in one request; at most {max} allowed"),
+            format!(
+                "{n} {} in one request; this server allows at most {max} ({flag})",
+                what.1
+            ),
         ));
     }
     Ok(())
@@ -200,7 +301,13 @@ fn batch_size(field: &str, n: usize, max: usize, what: &str) -> Result<()> {
 
 /// Checks an upsert batch and returns its points prepared for the index.
 pub fn upsert(cfg: &CollectionConfig, points: Vec<Point>, limits: &Limits) -> Result<Vec<Point>> {
-    batch_size("points", points.len(), limits.max_batch_points, "point")?;
+    batch_size(
+        "points",
+        points.len(),
+        limits.max_batch_points,
+        ("point", "points"),
+        "--max-batch-points",
+    )?;
     let mut seen = HashSet::with_capacity(points.len());
     points
         .into_iter()
@@ -222,7 +329,13 @@ pub fn upsert(cfg: &CollectionConfig, points: Vec<Point>, limits: &Limits) -> Re
 /// Checks a list of ids (for `Delete` and `Get`) and returns them without duplicates,
 /// in first-seen order.
 pub fn ids(ids: Vec<PointId>, limits: &Limits) -> Result<Vec<PointId>> {
-    batch_size("ids", ids.len(), limits.max_batch_points, "id")?;
+    batch_size(
+        "ids",
+        ids.len(),
+        limits.max_batch_points,
+        ("id", "ids"),
+        "--max-batch-points",
+    )?;
     let mut seen = HashSet::with_capacity(ids.len());
     Ok(ids.into_iter().filter(|id| seen.insert(*id)).collect())
 }
@@ -248,7 +361,7 @@ fn filter_inner(field: &str, f: &Filter, count: &mut usize) -> Result<()> {
         for (i, c) in conds.iter().enumerate() {
             *count += 1;
             if *count > MAX_FILTER_CONDITIONS {
-                return Err(Error::exhausted(
+                return Err(Error::invalid(
                     field,
                     format!("more than {MAX_FILTER_CONDITIONS} conditions"),
                 ));
@@ -341,9 +454,15 @@ pub fn search(
             format!("{field}.{name}")
         }
     };
-    in_range(&path("top_k"), req.top_k, 1, limits.max_top_k)?;
+    within_limit(
+        &path("top_k"),
+        req.top_k,
+        1,
+        limits.max_top_k,
+        "--max-top-k",
+    )?;
     if let Some(ef) = req.ef {
-        in_range(&path("ef"), ef, 1, limits.max_ef)?;
+        within_limit(&path("ef"), ef, 1, limits.max_ef, "--max-ef")?;
     }
     if let Some(f) = &req.filter {
         filter(&path("filter"), f)?;
@@ -354,12 +473,24 @@ pub fn search(
 
 /// Checks the number of queries in a `SearchBatch`.
 pub fn search_batch_len(n: usize, limits: &Limits) -> Result<()> {
-    batch_size("searches", n, limits.max_search_batch, "search")
+    batch_size(
+        "searches",
+        n,
+        limits.max_search_batch,
+        ("search", "searches"),
+        "--max-search-batch",
+    )
 }
 
 /// Checks a `Scroll` page size.
 pub fn scroll_limit(limit: u32, limits: &Limits) -> Result<()> {
-    in_range("limit", limit, 1, limits.max_scroll_limit)
+    within_limit(
+        "limit",
+        limit,
+        1,
+        limits.max_scroll_limit,
+        "--max-scroll-limit",
+    )
 }
 
 #[cfg(test)]
@@ -410,6 +541,157 @@ mod tests {
         // Zero vectors are fine for DOT and L2; huge components do not overflow the norm.
         assert!(vector(&cfg(Metric::L2), "v", vec![0.0; 3]).is_ok());
         assert!(vector(&c, "v", vec![f32::MAX, f32::MAX, 0.0]).is_ok());
+    }
+
+    #[test]
+    fn vectors_stay_in_the_range_where_scores_are_finite() {
+        // A tiny COSINE vector used to be stored as [inf, NaN, ...] (1/n overflowed).
+        let c = cfg(Metric::Cosine);
+        for tiny in [1e-40f32, f32::from_bits(1)] {
+            let v = vector(&c, "v", vec![tiny, 0.0, 0.0]).unwrap();
+            assert_eq!(v, vec![1.0, 0.0, 0.0], "{tiny}");
+        }
+        // L2 and DOT: components past the bound are refused with their exact path.
+        for metric in [Metric::L2, Metric::Dot] {
+            let m = cfg(metric);
+            let e = vector(&m, "p.v", vec![1.0, -1e16, 0.0]).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+            assert_eq!(field_of(e), "p.v[1]");
+            assert_eq!(
+                field_of(vector(&m, "v", vec![f32::MAX, 0.0, 0.0]).unwrap_err()),
+                "v[0]"
+            );
+            assert!(vector(&m, "v", vec![MAX_COMPONENT, -MAX_COMPONENT, 0.0]).is_ok());
+        }
+    }
+
+    #[test]
+    fn limits_over_the_configuration_are_resource_exhausted() {
+        let c = cfg(Metric::L2);
+        let l = Limits {
+            max_top_k: 10,
+            max_ef: 20,
+            max_scroll_limit: 5,
+            max_dim: 8,
+            ..Limits::default()
+        };
+        let s = |top_k, ef| SearchRequest {
+            vector: vec![0.0; 3],
+            top_k,
+            ef,
+            filter: None,
+            with_payload: false,
+            with_vector: false,
+        };
+        assert!(matches!(
+            search(&c, "", s(11, None), &l),
+            Err(Error::ResourceExhausted { field, reason }) if field == "top_k" && reason.contains("--max-top-k")
+        ));
+        assert!(matches!(
+            search(&c, "", s(10, Some(21)), &l),
+            Err(Error::ResourceExhausted { field, .. }) if field == "ef"
+        ));
+        assert!(matches!(
+            search(&c, "", s(0, None), &l),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            scroll_limit(6, &l),
+            Err(Error::ResourceExhausted { .. })
+        ));
+        assert!(matches!(
+            scroll_limit(0, &l),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let mut big = c.clone();
+        big.dim = 9;
+        assert!(matches!(
+            collection_config(&big, &l),
+            Err(Error::ResourceExhausted { field, .. }) if field == "dim"
+        ));
+        // Bounds fixed by the API stay INVALID_ARGUMENT.
+        let mut m = c.clone();
+        m.hnsw.m = HnswParams::MAX_M + 1;
+        assert!(matches!(
+            collection_config(&m, &l),
+            Err(Error::InvalidArgument { .. })
+        ));
+        // However high --max-dim is set, dims stay within the range where the
+        // component bound keeps scores finite.
+        let mut huge = c.clone();
+        huge.dim = MAX_DIM + 1;
+        let open = Limits {
+            max_dim: u32::MAX,
+            ..Limits::default()
+        };
+        assert!(collection_config(&huge, &open).is_err());
+        // Plurals are spelled right.
+        let e = search_batch_len(1025, &Limits::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("1025 searches in one request"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn payload_keys_are_checked_at_every_depth() {
+        let c = cfg(Metric::L2);
+        let limits = Limits::default();
+        let with = |k: &str, v: Value| {
+            let mut payload = Payload::new();
+            payload.insert(k.into(), v);
+            vec![Point {
+                id: PointId::Num(1),
+                vector: vec![0.0; 3],
+                payload,
+            }]
+        };
+        let obj = |k: &str, v: Value| Value::Object([(k.to_string(), v)].into_iter().collect());
+        let refused = |points| match upsert(&c, points, &limits).unwrap_err() {
+            Error::InvalidArgument { field, reason } => (field, reason),
+            other => panic!("{other:?}"),
+        };
+        // A dotted key could never be matched by a filter: refused, at any depth.
+        let (field, reason) = refused(with("a.b", Value::Integer(1)));
+        assert_eq!(field, "points[0].payload");
+        assert!(
+            reason.contains("\"a.b\"") && reason.contains("'.'"),
+            "{reason}"
+        );
+        let nested = obj("inner", obj("x.y", Value::Null));
+        assert_eq!(
+            refused(with("outer", nested)).0,
+            "points[0].payload.outer.inner"
+        );
+        // Nested keys obey the length rule too.
+        assert_eq!(
+            refused(with("outer", obj("", Value::Null))).0,
+            "points[0].payload.outer"
+        );
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        assert_eq!(
+            refused(with(
+                "o",
+                Value::List(vec![Value::Null, obj(&long, Value::Null)])
+            ))
+            .0,
+            "points[0].payload.o[1]"
+        );
+        // Non-finite numbers are named by their exact path.
+        let list = Value::List(vec![Value::Double(1.0), obj("d", Value::Double(f64::NAN))]);
+        assert_eq!(refused(with("x", list)).0, "points[0].payload.x[1].d");
+        // Keys echoed in a message are cut short.
+        let (_, reason) = refused(with(&format!("{}.", "z".repeat(200)), Value::Null));
+        assert!(reason.len() < 250, "{reason}");
+        // Good nested payloads pass.
+        assert!(
+            upsert(
+                &c,
+                with("a", obj("b", obj("c", Value::Integer(1)))),
+                &limits
+            )
+            .is_ok()
+        );
     }
 
     #[test]

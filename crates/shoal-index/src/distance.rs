@@ -462,4 +462,92 @@ mod tests {
         assert!((l2_sq(&a, &b) - 0.8).abs() < 1e-6);
         assert!((dot(&a, &b) - 0.6).abs() < 1e-6);
     }
+
+    mod finite_scores {
+        //! Any vector and query that pass `shoal_core::validate` give a finite score
+        //! with every metric and every kernel.
+
+        use proptest::prelude::*;
+        use shoal_core::vector::{MAX_COMPONENT, MAX_DIM};
+        use shoal_core::{CollectionConfig, HnswParams, Metric, validate};
+
+        use super::super::{available, distance_with};
+
+        fn config(metric: Metric, dim: usize) -> CollectionConfig {
+            CollectionConfig {
+                name: "c".into(),
+                dim: dim as u32,
+                metric,
+                shard_count: 1,
+                replication_factor: 1,
+                hnsw: HnswParams::default(),
+            }
+        }
+
+        /// Components of every scale an adversary might send: zeros, subnormals,
+        /// tiny, ordinary, around the bound, near `f32::MAX`, and raw bit patterns.
+        fn component() -> impl Strategy<Value = f32> {
+            prop_oneof![
+                Just(0.0f32),
+                (1u32..0x0080_0000).prop_map(f32::from_bits),
+                -1e-30f32..1e-30,
+                -10.0f32..10.0,
+                (0.5f32..1.5).prop_map(|x| x * MAX_COMPONENT),
+                (-1.5f32..-0.5).prop_map(|x| x * MAX_COMPONENT),
+                (0.5f32..1.0).prop_map(|x| x * f32::MAX),
+                any::<u32>().prop_map(f32::from_bits),
+            ]
+        }
+
+        fn metric() -> impl Strategy<Value = Metric> {
+            prop_oneof![Just(Metric::L2), Just(Metric::Dot), Just(Metric::Cosine)]
+        }
+
+        fn assert_finite(metric: Metric, a: &[f32], b: &[f32]) {
+            for k in available() {
+                let d = distance_with(&k, metric, a, b);
+                let score = metric.score_from_distance(d);
+                assert!(
+                    d.is_finite() && score.is_finite(),
+                    "{metric:?} with {}: distance {d}, score {score}",
+                    k.name
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn validated_vectors_score_finitely(
+                metric in metric(),
+                pair in (1usize..40).prop_flat_map(|dim| (
+                    prop::collection::vec(component(), dim),
+                    prop::collection::vec(component(), dim),
+                )),
+            ) {
+                let cfg = config(metric, pair.0.len());
+                let stored = validate::vector(&cfg, "v", pair.0);
+                let query = validate::vector(&cfg, "q", pair.1);
+                if let (Ok(a), Ok(b)) = (stored, query) {
+                    assert_finite(metric, &a, &b);
+                    assert_finite(metric, &a, &a);
+                }
+            }
+        }
+
+        /// The worst case the bound allows: the widest collection, every component
+        /// at the bound with opposite signs.
+        #[test]
+        fn the_widest_extreme_vectors_score_finitely() {
+            let dim = MAX_DIM as usize;
+            for metric in [Metric::L2, Metric::Dot, Metric::Cosine] {
+                let cfg = config(metric, dim);
+                let a = validate::vector(&cfg, "v", vec![MAX_COMPONENT; dim]).unwrap();
+                let b = validate::vector(&cfg, "q", vec![-MAX_COMPONENT; dim]).unwrap();
+                assert_finite(metric, &a, &b);
+                assert_finite(metric, &a, &a);
+            }
+        }
+    }
 }

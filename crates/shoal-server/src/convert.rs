@@ -8,9 +8,14 @@ use shoal_proto::v1 as pb;
 pub fn point_id(field: &str, id: Option<pb::PointId>) -> Result<PointId> {
     match id.and_then(|i| i.kind) {
         Some(pb::point_id::Kind::Num(n)) => Ok(PointId::Num(n)),
-        Some(pb::point_id::Kind::Uuid(s)) => uuid::Uuid::parse_str(&s)
-            .map(PointId::Uuid)
-            .map_err(|e| Error::invalid(field, format!("{s:?} is not a UUID: {e}"))),
+        Some(pb::point_id::Kind::Uuid(s)) => {
+            uuid::Uuid::parse_str(&s).map(PointId::Uuid).map_err(|e| {
+                Error::invalid(
+                    field,
+                    format!("{} is not a UUID: {e}", core::error::echo(&s)),
+                )
+            })
+        }
         None => Err(Error::invalid(
             field,
             "point id is missing (set num or uuid)",
@@ -370,5 +375,26 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                     .collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_uuid_is_not_echoed_whole() {
+        let huge = "z".repeat(1 << 20);
+        let id = pb::PointId {
+            kind: Some(pb::point_id::Kind::Uuid(huge)),
+        };
+        match point_id("points[0].id", Some(id)).unwrap_err() {
+            Error::InvalidArgument { field, reason } => {
+                assert_eq!(field, "points[0].id");
+                assert!(reason.len() < 300, "{} bytes", reason.len());
+                assert!(reason.contains("is not a UUID"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

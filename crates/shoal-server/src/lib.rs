@@ -8,6 +8,8 @@
 //! - [`status`]: the one place where domain errors become `tonic::Status`;
 //! - [`early_status`]: statuses tonic produces before our handlers run (oversized or
 //!   undecodable messages), remapped to the codes the API promises;
+//! - [`deadline`]: a client's expired deadline answered `DEADLINE_EXCEEDED` (tonic's
+//!   own timeout says `CANCELLED`);
 //! - [`serve`]: `shoal serve`'s options (flags and environment variables), its
 //!   logging (default filter, text or JSON), and start-up: the node, the public server
 //!   with health and reflection, and the internal Raft and node-to-node server.
@@ -19,6 +21,7 @@
 //! tooling (that is `shoal-cli`'s).
 
 pub mod convert;
+pub mod deadline;
 pub mod early_status;
 pub mod serve;
 pub mod service;

@@ -82,8 +82,9 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "SHOAL_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
-    /// Largest vector dimension of a collection.
-    #[arg(long, env = "SHOAL_MAX_DIM", default_value_t = Limits::default().max_dim)]
+    /// Largest vector dimension of a collection (at most 1048576: the range of
+    /// vector components accepted keeps every score finite up to that dimension).
+    #[arg(long, env = "SHOAL_MAX_DIM", default_value_t = Limits::default().max_dim, value_parser = clap::value_parser!(u32).range(1..=shoal_core::vector::MAX_DIM as i64))]
     pub max_dim: u32,
     /// Largest `top_k` of a search.
     #[arg(long, env = "SHOAL_MAX_TOP_K", default_value_t = Limits::default().max_top_k)]
@@ -100,6 +101,9 @@ pub struct ServeArgs {
     /// Largest payload of one point, in bytes.
     #[arg(long, env = "SHOAL_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
     pub max_payload_bytes: usize,
+    /// Largest `limit` (page size) of a Scroll.
+    #[arg(long, env = "SHOAL_MAX_SCROLL_LIMIT", default_value_t = Limits::default().max_scroll_limit)]
+    pub max_scroll_limit: u32,
     /// Save a shard's index checkpoint after this many writes since the last one (0:
     /// only at shutdown). Checkpoints make restarts skip rebuilding the graph.
     #[arg(long, env = "SHOAL_CHECKPOINT_EVERY", default_value_t = ShardOptions::default().checkpoint_every)]
@@ -218,6 +222,7 @@ impl ServeArgs {
             max_batch_points: self.max_batch_points,
             max_search_batch: self.max_search_batch,
             max_payload_bytes: self.max_payload_bytes,
+            max_scroll_limit: self.max_scroll_limit,
             ..Limits::default()
         }
     }
@@ -376,7 +381,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let collections = CollectionsServer::new(CollectionsService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let points = PointsServer::new(PointsService::new(node.clone(), args.coalesce()))
+    let points = PointsServer::new(PointsService::new(node.clone(), args.coalesce(), max))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let cluster = ClusterServer::new(ClusterService::new(node.clone()));
@@ -392,6 +397,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .layer(tower::util::MapResponseLayer::new(
             crate::early_status::remap::<tonic::body::Body>,
         ))
+        .layer(crate::deadline::DeadlineLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(collections)

@@ -2,7 +2,12 @@
 //! over a cluster node. Requests are converted (and their wire shape validated) in
 //! `convert`; the node validates their content and routes them. Concurrent single
 //! searches are coalesced into batches (`shoal_cluster::SearchCoalescer`).
+//!
+//! A reply larger than `--max-message-bytes` is answered `RESOURCE_EXHAUSTED` naming
+//! the limit ([`sized`]); tonic's own encoder would refuse it with `OUT_OF_RANGE`,
+//! after the response headers, where no layer can remap it.
 
+use prost::Message;
 use shoal_cluster::{CoalesceOptions, Node, SearchCoalescer};
 use shoal_core::Result;
 use shoal_proto::v1::{
@@ -94,19 +99,34 @@ impl Collections for CollectionsService {
     }
 }
 
+/// `reply`, or `RESOURCE_EXHAUSTED` if its encoding is over `max` bytes (the
+/// server's `--max-message-bytes`, which tonic enforces on replies too).
+pub fn sized<T: Message>(reply: T, max: usize) -> Result<Response<T>, Status> {
+    let len = reply.encoded_len();
+    if len > max {
+        return Err(Status::resource_exhausted(format!(
+            "reply: the answer is {len} bytes, over this server's --max-message-bytes of {max}; \
+             ask for fewer results, or without vectors or payloads"
+        )));
+    }
+    Ok(Response::new(reply))
+}
+
 /// `shoal.v1.Points`. Single searches go through the node's [`SearchCoalescer`].
 pub struct PointsService {
     node: Node,
     searches: SearchCoalescer,
+    max_reply_bytes: usize,
 }
 
 impl PointsService {
     /// Must be called inside the tokio runtime that serves it (the coalescer runs its
-    /// batches there).
-    pub fn new(node: Node, coalesce: CoalesceOptions) -> Self {
+    /// batches there). Replies over `max_reply_bytes` are refused ([`sized`]).
+    pub fn new(node: Node, coalesce: CoalesceOptions, max_reply_bytes: usize) -> Self {
         PointsService {
             searches: SearchCoalescer::new(&node, coalesce),
             node,
+            max_reply_bytes,
         }
     }
 }
@@ -153,9 +173,12 @@ impl Points for PointsService {
             .get(&r.collection, ids, r.with_payload, r.with_vector, read)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::GetPointsResponse {
-            points: points.into_iter().map(convert::retrieved).collect(),
-        }))
+        sized(
+            pb::GetPointsResponse {
+                points: points.into_iter().map(convert::retrieved).collect(),
+            },
+            self.max_reply_bytes,
+        )
     }
 
     async fn search(
@@ -171,7 +194,7 @@ impl Points for PointsService {
             .search(&collection, search, read)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(convert::scored(hits)))
+        sized(convert::scored(hits), self.max_reply_bytes)
     }
 
     async fn search_batch(
@@ -194,9 +217,12 @@ impl Points for PointsService {
             .search_batch(&r.collection, searches, read)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::SearchBatchResponse {
-            responses: results.into_iter().map(convert::scored).collect(),
-        }))
+        sized(
+            pb::SearchBatchResponse {
+                responses: results.into_iter().map(convert::scored).collect(),
+            },
+            self.max_reply_bytes,
+        )
     }
 
     async fn scroll(
@@ -229,10 +255,13 @@ impl Points for PointsService {
             )
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::ScrollResponse {
-            points: points.into_iter().map(convert::retrieved).collect(),
-            next_offset: next.map(convert::point_id_to_pb),
-        }))
+        sized(
+            pb::ScrollResponse {
+                points: points.into_iter().map(convert::retrieved).collect(),
+                next_offset: next.map(convert::point_id_to_pb),
+            },
+            self.max_reply_bytes,
+        )
     }
 
     async fn count(
@@ -328,5 +357,33 @@ impl Cluster for ClusterService {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_replies_are_resource_exhausted() {
+        let reply = pb::SearchResponse {
+            results: (0..100)
+                .map(|i| pb::ScoredPoint {
+                    id: Some(convert::point_id_to_pb(shoal_core::PointId::Num(i))),
+                    score: 1.0,
+                    vector: vec![0.5; 64],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let len = reply.encoded_len();
+        assert!(sized(reply.clone(), len).is_ok());
+        let s = sized(reply, len - 1).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message().contains("--max-message-bytes"),
+            "{}",
+            s.message()
+        );
     }
 }

@@ -38,6 +38,51 @@ fn nested_filter(depth: usize) -> pb::Filter {
     })
 }
 
+/// One unary gRPC call over raw HTTP/2 with a `grpc-timeout` header: the
+/// `grpc-status` and `grpc-message` the server answered (in headers or trailers).
+async fn raw_call(
+    url: &str,
+    path: &str,
+    timeout: &str,
+    msg: impl prost::Message,
+) -> (String, String) {
+    let addr = url.trim_start_matches("http://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("{url}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(())
+        .unwrap();
+    let body = msg.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(bytes::Bytes::from(frame), true).unwrap();
+    let resp = resp.await.unwrap();
+    let get = |h: &http::HeaderMap| {
+        (
+            h.get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_string()),
+            h.get("grpc-message")
+                .map(|v| v.to_str().unwrap().to_string()),
+        )
+    };
+    let (mut status, mut message) = get(resp.headers());
+    if status.is_none() {
+        let mut body = resp.into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.unwrap();
+        }
+        let trailers = body.trailers().await.unwrap().unwrap_or_default();
+        (status, message) = get(&trailers);
+    }
+    (status.unwrap_or_default(), message.unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_table() {
     let tmp = tempfile::tempdir().unwrap();
@@ -59,6 +104,8 @@ async fn bad_input_table() {
             "4096",
             "--max-payload-bytes",
             "1024",
+            "--max-scroll-limit",
+            "50",
         ],
     );
     let (mut cols, mut pts) = node.clients().await;
@@ -96,11 +143,12 @@ async fn bad_input_table() {
         Code::InvalidArgument,
         "dim",
     );
+    // Over a limit of the server's configuration: RESOURCE_EXHAUSTED naming the flag.
     check(
         "dim over max",
         cols.create(create("d1", 5000, pb::Metric::L2, 1)).await,
-        Code::InvalidArgument,
-        "dim",
+        Code::ResourceExhausted,
+        "--max-dim",
     );
     check(
         "metric unset",
@@ -329,7 +377,7 @@ async fn bad_input_table() {
     check(
         "top_k over max",
         pts.search(s(v(1.0), 101)).await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "top_k",
     );
     let mut r = s(v(1.0), 10);
@@ -337,8 +385,8 @@ async fn bad_input_table() {
     check(
         "ef over max",
         pts.search(r).await,
-        Code::InvalidArgument,
-        "ef",
+        Code::ResourceExhausted,
+        "--max-ef",
     );
     let mut r = s(v(1.0), 10);
     r.ef = Some(0);
@@ -585,16 +633,147 @@ async fn bad_input_table() {
         "filter.must_not[0]",
     );
 
+    check(
+        "scroll limit over max",
+        pts.scroll(pb::ScrollRequest {
+            collection: "c".into(),
+            limit: Some(51),
+            ..Default::default()
+        })
+        .await,
+        Code::ResourceExhausted,
+        "--max-scroll-limit",
+    );
+
+    // ---- vectors: only the range where every score is finite ----
+    // A tiny COSINE vector used to be stored as [inf, NaN, ...] and score NaN.
+    pts.upsert(up(vec![point(500, vec![1e-40, 0.0, 0.0, 0.0], &[])]))
+        .await
+        .unwrap();
+    for q in [vec![1e-40, 0.0, 0.0, 0.0], v(1.0)] {
+        let hits = pts.search(s(q, 100)).await.unwrap().into_inner().results;
+        assert_eq!(hits.len(), 11);
+        assert!(hits.iter().all(|h| h.score.is_finite()), "{hits:?}");
+    }
+    cols.create(create("l2", 4, pb::Metric::L2, 1))
+        .await
+        .unwrap();
+    let up_l2 = |points| pb::UpsertRequest {
+        collection: "l2".into(),
+        points,
+    };
+    check(
+        "L2 component over 1e15",
+        pts.upsert(up_l2(vec![point(1, vec![0.0, 1e20, 0.0, 0.0], &[])]))
+            .await,
+        Code::InvalidArgument,
+        "points[0].vector[1]",
+    );
+    check(
+        "L2 query near f32::MAX",
+        pts.search(search("l2", vec![f32::MAX, 0.0, 0.0, 0.0], 10))
+            .await,
+        Code::InvalidArgument,
+        "vector[0]",
+    );
+
+    // ---- payload keys, at every depth ----
+    check(
+        "dotted payload key",
+        pts.upsert(up(vec![point(100, v(1.0), &[("a.b", int(1))])]))
+            .await,
+        Code::InvalidArgument,
+        "points[0].payload",
+    );
+    let nested = pb::Value {
+        kind: Some(pb::value::Kind::StructValue(pb::Struct {
+            fields: [("x.y".to_string(), int(1))].into_iter().collect(),
+        })),
+    };
+    check(
+        "nested dotted payload key",
+        pts.upsert(up(vec![point(100, v(1.0), &[("o", nested)])]))
+            .await,
+        Code::InvalidArgument,
+        "points[0].payload.o",
+    );
+    let empty_key = pb::Value {
+        kind: Some(pb::value::Kind::StructValue(pb::Struct {
+            fields: [(String::new(), int(1))].into_iter().collect(),
+        })),
+    };
+    check(
+        "nested empty payload key",
+        pts.upsert(up(vec![point(100, v(1.0), &[("o", empty_key)])]))
+            .await,
+        Code::InvalidArgument,
+        "points[0].payload.o",
+    );
+
+    // ---- messages that stay small, codes that tell the truth ----
+    let mut bad_uuid = point(100, v(1.0), &[]);
+    bad_uuid.id = uuid(&"u".repeat(500_000));
+    let e = pts.upsert(up(vec![bad_uuid])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("points[0].id"), "{}", e.message());
+    assert!(
+        e.message().len() < 1100,
+        "{} bytes echoed",
+        e.message().len()
+    );
+    // tonic's client times a deadline out itself (and says CANCELLED), so the
+    // server's answer is read over raw HTTP/2.
+    let (status, message) = raw_call(
+        &node.url,
+        "/shoal.v1.Points/Count",
+        "1m",
+        pb::CountRequest {
+            read: None,
+            collection: "c".into(),
+            filter: None,
+        },
+    )
+    .await;
+    assert_eq!(status, "4", "expired deadline: {message}");
+    assert!(message.contains("deadline"), "{message}");
+    // A reply over --max-message-bytes (1 MiB): 80 vectors of 16 KiB.
+    cols.create(create("wide", 4096, pb::Metric::L2, 1))
+        .await
+        .unwrap();
+    for part in 0..2u64 {
+        pts.upsert(pb::UpsertRequest {
+            collection: "wide".into(),
+            points: (0..40)
+                .map(|i| point(part * 40 + i, vec![0.5; 4096], &[]))
+                .collect(),
+        })
+        .await
+        .unwrap();
+    }
+    check(
+        "reply over --max-message-bytes",
+        pts.get(pb::GetPointsRequest {
+            collection: "wide".into(),
+            ids: (0..80).map(|i| num(i).unwrap()).collect(),
+            with_vector: true,
+            ..Default::default()
+        })
+        .await,
+        Code::ResourceExhausted,
+        "max-message-bytes",
+    );
+
     // Nothing invalid was stored, and the node still serves.
     assert!(node.is_running());
     let count = count_all(&mut pts, "c").await;
-    assert_eq!(count, 10);
+    assert_eq!(count, 11);
+    assert_eq!(count_all(&mut pts, "l2").await, 0);
     let list = cols
         .list(pb::ListCollectionsRequest {})
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(list.collections.len(), 1);
+    assert_eq!(list.collections.len(), 3);
     let mut health = tonic_health::pb::health_client::HealthClient::new(node.channel().await);
     let h = health
         .check(tonic_health::pb::HealthCheckRequest {

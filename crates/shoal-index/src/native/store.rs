@@ -4,7 +4,8 @@
 //! What it owns:
 //! - **Vectors**, the only copy the index holds, in one 64-byte aligned allocation per
 //!   chunk of `2^shift` slots (enough for both this and the layer-0 lists to fill a
-//!   2 MiB huge page: 16,384 slots, 8 MiB of vectors at 128-d). A slot is `stride` floats,
+//!   2 MiB huge page: 16,384 slots, 8 MiB of vectors at 128-d; but no more than 64 MiB
+//!   of vectors, at least 64 slots: 256 slots at 65,536-d). A slot is `stride` floats,
 //!   `dim` rounded up to 16 (one cache line), so every vector starts on a cache line.
 //! - **Layer-0 link lists** (`1 + 2M` `u32`s per slot: a count, then the links) in one
 //!   array per chunk, and a pointer per slot to the node's **upper-layer lists**
@@ -16,6 +17,11 @@
 //! Every chunk after the first keeps its vectors and layer-0 lists on transparent huge
 //! pages ([`super::pages`]): a search's random reads then rarely miss the TLB, and a
 //! small shard does not pay for a whole huge page.
+//!
+//! Memory grows with the points stored, not with the chunks: a chunk's big arrays
+//! are zeroed address space whose pages are committed as slots are written
+//! ([`super::pages`]), and the cap on a chunk's vector bytes bounds the address space
+//! a shard of few, very wide points reserves.
 //!
 //! Chunks hang off a segmented directory (segment `s` holds `2^s` chunk pointers), so
 //! the store grows without moving anything, a sparse id costs one chunk, and readers
@@ -46,6 +52,9 @@ use crate::{IndexError, InternalId};
 /// Smallest size of each of a chunk's two big arrays (vectors, layer-0 lists): one
 /// huge page, so that both can be backed by huge pages.
 const MIN_ARRAY_BYTES: usize = 2 << 20;
+/// Most bytes of vectors in one chunk (unless 64 slots need more): wide vectors get
+/// fewer slots per chunk, so a shard's few first points do not reserve gigabytes.
+const MAX_VECTOR_BYTES: usize = 64 << 20;
 /// Floats per cache line: slots are padded to a multiple of this.
 const LINE_FLOATS: usize = 16;
 /// Directory segments: chunk index `c` lives in segment `log2(c + 1)`; with at least
@@ -173,10 +182,18 @@ impl Store {
     /// list and `m0` on layer 0.
     pub fn new(dim: usize, m: usize, m0: usize) -> Self {
         let stride = dim.max(1).next_multiple_of(LINE_FLOATS);
-        // A power of two slots, enough for both arrays to reach a huge page.
+        // A power of two slots, enough for both arrays to reach a huge page, but no
+        // more than `MAX_VECTOR_BYTES` of vectors.
+        let widest = MAX_VECTOR_BYTES / (4 * stride);
+        let widest = if widest == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - widest.leading_zeros())
+        };
         let slots = MIN_ARRAY_BYTES
             .div_ceil(4 * stride.min(1 + m0))
             .next_power_of_two()
+            .min(widest)
             .clamp(64, 1 << 16);
         Store {
             dim,
@@ -522,6 +539,32 @@ impl Store {
         }
     }
 
+    /// (Address space reserved, bytes resident) of the chunks' two big arrays.
+    #[cfg(test)]
+    fn memory(&self) -> (usize, usize) {
+        let (mut reserved, mut resident) = (0, 0);
+        for (seg, dir) in self.segments.iter().enumerate() {
+            let dir = dir.load(Acquire);
+            if dir.is_null() {
+                continue;
+            }
+            for off in 0..1usize << seg {
+                // SAFETY: as in `node`.
+                let chunk = unsafe { &*dir.add(off) }.load(Acquire);
+                if chunk.is_null() {
+                    continue;
+                }
+                // SAFETY: as in `node`.
+                let chunk = unsafe { &*chunk };
+                for r in [&chunk.vectors, &chunk.links0] {
+                    reserved += r.len();
+                    resident += r.resident_bytes();
+                }
+            }
+        }
+        (reserved, resident)
+    }
+
     /// Calls `f(id, vector)` for every live id in increasing order.
     pub fn for_each_live(&self, mut f: impl FnMut(InternalId, &[f32])) {
         self.for_each_present(|id, n| {
@@ -638,5 +681,41 @@ mod tests {
         write_list(s.links(1, 0), [4u32, 5, 6].into_iter());
         assert_eq!(count(s.links(1, 0)), 3);
         assert_eq!(count(&[]), 0);
+    }
+
+    /// A few points of a wide collection cost memory in proportion to themselves, not
+    /// to a chunk: one point of dim 65,536 used to commit a 16,384-slot chunk (4 GiB).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn wide_points_commit_memory_in_proportion() {
+        for dim in [4096usize, 65_536] {
+            let s = Store::new(dim, 16, 32);
+            let vector_bytes = dim * 4;
+            let v = vec![1.0f32; dim];
+            assert_eq!(s.memory(), (0, 0));
+            for n in 1..=3u32 {
+                s.insert_batch(&[(n - 1, &v[..])], |_| 0).unwrap();
+                // Each write committed the pages of one vector and one list (a page
+                // on either side of a vector may be shared); an array too small to
+                // be mapped counts whole.
+                let (reserved, resident) = s.memory();
+                let bound =
+                    n as usize * (vector_bytes + 2 * 4096) + super::super::pages::MAP_AT_LEAST;
+                assert!(
+                    resident <= bound,
+                    "dim {dim}, {n} points: {resident} bytes resident, want at most {bound}"
+                );
+                assert!(
+                    resident >= n as usize * vector_bytes,
+                    "dim {dim}: {resident}"
+                );
+                // The address space stays bounded too: one chunk of at most 64 MiB
+                // of vectors (or 64 slots) and its lists.
+                assert!(
+                    reserved <= (MAX_VECTOR_BYTES.max(64 * vector_bytes)) + (8 << 20),
+                    "dim {dim}: {reserved} bytes reserved"
+                );
+            }
+        }
     }
 }
