@@ -329,7 +329,18 @@ def test_cluster_administration_on_one_node(client: shoal.Client, name: str) -> 
         with pytest.raises(shoal.InvalidArgument, match="replication_factor"):
             client.update_collection(name, replication_factor=2)  # one node holds one copy
         assert client.update_collection(name, replication_factor=1).replication_factor == 1
+        # A reshard on one node: the shard splits in two, every point kept once.
+        client.upsert(name, ids=list(range(100)), vectors=[[float(i), 1.0, 0.0, 0.0] for i in range(100)])
+        client.update_collection(name, shard_count=2)
+        deadline = time.monotonic() + 60
+        while client.get_collection(name).shard_count < 2:
+            assert time.monotonic() < deadline, "the reshard did not finish"
+            time.sleep(0.2)
+        assert client.count(name) == 100
+        with pytest.raises(shoal.InvalidArgument, match="shards"):
+            client.update_collection(name, shard_count=2)  # never merged, nor unchanged
         for bad in (lambda: client.update_collection(name),  # nothing to change
+                    lambda: client.update_collection(name, shard_count=-1),
                     lambda: client.update_collection(name, replication_factor=-1),
                     lambda: client.move_replica(name, 0),
                     lambda: client.move_replica(name, -1, to_node=1),

@@ -135,6 +135,17 @@ impl Operator {
                 }
             }
         }
+        if let Some(limit) = self.options.split_points {
+            let state = self.router.host().state();
+            for cmd in splits_due(&state, &observed, limit) {
+                match self.propose(cmd.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(command = ?cmd, limit, "a shard passed --split-points: splitting it")
+                    }
+                    Err(e) => tracing::debug!(error = %e, command = ?cmd, "split not started"),
+                }
+            }
+        }
         if self.options.auto_rebalance {
             let state = self.router.host().state();
             for planned in scheduler::plan(&state, &observed, &self.policy()) {
@@ -163,22 +174,22 @@ impl Operator {
         let me = self.router.id();
         let answers = join_all(nodes.iter().map(|n| async move {
             if *n == me {
-                return (*n, true);
+                return (*n, self.router.host().report(false).await.ok());
             }
-            let ok = self
-                .router
-                .report_of(*n, false, PROBE_TIMEOUT)
-                .await
-                .is_ok();
-            (*n, ok)
+            let report = self.router.report_of(*n, false, PROBE_TIMEOUT).await;
+            (*n, report.ok())
         }))
         .await;
         let now = Instant::now();
         let since = self.memory.leading_since.lock().unwrap_or(now);
         let mut last_seen = self.memory.last_seen.lock();
         let mut observed = Observed::default();
-        for (n, ok) in answers {
-            if ok {
+        for (n, report) in answers {
+            if let Some(report) = report {
+                for r in &report.replicas {
+                    let p = observed.points.entry(r.group).or_default();
+                    *p = (*p).max(r.points);
+                }
                 last_seen.insert(n, now);
                 observed.alive.insert(n);
             } else {
@@ -575,6 +586,39 @@ impl Operator {
 /// vote (shrinking the group while a node is down would not help a majority); a
 /// draining or dead voter is replaced once a learner can take its place, and dropped
 /// when it leaves the metadata.
+/// The splits `--split-points limit` asks for now: in each collection with no split
+/// in flight, its fullest shard above `limit` points, at the middle of its range.
+fn splits_due(state: &ClusterState, observed: &Observed, limit: u64) -> Vec<MetaCommand> {
+    let mut out = Vec::new();
+    for cm in state.collections.values() {
+        let splitting = state
+            .operations
+            .values()
+            .any(|o| matches!(o.kind, OpKind::Split { collection, .. } if collection == cm.id));
+        if splitting {
+            continue;
+        }
+        let fullest = cm
+            .shards
+            .iter()
+            .filter(|s| state.operation_on(cm.id, s.id).is_none())
+            .filter_map(|s| {
+                let points = observed.points.get(&cm.group(s.id)).copied()?;
+                let (_, upper) = s.range.halves()?;
+                (points > limit).then_some((points, s.id, upper.first))
+            })
+            .max();
+        if let Some((_, shard, at)) = fullest {
+            out.push(MetaCommand::StartSplit {
+                collection: cm.id,
+                shard,
+                at,
+            });
+        }
+    }
+    out
+}
+
 fn desired_voters(
     state: &ClusterState,
     observed: &Observed,
@@ -658,6 +702,7 @@ mod tests {
         Observed {
             alive: nodes.iter().copied().collect(),
             dead: BTreeSet::new(),
+            points: Default::default(),
         }
     }
 
@@ -1122,6 +1167,33 @@ mod tests {
                 Ok(())
             })
             .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn shards_past_split_points_split_by_themselves() {
+            let cluster =
+                TestCluster::start_with(3, |o| o.elasticity.split_points = Some(150)).await;
+            let n1 = cluster.node(1).clone();
+            n1.create_collection(config("c", 1, 3)).await.unwrap();
+            n1.upsert("c", points(0..400)).await.unwrap();
+            // 400 points: split in two of ~200, each past 150: split again, then
+            // four shards of ~100 stay.
+            eventually(90, "the shards split down to the limit", || async {
+                let state = n1.cluster_state();
+                let cm = &state.collections["c"];
+                if cm.shards.len() == 4 && state.operations.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} shards, ops {:?}",
+                        cm.shards.len(),
+                        state.operations
+                    ))
+                }
+            })
+            .await;
+            assert_eq!(n1.count("c", None, strong()).await.unwrap(), 400);
+            replicas_agree(&n1, 400).await;
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct Elasticity {
     /// and dead nodes, even out replicas and leaders. Off: only `rebalance` requests
     /// and moves by hand are carried out.
     pub auto_rebalance: bool,
+    /// Split a shard by itself once one of its replicas holds more points than this
+    /// (one split per collection at a time). `None`: only `reshard` requests split.
+    pub split_points: Option<u64>,
 }
 
 impl Default for Elasticity {
@@ -93,6 +96,7 @@ impl Default for Elasticity {
             max_voters: 5,
             max_moves_per_node: 1,
             auto_rebalance: true,
+            split_points: None,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Observed {
     pub alive: BTreeSet<NodeId>,
     /// Nodes silent for longer than the dead-node timeout.
     pub dead: BTreeSet<NodeId>,
+    /// Points of each shard group, the most any replica that answered reported.
+    pub points: BTreeMap<u64, u64>,
 }
 
 /// How eagerly the scheduler acts.
@@ -469,6 +471,7 @@ mod tests {
         Observed {
             alive: s.nodes.keys().copied().collect(),
             dead: BTreeSet::new(),
+            points: Default::default(),
         }
     }
 
@@ -580,6 +583,7 @@ mod tests {
         let observed = Observed {
             alive: [1, 2, 3].into(),
             dead: [4].into(),
+            points: Default::default(),
         };
         // Nothing on node 4: it is removed, nothing else moves (balanced already).
         let planned = plan(&s, &observed, &Policy::default());
@@ -595,6 +599,7 @@ mod tests {
         let observed = Observed {
             alive: [1, 2, 4].into(),
             dead: [3].into(),
+            points: Default::default(),
         };
         let first = plan(&s, &observed, &Policy::default());
         let moves: Vec<_> = first
@@ -657,6 +662,7 @@ mod tests {
         let unreachable = Observed {
             alive: [1, 2, 3].into(),
             dead: BTreeSet::new(),
+            points: Default::default(),
         };
         assert!(plan(&s, &unreachable, &Policy::default()).is_empty());
     }

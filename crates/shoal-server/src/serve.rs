@@ -161,6 +161,11 @@ pub struct ServeArgs {
     /// `false` it only carries out `shoal cluster rebalance` and moves made by hand.
     #[arg(long, env = "SHOAL_AUTO_REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_rebalance: bool,
+    /// Split a shard online by itself once it holds more than this many points (one
+    /// split per collection at a time; see `shoal collection reshard`). Off unless
+    /// given.
+    #[arg(long, env = "SHOAL_SPLIT_POINTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub split_points: Option<u64>,
     /// Address the internal Raft and node-to-node service listens on (port 0 picks a
     /// free port, printed as `raft listening on ADDR`). Keep it on a private network.
     #[arg(long, env = "SHOAL_RAFT_LISTEN", default_value = "127.0.0.1:7471")]
@@ -261,6 +266,7 @@ impl ServeArgs {
                 max_voters: self.max_voters,
                 max_moves_per_node: self.max_moves_per_node,
                 auto_rebalance: self.auto_rebalance,
+                split_points: self.split_points,
                 ..Elasticity::default()
             },
             advertise,

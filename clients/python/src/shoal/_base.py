@@ -302,11 +302,14 @@ class _Api:
         return _Req(_COLLECTIONS + "Delete", pb.DeleteCollectionRequest(name=_name(name)).SerializeToString(),
                     parse, False)
 
-    def _req_update_collection(self, name: str, replication_factor: Optional[int]) -> _Req:
+    def _req_update_collection(self, name: str, replication_factor: Optional[int],
+                               shard_count: Optional[int] = None) -> _Req:
         rf = _opt_uint(replication_factor, "replication_factor")
-        if rf is None:
-            raise InvalidArgument("nothing to update: give replication_factor=")
-        req = pb.UpdateCollectionRequest(name=_name(name), replication_factor=rf)
+        shards = _opt_uint(shard_count, "shard_count")
+        if rf is None and shards is None:
+            raise InvalidArgument("nothing to update: give replication_factor= or shard_count=")
+        req = pb.UpdateCollectionRequest(name=_name(name), replication_factor=rf,
+                                         shard_count=shards)
         # Not retried: an UNAVAILABLE reply may come after the change was recorded.
         return _Req(_COLLECTIONS + "Update", req.SerializeToString(),
                     lambda b: _wire.collection_info(pb.CollectionInfo.FromString(b)), False)

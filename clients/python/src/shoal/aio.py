@@ -129,9 +129,11 @@ class AsyncClient(_Api):
         await self._call(self._req_delete_collection(name), timeout)
 
     async def update_collection(self, name: str, *, replication_factor: Optional[int] = None,
+                                shard_count: Optional[int] = None,
                                 timeout: Optional[float] = None) -> CollectionInfo:
         """See :meth:`shoal.Client.update_collection`. Not retried."""
-        return await self._call(self._req_update_collection(name, replication_factor), timeout)
+        return await self._call(
+            self._req_update_collection(name, replication_factor, shard_count), timeout)
 
     # ---- points ----
 

@@ -179,14 +179,21 @@ class Client(_Api):
         self._call(self._req_delete_collection(name), timeout)
 
     def update_collection(self, name: str, *, replication_factor: Optional[int] = None,
+                          shard_count: Optional[int] = None,
                           timeout: Optional[float] = None) -> CollectionInfo:
-        """Changes a collection online; for now its replication factor (copies of every
-        shard). Returns once the change is recorded: the cluster then adds (or removes)
-        replicas in the background, a few at a time, each new one catching up before
-        it votes; :meth:`cluster_status` shows them. :class:`~shoal.InvalidArgument` for
-        a factor out of range or above the number of active nodes,
+        """Changes a collection online: its replication factor (copies of every shard)
+        and its shard count (a reshard: shards split in two, widest first, until the
+        collection has ``shard_count``; writes and searches keep working, a write to a
+        shard in the middle of its split waits for it). Returns once the change is
+        recorded: the cluster then adds (or removes) replicas, or splits shards, in the
+        background; :meth:`cluster_status` shows the operations and
+        :meth:`get_collection` the shard count reached. :class:`~shoal.InvalidArgument`
+        for a factor out of range or above the number of active nodes, or a shard count
+        not above the current one (shards are never merged) or above 256;
+        :class:`~shoal.FailedPrecondition` while a reshard is still running;
         :class:`~shoal.NotFound` for an unknown collection. Not retried."""
-        return self._call(self._req_update_collection(name, replication_factor), timeout)
+        return self._call(self._req_update_collection(name, replication_factor, shard_count),
+                          timeout)
 
     # ---- points ----
 

@@ -35,12 +35,14 @@ SESSION: Consistency
 STRONG: Consistency
 
 class UpdateCollectionRequest(_message.Message):
-    __slots__ = ("name", "replication_factor")
+    __slots__ = ("name", "replication_factor", "shard_count")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     replication_factor: int
-    def __init__(self, name: _Optional[str] = ..., replication_factor: _Optional[int] = ...) -> None: ...
+    shard_count: int
+    def __init__(self, name: _Optional[str] = ..., replication_factor: _Optional[int] = ..., shard_count: _Optional[int] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "dim", "metric", "shard_count", "replication_factor", "m", "ef_construction")
@@ -558,24 +560,30 @@ class OperationStatus(_message.Message):
     def __init__(self, id: _Optional[int] = ..., description: _Optional[str] = ..., progress: _Optional[str] = ...) -> None: ...
 
 class CollectionStatus(_message.Message):
-    __slots__ = ("name", "id", "shards")
+    __slots__ = ("name", "id", "shards", "routing_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ...) -> None: ...
+    routing_version: int
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., routing_version: _Optional[int] = ...) -> None: ...
 
 class ShardStatus(_message.Message):
-    __slots__ = ("shard", "leader", "replicas")
+    __slots__ = ("shard", "leader", "replicas", "hash_first", "hash_last")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIRST_FIELD_NUMBER: _ClassVar[int]
+    HASH_LAST_FIELD_NUMBER: _ClassVar[int]
     shard: int
     leader: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
-    def __init__(self, shard: _Optional[int] = ..., leader: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
+    hash_first: int
+    hash_last: int
+    def __init__(self, shard: _Optional[int] = ..., leader: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., hash_first: _Optional[int] = ..., hash_last: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
     __slots__ = ("node", "state", "applied_index", "points", "digest", "term")

@@ -103,8 +103,12 @@ class CollectionsServicer:
     def Update(self, request, context):
         """Changes a collection online: its replication factor (replicas are added or
         removed in the background, a few at a time, each new one catching up before it
-        votes; `Cluster.Status` shows them). Returns once the change is recorded.
-        INVALID_ARGUMENT for a factor out of range or above the active nodes.
+        votes; `Cluster.Status` shows them) and its shard count (shards split in two
+        online, widest first, until the collection has that many; writes and searches
+        keep working). Returns once the change is recorded.
+        INVALID_ARGUMENT for a factor out of range or above the active nodes, or a
+        shard count not above the current one (shards are never merged) or above 256;
+        FAILED_PRECONDITION while a reshard of the collection is still running.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
