@@ -540,37 +540,39 @@ impl Host {
             );
             let (parent, child, voters) = (parent.clone(), child.clone(), voters.clone());
             let started = Instant::now();
-            let (shard, points) = blocking(move || {
+            let (shard, built) = blocking(move || {
                 store.adopt_collection(&record)?;
                 let shard_store = store.shard(&record, child.shard)?;
-                let shard = Shard::open(
-                    Arc::new(record.config),
-                    child.shard,
-                    shard_store,
-                    options,
-                    pool,
-                )?;
-                // Built before (a restart since): the state is there, complete.
-                if ShardStateMachine::has_state(&shard).map_err(internal)? {
-                    return Ok((shard, None));
+                if shard_store.applied_seq()? > 0 {
+                    // Built before a restart: the state is there, complete.
+                    let shard = Shard::open(
+                        Arc::new(record.config),
+                        child.shard,
+                        shard_store,
+                        options,
+                        pool,
+                    )?;
+                    return Ok((shard, false));
                 }
-                let n = ShardStateMachine::build_child(
+                let shard = ShardStateMachine::build_child(
                     &parent,
-                    &shard,
+                    shard_store,
+                    child.shard,
                     child.first,
                     child.last,
                     voters,
                 )
                 .map_err(internal)?;
-                Ok((shard, Some(n)))
+                Ok((shard, true))
             })
             .await?;
             tracing::info!(
                 group,
                 shard = child.shard,
-                points,
+                points = shard.stats().points,
+                built,
                 ms = started.elapsed().as_millis() as u64,
-                "built a split's child from the sealed parent"
+                "opened a split's child (built from the sealed parent unless built before)"
             );
             self.start_group(group, shard).await?;
         }

@@ -143,17 +143,19 @@ impl ShardStateMachine {
         Ok(Self::applied(shard)?.last_applied.is_some())
     }
 
-    /// Builds one child of a split in the empty shard `child` from the sealed shard
-    /// `parent`: the parent's points whose id hash is in `first..=last`, applied at
-    /// log index 0 with `voters` as the child group's membership (see the module doc).
-    /// Blocking; durable on return. Returns the number of points copied.
+    /// Builds one child of a split, shard `child_no` in the empty `store`, from the
+    /// sealed shard `parent`: the parent's points whose id hash is in `first..=last`,
+    /// applied at log index 0 with `voters` as the child group's membership (see the
+    /// module doc), its index started from the parent's (`Shard::split_off`).
+    /// Blocking; durable on return.
     pub fn build_child(
         parent: &Shard,
-        child: &Shard,
+        store: shoal_storage::ShardStore,
+        child_no: u32,
         first: u64,
         last: u64,
         voters: BTreeMap<u64, BasicNode>,
-    ) -> Result<u64, RaftStoreError> {
+    ) -> Result<Shard, RaftStoreError> {
         if !Self::is_sealed(parent)? {
             return Err(RaftStoreError::NotSealed);
         }
@@ -164,20 +166,8 @@ impl ShardStateMachine {
             membership: StoredMembership::new(Some(origin), Membership::new(vec![ids], voters)),
             sealed: false,
         };
-        let snap = parent.snapshot()?;
-        let points: Vec<_> = snap
-            .points
-            .into_iter()
-            .filter(|p| (first..=last).contains(&routing::id_hash(&p.id)))
-            .collect();
-        let count = points.len() as u64;
-        let t = child.install(ShardSnapshot {
-            seq: 1,
-            meta: Some(encode(&applied)?),
-            points,
-        })?;
-        child.sync(t)?;
-        Ok(count)
+        let keep = |id: &shoal_core::PointId| (first..=last).contains(&routing::id_hash(id));
+        Ok(parent.split_off(store, child_no, keep, 1, &encode(&applied)?)?)
     }
 
     fn cached(&self) -> Option<Built> {

@@ -9,17 +9,20 @@ use shoal_storage::Store;
 
 struct Builder;
 
-fn open(dir: &std::path::Path) -> (Store, Shard) {
-    let store = Store::open(dir).unwrap();
-    let config = CollectionConfig {
+fn config() -> CollectionConfig {
+    CollectionConfig {
         name: "t".into(),
         dim: 2,
         metric: Metric::L2,
         shard_count: 1,
         replication_factor: 3,
         hnsw: HnswParams::default(),
-    };
-    let shard = shoal_shard::testing::open_in(&store, config, ShardOptions::default());
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Store, Shard) {
+    let store = Store::open(dir).unwrap();
+    let shard = shoal_shard::testing::open_in(&store, config(), ShardOptions::default());
     (store, shard)
 }
 
@@ -108,11 +111,19 @@ async fn a_sealed_shard_refuses_writes_and_its_children_hold_their_halves() {
     let voters: BTreeMap<u64, openraft::BasicNode> = (1..=3)
         .map(|n| (n, openraft::BasicNode::new(format!("n{n}"))))
         .collect();
-    let (_ls, low) = open(low_dir.path());
-    let (_hs, high) = open(high_dir.path());
-    let n_low = ShardStateMachine::build_child(&shard, &low, 0, at - 1, voters.clone()).unwrap();
-    let n_high =
-        ShardStateMachine::build_child(&shard, &high, at, u64::MAX, voters.clone()).unwrap();
+    let empty = |dir: &std::path::Path| {
+        let store = Store::open(dir).unwrap();
+        let record = store.create_collection(config()).unwrap();
+        let shard = store.shard(&record, 0).unwrap();
+        (store, shard)
+    };
+    let (_ls, low_store) = empty(low_dir.path());
+    let (_hs, high_store) = empty(high_dir.path());
+    let low =
+        ShardStateMachine::build_child(&shard, low_store, 0, 0, at - 1, voters.clone()).unwrap();
+    let high = ShardStateMachine::build_child(&shard, high_store, 0, at, u64::MAX, voters.clone())
+        .unwrap();
+    let (n_low, n_high) = (low.stats().points, high.stats().points);
     assert_eq!(n_low + n_high, 200);
     assert!(n_low > 50 && n_high > 50, "{n_low} / {n_high}");
     for (child, range) in [(&low, 0..=at - 1), (&high, at..=u64::MAX)] {
@@ -131,12 +142,10 @@ async fn a_sealed_shard_refuses_writes_and_its_children_hold_their_halves() {
         assert!(!ShardStateMachine::is_sealed(child).unwrap());
     }
     // Only a sealed shard can be split.
-    let other_dir = tempfile::tempdir().unwrap();
-    let (_os, other) = open(other_dir.path());
-    assert!(ShardStateMachine::build_child(&follower, &other, 0, 10, voters.clone()).is_ok());
-    let unsealed_dir = tempfile::tempdir().unwrap();
+    let (other_dir, unsealed_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_us, unsealed) = open(unsealed_dir.path());
-    assert!(ShardStateMachine::build_child(&unsealed, &other, 0, 10, voters).is_err());
+    let (_os, other) = empty(other_dir.path());
+    assert!(ShardStateMachine::build_child(&unsealed, other, 0, 0, 10, voters).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -461,3 +461,70 @@ fn snapshot_installs_on_another_shard_replacing_its_contents() {
         vec![PointId::Num(300), PointId::Num(299)]
     );
 }
+
+#[test]
+fn a_split_off_shard_keeps_its_half_and_searches_it_on_the_parent_graph() {
+    let (dir, child_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let parent = open(dir.path());
+    let p = |id: u64| Point {
+        id: PointId::Num(id),
+        vector: vec![(id % 97) as f32, (id / 97) as f32, (id % 13) as f32, 1.0],
+        payload: Payload::from([("odd".to_string(), Value::Integer((id % 2) as i64))]),
+    };
+    parent
+        .sync(testing::upsert(&parent, (0..2_000).map(p).collect()).unwrap())
+        .unwrap();
+    let store = shoal_storage::Store::open(child_dir.path()).unwrap();
+    let record = store.create_collection(testing::config(DIM)).unwrap();
+    let keep = |id: &PointId| matches!(id, PointId::Num(n) if n % 2 == 0);
+    let child = parent
+        .split_off(store.shard(&record, 0).unwrap(), 0, keep, 5, b"meta")
+        .unwrap();
+    assert_eq!(child.count(None), 1_000);
+    assert_eq!(child.stats().applied_seq, 5);
+    assert_eq!(child.meta().unwrap().as_deref(), Some(&b"meta"[..]));
+    assert!(child.get(&[PointId::Num(1)], false, false).is_empty());
+    assert_eq!(child.get(&[PointId::Num(2)], false, true).len(), 1);
+    // The graph came from the parent (tombstones for the other half) and answers
+    // with the kept points only, as an exact scan of them would.
+    assert!(child.stats().tombstones >= 1_000, "{:?}", child.stats());
+    for q in [0u64, 501, 1_234, 1_999] {
+        let query = p(q).vector;
+        let hits = exact_ids(&child, query.clone(), 10);
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(keep), "{hits:?}");
+        let mut exact: Vec<(f32, u64)> = (0..2_000u64)
+            .filter(|i| i % 2 == 0)
+            .map(|i| (l2(&p(i).vector, &query), i))
+            .collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let best: Vec<f32> = exact.iter().take(10).map(|e| e.0).collect();
+        let got: Vec<f32> = child
+            .get(&hits, false, true)
+            .iter()
+            .map(|r| l2(r.vector.as_ref().unwrap(), &query))
+            .collect();
+        let mut got = got;
+        got.sort_by(f32::total_cmp);
+        assert_eq!(got, best, "query {q}: the 10 nearest distances");
+    }
+    // Reopened, it is the same shard.
+    drop(child);
+    let child = shoal_shard::Shard::open(
+        std::sync::Arc::new(testing::config(DIM)),
+        0,
+        store.shard(&record, 0).unwrap(),
+        ShardOptions {
+            exact_threshold: 0,
+            ..ShardOptions::default()
+        },
+        std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(child.count(None), 1_000);
+}

@@ -67,6 +67,48 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Creates a new shard in the empty `store` holding the points of this shard that
+    /// `keep` selects, stored with sequence number `seq` and metadata `meta` (a split's
+    /// child). Starts from this shard's index: a fresh checkpoint of it is linked into
+    /// the new shard's checkpoint directory, and opening reconciles it with the stored
+    /// points (the others' graph nodes deleted, nothing re-inserted), so no graph is
+    /// built; the tombstones go with the next background rebuild. Must be called
+    /// while this shard takes no writes (sealed), from outside its pool.
+    pub fn split_off(
+        &self,
+        store: ShardStore,
+        shard_no: u32,
+        keep: impl Fn(&PointId) -> bool,
+        seq: u64,
+        meta: &[u8],
+    ) -> Result<Shard, ShardError> {
+        // A checkpoint failure only costs time: the new shard then builds its graph.
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "no checkpoint to split off from; building the graph");
+        }
+        let linked = checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir())
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "linking the checkpoint failed; building the graph");
+                false
+            });
+        let points: Vec<Point> = {
+            let st = self.inner.state.read();
+            st.points().filter(|p| keep(&p.id)).collect()
+        };
+        store.sync(store.replace_all(&points, seq, meta)?)?;
+        tracing::debug!(linked, points = points.len(), "split off a shard");
+        drop(points);
+        Shard::open(
+            self.inner.config.clone(),
+            shard_no,
+            store,
+            self.inner.options.clone(),
+            self.inner.pool.clone(),
+        )
+    }
+}
+
 /// Derived state from a checkpointed index and id map, brought up to date with the
 /// points in storage: unchanged points keep their graph node, changed and new ones are
 /// inserted under fresh ids, and nodes of points no longer stored are deleted.
