@@ -53,8 +53,10 @@ pub const MAX_RAFT_MESSAGE: usize = 256 * 1024 * 1024;
 /// How often a peer connection is pinged (HTTP/2 PING), by both ends.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long a ping may go unanswered before its connection is closed as dead.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered before its connection is closed as dead. Two
+/// intervals: a busy peer on two cores, or a ping queued behind a large message, is
+/// not taken for a dead one.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long one attempt to connect to a peer may take. A connection attempt whose SYN
 /// was lost is abandoned and the next call starts a fresh one, rather than waiting for
