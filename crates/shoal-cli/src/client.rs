@@ -703,12 +703,12 @@ fn status_text(s: &pb::ClusterStatus) -> String {
     );
     let _ = writeln!(out, "nodes:");
     for n in &s.nodes {
-        let health = if n.reachable {
-            "reachable".to_string()
-        } else if n.error.is_empty() {
-            "UNREACHABLE".to_string()
-        } else {
-            format!("UNREACHABLE ({})", n.error)
+        // The error of a reachable node says why its digests are missing.
+        let health = match (n.reachable, n.error.is_empty()) {
+            (true, true) => "reachable".to_string(),
+            (true, false) => format!("reachable ({})", n.error),
+            (false, true) => "UNREACHABLE".to_string(),
+            (false, false) => format!("UNREACHABLE ({})", n.error),
         };
         let role = if n.voter { "voter" } else { "learner" };
         let load = n.load.as_ref().map_or(String::new(), |l| {

@@ -5,20 +5,28 @@
 //! order, taken from a consistent snapshot together with the applied index it
 //! reflects: replicas at the same applied index agree exactly when their digests are
 //! equal.
+//!
+//! Every node is asked at once, each with its own deadline: a node that does not
+//! report within [`REPORT_TIMEOUT`] (or the request timeout, if shorter) is reported
+//! unreachable with the reason, and never holds up the answer longer than that. With
+//! digests (which read every point), each node is asked twice at the same time: the
+//! short report decides whether it is reachable, and only for a node that answered it
+//! is the digest report awaited, within the request timeout.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::future::{join_all, try_join};
 use shoal_meta::{ClusterState, OpKind};
 
 use crate::load::NodeLoad;
 use crate::router::Router;
 use crate::scheduler::describe;
-use crate::wire::ReplicaReport;
+use crate::wire::{NodeReport, ReplicaReport};
 
-/// How long a node may take to report, without digests (with digests, the request
-/// timeout: they read every point).
+/// How long a node may take to report without digests before it is reported
+/// unreachable (at most the request timeout).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A node as seen by the node answering.
@@ -27,6 +35,8 @@ pub struct NodeHealth {
     pub id: u64,
     pub address: String,
     pub reachable: bool,
+    /// Why it is unreachable; for a reachable node asked for digests, why its
+    /// digests are missing.
     pub error: Option<String>,
     /// `active` or `draining`.
     pub state: String,
@@ -93,18 +103,8 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
         .membership()
         .voter_ids()
         .collect();
-    let timeout = if digests {
-        router.timeout()
-    } else {
-        REPORT_TIMEOUT.min(router.timeout())
-    };
     let nodes: Vec<u64> = state.nodes.keys().copied().collect();
-    let reports = join_all(
-        nodes
-            .iter()
-            .map(|id| router.report_of(*id, digests, timeout)),
-    )
-    .await;
+    let reports = join_all(nodes.iter().map(|id| ask(router, *id, digests))).await;
     let mut by_group: BTreeMap<(u64, u64), ReplicaReport> = BTreeMap::new();
     let mut health = Vec::new();
     for (id, r) in nodes.into_iter().zip(reports) {
@@ -119,14 +119,15 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
             load: None,
         };
         match r {
-            Ok(report) => {
+            Ok((report, digest_error)) => {
                 for rep in report.replicas {
                     by_group.insert((rep.group, id), rep);
                 }
                 h.reachable = true;
                 h.load = Some(report.load);
+                h.error = digest_error;
             }
-            Err(e) => h.error = Some(e.to_string()),
+            Err(e) => h.error = Some(e),
         }
         health.push(h);
     }
@@ -176,6 +177,43 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
         nodes: health,
         collections,
         operations,
+    }
+}
+
+/// What node `id` reports, with why its digests are missing if they are; or why it
+/// did not report. See the module doc.
+async fn ask(
+    router: &Router,
+    id: u64,
+    digests: bool,
+) -> Result<(NodeReport, Option<String>), String> {
+    let short = REPORT_TIMEOUT.min(router.timeout());
+    let quick = within(short, router.report_of(id, false, short));
+    if !digests {
+        return quick.await.map(|r| (r, None));
+    }
+    let full = within(
+        router.timeout(),
+        router.report_of(id, true, router.timeout()),
+    );
+    // A failed short report ends both at once; a failed digest report keeps the
+    // short one.
+    let (quick, full) = try_join(quick, async { Ok(full.await) }).await?;
+    Ok(match full {
+        Ok(full) => (full, None),
+        Err(e) => (quick, Some(format!("no digests: {e}"))),
+    })
+}
+
+/// `report`, given up after `deadline` however it waits (the call's own deadline
+/// does not cover waiting for a connection to the node).
+async fn within(
+    deadline: Duration,
+    report: impl Future<Output = crate::error::Result<NodeReport>>,
+) -> Result<NodeReport, String> {
+    match tokio::time::timeout(deadline, report).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no report within {} ms", deadline.as_millis())),
     }
 }
 
@@ -243,6 +281,85 @@ fn leader_of(replicas: &[ReplicaStatus]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::testing::{TestCluster, config, eventually, points};
+
+    /// Node `id`'s health in `status`.
+    fn health(status: &ClusterStatus, id: u64) -> &NodeHealth {
+        status.nodes.iter().find(|n| n.id == id).expect("listed")
+    }
+
+    /// The digests node `node`'s replicas reported, by shard.
+    fn digests_of(status: &ClusterStatus, node: u64) -> Vec<Option<u64>> {
+        status.collections[0]
+            .shards
+            .iter()
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .find(|r| r.node == node)
+                    .and_then(|r| r.report.as_ref()?.digest)
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_answers_and_names_a_node_that_does_not_answer() {
+        let mut cluster = TestCluster::start(3).await;
+        cluster
+            .node(1)
+            .create_collection(config("c", 2, 3))
+            .await
+            .unwrap();
+        cluster.node(1).upsert("c", points(0..50)).await.unwrap();
+        eventually(30, "every replica reports", || async {
+            let s = cluster.node(1).status(true).await.unwrap();
+            match (1..=3).all(|n| digests_of(&s, n).iter().all(Option::is_some)) {
+                true => Ok(()),
+                false => Err(format!("{s:?}")),
+            }
+        })
+        .await;
+
+        // Node 3 stopped (its port refuses connections), then silenced (its port
+        // accepts and never answers, as a paused or cut-off node): either way, with or
+        // without digests, node 1 answers, names node 3 unreachable with a reason,
+        // and still reports the others in full.
+        for silent in [false, true] {
+            if silent {
+                cluster.silence(3).await;
+            } else {
+                cluster.stop(3).await;
+            }
+            for digests in [false, true] {
+                let s = cluster.node(1).status(digests).await.unwrap();
+                let what = format!("silent {silent}, digests {digests}: {s:?}");
+                let h3 = health(&s, 3);
+                assert!(!h3.reachable, "{what}");
+                assert!(h3.error.is_some(), "{what}");
+                assert!(h3.load.is_none(), "{what}");
+                assert_eq!(digests_of(&s, 3), [None, None], "{what}");
+                for n in [1, 2] {
+                    let h = health(&s, n);
+                    assert!(h.reachable && h.error.is_none(), "{what}");
+                    assert!(
+                        digests_of(&s, n).iter().all(|d| d.is_some() == digests),
+                        "{what}"
+                    );
+                }
+            }
+        }
+        // Back: reachable again.
+        cluster.restart(3).await;
+        eventually(30, "node 3 reachable again", || async {
+            let s = cluster.node(1).status(false).await.unwrap();
+            match health(&s, 3).reachable {
+                true => Ok(()),
+                false => Err(format!("{:?}", health(&s, 3))),
+            }
+        })
+        .await;
+    }
 
     fn rep(node: u64, state: &str, term: u64, leader: Option<u64>) -> ReplicaStatus {
         ReplicaStatus {

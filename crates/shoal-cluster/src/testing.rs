@@ -108,6 +108,8 @@ pub struct TestCluster {
     dirs: BTreeMap<u64, std::path::PathBuf>,
     tweak: fn(&mut NodeOptions),
     dir: tempfile::TempDir,
+    /// Ports of silenced nodes, held by a task that accepts and never answers.
+    silent: BTreeMap<u64, JoinHandle<()>>,
 }
 
 impl TestCluster {
@@ -143,6 +145,7 @@ impl TestCluster {
             dirs: BTreeMap::new(),
             tweak,
             dir,
+            silent: BTreeMap::new(),
         };
         for (id, listener) in listeners {
             cluster.launch(id, listener).await;
@@ -187,10 +190,10 @@ impl TestCluster {
         let routes = node.internal_routes();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = shoal_raft::network::internal_server()
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shoal_raft::network::internal_incoming(listener),
                     async move {
                         let _ = stopped.await;
                     },
@@ -258,6 +261,42 @@ impl TestCluster {
         }
     }
 
+    /// Stops node `id` and keeps its port open but silent, as a paused process or a
+    /// node cut off by dropped packets looks from outside: connections are accepted
+    /// (by the kernel) and nothing ever answers. [`TestCluster::restart`] ends it.
+    pub async fn silence(&mut self, id: u64) {
+        self.stop(id).await;
+        let listener = self.rebind(id).await;
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        self.silent.insert(id, holder);
+    }
+
+    /// Binds node `id`'s address again, retrying while the OS releases it.
+    async fn rebind(&mut self, id: u64) -> tokio::net::TcpListener {
+        if let Some(holder) = self.silent.remove(&id) {
+            holder.abort();
+            let _ = holder.await;
+        }
+        let addr = self.peers[&id].clone();
+        let mut tries = 0;
+        loop {
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "rebinding");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        }
+    }
+
     /// Starts node `id` again over its data, on the same address.
     pub async fn restart(&mut self, id: u64) {
         self.try_restart(id).await.expect("restart node");
@@ -279,20 +318,8 @@ impl TestCluster {
     /// [`TestCluster::restart`], returning the node's refusal to start.
     pub async fn try_restart(&mut self, id: u64) -> Result<(), shoal_core::Error> {
         self.stop(id).await;
-        let addr = self.peers[&id].clone();
-        // The port was ours a moment ago; retry while the OS releases it.
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(&addr).await {
-                Ok(l) => break l,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, "rebinding");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("cannot bind {addr} again: {e}"),
-            }
-        };
+        // The port was ours (or a silenced node's) a moment ago.
+        let listener = self.rebind(id).await;
         self.try_launch(id, listener).await
     }
 }
@@ -320,6 +347,9 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         for m in self.members.values() {
             m.server.abort();
+        }
+        for holder in self.silent.values() {
+            holder.abort();
         }
     }
 }

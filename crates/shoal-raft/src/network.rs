@@ -7,9 +7,25 @@
 //! the reply carries the whole `Result`, so a Raft-level refusal (e.g. a higher vote)
 //! reaches the caller as openraft's `RemoteError`, while transport failures become
 //! `Unreachable` (openraft backs off and retries).
+//!
+//! **Dead connections.** A peer connection that stops carrying packets (a partition, a
+//! peer's host gone) must not outlive the fault: TCP alone would keep it, retransmitting
+//! with exponential back-off, and deliver nothing for a long time after the network
+//! heals. So every peer channel pings its connection over HTTP/2 every
+//! [`KEEPALIVE_INTERVAL`], idle or not, and closes it when a ping is unanswered for
+//! [`KEEPALIVE_TIMEOUT`]; the next call then connects afresh (a new TCP connection,
+//! each attempt bounded by [`CONNECT_TIMEOUT`]). A call that fails in the transport
+//! (no connection, connection closed) also drops the channel from [`Peers`], so the
+//! call after it builds a new one rather than waiting behind the old one. TCP keepalive
+//! ([`TCP_KEEPALIVE`]) backs the pings up for idle connections; TCP_NODELAY keeps small
+//! Raft messages from waiting for Nagle's algorithm. The internal server
+//! ([`internal_server`]) pings its clients the same way, so it drops connections whose
+//! client is gone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -33,6 +49,47 @@ use crate::log_store::{decode, encode};
 
 /// Largest Raft message (log batches, snapshot chunks), both ways.
 pub const MAX_RAFT_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// How often a peer connection is pinged (HTTP/2 PING), by both ends.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a ping may go unanswered before its connection is closed as dead. Two
+/// intervals: a busy peer on two cores, or a ping queued behind a large message, is
+/// not taken for a dead one.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one attempt to connect to a peer may take. A connection attempt whose SYN
+/// was lost is abandoned and the next call starts a fresh one, rather than waiting for
+/// the kernel's SYN retransmission back-off.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Idle time before TCP keepalive probes start on a peer connection (both ends).
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// Interval between TCP keepalive probes.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Unanswered TCP keepalive probes before the kernel closes the connection.
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
+/// A tonic server builder for a node's internal port (Raft and node-to-node calls),
+/// with the keepalive of the module doc. Serve it with [`internal_incoming`].
+pub fn internal_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
+
+/// The connections accepted on a node's internal port: TCP_NODELAY and TCP keepalive.
+pub fn internal_incoming(
+    listener: tokio::net::TcpListener,
+) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE))
+        .with_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+        .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES))
+}
 
 /// The Raft groups a node hosts, by group id.
 #[derive(Clone, Default)]
@@ -71,8 +128,17 @@ impl Registry {
 /// address the book gives, for every group.
 #[derive(Clone, Default)]
 pub struct Peers {
-    channels: Arc<RwLock<HashMap<String, Channel>>>,
+    channels: Arc<RwLock<HashMap<String, PeerChannel>>>,
     book: Arc<RwLock<HashMap<u64, String>>>,
+    /// Numbers the channels created, so a failed call drops only the one it used.
+    created: Arc<AtomicU64>,
+}
+
+/// A channel with its serial number (see [`Peers::forget`]).
+#[derive(Clone)]
+pub struct PeerChannel {
+    pub channel: Channel,
+    pub serial: u64,
 }
 
 impl Peers {
@@ -93,6 +159,11 @@ impl Peers {
 
     /// The channel to `addr` (`host:port`), created (lazily connecting) on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+        Ok(self.peer_channel(addr)?.channel)
+    }
+
+    /// [`Peers::channel`], with the serial number to [`Peers::forget`] it by.
+    pub fn peer_channel(&self, addr: &str) -> Result<PeerChannel, String> {
         if let Some(c) = self
             .channels
             .read()
@@ -104,13 +175,54 @@ impl Peers {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
             .tcp_nodelay(true)
-            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tcp_keepalive(Some(TCP_KEEPALIVE))
+            .tcp_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+            .tcp_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES))
             .connect_lazy();
-        self.channels
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        // Another caller may have created one meanwhile: share it.
+        let c = channels
+            .entry(addr.to_string())
+            .or_insert_with(|| PeerChannel {
+                channel,
+                serial: self.created.fetch_add(1, Ordering::Relaxed),
+            });
+        Ok(c.clone())
+    }
+
+    /// Drops the channel to `addr` numbered `serial`, if it is still the current one:
+    /// the next call to `addr` connects through a new channel. Calls in flight on the
+    /// old one finish (or fail) on their own.
+    pub fn forget(&self, addr: &str, serial: u64) {
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        if channels.get(addr).is_some_and(|c| c.serial == serial) {
+            channels.remove(addr);
+            tracing::debug!(addr, "peer connection failed; reconnecting afresh");
+        }
+    }
+
+    /// Whether `status`, the outcome of a call through a peer channel, is a failure
+    /// of the connection itself (nothing to connect to, the connection closed or
+    /// found dead by keepalive) rather than the peer's answer or a deadline.
+    pub fn is_transport_failure(status: &tonic::Status) -> bool {
+        // A status the peer sent has no local source; one made from a local error
+        // (connect, hyper, h2) has. A deadline that passed is left to keepalive: a
+        // slow peer is not a dead connection.
+        let mut cause = std::error::Error::source(status);
+        if cause.is_none() {
+            return false;
+        }
+        while let Some(e) = cause {
+            if e.is::<tonic::TimeoutExpired>() {
+                return false;
+            }
+            cause = e.source();
+        }
+        true
     }
 }
 
@@ -163,9 +275,10 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let channel = self
+        let addr = self.peers.address_of(self.target, &self.recorded);
+        let PeerChannel { channel, serial } = self
             .peers
-            .channel(&self.peers.address_of(self.target, &self.recorded))
+            .peer_channel(&addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftRequest {
@@ -178,11 +291,15 @@ impl PeerClient {
         let mut client = RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE);
-        let reply = client
-            .call(request)
-            .await
-            .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?
-            .into_inner();
+        let reply = match client.call(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                if Peers::is_transport_failure(&s) {
+                    self.peers.forget(&addr, serial);
+                }
+                return Err(RPCError::Unreachable(Unreachable::new(&s)));
+            }
+        };
         let result: Result<Resp, RaftError<u64, E>> =
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -277,5 +394,96 @@ impl RaftTransport for RaftTransportService {
         }
         .map_err(|e| tonic::Status::internal(e.to_string()))?;
         Ok(tonic::Response::new(RaftReply { payload }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use shoal_proto::internal::v1::raft_transport_server::RaftTransportServer;
+
+    fn request() -> tonic::Request<RaftRequest> {
+        let mut r = tonic::Request::new(RaftRequest {
+            group: 7,
+            rpc: RaftRpc::Vote as i32,
+            payload: vec![],
+            to: 0,
+        });
+        // Far longer than keepalive takes to find a dead connection.
+        r.set_timeout(Duration::from_secs(60));
+        r
+    }
+
+    async fn call(peers: &Peers, addr: &str) -> (u64, Result<(), tonic::Status>) {
+        let c = peers.peer_channel(addr).unwrap();
+        let r = RaftTransportClient::new(c.channel)
+            .call(request())
+            .await
+            .map(|_| ());
+        (c.serial, r)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peers_answer_keeps_the_channel_and_a_failed_connection_drops_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let service = RaftTransportServer::new(RaftTransportService::new(Registry::default(), 1));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            internal_server()
+                .add_service(service)
+                .serve_with_incoming_shutdown(internal_incoming(listener), async move {
+                    let _ = stopped.await;
+                }),
+        );
+        let peers = Peers::default();
+        // The peer answers (no such group): its refusal is no transport failure.
+        let (first, r) = call(&peers, &addr).await;
+        let status = r.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+        assert!(!Peers::is_transport_failure(&status));
+        assert_eq!(peers.peer_channel(&addr).unwrap().serial, first);
+        // The peer goes away: the call fails in the transport.
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        let (serial, r) = call(&peers, &addr).await;
+        assert_eq!(serial, first);
+        let status = r.unwrap_err();
+        assert!(Peers::is_transport_failure(&status), "{status:?}");
+        // Forgetting an older channel than the current one changes nothing.
+        peers.forget(&addr, first + 1);
+        assert_eq!(peers.peer_channel(&addr).unwrap().serial, first);
+        peers.forget(&addr, first);
+        assert_ne!(peers.peer_channel(&addr).unwrap().serial, first);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keepalive_fails_a_call_to_a_peer_that_stopped_answering() {
+        // A peer that accepts connections and then says nothing, as a partitioned or
+        // paused one: the call must fail by keepalive (UNAVAILABLE), not wait for
+        // its deadline (a minute away; that would be CANCELLED).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let peers = Peers::default();
+        // A deadline that passes first is no transport failure.
+        let mut short = request();
+        short.set_timeout(Duration::from_millis(100));
+        let status = RaftTransportClient::new(peers.channel(&addr).unwrap())
+            .call(short)
+            .await
+            .unwrap_err();
+        assert!(!Peers::is_transport_failure(&status), "{status:?}");
+        let (_, r) = call(&peers, &addr).await;
+        let status = r.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(Peers::is_transport_failure(&status), "{status:?}");
+        silent.abort();
     }
 }

@@ -357,10 +357,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let internal_server = tokio::spawn(
-        tonic::transport::Server::builder()
+        // HTTP/2 and TCP keepalive: connections of peers that went away are dropped.
+        shoal_cluster::internal_server()
             .add_routes(node.internal_routes())
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(raft_listener).with_nodelay(Some(true)),
+                shoal_cluster::internal_incoming(raft_listener),
                 async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 },
