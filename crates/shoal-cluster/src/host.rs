@@ -488,6 +488,9 @@ impl Host {
             group,
         })?;
         if !parent.sealed.load(Ordering::Acquire) {
+            if parent.shard.is_rebuilding() {
+                return Ok(SplitProgress::Compacting);
+            }
             return Ok(SplitProgress::NotSealed);
         }
         let cm =

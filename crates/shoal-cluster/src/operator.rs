@@ -365,9 +365,19 @@ impl Operator {
                 }
             }))
             .await;
-            let sealed = answers
+            let sealed = answers.iter().any(|a| {
+                matches!(a, Ok(p) if !matches!(p, SplitProgress::NotSealed | SplitProgress::Compacting))
+            });
+            let compacting = answers
                 .iter()
-                .any(|a| matches!(a, Ok(p) if *p != SplitProgress::NotSealed));
+                .any(|a| matches!(a, Ok(SplitProgress::Compacting)));
+            if !sealed && sealed_now.is_none() && compacting {
+                // Sealing now would pause the shard's writes while its replicas are
+                // busy compacting (an earlier split's child): wait for them.
+                return Ok(Step::Waiting(format!(
+                    "{describe}: waiting for the shard's replicas to compact their index"
+                )));
+            }
             if !sealed && sealed_now.is_none() {
                 let reply = self
                     .router

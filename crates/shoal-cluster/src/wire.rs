@@ -74,6 +74,9 @@ pub(crate) struct SplitCall {
 pub(crate) enum SplitProgress {
     /// Its replica of the parent has not applied the seal yet.
     NotSealed,
+    /// Not sealed, and its replica of the parent is compacting its index (a child of
+    /// an earlier split): the split waits, so that it does not pile up on that work.
+    Compacting,
     /// Building the children.
     Building,
     /// Both children are open here; the leader each knows of.

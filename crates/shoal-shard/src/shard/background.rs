@@ -169,6 +169,9 @@ impl Shard {
                 }
                 *inner.state.write() = state;
                 w.next_internal = next;
+                // The saved checkpoint (if any) is of the old graph: the next one
+                // requested is taken, not skipped.
+                w.since_checkpoint = w.since_checkpoint.max(1);
                 Ok(())
             });
         match result {

@@ -29,6 +29,20 @@ impl Shard {
         options: ShardOptions,
         pool: Arc<rayon::ThreadPool>,
     ) -> Result<Shard, ShardError> {
+        let shard = Self::open_quietly(config, shard_no, store, options, pool)?;
+        // Save what the open had to rebuild, so the next one need not.
+        shard.maybe_start_checkpoint(&mut shard.inner.writer.lock());
+        Ok(shard)
+    }
+
+    /// [`Shard::open`] without the checkpoint of what differed from the last one.
+    fn open_quietly(
+        config: Arc<CollectionConfig>,
+        shard_no: u32,
+        store: ShardStore,
+        options: ShardOptions,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Shard, ShardError> {
         let applied_seq = store.applied_seq()?;
         let params = index_params(&config, 0);
         let (state, next_internal) = match checkpoint::read_latest(store.derived_dir(), &params) {
@@ -61,8 +75,6 @@ impl Shard {
                 state: RwLock::new(state),
             }),
         };
-        // Save what the open had to rebuild, so the next one need not.
-        shard.maybe_start_checkpoint(&mut shard.inner.writer.lock());
         Ok(shard)
     }
 }
@@ -73,7 +85,8 @@ impl Shard {
     /// child). Starts from this shard's index: a fresh checkpoint of it is linked into
     /// the new shard's checkpoint directory, and opening reconciles it with the stored
     /// points (the others' graph nodes deleted, nothing re-inserted), so no graph is
-    /// built; the tombstones go with the next background rebuild. Must be called
+    /// built; the tombstones go with a background rebuild started at once
+    /// ([`Shard::is_rebuilding`] tells when it ended). Must be called
     /// while this shard takes no writes (sealed), from outside its pool.
     pub fn split_off(
         &self,
@@ -99,13 +112,22 @@ impl Shard {
         store.sync(store.replace_all(&points, seq, meta)?)?;
         tracing::debug!(linked, points = points.len(), "split off a shard");
         drop(points);
-        Shard::open(
+        let shard = Shard::open_quietly(
             self.inner.config.clone(),
             shard_no,
             store,
             self.inner.options.clone(),
             self.inner.pool.clone(),
-        )
+        )?;
+        {
+            let mut w = shard.inner.writer.lock();
+            // The linked checkpoint serves a reopen (reconciled again, cheaply): no
+            // checkpoint now, which would hold the new shard's writes while it dumps.
+            // Its graph is compacted in the background at once, off the write path.
+            w.since_checkpoint = 0;
+            shard.maybe_start_rebuild(&mut w);
+        }
+        Ok(shard)
     }
 }
 
