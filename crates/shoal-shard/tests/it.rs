@@ -485,9 +485,9 @@ fn a_split_off_shard_keeps_its_half_and_searches_it_on_the_parent_graph() {
     assert_eq!(child.meta().unwrap().as_deref(), Some(&b"meta"[..]));
     assert!(child.get(&[PointId::Num(1)], false, false).is_empty());
     assert_eq!(child.get(&[PointId::Num(2)], false, true).len(), 1);
-    // The graph came from the parent (the other half's nodes deleted) and answers with
-    // the kept points only, as an exact scan of them would: before the background
-    // compaction that starts at once, whenever it runs, and after it.
+    // The graph came from the parent (the other half's nodes deleted: tombstones) and
+    // answers with the kept points only, as an exact scan of them would, before and
+    // after the compaction.
     let check = |child: &Shard| {
         for q in [0u64, 501, 1_234, 1_999] {
             let query = p(q).vector;
@@ -509,12 +509,19 @@ fn a_split_off_shard_keeps_its_half_and_searches_it_on_the_parent_graph() {
             assert_eq!(got, best, "query {q}: the 10 nearest distances");
         }
     };
+    assert!(child.stats().tombstones >= 1_000, "{:?}", child.stats());
     check(&child);
+    // The first write compacts it in the background; the answers stay.
+    child
+        .sync(testing::upsert(&child, vec![p(4_000)]).unwrap())
+        .unwrap();
     testing::wait_for_rebuild(&child);
     assert_eq!(child.stats().tombstones, 0, "compacted");
+    assert_eq!(child.count(None), 1_001);
     check(&child);
     // Reopened, it is the same shard.
     drop(child);
+    let keep_count = 1_001;
     let child = shoal_shard::Shard::open(
         std::sync::Arc::new(testing::config(DIM)),
         0,
@@ -531,5 +538,5 @@ fn a_split_off_shard_keeps_its_half_and_searches_it_on_the_parent_graph() {
         ),
     )
     .unwrap();
-    assert_eq!(child.count(None), 1_000);
+    assert_eq!(child.count(None), keep_count);
 }

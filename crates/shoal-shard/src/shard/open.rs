@@ -85,8 +85,8 @@ impl Shard {
     /// child). Starts from this shard's index: a fresh checkpoint of it is linked into
     /// the new shard's checkpoint directory, and opening reconciles it with the stored
     /// points (the others' graph nodes deleted, nothing re-inserted), so no graph is
-    /// built; the tombstones go with a background rebuild started at once
-    /// ([`Shard::is_rebuilding`] tells when it ended). Must be called
+    /// built; the tombstones go with the background rebuild its first write starts
+    /// ([`Shard::is_rebuilding`] tells while it runs). Must be called
     /// while this shard takes no writes (sealed), from outside its pool.
     pub fn split_off(
         &self,
@@ -119,14 +119,12 @@ impl Shard {
             self.inner.options.clone(),
             self.inner.pool.clone(),
         )?;
-        {
-            let mut w = shard.inner.writer.lock();
-            // The linked checkpoint serves a reopen (reconciled again, cheaply): no
-            // checkpoint now, which would hold the new shard's writes while it dumps.
-            // Its graph is compacted in the background at once, off the write path.
-            w.since_checkpoint = 0;
-            shard.maybe_start_rebuild(&mut w);
-        }
+        // The linked checkpoint serves a reopen (reconciled again, cheaply): no
+        // checkpoint now, which would hold the new shard's writes while it dumps. Its
+        // graph is compacted by the background rebuild its first write starts (not at
+        // once: every replica's children compacting while the split is still in
+        // flight starved a shared machine, BENCHMARKS.md "Resharding").
+        shard.inner.writer.lock().since_checkpoint = 0;
         Ok(shard)
     }
 }
