@@ -5,7 +5,13 @@
 //! writer lock; a rebuild builds a new index from a copy of the live points without
 //! any lock, then, under the writer lock, replays the writes logged meanwhile and swaps
 //! it in, unless a snapshot install replaced the shard in between.
+//!
+//! Rebuilds run one at a time per process ([`REBUILDS`]): many shards due at once (a
+//! split's children, each half tombstones) would otherwise build their graphs
+//! together and starve the node's Raft and searches. A waiting rebuild keeps logging
+//! the shard's writes, as a running one does.
 
+use parking_lot::Mutex;
 use shoal_core::{Point, Write};
 use shoal_index::InternalId;
 
@@ -13,6 +19,9 @@ use super::Shard;
 use super::state::{State, Writer, allocate, insert_vectors};
 use crate::ShardError;
 use crate::checkpoint;
+
+/// Held by the rebuild that is building (see the module doc).
+static REBUILDS: Mutex<()> = Mutex::new(());
 
 impl Shard {
     /// Saves an index checkpoint now (blocking writes to this shard meanwhile), so
@@ -144,6 +153,7 @@ impl Shard {
     /// it in.
     fn rebuild(&self, snapshot: Vec<Point>, generation: u64) {
         let inner = &*self.inner;
+        let _one_at_a_time = REBUILDS.lock();
         let started = std::time::Instant::now();
         let n = snapshot.len();
         let result = State::build(&inner.config, inner.options.backend, &inner.pool, snapshot)
