@@ -374,29 +374,8 @@ impl Host {
         shard_meta: &ShardMeta,
         state: &ClusterState,
     ) -> Result<()> {
-        let s = shard_meta.id;
-        let group = cm.group(s);
-        let record = CollectionRecord {
-            id: cm.id,
-            config: cm.config.clone(),
-        };
-        let (store, options, pool) = (
-            self.store.clone(),
-            self.shard_options.clone(),
-            self.pool.clone(),
-        );
-        let shard = blocking(move || {
-            store.adopt_collection(&record)?;
-            let shard_store = store.shard(&record, s)?;
-            Ok(Shard::open(
-                Arc::new(record.config),
-                s,
-                shard_store,
-                options,
-                pool,
-            )?)
-        })
-        .await?;
+        let group = cm.group(shard_meta.id);
+        let shard = self.open_shard(cm, shard_meta.id).await?;
         let raft = self.start_group(group, shard).await?;
         // Only the first replicas of a group created with its collection may start it;
         // any other replica (a move's target, a split's child, one that lost its
@@ -423,6 +402,31 @@ impl Host {
             tokio::spawn(initialize_later(raft, members, delay));
         }
         Ok(())
+    }
+
+    /// Opens this node's copy of shard `s` of `cm` (recording the collection first).
+    async fn open_shard(&self, cm: &CollectionMeta, s: u32) -> Result<Shard> {
+        let record = CollectionRecord {
+            id: cm.id,
+            config: cm.config.clone(),
+        };
+        let (store, options, pool) = (
+            self.store.clone(),
+            self.shard_options.clone(),
+            self.pool.clone(),
+        );
+        blocking(move || {
+            store.adopt_collection(&record)?;
+            let shard_store = store.shard(&record, s)?;
+            Ok(Shard::open(
+                Arc::new(record.config),
+                s,
+                shard_store,
+                options,
+                pool,
+            )?)
+        })
+        .await
     }
 
     /// Starts the Raft group `group` over `shard` (not initialized) and registers the
@@ -536,26 +540,15 @@ impl Host {
                 id: cm.id,
                 config: cm.config.clone(),
             };
-            let (store, options, pool) = (
-                self.store.clone(),
-                self.shard_options.clone(),
-                self.pool.clone(),
-            );
+            let store = self.store.clone();
             let (parent, child, voters) = (parent.clone(), child.clone(), voters.clone());
             let started = Instant::now();
-            let (shard, built) = blocking(move || {
+            let built = blocking(move || {
                 store.adopt_collection(&record)?;
                 let shard_store = store.shard(&record, child.shard)?;
                 if shard_store.applied_seq()? > 0 {
                     // Built before a restart: the state is there, complete.
-                    let shard = Shard::open(
-                        Arc::new(record.config),
-                        child.shard,
-                        shard_store,
-                        options,
-                        pool,
-                    )?;
-                    return Ok((shard, false));
+                    return Ok(None);
                 }
                 let shard = ShardStateMachine::build_child(
                     &parent,
@@ -566,9 +559,13 @@ impl Host {
                     voters,
                 )
                 .map_err(internal)?;
-                Ok((shard, true))
+                Ok(Some(shard))
             })
             .await?;
+            let (shard, built) = match built {
+                Some(shard) => (shard, true),
+                None => (self.open_shard(cm, child.shard).await?, false),
+            };
             tracing::info!(
                 group,
                 shard = child.shard,

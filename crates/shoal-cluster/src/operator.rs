@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use openraft::ServerState;
 use parking_lot::Mutex;
-use shoal_meta::{ClusterState, META_GROUP, MetaCommand, NodeId, NodeState, OpKind, Operation};
+use shoal_meta::{
+    ClusterState, META_GROUP, MetaCommand, MetaError, NodeId, NodeState, OpKind, Operation,
+};
 use shoal_raft::{Command, Rejection};
 
 use crate::balance::Balancer;
@@ -265,6 +267,19 @@ impl Operator {
         state: &ClusterState,
         observed: &Observed,
     ) -> Result<Step> {
+        // An operation whose collection or shard is gone (deleted, or split meanwhile)
+        // has nothing left to do.
+        let (collection, shard) = op.shard();
+        let gone = match state.collection_by_id(collection) {
+            None => Some("the collection is gone"),
+            Some(cm) if cm.shard(shard).is_none() => Some("the shard is gone"),
+            Some(_) => None,
+        };
+        if let Some(why) = gone {
+            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
+            let describe = scheduler::describe(&op.kind, state);
+            return Ok(Step::Done(format!("{describe}: abandoned, {why}")));
+        }
         match op.kind {
             OpKind::Move {
                 collection,
@@ -307,18 +322,13 @@ impl Operator {
         children: [u32; 2],
     ) -> Result<Step> {
         let describe = scheduler::describe(&op.kind, state);
-        let Some(cm) = state.collection_by_id(collection) else {
-            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
-            return Ok(Step::Done(format!(
-                "{describe}: abandoned, the collection is gone"
-            )));
-        };
-        let Some(parent) = cm.shard(shard_id) else {
-            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
-            return Ok(Step::Done(format!(
-                "{describe}: abandoned, the shard is gone"
-            )));
-        };
+        let cm = state
+            .collection_by_id(collection)
+            .ok_or(MetaError::NoSuchCollectionId(collection))?;
+        let parent = cm.shard(shard_id).ok_or(MetaError::NoSuchShard {
+            collection,
+            shard: shard_id,
+        })?;
         let group = cm.group(shard_id);
         let call = SplitCall {
             children: [
@@ -434,18 +444,13 @@ impl Operator {
         to: Option<NodeId>,
     ) -> Result<Step> {
         let describe = scheduler::describe(&op.kind, state);
-        let Some(cm) = state.collection_by_id(collection) else {
-            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
-            return Ok(Step::Done(format!(
-                "{describe}: abandoned, the collection is gone"
-            )));
-        };
-        let Some(shard) = cm.shard(shard_id) else {
-            self.propose(MetaCommand::AbandonOperation(op.id)).await?;
-            return Ok(Step::Done(format!(
-                "{describe}: abandoned, the shard is gone"
-            )));
-        };
+        let cm = state
+            .collection_by_id(collection)
+            .ok_or(MetaError::NoSuchCollectionId(collection))?;
+        let shard = cm.shard(shard_id).ok_or(MetaError::NoSuchShard {
+            collection,
+            shard: shard_id,
+        })?;
         let group = cm.group(shard_id);
         let mut members: Vec<NodeId> = shard.replicas.clone();
         members.extend(to);

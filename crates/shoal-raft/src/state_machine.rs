@@ -137,12 +137,6 @@ impl ShardStateMachine {
         Ok(Self::applied(shard)?.sealed)
     }
 
-    /// True if the shard has applied anything (a child built, a snapshot installed,
-    /// an entry applied).
-    pub fn has_state(shard: &Shard) -> Result<bool, RaftStoreError> {
-        Ok(Self::applied(shard)?.last_applied.is_some())
-    }
-
     /// Builds one child of a split, shard `child_no` in the empty `store`, from the
     /// sealed shard `parent`: the parent's points whose id hash is in `first..=last`,
     /// applied at log index 0 with `voters` as the child group's membership (see the
