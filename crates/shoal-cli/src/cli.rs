@@ -43,6 +43,16 @@ enum Command {
     /// Inspect the cluster: nodes, shard replicas, and whether replicas agree.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Print a random cluster secret (256 bits, hex) for `serve --cluster-secret-file`,
+    /// or write it to a file readable by its owner only.
+    ClusterSecret {
+        /// Write the secret to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// With --out: keep an existing file as it is (for start-up scripts).
+        #[arg(long, requires = "out")]
+        if_missing: bool,
+    },
     /// Import points from an fvecs or JSON-lines file, in batches, with a progress bar.
     Import {
         collection: String,
@@ -299,6 +309,45 @@ pub fn main() -> anyhow::Result<()> {
         .block_on(run(cli))
 }
 
+/// `shoal cluster-secret`: 32 random bytes from the OS, as hex.
+fn cluster_secret(out: Option<PathBuf>, if_missing: bool) -> anyhow::Result<()> {
+    use rand::TryRngCore;
+    use std::fmt::Write;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("reading random bytes from the OS")?;
+    let secret = bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    let Some(path) = out else {
+        println!("{secret}");
+        return Ok(());
+    };
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match file {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && if_missing => {
+            eprintln!("{} exists; kept as it is", path.display());
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+        Ok(mut f) => {
+            writeln!(f, "{secret}")
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote a new cluster secret to {}", path.display());
+            Ok(())
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
         init_logging(args.log_format);
@@ -307,10 +356,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Cluster(cmd) = cli.command {
         return cluster(&cli.addr, cmd).await;
     }
+    if let Command::ClusterSecret { out, if_missing } = cli.command {
+        return cluster_secret(out, if_missing);
+    }
     let (mut collections, points) = client::connect(&cli.addr).await?;
     let err = client::status_err;
     match cli.command {
-        Command::Serve(_) | Command::Cluster(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Cluster(_) | Command::ClusterSecret { .. } => {
+            unreachable!("handled above")
+        }
         Command::Collection(cmd) => match cmd {
             CollectionCmd::Update {
                 name,

@@ -678,6 +678,7 @@ fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
                         "term": r.term,
                         "points": r.points,
                         "digest": r.digest,
+                        "quarantined": r.quarantined,
                     })).collect::<Vec<_>>(),
                     "agreement": verdict,
                     "detail": detail,
@@ -767,6 +768,13 @@ fn status_text(s: &pb::ClusterStatus) -> String {
                     r.points,
                     r.digest.as_deref().unwrap_or("-")
                 );
+                if r.quarantined > 0 {
+                    let _ = writeln!(
+                        out,
+                        "      {} invalid stored records quarantined (see node {}'s log)",
+                        r.quarantined, r.node
+                    );
+                }
             }
         }
     }
@@ -820,6 +828,7 @@ mod tests {
             points: 10,
             digest: digest.map(String::from),
             term: 1,
+            quarantined: 0,
         }
     }
 

@@ -88,6 +88,13 @@ fn committed(reply: Reply) -> Result<u64> {
         None => Ok(reply.applied),
         Some(Rejection::Meta(e)) => Err(e.into()),
         Some(e @ (Rejection::WrongGroup | Rejection::Sealed)) => Err(ClusterError::internal(e)),
+        // Validated before it was proposed: refused on apply only if the node that
+        // validated it and the shard disagree; nothing was applied on any replica.
+        Some(Rejection::Invalid(why)) => Err(shoal_core::Error::invalid(
+            "points",
+            format!("refused by the shard, nothing written: {why}"),
+        )
+        .into()),
     }
 }
 

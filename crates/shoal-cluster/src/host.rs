@@ -176,7 +176,7 @@ impl Host {
             )));
         }
         let state = meta_sm.subscribe();
-        let peers = Peers::default();
+        let peers = Peers::new(options.cluster_secret.clone());
         let registry = Registry::default();
         let meta = Raft::new(
             options.node_id,
@@ -936,14 +936,16 @@ impl Host {
         let mut out = Vec::with_capacity(replicas.len());
         for (group, r) in replicas {
             let m = r.raft.metrics().borrow().clone();
+            let stats = r.shard.stats();
             let mut report = ReplicaReport {
                 group,
                 state: format!("{:?}", m.state).to_lowercase(),
                 leader: m.current_leader,
                 term: m.current_term,
                 applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-                points: r.shard.stats().points,
+                points: stats.points,
                 digest: None,
+                quarantined: stats.quarantined,
             };
             if digests {
                 let shard = r.shard.clone();

@@ -120,8 +120,15 @@ pub(crate) async fn resolve(options: &NodeOptions) -> Result<NodeId> {
         .request_timeout
         .max(std::time::Duration::from_secs(60));
     tracing::info!(join = %addr, advertise = %options.advertise, "joining the cluster");
-    let id =
-        crate::admin::join_cluster(addr, &options.advertise, &identity.uuid, None, wait).await?;
+    let id = crate::admin::join_cluster(
+        addr,
+        &options.advertise,
+        &identity.uuid,
+        None,
+        options.cluster_secret.clone(),
+        wait,
+    )
+    .await?;
     identity.id = Some(id);
     save(dir, &identity)?;
     tracing::info!(node = id, "joined the cluster");
@@ -139,7 +146,15 @@ async fn rejoin(
     addr: &str,
 ) -> Result<NodeId> {
     let wait = std::time::Duration::from_secs(10);
-    match crate::admin::join_cluster(addr, &options.advertise, &identity.uuid, Some(id), wait).await
+    match crate::admin::join_cluster(
+        addr,
+        &options.advertise,
+        &identity.uuid,
+        Some(id),
+        options.cluster_secret.clone(),
+        wait,
+    )
+    .await
     {
         Ok(_) => {
             tracing::info!(node = id, advertise = %options.advertise, "rejoined the cluster");

@@ -22,7 +22,9 @@ use shoal_core::{
 use shoal_meta::ClusterState;
 use shoal_proto::internal::v1::cluster_internal_server::ClusterInternalServer;
 use shoal_proto::internal::v1::raft_transport_server::RaftTransportServer;
+use shoal_raft::auth::Gate;
 use shoal_raft::network::{MAX_RAFT_MESSAGE, RaftTransportService};
+use tonic::service::interceptor::InterceptedService;
 
 use crate::admin::Admin;
 use crate::balance::Balancer;
@@ -49,6 +51,8 @@ struct Inner {
     db: Arc<Database>,
     admin: Arc<Admin>,
     removed: tokio::sync::watch::Receiver<Option<Removal>>,
+    /// Checks the cluster secret of every call to the internal port.
+    gate: Gate,
 }
 
 /// A running node. Cheap to clone.
@@ -96,6 +100,7 @@ impl Node {
                 db,
                 admin,
                 removed,
+                gate: Gate::new(options.cluster_secret.clone()),
             }),
         };
         let host = &node.inner.host;
@@ -190,7 +195,10 @@ impl Node {
         ))
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
-        tonic::service::Routes::new(raft).add_service(calls)
+        // Every call is checked for the cluster secret before it is decoded.
+        let gate = &self.inner.gate;
+        tonic::service::Routes::new(InterceptedService::new(raft, gate.clone()))
+            .add_service(InterceptedService::new(calls, gate.clone()))
     }
 
     /// Resolves once the cluster removed this node — a drain of it finished, or it

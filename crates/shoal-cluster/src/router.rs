@@ -342,7 +342,7 @@ pub(crate) async fn call_at<T: serde::de::DeserializeOwned>(
         reason,
     };
     let channel = peers.channel(addr).map_err(unreachable)?;
-    let mut client = ClusterInternalClient::new(channel)
+    let mut client = ClusterInternalClient::with_interceptor(channel, peers.credential())
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let mut req = tonic::Request::new(GroupCall { group, payload, to });

@@ -372,6 +372,7 @@ mod tests {
                 applied: 0,
                 points: 0,
                 digest: None,
+                quarantined: 0,
             }),
         }
     }

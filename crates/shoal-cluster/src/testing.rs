@@ -77,6 +77,7 @@ pub fn options(id: u64, dir: &Path, peers: BTreeMap<u64, String>) -> NodeOptions
         timing: timing(),
         request_timeout: Duration::from_secs(10),
         join: None,
+        cluster_secret: None,
         elasticity: crate::Elasticity {
             interval: Duration::from_millis(200),
             dead_node_timeout: Duration::from_secs(5),

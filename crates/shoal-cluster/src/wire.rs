@@ -102,6 +102,8 @@ pub struct ReplicaReport {
     pub applied: u64,
     pub points: u64,
     pub digest: Option<u64>,
+    /// Stored records the replica quarantined as invalid (`shoal_shard::ShardStats`).
+    pub quarantined: u64,
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ClusterError> {

@@ -326,6 +326,62 @@ pub fn upsert(cfg: &CollectionConfig, points: Vec<Point>, limits: &Limits) -> Re
         .collect()
 }
 
+/// Largest payload a stored point may have, whatever a server's `--max-payload-bytes`
+/// (which cannot be set above it).
+pub const MAX_STORED_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Re-checks a point as it is stored, or about to be applied from a Raft log, against
+/// what every replica agrees on whatever its flags: the collection's dimension and
+/// metric, finite components in range (unit length for COSINE, which is stored
+/// normalised), a well-formed payload of at most [`MAX_STORED_PAYLOAD_BYTES`]. A
+/// point that passed [`upsert`] always passes; one that fails was never accepted
+/// through the API (a forged or corrupted entry or record), and storing or indexing it
+/// would fail later. Deterministic: every replica decides the same way.
+pub fn stored_point(cfg: &CollectionConfig, field: &str, p: &Point) -> Result<()> {
+    let v = &p.vector;
+    if v.len() != cfg.dim as usize {
+        return Err(Error::invalid(
+            format!("{field}.vector"),
+            format!(
+                "vector has {} components; the shard's dim is {}",
+                v.len(),
+                cfg.dim
+            ),
+        ));
+    }
+    if let Some(i) = v
+        .iter()
+        .position(|x| !x.is_finite() || x.abs() > MAX_COMPONENT)
+    {
+        return Err(Error::invalid(
+            format!("{field}.vector[{i}]"),
+            format!("component {} is not finite or out of range", v[i]),
+        ));
+    }
+    if cfg.metric == Metric::Cosine && !(0.5..=2.0).contains(&crate::vector::norm_sq(v)) {
+        return Err(Error::invalid(
+            format!("{field}.vector"),
+            "a stored COSINE vector must have unit length",
+        ));
+    }
+    let limits = Limits {
+        max_payload_bytes: MAX_STORED_PAYLOAD_BYTES,
+        ..Limits::default()
+    };
+    payload(&format!("{field}.payload"), &p.payload, &limits)
+}
+
+/// [`stored_point`] for every point of a write (deletes always pass: any id is one).
+pub fn stored_write(cfg: &CollectionConfig, write: &crate::Write) -> Result<()> {
+    match write {
+        crate::Write::Upsert(points) => points
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, p)| stored_point(cfg, &format!("points[{i}]"), p)),
+        crate::Write::Delete(_) => Ok(()),
+    }
+}
+
 /// Checks a list of ids (for `Delete` and `Get`) and returns them without duplicates,
 /// in first-seen order.
 pub fn ids(ids: Vec<PointId>, limits: &Limits) -> Result<Vec<PointId>> {
@@ -496,6 +552,59 @@ pub fn scroll_limit(limit: u32, limits: &Limits) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_points_pass_only_what_validation_could_have_produced() {
+        let limits = Limits::default();
+        for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+            let c = cfg(metric);
+            let mut payload = Payload::new();
+            payload.insert("k".into(), Value::Double(1.5));
+            let valid = upsert(
+                &c,
+                vec![Point {
+                    id: PointId::Num(1),
+                    vector: vec![3.0, -4.0, 0.5],
+                    payload,
+                }],
+                &limits,
+            )
+            .unwrap();
+            stored_write(&c, &crate::Write::Upsert(valid.clone())).unwrap();
+            let with = |f: &dyn Fn(&mut Point)| {
+                let mut p = valid[0].clone();
+                f(&mut p);
+                stored_point(&c, "points[0]", &p).unwrap_err()
+            };
+            let e = with(&|p| p.vector.push(1.0));
+            assert!(e.to_string().contains("points[0].vector"), "{e}");
+            let e = with(&|p| p.vector[1] = f32::NAN);
+            assert!(e.to_string().contains("points[0].vector[1]"), "{e}");
+            with(&|p| p.vector[2] = f32::INFINITY);
+            with(&|p| {
+                p.payload.insert("bad".into(), Value::Double(f64::NAN));
+            });
+            with(&|p| {
+                p.payload.insert("a.b".into(), Value::Null);
+            });
+            with(&|p| {
+                p.payload.insert(
+                    "big".into(),
+                    Value::String("x".repeat(MAX_STORED_PAYLOAD_BYTES)),
+                );
+            });
+            if metric == Metric::Cosine {
+                // Stored COSINE vectors are unit length.
+                with(&|p| p.vector = vec![3.0, 4.0, 0.0]);
+            }
+        }
+        // Deletes always pass.
+        stored_write(
+            &cfg(Metric::L2),
+            &crate::Write::Delete(vec![PointId::Num(9)]),
+        )
+        .unwrap();
+    }
 
     fn cfg(metric: Metric) -> CollectionConfig {
         CollectionConfig {

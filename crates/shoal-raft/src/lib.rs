@@ -24,10 +24,15 @@
 //! - [`network`]: the gRPC Raft transport shared by every group of a node (one
 //!   channel per peer) and the node's [`network::Registry`] of groups.
 //!
+//! - [`auth`]: the cluster secret that every call between nodes carries and every
+//!   internal port checks.
+//!
 //! Which groups a node hosts, and routing requests to them, is `shoal-cluster`'s.
 //! This crate must never validate requests (they arrive validated) nor know wire
-//! formats of the public API.
+//! formats of the public API; it only re-checks committed shard writes against the
+//! shard (`Shard::check`) so that no entry can break a replica.
 
+pub mod auth;
 mod error;
 mod log_store;
 mod meta;
@@ -73,6 +78,10 @@ pub enum Rejection {
     /// shard's range moves to the split's children.
     #[error("the shard is being split and takes no more writes")]
     Sealed,
+    /// A shard write that no validated request could make (a wrong dimension, a
+    /// non-finite component, a malformed payload): nothing of it was applied.
+    #[error("the write is invalid and was not applied: {0}")]
+    Invalid(String),
 }
 
 /// What applying an entry returns.

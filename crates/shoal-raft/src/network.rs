@@ -45,6 +45,7 @@ use shoal_proto::internal::v1::{
 use tonic::transport::Channel;
 
 use crate::TypeConfig;
+use crate::auth::{ClusterSecret, Credential};
 use crate::log_store::{decode, encode};
 
 /// Largest Raft message (log batches, snapshot chunks), both ways.
@@ -132,6 +133,8 @@ pub struct Peers {
     book: Arc<RwLock<HashMap<u64, String>>>,
     /// Numbers the channels created, so a failed call drops only the one it used.
     created: Arc<AtomicU64>,
+    /// What every call to a peer carries to be let in (see [`crate::auth`]).
+    credential: Credential,
 }
 
 /// A channel with its serial number (see [`Peers::forget`]).
@@ -142,6 +145,19 @@ pub struct PeerChannel {
 }
 
 impl Peers {
+    /// No channels yet; every call made through them carries `secret`.
+    pub fn new(secret: Option<ClusterSecret>) -> Peers {
+        Peers {
+            credential: Credential::new(secret),
+            ..Peers::default()
+        }
+    }
+
+    /// The interceptor that adds this node's cluster credential to a call.
+    pub fn credential(&self) -> Credential {
+        self.credential.clone()
+    }
+
     /// Replaces the address book.
     pub fn set_addresses(&self, addresses: impl IntoIterator<Item = (u64, String)>) {
         *self.book.write().unwrap_or_else(|p| p.into_inner()) = addresses.into_iter().collect();
@@ -288,7 +304,7 @@ impl PeerClient {
             to: self.target,
         });
         request.set_timeout(option.hard_ttl());
-        let mut client = RaftTransportClient::new(channel)
+        let mut client = RaftTransportClient::with_interceptor(channel, self.peers.credential())
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE);
         let reply = match client.call(request).await {

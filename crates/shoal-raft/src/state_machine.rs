@@ -16,6 +16,12 @@
 //! `get_current_snapshot` builds a fresh one on demand (its log id is never behind
 //! anything the log has purged, because purging follows snapshots).
 //!
+//! **Defensive apply.** Writes are validated before they are proposed, but a committed
+//! entry is re-checked against the shard's configuration before it is applied
+//! (`Shard::check`): one that fails is refused ([`Rejection::Invalid`]) — applied as a
+//! no-op at its index on every replica alike, so digests stay equal and the group and
+//! the node keep running.
+//!
 //! **Sealing and splitting.** A [`Command::Seal`] entry marks the shard sealed (kept
 //! in `ShardApplied`): every later shard write is refused with [`Rejection::Sealed`],
 //! identically on every replica, so the sealed shard's points are the same on each
@@ -265,7 +271,22 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                         rejected = Some(Rejection::Sealed);
                         None
                     }
-                    EntryPayload::Normal(Command::Shard(write)) => Some(write),
+                    EntryPayload::Normal(Command::Shard(write)) => match shard.check(&write) {
+                        Ok(()) => Some(write),
+                        Err(e) => {
+                            // Validated before it was proposed, so this entry came
+                            // from a bug or a forger: refused the same way on every
+                            // replica, nothing stored, the group goes on.
+                            tracing::error!(
+                                shard = shard.shard_no(),
+                                index = log_id.index,
+                                reason = %e,
+                                "refused an invalid committed write"
+                            );
+                            rejected = Some(Rejection::Invalid(e.to_string()));
+                            None
+                        }
+                    },
                     EntryPayload::Normal(Command::Seal) => {
                         applied.sealed = true;
                         sealed.store(true, Ordering::Release);

@@ -360,6 +360,7 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                                     points: rep.points,
                                     digest: rep.digest.map(|d| format!("{d:016x}")),
                                     term: rep.term,
+                                    quarantined: rep.quarantined,
                                 },
                                 None => pb::ReplicaStatus {
                                     node: r.node,
@@ -368,6 +369,7 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                                     points: 0,
                                     digest: None,
                                     term: 0,
+                                    quarantined: 0,
                                 },
                             })
                             .collect(),

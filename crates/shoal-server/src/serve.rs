@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_cluster::{CoalesceOptions, Elasticity, Node, NodeOptions, RaftTiming, ShardOptions};
+use shoal_cluster::{
+    ClusterSecret, CoalesceOptions, Elasticity, Node, NodeOptions, RaftTiming, ShardOptions,
+};
 use shoal_core::Limits;
+
 use shoal_proto::v1::{
     cluster_server::ClusterServer, collections_server::CollectionsServer,
     points_server::PointsServer,
@@ -98,8 +101,9 @@ pub struct ServeArgs {
     /// Most queries in one SearchBatch.
     #[arg(long, env = "SHOAL_MAX_SEARCH_BATCH", default_value_t = Limits::default().max_search_batch)]
     pub max_search_batch: usize,
-    /// Largest payload of one point, in bytes.
-    #[arg(long, env = "SHOAL_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
+    /// Largest payload of one point, in bytes (at most 16 MiB).
+    #[arg(long, env = "SHOAL_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=shoal_core::validate::MAX_STORED_PAYLOAD_BYTES as u64))]
     pub max_payload_bytes: usize,
     /// Largest `limit` (page size) of a Scroll.
     #[arg(long, env = "SHOAL_MAX_SCROLL_LIMIT", default_value_t = Limits::default().max_scroll_limit)]
@@ -179,6 +183,26 @@ pub struct ServeArgs {
     /// Omit for a single-node cluster.
     #[arg(long, env = "SHOAL_PEERS")]
     pub peers: Option<Peers>,
+    /// The cluster secret: every call between nodes carries it and every node's
+    /// internal port refuses calls without it (UNAUTHENTICATED). Give every node the
+    /// same one, at least 16 printable characters (`shoal cluster-secret` prints a
+    /// random one). Prefer --cluster-secret-file: a flag shows in `ps`.
+    #[arg(
+        long,
+        env = "SHOAL_CLUSTER_SECRET",
+        hide_env_values = true,
+        conflicts_with = "cluster_secret_file"
+    )]
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret; with several lines (rotation), the node sends
+    /// the first and accepts each. Blank lines and `#` comments are ignored.
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Run a multi-node cluster whose internal port listens beyond loopback without a
+    /// cluster secret: anyone who reaches that port can read and change every
+    /// collection. Only for networks where nothing else can reach the nodes.
+    #[arg(long, env = "SHOAL_INSECURE_INTERNAL")]
+    pub insecure_internal: bool,
     /// Raft leader heartbeat period, in milliseconds.
     #[arg(long, env = "SHOAL_RAFT_HEARTBEAT_MS", default_value_t = RaftTiming::default().heartbeat_ms)]
     pub raft_heartbeat_ms: u64,
@@ -232,8 +256,55 @@ impl ServeArgs {
         }
     }
 
+    /// The cluster secret from --cluster-secret or --cluster-secret-file, if any.
+    fn cluster_secret(&self) -> anyhow::Result<Option<ClusterSecret>> {
+        let text = match (&self.cluster_secret, &self.cluster_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading --cluster-secret-file {}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        let secret = ClusterSecret::parse(&text).map_err(|e| match &self.cluster_secret_file {
+            Some(path) if self.cluster_secret.is_none() => {
+                anyhow::anyhow!("--cluster-secret-file {}: {e}", path.display())
+            }
+            _ => anyhow::anyhow!("--cluster-secret: {e}"),
+        })?;
+        Ok(Some(secret))
+    }
+
+    /// Refuses an unauthenticated internal port that other machines may reach, in a
+    /// cluster of more than one node, unless --insecure-internal says so.
+    fn check_internal_security(
+        &self,
+        raft_addr: SocketAddr,
+        secret: Option<&ClusterSecret>,
+        peers: &BTreeMap<u64, String>,
+    ) -> anyhow::Result<()> {
+        let clustered = peers.len() > 1 || self.join.is_some();
+        if secret.is_some() || !clustered || raft_addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if !self.insecure_internal {
+            anyhow::bail!(
+                "refusing to run a cluster whose internal port ({raft_addr}, --raft-listen) \
+                 other machines can reach without a cluster secret: anyone reaching it could \
+                 read and change every collection. Give every node the same \
+                 --cluster-secret-file (`shoal cluster-secret --out FILE` makes one), or \
+                 pass --insecure-internal on a network nothing else can reach"
+            );
+        }
+        tracing::warn!(
+            %raft_addr,
+            "--insecure-internal: the internal port takes calls from anyone who reaches it"
+        );
+        Ok(())
+    }
+
     fn node_options(&self, raft_addr: SocketAddr) -> anyhow::Result<NodeOptions> {
         let peers = self.peers.clone().map(|p| p.0).unwrap_or_default();
+        let cluster_secret = self.cluster_secret()?;
+        self.check_internal_security(raft_addr, cluster_secret.as_ref(), &peers)?;
         if self.join.is_some() && self.node_id.is_some() {
             anyhow::bail!(
                 "--join and --node-id: a joining node gets its id from the cluster; drop --node-id"
@@ -261,6 +332,7 @@ impl ServeArgs {
         Ok(NodeOptions {
             node_id,
             join: self.join.clone(),
+            cluster_secret,
             elasticity: Elasticity {
                 dead_node_timeout: Duration::from_secs(self.dead_node_timeout),
                 max_voters: self.max_voters,
@@ -489,6 +561,61 @@ mod tests {
             .node_options("127.0.0.1:7471".parse().unwrap())
             .unwrap_err();
         assert!(e.to_string().contains("`hnsw-rs`"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_beyond_loopback_needs_a_secret_or_an_explicit_opt_out() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: super::ServeArgs,
+        }
+        let options = |flags: &[&str], raft: &str| {
+            let mut argv = vec!["shoal"];
+            argv.extend_from_slice(flags);
+            Serve::try_parse_from(argv)
+                .unwrap()
+                .args
+                .node_options(raft.parse().unwrap())
+                .map(|o| o.cluster_secret.is_some())
+                .map_err(|e| e.to_string())
+        };
+        let three = ["--peers", "1=a:1,2=b:1,3=c:1"];
+        let open = "0.0.0.0:7471";
+        // Refused: three nodes reachable beyond loopback, no secret.
+        let e = options(&three, open).unwrap_err();
+        assert!(e.contains("--cluster-secret-file"), "{e}");
+        let e = options(&["--join", "a:1"], "10.0.0.5:7471").unwrap_err();
+        assert!(e.contains("--insecure-internal"), "{e}");
+        // Allowed: loopback, a node alone, a secret, or said explicitly.
+        assert_eq!(options(&three, "127.0.0.1:7471"), Ok(false));
+        assert_eq!(options(&[], open), Ok(false));
+        let secret = ["--cluster-secret", "0123456789abcdef0123"];
+        assert_eq!(options(&[&three[..], &secret[..]].concat(), open), Ok(true));
+        let insecure = ["--insecure-internal"];
+        assert_eq!(
+            options(&[&three[..], &insecure[..]].concat(), open),
+            Ok(false)
+        );
+        // A bad secret is refused with the flag's name, never echoed.
+        let e = options(&["--cluster-secret", "short-secret"], open).unwrap_err();
+        assert!(
+            e.contains("--cluster-secret") && !e.contains("short-secret"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(
+            &file,
+            "# rotation\nnew-secret-0123456789\nold-secret-0123456789\n",
+        )
+        .unwrap();
+        let f = ["--cluster-secret-file", file.to_str().unwrap()];
+        assert_eq!(options(&[&three[..], &f[..]].concat(), open), Ok(true));
+        let missing = ["--cluster-secret-file", "/nonexistent/secret"];
+        let e = options(&missing, open).unwrap_err();
+        assert!(e.contains("/nonexistent/secret"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,10 @@ pub enum ShardError {
     Index(#[from] shoal_index::IndexError),
     #[error("index checkpoint: {0}")]
     Checkpoint(String),
+    /// A write the shard refuses to store: a point that no request validated could
+    /// hold (`shoal_core::validate::stored_write`). Nothing of the write was stored.
+    #[error("invalid write: {0}")]
+    Invalid(shoal_core::Error),
 }
 
 impl From<ShardError> for shoal_core::Error {
@@ -16,6 +20,7 @@ impl From<ShardError> for shoal_core::Error {
         match e {
             ShardError::Storage(s) => s.into(),
             ShardError::Index(i) => shoal_core::Error::Internal(format!("index: {i}")),
+            ShardError::Invalid(e) => e,
             ShardError::Checkpoint(c) => {
                 shoal_core::Error::Internal(format!("index checkpoint: {c}"))
             }

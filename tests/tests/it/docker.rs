@@ -181,6 +181,8 @@ async fn container_keeps_acknowledged_writes_across_sigkill() {
 struct ClusterCleanup {
     containers: Vec<String>,
     volumes: Vec<String>,
+    /// The volume holding the cluster secret (docker-compose.yml's `cluster-secret`).
+    secret: String,
     network: String,
     image: String,
 }
@@ -197,6 +199,7 @@ impl ClusterCleanup {
             volumes: (1..=3)
                 .map(|i| format!("shoal-test-{id}-{tag}-n{i}-data"))
                 .collect(),
+            secret: format!("shoal-test-{id}-{tag}-secret"),
             network: format!("shoal-test-{id}-{tag}-net"),
             image: format!("shoal-test:{id}-{tag}"),
         }
@@ -217,7 +220,7 @@ impl Drop for ClusterCleanup {
         let mut rm = vec!["rm", "-f", "-v"];
         rm.extend(self.containers.iter().map(String::as_str));
         let _ = docker(&rm);
-        let mut rm = vec!["volume", "rm", "-f"];
+        let mut rm = vec!["volume", "rm", "-f", &self.secret];
         rm.extend(self.volumes.iter().map(String::as_str));
         let _ = docker(&rm);
         let _ = docker(&["network", "rm", &self.network]);
@@ -237,16 +240,45 @@ fn run_container(g: &ClusterCleanup, name: &str, opts: &[String]) {
     docker_ok(&args);
 }
 
+/// Where docker-compose.yml mounts the cluster secret, and the variable naming it.
+const SECRET_MOUNT: &str = "/secrets";
+const SECRET_ENV: (&str, &str) = ("SHOAL_CLUSTER_SECRET_FILE", "/secrets/cluster-secret");
+
+/// Writes a cluster secret into the secret volume as docker-compose.yml's
+/// `cluster-secret` service does (its command, from [`compose_secret_command`]).
+fn make_secret(g: &ClusterCleanup) {
+    let mount = format!("{}:{SECRET_MOUNT}", g.secret);
+    let mut args = vec!["run", "--rm", "-v", &mount, &g.image];
+    let command = compose_secret_command();
+    args.extend(command.iter().map(String::as_str));
+    docker_ok(&args);
+}
+
+/// The read-only mount of the secret volume and [`SECRET_ENV`], as `docker run` options.
+fn secret_opts(g: &ClusterCleanup) -> [String; 4] {
+    [
+        "-v".into(),
+        format!("{}:{SECRET_MOUNT}:ro", g.secret),
+        "-e".into(),
+        format!("{}={}", SECRET_ENV.0, SECRET_ENV.1),
+    ]
+}
+
 /// Starts node `i` (1-based) of the cluster as docker-compose.yml does: its own volume,
-/// SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN, the public port published, the Raft
-/// port not.
+/// the secret volume read-only, SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN,
+/// SHOAL_CLUSTER_SECRET_FILE, the public port published, the Raft port not.
 fn run_node(g: &ClusterCleanup, i: usize) {
     let alias = format!("shoal{i}");
+    let [v, secret_mount, e, secret_env] = secret_opts(g);
     let opts = [
         "--hostname",
         &alias,
         "--network-alias",
         &alias,
+        &v,
+        &secret_mount,
+        &e,
+        &secret_env,
         "-v",
         &format!("{}:/data", g.volumes[i - 1]),
         "-e",
@@ -269,6 +301,7 @@ async fn start_three_nodes(g: &ClusterCleanup, lap: &dyn Fn(&str)) -> Vec<Channe
     build_image(&g.image);
     lap("image built");
     docker_ok(&["network", "create", &g.network]);
+    make_secret(g);
     for i in 1..=3 {
         run_node(g, i);
     }
@@ -652,7 +685,8 @@ async fn three_node_cluster_survives_a_stopped_node_and_converges() {
 /// The environment of docker-compose.yml's `shoal-extra` service: a node that joins
 /// through shoal1, with neither node id nor peers. [`compose_extra_service`] checks
 /// that the file says the same.
-const EXTRA_ENV: [(&str, &str); 4] = [
+const EXTRA_ENV: [(&str, &str); 5] = [
+    SECRET_ENV,
     ("SHOAL_DATA_DIR", "/data"),
     ("SHOAL_JOIN", "shoal1:7471"),
     ("SHOAL_LISTEN", "0.0.0.0:7470"),
@@ -662,13 +696,36 @@ const EXTRA_ENV: [(&str, &str); 4] = [
 /// Starts a container as docker-compose.yml's `shoal-extra` service: no host name
 /// and no network alias (it advertises its default host name, the short container
 /// id), no named volume (the image's `VOLUME /data` gives it an anonymous one),
-/// [`EXTRA_ENV`], the public port published on a free port, the Raft port not.
+/// [`EXTRA_ENV`], the secret volume read-only, the public port published on a free
+/// port, the Raft port not.
 fn run_extra(g: &ClusterCleanup, name: &str) {
-    let opts: Vec<String> = EXTRA_ENV
+    let mut opts: Vec<String> = EXTRA_ENV
         .iter()
         .flat_map(|(k, v)| ["-e".to_string(), format!("{k}={v}")])
         .collect();
+    let [v, mount, ..] = secret_opts(g);
+    opts.extend([v, mount]);
     run_container(g, name, &opts);
+}
+
+/// The command of docker-compose.yml's `cluster-secret` service (the arguments after
+/// the image's `shoal` entry point), read from the file itself.
+fn compose_secret_command() -> Vec<String> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml");
+    let text = std::fs::read_to_string(file).expect("read docker-compose.yml");
+    let service: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "  cluster-secret:")
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let line = service
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("command: "))
+        .expect("a one-line command in the cluster-secret service of docker-compose.yml");
+    line.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|w| w.trim().trim_matches('"').to_string())
+        .collect()
 }
 
 /// The lines of `service` in the output of `docker-compose config` (its name's line
@@ -753,12 +810,23 @@ fn check_compose_extra_service(test: &str) -> bool {
             .any(|l| l.trim().trim_start_matches("- ") == "elastic"),
         "shoal-extra is not in the elastic profile:\n{shown}"
     );
-    for key in ["hostname", "volumes", "container_name"] {
+    for key in ["hostname", "container_name"] {
         assert!(
             !extra.iter().any(|l| l.starts_with(&format!("    {key}:"))),
             "shoal-extra sets {key}, which breaks scaling or joining:\n{shown}"
         );
     }
+    // Its one volume is the shared, read-only secret: a named data volume would be
+    // shared by every scaled container.
+    let volumes: Vec<&str> = compose_key(&extra, "volumes")
+        .iter()
+        .map(|l| l.trim().trim_start_matches("- "))
+        .collect();
+    assert_eq!(
+        volumes,
+        [format!("cluster-secret:{SECRET_MOUNT}:ro")],
+        "shoal-extra's volumes:\n{shown}"
+    );
     let ports = compose_key(&extra, "ports").join("\n");
     assert!(
         ports.contains("7470"),

@@ -7,6 +7,7 @@ mod cluster;
 mod docker;
 mod durability;
 mod elastic;
+mod internal_security;
 mod recall;
 
 use std::path::Path;

@@ -359,6 +359,7 @@ def cluster_status(s: pb.ClusterStatus) -> ClusterStatus:
                                 r.points,
                                 r.digest if r.HasField("digest") else None,
                                 r.term,
+                                r.quarantined,
                             )
                             for r in sh.replicas
                         ],

@@ -254,6 +254,8 @@ class ReplicaStatus:
     points: int
     digest: Optional[str]
     term: int
+    # Invalid stored records the replica moved aside when it opened (see its log).
+    quarantined: int = 0
 
 
 @dataclass

@@ -7,14 +7,18 @@
 //! - `read.rs`: searches and their strategy, gets, scrolls, counts;
 //! - `background.rs`: checkpoint and rebuild threads.
 //!
-//! A shard never validates: it applies what its Raft group's state machine hands it,
-//! which `shoal-core` validated before it was proposed.
+//! Requests are validated before they are proposed (`shoal-core`); a shard only
+//! re-checks what it stores against its collection's dimension and metric and the
+//! fixed bounds every replica shares ([`Shard::check`]): it refuses such a write before
+//! storing anything, and opening quarantines a stored record that fails the check (or
+//! does not decode) instead of failing — one bad record never costs the shard.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use shoal_core::CollectionConfig;
+use shoal_core::{CollectionConfig, Point, Write};
 use shoal_index::Backend;
 use shoal_storage::ShardStore;
 
@@ -76,6 +80,8 @@ pub struct ShardStats {
     pub points: u64,
     pub tombstones: u64,
     pub applied_seq: u64,
+    /// Stored records moved aside because they were invalid (see the module doc).
+    pub quarantined: u64,
 }
 
 /// A shard's parts, shared by its clones and its background threads.
@@ -90,6 +96,8 @@ struct Inner {
     options: ShardOptions,
     writer: Mutex<Writer>,
     state: RwLock<State>,
+    /// Records quarantined when the shard opened or installed a snapshot.
+    quarantined: AtomicU64,
 }
 
 /// One shard. Cheap to clone; all clones are the same shard.
@@ -117,6 +125,20 @@ impl Shard {
             points: st.ids.len() as u64,
             tombstones: st.index.tombstones() as u64,
             applied_seq,
+            quarantined: self.inner.quarantined.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the shard would store `write`: every point has the collection's
+    /// dimension, finite components in range and a well-formed payload within the fixed
+    /// bounds (`shoal_core::validate::stored_write`). Deterministic: every replica of
+    /// the shard decides the same way, whatever its flags.
+    pub fn check(&self, write: &Write) -> Result<(), shoal_core::Error> {
+        shoal_core::validate::stored_write(&self.inner.config, write)
+    }
+
+    /// [`Shard::check`] for one point, as a reason.
+    fn check_point(config: &CollectionConfig, p: &Point) -> Result<(), String> {
+        shoal_core::validate::stored_point(config, "point", p).map_err(|e| e.to_string())
     }
 }

@@ -3,15 +3,19 @@
 //! checkpoint.
 //!
 //! Opening must never change what the shard contains: the stored points decide, a
-//! checkpoint only saves re-inserting the points it already holds.
+//! checkpoint only saves re-inserting the points it already holds. The one exception
+//! is a record no valid write could have stored (it does not decode, or fails
+//! [`Shard::check`]): it is quarantined — moved aside in storage, logged, counted in
+//! the shard's stats — and the shard opens with the rest.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use shoal_core::{CollectionConfig, Point, PointId};
 use shoal_index::{InternalId, VectorIndex};
-use shoal_storage::ShardStore;
+use shoal_storage::{Quarantined, ShardStore};
 
 use super::state::{Record, State, Writer, allocate, index_params, insert_vectors};
 use super::{Inner, Shard, ShardOptions};
@@ -45,17 +49,43 @@ impl Shard {
     ) -> Result<Shard, ShardError> {
         let applied_seq = store.applied_seq()?;
         let params = index_params(&config, 0);
-        let (state, next_internal) = match checkpoint::read_latest(store.derived_dir(), &params) {
-            Some((index, ids)) => reconcile(&pool, Arc::from(index), ids, &store)?,
+        let check = |p: &Point| Shard::check_point(&config, p);
+        let Opened {
+            state,
+            next_internal,
+            diverged,
+            quarantined,
+        } = match checkpoint::read_latest(store.derived_dir(), &params) {
+            Some((index, ids)) => reconcile(&pool, Arc::from(index), ids, &store, check)?,
             None => {
-                let points: Vec<Point> = store.points().collect::<Result<_, _>>()?;
+                let mut points = Vec::new();
+                let bad = store.points_checked(check, |p| {
+                    points.push(p);
+                    Ok::<_, ShardError>(())
+                })?;
                 let state = State::build(&config, options.backend, &pool, points)?;
-                let next = state.records.len() as InternalId;
-                let all = state.ids.len();
-                (state, (next, all))
+                Opened {
+                    next_internal: state.records.len() as InternalId,
+                    diverged: state.ids.len(),
+                    state,
+                    quarantined: bad,
+                }
             }
         };
-        let (next_internal, diverged) = next_internal;
+        for q in &quarantined {
+            tracing::error!(
+                collection = %config.name,
+                shard = shard_no,
+                record = %q.record,
+                reason = %q.reason,
+                "quarantined an invalid stored record; the shard serves the rest"
+            );
+        }
+        // Counted from storage: records quarantined by an earlier open stay counted.
+        let store_quarantined = match store.quarantined() {
+            Ok(n) => n as u64,
+            Err(_) => quarantined.len() as u64,
+        };
         let shard = Shard {
             inner: Arc::new(Inner {
                 config,
@@ -73,6 +103,7 @@ impl Shard {
                     generation: 0,
                 }),
                 state: RwLock::new(state),
+                quarantined: AtomicU64::new(store_quarantined),
             }),
         };
         Ok(shard)
@@ -129,6 +160,17 @@ impl Shard {
     }
 }
 
+/// What opening derived from storage.
+struct Opened {
+    state: State,
+    /// The next free internal id.
+    next_internal: InternalId,
+    /// Points that differed from the checkpoint (all of them without one).
+    diverged: usize,
+    /// Records moved aside.
+    quarantined: Vec<Quarantined>,
+}
+
 /// Derived state from a checkpointed index and id map, brought up to date with the
 /// points in storage: unchanged points keep their graph node, changed and new ones are
 /// inserted under fresh ids, and nodes of points no longer stored are deleted.
@@ -139,15 +181,15 @@ fn reconcile(
     index: Arc<dyn VectorIndex>,
     map: checkpoint::IdMap,
     store: &ShardStore,
-) -> Result<(State, (InternalId, usize)), ShardError> {
+    check: impl Fn(&Point) -> Result<(), String>,
+) -> Result<Opened, ShardError> {
     let mut checkpointed: std::collections::HashMap<PointId, InternalId> =
         map.ids.into_iter().collect();
     let mut next = map.next_internal;
     let mut state = State::new(index.clone(), 0);
     state.records.resize_with(next as usize, || None);
     let mut fresh: Vec<Point> = Vec::new();
-    for p in store.points() {
-        let p = p?;
+    let quarantined = store.points_checked(check, |p| {
         match checkpointed.remove(&p.id) {
             Some(iid)
                 if (iid as usize) < state.records.len()
@@ -168,7 +210,8 @@ fn reconcile(
             }
             None => fresh.push(p),
         }
-    }
+        Ok::<_, ShardError>(())
+    })?;
     let stale = checkpointed.len();
     for iid in checkpointed.into_values() {
         index.delete(iid);
@@ -183,5 +226,10 @@ fn reconcile(
     );
     let diverged = fresh.len() + stale;
     state.publish_upserts(base, fresh.into_iter().map(|p| (p.id, p.payload)));
-    Ok((state, (next, diverged)))
+    Ok(Opened {
+        state,
+        next_internal: next,
+        diverged,
+        quarantined,
+    })
 }

@@ -6,6 +6,8 @@
 //! lock (the pool-deadlock rule of ARCHITECTURE.md). Nothing here fsyncs: durability is
 //! asked for with [`Shard::sync`].
 
+use std::sync::atomic::Ordering;
+
 use std::time::Instant;
 
 use shoal_core::{Point, PointId, Write};
@@ -77,6 +79,9 @@ impl Shard {
         write: Write,
         meta: Option<&[u8]>,
     ) -> Result<Ticket, ShardError> {
+        // Nothing is stored before it is checked: a point the index would refuse must
+        // not reach the disk, where every reopen would meet it again.
+        self.check(&write).map_err(ShardError::Invalid)?;
         match write {
             Write::Upsert(points) => self.upsert_locked(w, seq, points, meta),
             Write::Delete(ids) => self.delete_locked(w, seq, ids, meta),
@@ -191,15 +196,24 @@ impl Shard {
         let inner = &*self.inner;
         let mut w = inner.writer.lock();
         let meta = snapshot.meta.unwrap_or_default();
-        let ticket = inner
-            .store
-            .replace_all(&snapshot.points, snapshot.seq, &meta)?;
-        let state = State::build(
-            &inner.config,
-            inner.options.backend,
-            &inner.pool,
-            snapshot.points,
-        )?;
+        let mut points = snapshot.points;
+        let before = points.len();
+        points.retain(|p| match Self::check_point(&inner.config, p) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::error!(
+                    shard = inner.shard_no,
+                    point = %p.id,
+                    %reason,
+                    "left an invalid point of a snapshot out"
+                );
+                false
+            }
+        });
+        let left_out = (before - points.len()) as u64;
+        inner.quarantined.store(left_out, Ordering::Relaxed);
+        let ticket = inner.store.replace_all(&points, snapshot.seq, &meta)?;
+        let state = State::build(&inner.config, inner.options.backend, &inner.pool, points)?;
         w.next_internal = state.records.len() as InternalId;
         w.since_checkpoint = state.ids.len();
         *inner.state.write() = state;

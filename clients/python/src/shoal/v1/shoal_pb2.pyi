@@ -586,17 +586,19 @@ class ShardStatus(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., leader: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., hash_first: _Optional[int] = ..., hash_last: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node", "state", "applied_index", "points", "digest", "term")
+    __slots__ = ("node", "state", "applied_index", "points", "digest", "term", "quarantined")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     node: int
     state: str
     applied_index: int
     points: int
     digest: str
     term: int
-    def __init__(self, node: _Optional[int] = ..., state: _Optional[str] = ..., applied_index: _Optional[int] = ..., points: _Optional[int] = ..., digest: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
+    quarantined: int
+    def __init__(self, node: _Optional[int] = ..., state: _Optional[str] = ..., applied_index: _Optional[int] = ..., points: _Optional[int] = ..., digest: _Optional[str] = ..., term: _Optional[int] = ..., quarantined: _Optional[int] = ...) -> None: ...
