@@ -269,44 +269,34 @@ async fn the_internal_port_refuses_outsiders_and_an_invalid_entry_breaks_no_repl
 #[test]
 fn a_cluster_reachable_beyond_loopback_needs_a_secret_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--raft-listen",
-            "0.0.0.0:0",
-        ])
-        .args(["--node-id", "1", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"])
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .env_remove("SHOAL_CLUSTER_SECRET")
-        .env_remove("SHOAL_CLUSTER_SECRET_FILE")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A node of a two-node cluster whose internal port listens on every interface.
+    let serve = |extra: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--raft-listen",
+                "0.0.0.0:0",
+            ])
+            .args(["--node-id", "1", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path().join("d"))
+            .env_remove("SHOAL_CLUSTER_SECRET")
+            .env_remove("SHOAL_CLUSTER_SECRET_FILE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve(&[]);
     assert!(
         err.contains("--cluster-secret-file") && err.contains("--insecure-internal"),
         "{err}"
     );
     // A short secret is refused with the reason, and never echoed.
-    let out = std::process::Command::new(binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--raft-listen",
-            "0.0.0.0:0",
-        ])
-        .args(["--node-id", "1", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"])
-        .args(["--cluster-secret", "tooshort123"])
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve(&["--cluster-secret", "tooshort123"]);
     assert!(err.contains("at least 16"), "{err}");
     assert!(!err.contains("tooshort123"), "{err}");
 }
