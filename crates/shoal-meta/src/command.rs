@@ -452,6 +452,21 @@ impl ClusterState {
         if self.collections.contains_key(&config.name) {
             return Err(MetaError::CollectionExists(config.name.clone()));
         }
+        // Validated before it was proposed; checked again against fixed bounds (not a
+        // node's flags) so that a forged or buggy entry cannot create a collection no
+        // shard can serve (a shard count of 0, a dimension of 0).
+        let bounds = shoal_core::Limits {
+            max_dim: shoal_core::vector::MAX_DIM,
+            ..shoal_core::Limits::default()
+        };
+        if let Err(e) = shoal_core::validate::collection_config(config, &bounds) {
+            let (field, reason) = match e {
+                shoal_core::Error::InvalidArgument { field, reason }
+                | shoal_core::Error::ResourceExhausted { field, reason } => (field, reason),
+                other => ("config".to_string(), other.to_string()),
+            };
+            return Err(MetaError::BadConfig { field, reason });
+        }
         let active = self.active_nodes();
         if config.replication_factor as usize > active.len() {
             return Err(MetaError::TooFewNodes {
@@ -510,6 +525,26 @@ mod tests {
             config: config(name, placement.len() as u32, rf),
             placement,
         }
+    }
+
+    #[test]
+    fn an_impossible_collection_definition_is_refused_on_apply() {
+        let mut s = nodes(1);
+        let e = s.apply(create("c", 1, vec![])).unwrap_err();
+        assert!(
+            matches!(e, MetaError::BadConfig { ref field, .. } if field == "shard_count"),
+            "{e}"
+        );
+        let mut zero_dim = create("d", 1, vec![vec![1]]);
+        if let MetaCommand::CreateCollection { config, .. } = &mut zero_dim {
+            config.dim = 0;
+        }
+        assert!(matches!(
+            s.apply(zero_dim).unwrap_err(),
+            MetaError::BadConfig { ref field, .. } if field == "dim"
+        ));
+        assert!(s.collections.is_empty());
+        s.apply(create("c", 1, vec![vec![1]])).unwrap();
     }
 
     proptest! {

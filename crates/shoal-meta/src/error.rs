@@ -57,6 +57,10 @@ pub enum MetaError {
     BadShardCount { shards: u32, now: u32, max: u32 },
     #[error("collection {0:?} is being resharded already; wait until it ends")]
     Resharding(String),
+    /// A collection definition no validated request could propose (`field`: what is
+    /// wrong): refused on apply, the same on every node.
+    #[error("invalid collection definition: {field}: {reason}")]
+    BadConfig { field: String, reason: String },
 }
 
 impl From<MetaError> for shoal_core::Error {
@@ -81,6 +85,7 @@ impl From<MetaError> for shoal_core::Error {
             }
             e @ MetaError::BadAddress(_) => Error::invalid("address", e.to_string()),
             e @ MetaError::BadShardCount { .. } => Error::invalid("shards", e.to_string()),
+            MetaError::BadConfig { field, reason } => Error::invalid(field, reason),
             e @ (MetaError::NodeNotActive(_)
             | MetaError::NodeNotEmpty(_)
             | MetaError::NotAReplica { .. }
