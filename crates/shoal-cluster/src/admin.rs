@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_meta::{ClusterState, META_GROUP, MetaCommand, MetaError, NodeId, NodeState};
-use shoal_raft::auth::ClusterSecret;
+use shoal_raft::auth::InternalSecurity;
 use shoal_raft::network::Peers;
 use shoal_raft::{Command, Rejection};
 
@@ -214,10 +214,10 @@ pub(crate) async fn join_cluster(
     advertise: &str,
     uuid: &str,
     id: Option<NodeId>,
-    secret: Option<ClusterSecret>,
+    security: &InternalSecurity,
     timeout: Duration,
 ) -> Result<NodeId> {
-    let peers = Peers::new(secret);
+    let peers = Peers::new(security);
     let deadline = Instant::now() + timeout;
     let req = encode(&JoinRequest {
         addr: advertise.to_string(),

@@ -176,7 +176,7 @@ impl Host {
             )));
         }
         let state = meta_sm.subscribe();
-        let peers = Peers::new(options.cluster_secret.clone());
+        let peers = Peers::new(&options.internal);
         let registry = Registry::default();
         let meta = Raft::new(
             options.node_id,

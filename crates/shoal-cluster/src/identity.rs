@@ -125,7 +125,7 @@ pub(crate) async fn resolve(options: &NodeOptions) -> Result<NodeId> {
         &options.advertise,
         &identity.uuid,
         None,
-        options.cluster_secret.clone(),
+        &options.internal,
         wait,
     )
     .await?;
@@ -151,7 +151,7 @@ async fn rejoin(
         &options.advertise,
         &identity.uuid,
         Some(id),
-        options.cluster_secret.clone(),
+        &options.internal,
         wait,
     )
     .await

@@ -80,7 +80,7 @@ pub use placement::{Placement, Rotation};
 pub use scheduler::Planned;
 pub use search_coalesce::SearchCoalescer;
 pub use shoal_index::Backend as IndexBackend;
-pub use shoal_raft::auth::{ClusterSecret, SecretError};
+pub use shoal_raft::auth::{ClusterSecret, InternalSecurity, InternalTls, SecretError};
 pub use shoal_raft::network::{internal_incoming, internal_server};
 pub use shoal_shard::ShardOptions;
 pub use status::OperationStatus;

@@ -22,8 +22,8 @@ use shoal_core::{
 use shoal_meta::ClusterState;
 use shoal_proto::internal::v1::cluster_internal_server::ClusterInternalServer;
 use shoal_proto::internal::v1::raft_transport_server::RaftTransportServer;
-use shoal_raft::auth::Gate;
-use shoal_raft::network::{MAX_RAFT_MESSAGE, RaftTransportService};
+use shoal_raft::auth::{Gate, InternalTls};
+use shoal_raft::network::{MAX_RAFT_MESSAGE, RaftTransportService, internal_server};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::admin::Admin;
@@ -53,6 +53,8 @@ struct Inner {
     removed: tokio::sync::watch::Receiver<Option<Removal>>,
     /// Checks the cluster secret of every call to the internal port.
     gate: Gate,
+    /// Mutual TLS of the internal port, if configured.
+    tls: Option<InternalTls>,
 }
 
 /// A running node. Cheap to clone.
@@ -100,7 +102,8 @@ impl Node {
                 db,
                 admin,
                 removed,
-                gate: Gate::new(options.cluster_secret.clone()),
+                gate: Gate::new(options.internal.secret.clone()),
+                tls: options.internal.tls.clone(),
             }),
         };
         let host = &node.inner.host;
@@ -183,6 +186,14 @@ impl Node {
 
     /// The internal services other nodes call — the Raft transport of every group and
     /// the node-to-node calls — to serve on the internal (`--raft-listen`) port.
+    /// A server builder for the internal port, with its keepalive and, when
+    /// configured, mutual TLS. Serve [`Node::internal_routes`] with it over
+    /// `internal_incoming`.
+    pub fn internal_server(&self) -> Result<tonic::transport::Server> {
+        internal_server(self.inner.tls.as_ref())
+            .map_err(|e| shoal_core::Error::Internal(format!("internal port TLS: {e}")))
+    }
+
     pub fn internal_routes(&self) -> tonic::service::Routes {
         let host = &self.inner.host;
         let raft =

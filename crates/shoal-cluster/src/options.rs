@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_core::Limits;
-use shoal_raft::auth::ClusterSecret;
+use shoal_raft::auth::InternalSecurity;
 use shoal_shard::ShardOptions;
 
 /// Raft timing and log compaction, shared by every group of the node.
@@ -66,10 +66,10 @@ pub struct NodeOptions {
     pub join: Option<String>,
     /// Growing and shrinking: the operator and the scheduler.
     pub elasticity: Elasticity,
-    /// The shared secret of the cluster's internal calls: sent on every call to a peer,
-    /// required of every call to this node's internal port. `None`: sends none and
-    /// lets every internal call in (a loopback or trusted network).
-    pub cluster_secret: Option<ClusterSecret>,
+    /// How internal calls are secured: the cluster secret sent on every call to a peer
+    /// and required of every call to this node's internal port, and mutual TLS. The
+    /// default (neither) lets every internal call in: a loopback or trusted network.
+    pub internal: InternalSecurity,
 }
 
 /// How the cluster changes its own shape: see `operator` and `scheduler`.

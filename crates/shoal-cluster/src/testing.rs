@@ -77,7 +77,7 @@ pub fn options(id: u64, dir: &Path, peers: BTreeMap<u64, String>) -> NodeOptions
         timing: timing(),
         request_timeout: Duration::from_secs(10),
         join: None,
-        cluster_secret: None,
+        internal: Default::default(),
         elasticity: crate::Elasticity {
             interval: Duration::from_millis(200),
             dead_node_timeout: Duration::from_secs(5),
@@ -189,9 +189,10 @@ impl TestCluster {
 
     fn serve(&mut self, id: u64, node: Node, listener: tokio::net::TcpListener) {
         let routes = node.internal_routes();
+        let mut node_server = node.internal_server().expect("internal server");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let _ = shoal_raft::network::internal_server()
+            let _ = node_server
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     shoal_raft::network::internal_incoming(listener),

@@ -10,8 +10,11 @@
 //! first: a rotation adds the new secret as a second line on every node, then makes
 //! it the first, then drops the old one, one rolling restart each.
 //!
-//! The secret authenticates; it does not encrypt. On an untrusted network the internal
-//! port also needs TLS (`--internal-tls-*`) or a private network.
+//! The secret authenticates; it does not encrypt. [`InternalTls`] adds mutual TLS: each
+//! node serves its internal port with its certificate and requires a client certificate
+//! signed by the cluster's CA, and connects to peers the same way, so the traffic is
+//! encrypted and only holders of a CA-signed certificate get in (with or without a
+//! secret besides). [`InternalSecurity`] is both, as a node is configured.
 //!
 //! This module must never log or return a secret, and compares secrets only in
 //! constant time.
@@ -105,6 +108,76 @@ impl ClusterSecret {
             ok |= s.as_slice().ct_eq(presented);
         }
         ok.into()
+    }
+}
+
+/// Mutual TLS on the internal port: this node's certificate and key and the cluster CA
+/// that signs every node's certificate (PEM). Peers are verified against the CA and
+/// against `server_name` when given, else against the host of their address.
+#[derive(Clone)]
+pub struct InternalTls {
+    identity: tonic::transport::Identity,
+    ca: tonic::transport::Certificate,
+    server_name: Option<String>,
+}
+
+impl std::fmt::Debug for InternalTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        write!(f, "InternalTls(server name {:?})", self.server_name)
+    }
+}
+
+impl InternalTls {
+    /// From PEM bytes; checks that both sides of a connection can be configured with
+    /// them (the certificates and key parse).
+    pub fn new(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: &[u8],
+        server_name: Option<String>,
+    ) -> Result<InternalTls, tonic::transport::Error> {
+        let tls = InternalTls {
+            identity: tonic::transport::Identity::from_pem(cert_pem, key_pem),
+            ca: tonic::transport::Certificate::from_pem(ca_pem),
+            server_name,
+        };
+        tonic::transport::Server::builder().tls_config(tls.server_config())?;
+        tonic::transport::Endpoint::from_static("https://localhost:1")
+            .tls_config(tls.client_config("localhost"))?;
+        Ok(tls)
+    }
+
+    /// The internal server's TLS: this node's identity, client certificates required
+    /// and verified against the cluster CA.
+    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
+    }
+
+    /// The TLS of a connection to the peer at `host`: the cluster CA, this node's
+    /// identity as the client certificate, the peer's name to verify.
+    pub fn client_config(&self, host: &str) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .identity(self.identity.clone())
+            .domain_name(self.server_name.as_deref().unwrap_or(host))
+    }
+}
+
+/// How a node's internal calls are secured: the cluster secret they carry and
+/// require, and mutual TLS. Either, both, or neither (a loopback or trusted network).
+#[derive(Clone, Debug, Default)]
+pub struct InternalSecurity {
+    pub secret: Option<ClusterSecret>,
+    pub tls: Option<InternalTls>,
+}
+
+impl InternalSecurity {
+    /// Whether an outsider's call to the internal port is refused.
+    pub fn authenticates(&self) -> bool {
+        self.secret.is_some() || self.tls.is_some()
     }
 }
 

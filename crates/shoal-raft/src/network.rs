@@ -45,7 +45,7 @@ use shoal_proto::internal::v1::{
 use tonic::transport::Channel;
 
 use crate::TypeConfig;
-use crate::auth::{ClusterSecret, Credential};
+use crate::auth::{Credential, InternalSecurity, InternalTls};
 use crate::log_store::{decode, encode};
 
 /// Largest Raft message (log batches, snapshot chunks), both ways.
@@ -75,10 +75,17 @@ const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 /// A tonic server builder for a node's internal port (Raft and node-to-node calls),
 /// with the keepalive of the module doc. Serve it with [`internal_incoming`].
-pub fn internal_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+/// With `tls`, connections are served with mutual TLS ([`InternalTls`]).
+pub fn internal_server(
+    tls: Option<&InternalTls>,
+) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    match tls {
+        Some(tls) => server.tls_config(tls.server_config()),
+        None => Ok(server),
+    }
 }
 
 /// The connections accepted on a node's internal port: TCP_NODELAY and TCP keepalive.
@@ -135,6 +142,8 @@ pub struct Peers {
     created: Arc<AtomicU64>,
     /// What every call to a peer carries to be let in (see [`crate::auth`]).
     credential: Credential,
+    /// Mutual TLS to every peer, when configured.
+    tls: Option<InternalTls>,
 }
 
 /// A channel with its serial number (see [`Peers::forget`]).
@@ -145,10 +154,11 @@ pub struct PeerChannel {
 }
 
 impl Peers {
-    /// No channels yet; every call made through them carries `secret`.
-    pub fn new(secret: Option<ClusterSecret>) -> Peers {
+    /// No channels yet; every call made through them is secured by `security`.
+    pub fn new(security: &InternalSecurity) -> Peers {
         Peers {
-            credential: Credential::new(secret),
+            credential: Credential::new(security.secret.clone()),
+            tls: security.tls.clone(),
             ..Peers::default()
         }
     }
@@ -188,8 +198,17 @@ impl Peers {
         {
             return Ok(c.clone());
         }
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?;
+        if let Some(tls) = &self.tls {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            endpoint = endpoint
+                .tls_config(tls.client_config(host))
+                .map_err(|e| format!("TLS to peer {addr:?}: {e}"))?;
+        }
+        let channel = endpoint
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -447,7 +466,8 @@ mod tests {
         let service = RaftTransportServer::new(RaftTransportService::new(Registry::default(), 1));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
-            internal_server()
+            internal_server(None)
+                .unwrap()
                 .add_service(service)
                 .serve_with_incoming_shutdown(internal_incoming(listener), async move {
                     let _ = stopped.await;

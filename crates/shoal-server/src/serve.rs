@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_cluster::{
-    ClusterSecret, CoalesceOptions, Elasticity, Node, NodeOptions, RaftTiming, ShardOptions,
+    ClusterSecret, CoalesceOptions, Elasticity, InternalSecurity, InternalTls, Node, NodeOptions,
+    RaftTiming, ShardOptions,
 };
 use shoal_core::Limits;
 
@@ -198,6 +199,28 @@ pub struct ServeArgs {
     /// the first and accepts each. Blank lines and `#` comments are ignored.
     #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Mutual TLS on the internal port: this node's certificate (PEM), signed by the
+    /// cluster CA (--internal-tls-ca). Peers must present certificates the same CA
+    /// signed, and the traffic between nodes is encrypted. Needs --internal-tls-key and
+    /// --internal-tls-ca.
+    #[arg(long, env = "SHOAL_INTERNAL_TLS_CERT", requires_all = ["internal_tls_key", "internal_tls_ca"])]
+    pub internal_tls_cert: Option<PathBuf>,
+    /// The private key of --internal-tls-cert (PEM).
+    #[arg(long, env = "SHOAL_INTERNAL_TLS_KEY", requires = "internal_tls_cert")]
+    pub internal_tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM): what every node's certificate is checked
+    /// against, both ways.
+    #[arg(long, env = "SHOAL_INTERNAL_TLS_CA", requires = "internal_tls_cert")]
+    pub internal_tls_ca: Option<PathBuf>,
+    /// The name every peer's certificate must carry (default: the host of the peer's
+    /// address, e.g. `node2` of `node2:7471`). Set it when nodes come and go under
+    /// unpredictable host names and share one name in their certificates.
+    #[arg(
+        long,
+        env = "SHOAL_INTERNAL_TLS_SERVER_NAME",
+        requires = "internal_tls_cert"
+    )]
+    pub internal_tls_server_name: Option<String>,
     /// Run a multi-node cluster whose internal port listens beyond loopback without a
     /// cluster secret: anyone who reaches that port can read and change every
     /// collection. Only for networks where nothing else can reach the nodes.
@@ -273,16 +296,43 @@ impl ServeArgs {
         Ok(Some(secret))
     }
 
+    /// Mutual TLS of the internal port from the --internal-tls-* files, if given.
+    fn internal_tls(&self) -> anyhow::Result<Option<InternalTls>> {
+        let (Some(cert), Some(key), Some(ca)) = (
+            &self.internal_tls_cert,
+            &self.internal_tls_key,
+            &self.internal_tls_ca,
+        ) else {
+            return Ok(None);
+        };
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+        };
+        let tls = InternalTls::new(
+            &read("--internal-tls-cert", cert)?,
+            &read("--internal-tls-key", key)?,
+            &read("--internal-tls-ca", ca)?,
+            self.internal_tls_server_name.clone(),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--internal-tls-cert/--internal-tls-key/--internal-tls-ca: not a usable \
+                 certificate, key and CA in PEM: {e}"
+            )
+        })?;
+        Ok(Some(tls))
+    }
+
     /// Refuses an unauthenticated internal port that other machines may reach, in a
     /// cluster of more than one node, unless --insecure-internal says so.
     fn check_internal_security(
         &self,
         raft_addr: SocketAddr,
-        secret: Option<&ClusterSecret>,
+        security: &InternalSecurity,
         peers: &BTreeMap<u64, String>,
     ) -> anyhow::Result<()> {
         let clustered = peers.len() > 1 || self.join.is_some();
-        if secret.is_some() || !clustered || raft_addr.ip().is_loopback() {
+        if security.authenticates() || !clustered || raft_addr.ip().is_loopback() {
             return Ok(());
         }
         if !self.insecure_internal {
@@ -290,8 +340,9 @@ impl ServeArgs {
                 "refusing to run a cluster whose internal port ({raft_addr}, --raft-listen) \
                  other machines can reach without a cluster secret: anyone reaching it could \
                  read and change every collection. Give every node the same \
-                 --cluster-secret-file (`shoal cluster-secret --out FILE` makes one), or \
-                 pass --insecure-internal on a network nothing else can reach"
+                 --cluster-secret-file (`shoal cluster-secret --out FILE` makes one) or \
+                 --internal-tls-* certificates of one cluster CA, or pass \
+                 --insecure-internal on a network nothing else can reach"
             );
         }
         tracing::warn!(
@@ -303,8 +354,11 @@ impl ServeArgs {
 
     fn node_options(&self, raft_addr: SocketAddr) -> anyhow::Result<NodeOptions> {
         let peers = self.peers.clone().map(|p| p.0).unwrap_or_default();
-        let cluster_secret = self.cluster_secret()?;
-        self.check_internal_security(raft_addr, cluster_secret.as_ref(), &peers)?;
+        let internal = InternalSecurity {
+            secret: self.cluster_secret()?,
+            tls: self.internal_tls()?,
+        };
+        self.check_internal_security(raft_addr, &internal, &peers)?;
         if self.join.is_some() && self.node_id.is_some() {
             anyhow::bail!(
                 "--join and --node-id: a joining node gets its id from the cluster; drop --node-id"
@@ -332,7 +386,7 @@ impl ServeArgs {
         Ok(NodeOptions {
             node_id,
             join: self.join.clone(),
-            cluster_secret,
+            internal,
             elasticity: Elasticity {
                 dead_node_timeout: Duration::from_secs(self.dead_node_timeout),
                 max_voters: self.max_voters,
@@ -430,7 +484,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let internal_server = tokio::spawn(
         // HTTP/2 and TCP keepalive: connections of peers that went away are dropped.
-        shoal_cluster::internal_server()
+        node.internal_server()?
             .add_routes(node.internal_routes())
             .serve_with_incoming_shutdown(
                 shoal_cluster::internal_incoming(raft_listener),
@@ -578,7 +632,7 @@ mod tests {
                 .unwrap()
                 .args
                 .node_options(raft.parse().unwrap())
-                .map(|o| o.cluster_secret.is_some())
+                .map(|o| o.internal.secret.is_some())
                 .map_err(|e| e.to_string())
         };
         let three = ["--peers", "1=a:1,2=b:1,3=c:1"];

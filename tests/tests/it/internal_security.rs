@@ -307,3 +307,116 @@ fn a_cluster_reachable_beyond_loopback_needs_a_secret_to_start() {
     assert!(err.contains("at least 16"), "{err}");
     assert!(!err.contains("tooshort123"), "{err}");
 }
+
+/// A cluster CA and one certificate it signed for `names` (DNS names or IP
+/// addresses): (CA PEM, certificate PEM, key PEM).
+fn ca_and_cert(names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_mutual_tls_and_refuse_everyone_else() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // One certificate of the cluster CA for every node (peers are reached at
+    // 127.0.0.1, the name each certificate is checked against by default).
+    let (ca, cert, key) = ca_and_cert(&["127.0.0.1"]);
+    let file = |name: &str, pem: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (ca_file, cert_file, key_file) = (
+        file("ca.pem", &ca),
+        file("node.pem", &cert),
+        file("node.key", &key),
+    );
+    let c = Cluster::start(&[
+        "--internal-tls-cert",
+        &cert_file,
+        "--internal-tls-key",
+        &key_file,
+        "--internal-tls-ca",
+        &ca_file,
+    ]);
+    // The cluster forms, replicates and answers over TLS.
+    create_collection(&c.nodes[0], "tls", 1, 3).await;
+    let mut p = points(&c.nodes[1]).await;
+    p.upsert(pb::UpsertRequest {
+        collection: "tls".into(),
+        points: (1..=50).map(|i| point(i, vector(i), &[])).collect(),
+    })
+    .await
+    .expect("a write through node 2 reaches the leader over TLS");
+    let s = wait_replicas_agree(&c.nodes[2]).await;
+    assert!(
+        s.collections[0].shards[0]
+            .replicas
+            .iter()
+            .all(|r| r.points == 50),
+        "{s:#?}"
+    );
+
+    let addr = &c.raft[0];
+    let status_call = |ch: Channel| async move {
+        ClusterInternalClient::new(ch)
+            .status(call(0, 1, postcard::to_allocvec(&false).unwrap(), None))
+            .await
+    };
+    // Plaintext: refused (the port speaks TLS only).
+    let plain = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        assert!(status_call(ch).await.is_err(), "plaintext got an answer");
+    }
+    // TLS without a client certificate, and with one of another CA: refused.
+    let tls = |identity: Option<(&str, &str)>, ca: &str| {
+        let mut t = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .domain_name("127.0.0.1");
+        if let Some((cert, key)) = identity {
+            t = t.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(t)
+            .unwrap()
+    };
+    let anonymous = tls(None, &ca).connect().await;
+    if let Ok(ch) = anonymous {
+        assert!(
+            status_call(ch).await.is_err(),
+            "a client without a certificate got an answer"
+        );
+    }
+    let (_, other_cert, other_key) = ca_and_cert(&["127.0.0.1"]);
+    let stranger = tls(Some((&other_cert, &other_key)), &ca).connect().await;
+    if let Ok(ch) = stranger {
+        assert!(
+            status_call(ch).await.is_err(),
+            "a certificate of another CA got an answer"
+        );
+    }
+    // A client holding a certificate of the cluster CA is let in (the secret is not
+    // configured here: the certificate is the credential).
+    let member = tls(Some((&cert, &key)), &ca)
+        .connect()
+        .await
+        .expect("a cluster certificate connects");
+    let answer = status_call(member)
+        .await
+        .expect("a cluster member is answered");
+    assert!(!answer.into_inner().payload.is_empty());
+}
