@@ -77,7 +77,7 @@ pub use load::NodeLoad;
 pub use node::Node;
 pub use options::{Elasticity, NodeOptions, RaftTiming};
 pub use placement::{Placement, Rotation};
-pub use scheduler::Planned;
+pub use scheduler::{BalanceBy, Planned};
 pub use search_coalesce::SearchCoalescer;
 pub use shoal_index::Backend as IndexBackend;
 pub use shoal_raft::auth::{ClusterSecret, InternalSecurity, InternalTls, SecretError};

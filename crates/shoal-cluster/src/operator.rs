@@ -167,6 +167,7 @@ impl Operator {
         Policy {
             max_moves_per_node: self.options.max_moves_per_node,
             balance: true,
+            balance_by: self.options.balance_by,
         }
     }
 

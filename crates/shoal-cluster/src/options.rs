@@ -88,6 +88,8 @@ pub struct Elasticity {
     /// and dead nodes, even out replicas and leaders. Off: only `rebalance` requests
     /// and moves by hand are carried out.
     pub auto_rebalance: bool,
+    /// What rebalancing evens out over the nodes: replica counts or points held.
+    pub balance_by: crate::scheduler::BalanceBy,
     /// Split a shard by itself once one of its replicas holds more points than this
     /// (one split per collection at a time). `None`: only `reshard` requests split.
     pub split_points: Option<u64>,
@@ -101,6 +103,7 @@ impl Default for Elasticity {
             max_voters: 5,
             max_moves_per_node: 1,
             auto_rebalance: true,
+            balance_by: Default::default(),
             split_points: None,
         }
     }

@@ -7,7 +7,10 @@
 //! Goals, in order of priority:
 //! 1. no replica on a node that is draining or dead (moved to a live node);
 //! 2. every shard at its collection's replication factor, on distinct nodes;
-//! 3. replica counts of the active nodes within one of each other;
+//! 3. replica counts of the active nodes within one of each other — or, with
+//!    [`BalanceBy::Points`], the points they hold as even as whole replicas allow (a
+//!    move is planned only when it narrows the gap between the fullest and the
+//!    emptiest node by at least 5% of a node's average);
 //! 4. preferred leaders (which the leader balancer hands leaderships to) spread the
 //!    same way;
 //! 5. drained and dead nodes, once empty, removed from the cluster.
@@ -32,6 +35,17 @@ pub struct Observed {
     pub points: BTreeMap<u64, u64>,
 }
 
+/// What goal 3 evens out over the nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BalanceBy {
+    /// Replica counts, within one of each other.
+    #[default]
+    Replicas,
+    /// Points held (each replica counting its shard's points as observed), so that
+    /// shards of very different sizes do not leave one node with most of the data.
+    Points,
+}
+
 /// How eagerly the scheduler acts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -40,6 +54,8 @@ pub struct Policy {
     /// Even out replica counts and preferred leaders (goals 3 and 4); repairs
     /// (goals 1, 2, 5) run regardless.
     pub balance: bool,
+    /// What goal 3 evens out.
+    pub balance_by: BalanceBy,
 }
 
 impl Default for Policy {
@@ -47,6 +63,7 @@ impl Default for Policy {
         Policy {
             max_moves_per_node: 1,
             balance: true,
+            balance_by: BalanceBy::Replicas,
         }
     }
 }
@@ -108,6 +125,8 @@ struct Plan<'a> {
     busy_shards: BTreeSet<(u64, u32)>,
     /// Replicas per node, with planned moves applied.
     load: BTreeMap<NodeId, i64>,
+    /// Points per node ([`BalanceBy::Points`]), with planned moves applied.
+    points: BTreeMap<NodeId, i64>,
     out: Vec<Planned>,
 }
 
@@ -126,6 +145,15 @@ impl<'a> Plan<'a> {
             .into_iter()
             .map(|(n, c)| (n, c as i64))
             .collect();
+        let mut points: BTreeMap<NodeId, i64> = BTreeMap::new();
+        for cm in state.collections.values() {
+            for shard in &cm.shards {
+                let p = Self::points_of(observed, cm.id, shard);
+                for n in &shard.replicas {
+                    *points.entry(*n).or_default() += p;
+                }
+            }
+        }
         Plan {
             state,
             observed,
@@ -133,8 +161,15 @@ impl<'a> Plan<'a> {
             busy,
             busy_shards,
             load,
+            points,
             out: Vec::new(),
         }
+    }
+
+    /// The points of `shard` of collection `collection` as observed (0 if unknown).
+    fn points_of(observed: &Observed, collection: u64, shard: &ShardMeta) -> i64 {
+        let group = shoal_meta::group_of(collection, shard.id);
+        observed.points.get(&group).copied().unwrap_or(0) as i64
     }
 
     fn push(&mut self, command: MetaCommand, reason: String) {
@@ -171,14 +206,18 @@ impl<'a> Plan<'a> {
     }
 
     /// The best new home for a replica of `shard`: usable, not holding one, with
-    /// room, least loaded (ties by id).
+    /// room, least loaded (by replicas or points, as balanced; ties by id).
     fn target_for(&self, shard: &ShardMeta) -> Option<NodeId> {
+        let load = match self.policy.balance_by {
+            BalanceBy::Replicas => &self.load,
+            BalanceBy::Points => &self.points,
+        };
         self.state
             .nodes
             .keys()
             .copied()
             .filter(|n| self.usable(*n) && self.has_room(*n) && !shard.replicas.contains(n))
-            .min_by_key(|n| (self.load.get(n).copied().unwrap_or(0), *n))
+            .min_by_key(|n| (load.get(n).copied().unwrap_or(0), *n))
     }
 
     fn start_move(
@@ -192,11 +231,14 @@ impl<'a> Plan<'a> {
         for n in from.iter().chain(to.iter()) {
             *self.busy.entry(*n).or_default() += 1;
         }
+        let points = Self::points_of(self.observed, collection, shard);
         if let Some(f) = from {
             *self.load.entry(f).or_default() -= 1;
+            *self.points.entry(f).or_default() -= points;
         }
         if let Some(t) = to {
             *self.load.entry(t).or_default() += 1;
+            *self.points.entry(t).or_default() += points;
         }
         self.busy_shards.insert((collection, shard.id));
         self.push(
@@ -261,6 +303,67 @@ impl<'a> Plan<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Goal 3 with [`BalanceBy::Points`]: while some usable node holds a replica whose
+    /// move to the emptiest node narrows the gap between the two by at least 5% of the
+    /// average node's points, make the move that narrows a gap most. Each such move
+    /// lowers the sum of squares of the nodes' points, so the moves come to an end.
+    fn balance_points(&mut self) {
+        loop {
+            let usable: Vec<NodeId> = self
+                .state
+                .nodes
+                .keys()
+                .copied()
+                .filter(|n| self.usable(*n))
+                .collect();
+            if usable.len() < 2 {
+                return;
+            }
+            let held = |n: &NodeId| self.points.get(n).copied().unwrap_or(0);
+            let total: i64 = usable.iter().map(held).sum();
+            let Some(&min) = usable.iter().min_by_key(|n| (held(n), **n)) else {
+                return;
+            };
+            let least_gain = (total / usable.len() as i64 / 20).max(1);
+            if !self.has_room(min) {
+                return;
+            }
+            // For every fuller node with room, the replica whose move narrows its gap
+            // to `min` most (the one nearest half the gap); the best of those.
+            let mut candidate: Option<(i64, NodeId, u64, &ShardMeta)> = None;
+            for &from in &usable {
+                let gap = held(&from) - held(&min);
+                if gap < least_gain || !self.has_room(from) {
+                    continue;
+                }
+                for cm in self.state.collections.values() {
+                    for s in &cm.shards {
+                        if self.busy_shards.contains(&(cm.id, s.id))
+                            || !s.replicas.contains(&from)
+                            || s.replicas.contains(&min)
+                        {
+                            continue;
+                        }
+                        let p = Self::points_of(self.observed, cm.id, s);
+                        let gain = gap - (gap - 2 * p).abs();
+                        if gain >= least_gain && candidate.is_none_or(|(g, ..)| gain > g) {
+                            candidate = Some((gain, from, cm.id, s));
+                        }
+                    }
+                }
+            }
+            let Some((_, from, cid, shard)) = candidate else {
+                return;
+            };
+            let why = format!(
+                "balance by points: node {from} holds {} points, node {min} {}",
+                held(&from),
+                held(&min)
+            );
+            self.start_move(cid, shard, Some(from), Some(min), why);
         }
     }
 
@@ -391,7 +494,10 @@ pub fn plan(state: &ClusterState, observed: &Observed, policy: &Policy) -> Vec<P
     let mut p = Plan::new(state, observed, policy);
     p.repair();
     if policy.balance {
-        p.balance_replicas();
+        match policy.balance_by {
+            BalanceBy::Replicas => p.balance_replicas(),
+            BalanceBy::Points => p.balance_points(),
+        }
         p.balance_leaders();
     }
     p.remove_empty();
@@ -498,6 +604,60 @@ mod tests {
 
     fn counts(s: &ClusterState) -> Vec<usize> {
         s.replica_counts().values().copied().collect()
+    }
+
+    #[test]
+    fn balancing_by_points_evens_out_data_where_replica_counts_are_already_even() {
+        // Three nodes with two replicas each (even by count), but node 1 holds the two
+        // big shards: 1.1M of the 1.3M points.
+        let mut s = state(3);
+        create(
+            &mut s,
+            "big",
+            1,
+            vec![vec![1], vec![1], vec![2], vec![2], vec![3], vec![3]],
+        );
+        let cid = s.collections["big"].id;
+        let mut observed = all_alive(&s);
+        for (shard, points) in [(0, 600_000), (1, 500_000), (2, 50_000), (3, 50_000)] {
+            observed
+                .points
+                .insert(shoal_meta::group_of(cid, shard), points);
+        }
+        for shard in [4, 5] {
+            observed
+                .points
+                .insert(shoal_meta::group_of(cid, shard), 50_000);
+        }
+        let by_replicas = Policy::default();
+        assert!(plan(&s, &observed, &by_replicas).is_empty());
+        let by_points = Policy {
+            balance_by: BalanceBy::Points,
+            ..Policy::default()
+        };
+        let planned = plan(&s, &observed, &by_points);
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert!(
+            planned[0].reason.contains("balance by points"),
+            "{planned:?}"
+        );
+        settle(&mut s, &observed, &by_points);
+        let per_node = |s: &ClusterState| -> Vec<u64> {
+            let mut held = BTreeMap::<u64, u64>::new();
+            for sh in &s.collections["big"].shards {
+                for n in &sh.replicas {
+                    *held.entry(*n).or_default() +=
+                        observed.points[&shoal_meta::group_of(cid, sh.id)];
+                }
+            }
+            held.values().copied().collect()
+        };
+        let held = per_node(&s);
+        // The two big shards end on different nodes, the small ones go to the third.
+        let (max, min) = (*held.iter().max().unwrap(), *held.iter().min().unwrap());
+        assert!(max <= 600_000 && min >= 200_000, "{held:?}");
+        // Settled: nothing more to plan.
+        assert!(plan(&s, &observed, &by_points).is_empty());
     }
 
     #[test]

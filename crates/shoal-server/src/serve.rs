@@ -60,6 +60,15 @@ pub enum IndexBackend {
     HnswRs,
 }
 
+/// `--balance-by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BalanceByArg {
+    /// Replica counts per node within one of each other.
+    Replicas,
+    /// Points held per node as even as whole replicas allow.
+    Points,
+}
+
 #[derive(Debug, Clone)]
 pub struct Peers(pub BTreeMap<u64, String>);
 
@@ -166,6 +175,11 @@ pub struct ServeArgs {
     /// `false` it only carries out `shoal cluster rebalance` and moves made by hand.
     #[arg(long, env = "SHOAL_AUTO_REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_rebalance: bool,
+    /// What rebalancing evens out over the nodes: `replicas` (counts within one of
+    /// each other) or `points` (the points each node holds, as even as whole replicas
+    /// allow: for collections whose shards differ much in size).
+    #[arg(long, env = "SHOAL_BALANCE_BY", value_enum, default_value_t = BalanceByArg::Replicas)]
+    pub balance_by: BalanceByArg,
     /// Split a shard online by itself once it holds more than this many points (one
     /// split per collection at a time; see `shoal collection reshard`). Off unless
     /// given.
@@ -392,6 +406,10 @@ impl ServeArgs {
                 max_voters: self.max_voters,
                 max_moves_per_node: self.max_moves_per_node,
                 auto_rebalance: self.auto_rebalance,
+                balance_by: match self.balance_by {
+                    BalanceByArg::Replicas => shoal_cluster::BalanceBy::Replicas,
+                    BalanceByArg::Points => shoal_cluster::BalanceBy::Points,
+                },
                 split_points: self.split_points,
                 ..Elasticity::default()
             },
