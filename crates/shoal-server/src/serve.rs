@@ -520,10 +520,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     log_security(addr, &auth, tls.as_deref());
+    // SIGHUP's handler is installed before the address is printed: from then on a
+    // SIGHUP re-reads the files instead of ending the process.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup = None;
     let reloader = tokio::spawn(reload_on_change(
         auth.clone(),
         tls.clone(),
         Duration::from_secs(args.reload_secs),
+        hup,
     ));
     tracing::info!(%addr, raft = %raft_addr, tls = tls.is_some(), "serving gRPC");
     println!("listening on {addr}");
@@ -603,18 +610,33 @@ fn log_security(addr: SocketAddr, auth: &Authenticator, tls: Option<&ServerTls>)
     }
 }
 
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
 /// Re-reads the TLS files and the key files every `every` if they changed, and at
-/// once on SIGHUP.
-async fn reload_on_change(auth: Arc<Authenticator>, tls: Option<Arc<ServerTls>>, every: Duration) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+/// once on SIGHUP (`hup`).
+async fn reload_on_change(
+    auth: Arc<Authenticator>,
+    tls: Option<Arc<ServerTls>>,
+    every: Duration,
+    mut hup: Hangup,
+) {
     loop {
         #[cfg(unix)]
         let force = match hup.as_mut() {
-            Some(h) => tokio::select! {
-                _ = tokio::time::sleep(every) => false,
-                _ = h.recv() => true,
-            },
+            Some(h) => {
+                let got = tokio::select! {
+                    _ = tokio::time::sleep(every) => Some(false),
+                    r = h.recv() => r.map(|_| true),
+                };
+                // `None`: the signal stream ended (the runtime is stopping).
+                if got.is_none() {
+                    hup = None;
+                }
+                got.unwrap_or(false)
+            }
             None => {
                 tokio::time::sleep(every).await;
                 false
@@ -622,6 +644,7 @@ async fn reload_on_change(auth: Arc<Authenticator>, tls: Option<Arc<ServerTls>>,
         };
         #[cfg(not(unix))]
         let force = {
+            let _ = &mut hup;
             tokio::time::sleep(every).await;
             false
         };

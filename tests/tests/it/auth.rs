@@ -707,3 +707,78 @@ async fn client_certificates_are_required_when_a_client_ca_is_given() {
     ]);
     assert!(ok && out.contains("no collections"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_rotate_through_the_keys_file_on_sighup_and_es256_tokens_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::write(&keys, format!("# test keys\nread-only {RO}\n")).unwrap();
+    let signer = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+    let public = tmp.path().join("jwt.pem");
+    std::fs::write(&public, signer.public_key_pem()).unwrap();
+    let mut node = shoal_tests::Node::start(
+        binary(),
+        &tmp.path().join("data"),
+        &[
+            "--api-keys-file",
+            keys.to_str().unwrap(),
+            "--jwt-public-key",
+            public.to_str().unwrap(),
+            // Only SIGHUP re-reads the file within this test's time.
+            "--reload-secs",
+            "3600",
+        ],
+    );
+    let url = node.url.as_str();
+    let list = |key: &str| {
+        let t = target(url, Some(key));
+        async move { call(&t, "Collections.List", "").await }
+    };
+    assert_eq!(list(RO).await, Code::Ok);
+    assert_eq!(list(RW).await, Code::Unauthenticated);
+
+    // An ES256 token signed by the key's private half; an HS256 one is not accepted.
+    let es256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &serde_json::json!({"exp": now() + 600, "access": "r"}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(signer.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(list(&es256).await, Code::Ok);
+    assert_eq!(
+        call(&target(url, Some(&es256)), "Points.Upsert", "x").await,
+        Code::PermissionDenied
+    );
+    let hs256 = token(serde_json::json!({"exp": now() + 600, "access": "admin"}));
+    assert_eq!(list(&hs256).await, Code::Unauthenticated);
+
+    // Rotation: the read-write key replaces the read-only one; SIGHUP re-reads.
+    std::fs::write(&keys, format!("read-write {RW}\n")).unwrap();
+    let pid = node.pid().unwrap().to_string();
+    let sighup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP");
+    };
+    sighup();
+    let start = Instant::now();
+    while list(RW).await != Code::Ok {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(list(RO).await, Code::Unauthenticated);
+    assert!(node.log().contains("SIGHUP"));
+    // A broken file keeps the keys in force.
+    std::fs::write(&keys, "read-write short\n").unwrap();
+    sighup();
+    let start = Instant::now();
+    while !node.log().contains("keeping the keys in force") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(list(RW).await, Code::Ok);
+    assert!(node.is_running());
+}
