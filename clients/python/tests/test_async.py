@@ -122,4 +122,4 @@ async def test_async_failover_and_bounded_retries(url: str) -> None:
         with pytest.raises(shoal.Unavailable):
             await d.count("x")
     with pytest.raises(ValueError):
-        shoal.AsyncClient("https://tls.example:443")
+        shoal.AsyncClient(["https://tls.example:443", "http://plain.example:7470"])

@@ -43,3 +43,18 @@ def test_cluster_administration_example_names_real_methods() -> None:
     compile(block, "README.md (cluster administration)", "exec")
     for method in set(re.findall(r"client\.(\w+)\(", block)):
         assert hasattr(shoal.Client, method) and hasattr(shoal.AsyncClient, method), method
+
+
+def test_security_example_names_real_arguments() -> None:
+    """That block needs a TLS node with keys, so it is only compiled, and every
+    keyword it passes must be an argument of both clients."""
+    import inspect
+
+    import shoal
+
+    block = next(b for b in _blocks() if "root_certificates=" in b)
+    compile(block, "README.md (security)", "exec")
+    for kw in set(re.findall(r"(\w+)=", block)):
+        for cls in (shoal.Client, shoal.AsyncClient):
+            if kw in ("client_certificate", "client_key", "tls_server_name", "api_key", "root_certificates"):
+                assert kw in inspect.signature(cls.__init__).parameters, (cls, kw)

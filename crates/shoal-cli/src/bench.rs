@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::client::Conn;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use shoal_core::{Metric, PointId};
@@ -24,7 +25,6 @@ use shoal_proto::v1::{
     self as pb, collections_client::CollectionsClient, points_client::PointsClient,
 };
 use shoal_server::convert;
-use tonic::transport::Channel;
 
 use crate::client::{numeric_ids, status_err, upload};
 use crate::filter_json;
@@ -173,7 +173,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// (and every query ran once), or `max` searches were made; each request carries
 /// `--batch-size` queries.
 async fn level(
-    points: &PointsClient<Channel>,
+    points: &PointsClient<Conn>,
     a: &BenchArgs,
     queries: &Arc<Vec<Vec<f32>>>,
     truth: &[Vec<u32>],
@@ -303,8 +303,8 @@ fn plot(path: &std::path::Path, r: &Report) -> anyhow::Result<()> {
 
 /// `shoal bench`.
 pub async fn run(
-    cols: CollectionsClient<Channel>,
-    points: PointsClient<Channel>,
+    cols: CollectionsClient<Conn>,
+    points: PointsClient<Conn>,
     a: BenchArgs,
 ) -> anyhow::Result<Report> {
     let report = if a.existing {
@@ -354,7 +354,7 @@ fn truth_for(
 
 /// Every (ef, concurrency) level, printed as it finishes.
 async fn sweep(
-    points: &PointsClient<Channel>,
+    points: &PointsClient<Conn>,
     a: &BenchArgs,
     queries: Vec<Vec<f32>>,
     truth: &[Vec<u32>],
@@ -388,8 +388,8 @@ async fn sweep(
 /// `--existing`: searches a collection as it is; its configuration and size are read
 /// from the node.
 async fn search_existing(
-    mut cols: CollectionsClient<Channel>,
-    points: PointsClient<Channel>,
+    mut cols: CollectionsClient<Conn>,
+    points: PointsClient<Conn>,
     a: &BenchArgs,
 ) -> anyhow::Result<Report> {
     let path = a
@@ -444,8 +444,8 @@ async fn search_existing(
 
 /// The default run: create the collection, ingest, search, delete (unless `--keep`).
 async fn ingest_and_search(
-    mut cols: CollectionsClient<Channel>,
-    points: PointsClient<Channel>,
+    mut cols: CollectionsClient<Conn>,
+    points: PointsClient<Conn>,
     a: &BenchArgs,
 ) -> anyhow::Result<Report> {
     let metric: Metric = a.metric.parse().map_err(|e| anyhow::anyhow!("{e}"))?;

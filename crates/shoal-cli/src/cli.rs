@@ -21,14 +21,9 @@ use shoal_server::serve::{ServeArgs, init_logging, serve};
     propagate_version = true
 )]
 struct Cli {
-    /// Node to talk to (client commands).
-    #[arg(
-        long,
-        global = true,
-        env = "SHOAL_ADDR",
-        default_value = "http://127.0.0.1:7470"
-    )]
-    addr: String,
+    /// The node client commands talk to, their credential and TLS.
+    #[command(flatten)]
+    target: client::Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, describe or delete collections.
     #[command(subcommand)]
     Collection(CollectionCmd),
@@ -232,12 +227,12 @@ enum CollectionCmd {
     },
 }
 
-async fn cluster(addr: &str, cmd: ClusterCmd) -> anyhow::Result<()> {
+async fn cluster(target: &client::Target, cmd: ClusterCmd) -> anyhow::Result<()> {
     let err = client::status_err;
     match cmd {
-        ClusterCmd::Status { digests, json } => client::cluster_status(addr, digests, json).await,
+        ClusterCmd::Status { digests, json } => client::cluster_status(target, digests, json).await,
         ClusterCmd::Drain { node } => {
-            let mut c = client::cluster_client(addr).await?;
+            let mut c = client::cluster_client(target).await?;
             c.drain(pb::DrainRequest { node }).await.map_err(err)?;
             println!(
                 "draining node {node}: its replicas move away, then it leaves the cluster \
@@ -251,7 +246,7 @@ async fn cluster(addr: &str, cmd: ClusterCmd) -> anyhow::Result<()> {
             from,
             to,
         } => {
-            let mut c = client::cluster_client(addr).await?;
+            let mut c = client::cluster_client(target).await?;
             let r = c
                 .move_replica(pb::MoveReplicaRequest {
                     collection,
@@ -269,7 +264,7 @@ async fn cluster(addr: &str, cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::Rebalance { dry_run } => {
-            let mut c = client::cluster_client(addr).await?;
+            let mut c = client::cluster_client(target).await?;
             let r = c
                 .rebalance(pb::RebalanceRequest { dry_run })
                 .await
@@ -350,16 +345,25 @@ fn cluster_secret(out: Option<PathBuf>, if_missing: bool) -> anyhow::Result<()> 
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
+        if cli.target.api_key.is_some() && !args.auth_options().enabled() {
+            // `shoal serve --api-key K` would otherwise serve without authentication.
+            anyhow::bail!(
+                "`shoal serve` was given --api-key (or SHOAL_API_KEY), the credential client \
+                 commands send; a node's keys are --admin-api-key, --read-write-api-key, \
+                 --read-only-api-key or --api-keys-file. To serve without authentication, \
+                 unset SHOAL_API_KEY"
+            );
+        }
         init_logging(args.log_format);
-        return serve(args).await;
+        return serve(*args).await;
     }
     if let Command::Cluster(cmd) = cli.command {
-        return cluster(&cli.addr, cmd).await;
+        return cluster(&cli.target, cmd).await;
     }
     if let Command::ClusterSecret { out, if_missing } = cli.command {
         return cluster_secret(out, if_missing);
     }
-    let (mut collections, points) = client::connect(&cli.addr).await?;
+    let (mut collections, points) = client::connect(&cli.target).await?;
     let err = client::status_err;
     match cli.command {
         Command::Serve(_) | Command::Cluster(_) | Command::ClusterSecret { .. } => {

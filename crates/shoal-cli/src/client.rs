@@ -10,8 +10,11 @@ use shoal_proto::v1::{
     self as pb, cluster_client::ClusterClient, collections_client::CollectionsClient,
     points_client::PointsClient,
 };
+use shoal_server::auth::Secret;
 use shoal_server::convert;
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::{Interceptor, interceptor::InterceptedService};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::filter_json;
 
@@ -76,21 +79,139 @@ impl Progress {
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
+/// How the client commands reach a node: its address, the credential sent with
+/// every call, and TLS.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Target {
+    /// Node to talk to: `http://HOST:PORT`, or `https://HOST:PORT` for a node serving
+    /// TLS (trusting the system's CAs, or --tls-ca).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ADDR",
+        default_value = "http://127.0.0.1:7470"
+    )]
+    pub addr: String,
+    /// API key or JWT sent with every call (`authorization: Bearer ...`). Prefer the
+    /// environment variable: flags show in `ps`.
+    #[arg(long, global = true, env = "SHOAL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// PEM file of the CA(s) to trust for an https:// node, instead of the system's.
+    #[arg(long, global = true, env = "SHOAL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a node that requires one (with --tls-client-key).
+    #[arg(long, global = true, env = "SHOAL_TLS_CLIENT_CERT")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, global = true, env = "SHOAL_TLS_CLIENT_KEY")]
+    pub tls_client_key: Option<PathBuf>,
+    /// The name the node's certificate must carry, when it is not the address's host
+    /// (e.g. connecting by IP address to a certificate for `shoal1`).
+    #[arg(long, global = true, env = "SHOAL_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl Target {
+    /// A plaintext target without a credential.
+    pub fn plain(addr: &str) -> Target {
+        Target {
+            addr: addr.to_string(),
+            api_key: None,
+            tls_ca: None,
+            tls_client_cert: None,
+            tls_client_key: None,
+            tls_server_name: None,
+        }
+    }
+
+    /// The interceptor that sends the credential.
+    pub fn credential(&self) -> anyhow::Result<Credential> {
+        let Some(key) = self.api_key.as_ref().filter(|k| !k.expose().is_empty()) else {
+            return Ok(Credential(None));
+        };
+        let mut v = MetadataValue::try_from(format!("Bearer {}", key.expose()))
+            .map_err(|_| anyhow::anyhow!("--api-key: not printable ASCII"))?;
+        // Kept out of hyper's and h2's debug logs.
+        v.set_sensitive(true);
+        Ok(Credential(Some(v)))
+    }
+
+    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let read = |p: &Path, flag: &str| {
+            std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+        };
+        let https = self.addr.starts_with("https://");
+        if !https {
+            if self.tls_ca.is_some()
+                || self.tls_client_cert.is_some()
+                || self.tls_client_key.is_some()
+                || self.tls_server_name.is_some()
+            {
+                bail!(
+                    "TLS options need an https:// address (--addr {})",
+                    self.addr
+                );
+            }
+            return Ok(None);
+        }
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.tls_ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca, "--tls-ca")?)),
+            None => tls.with_native_roots(),
+        };
+        match (&self.tls_client_cert, &self.tls_client_key) {
+            (Some(c), Some(k)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read(c, "--tls-client-cert")?,
+                    read(k, "--tls-client-key")?,
+                ))
+            }
+            (None, None) => {}
+            _ => bail!("--tls-client-cert and --tls-client-key go together"),
+        }
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// Sends the credential with every call.
+#[derive(Clone)]
+pub struct Credential(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Credential {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connection to a node that sends the credential.
+pub type Conn = InterceptedService<Channel, Credential>;
+
 /// A channel to a node.
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(addr.to_string())
+async fn channel(t: &Target) -> anyhow::Result<Conn> {
+    let addr = &t.addr;
+    let mut endpoint = Channel::from_shared(addr.to_string())
         .with_context(|| format!("bad address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach a shoal node at {addr}; is `shoal serve` running?"))
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = t.tls()? {
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    }
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("cannot reach a shoal node at {addr}; is `shoal serve` running?")
+    })?;
+    Ok(InterceptedService::new(channel, t.credential()?))
 }
 
 /// Connects to a node.
 pub async fn connect(
-    addr: &str,
-) -> anyhow::Result<(CollectionsClient<Channel>, PointsClient<Channel>)> {
-    let channel = channel(addr).await?;
+    target: &Target,
+) -> anyhow::Result<(CollectionsClient<Conn>, PointsClient<Conn>)> {
+    let channel = channel(target).await?;
     Ok((
         CollectionsClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
@@ -166,7 +287,7 @@ pub struct ImportOpts {
 }
 
 /// `shoal import`.
-pub async fn import(points: PointsClient<Channel>, o: ImportOpts) -> anyhow::Result<()> {
+pub async fn import(points: PointsClient<Conn>, o: ImportOpts) -> anyhow::Result<()> {
     let ImportOpts {
         collection,
         file,
@@ -218,7 +339,7 @@ pub async fn import(points: PointsClient<Channel>, o: ImportOpts) -> anyhow::Res
 /// Upserts `all` in batches of `batch`, `parallel` requests in flight, showing
 /// progress. Returns the seconds it took (every point durable).
 pub async fn upload(
-    points: PointsClient<Channel>,
+    points: PointsClient<Conn>,
     collection: &str,
     all: Vec<pb::Point>,
     batch: usize,
@@ -347,7 +468,7 @@ fn print_hit(h: &pb::ScoredPoint) {
 
 /// `shoal search --vector`.
 pub async fn search_one(
-    mut points: PointsClient<Channel>,
+    mut points: PointsClient<Conn>,
     collection: &str,
     vector: Vec<f32>,
     o: &SearchOpts,
@@ -366,7 +487,7 @@ pub async fn search_one(
 /// `shoal search --queries FILE [--ground-truth FILE]`: runs every query (in
 /// SearchBatch requests of `batch`), prints QPS and, with ground truth, recall@k.
 pub async fn search_file(
-    mut points: PointsClient<Channel>,
+    mut points: PointsClient<Conn>,
     collection: &str,
     queries: &Path,
     ground_truth: Option<&Path>,
@@ -451,7 +572,7 @@ pub fn parse_ids(ids: &[String]) -> anyhow::Result<Vec<pb::PointId>> {
 }
 
 pub async fn get(
-    mut points: PointsClient<Channel>,
+    mut points: PointsClient<Conn>,
     collection: &str,
     ids: &[String],
     with_vector: bool,
@@ -480,7 +601,7 @@ pub async fn get(
 }
 
 pub async fn delete(
-    mut points: PointsClient<Channel>,
+    mut points: PointsClient<Conn>,
     collection: &str,
     ids: &[String],
 ) -> anyhow::Result<()> {
@@ -497,7 +618,7 @@ pub async fn delete(
 }
 
 pub async fn count(
-    mut points: PointsClient<Channel>,
+    mut points: PointsClient<Conn>,
     collection: &str,
     filter: &Option<String>,
     consistency: ReadConsistency,
@@ -786,18 +907,16 @@ fn status_text(s: &pb::ClusterStatus) -> String {
 }
 
 /// A client of the `Cluster` service of the node at `addr`.
-pub async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
-    Ok(ClusterClient::new(channel(addr).await?)
+pub async fn cluster_client(target: &Target) -> anyhow::Result<ClusterClient<Conn>> {
+    Ok(ClusterClient::new(channel(target).await?)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
 }
 
-/// `shoal cluster status`: the cluster as the node at `addr` sees it. Succeeds (exit
+/// `shoal cluster status`: the cluster as the node at `target` sees it. Succeeds (exit
 /// code 0) whatever the replicas' state, when the node answers.
-pub async fn cluster_status(addr: &str, digests: bool, json: bool) -> anyhow::Result<()> {
-    let mut client = ClusterClient::new(channel(addr).await?)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+pub async fn cluster_status(target: &Target, digests: bool, json: bool) -> anyhow::Result<()> {
+    let mut client = cluster_client(target).await?;
     let s = client
         .status(pb::ClusterStatusRequest { digests })
         .await

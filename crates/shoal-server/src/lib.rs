@@ -10,6 +10,12 @@
 //!   undecodable messages), remapped to the codes the API promises;
 //! - [`deadline`]: a client's expired deadline answered `DEADLINE_EXCEEDED` (tonic's
 //!   own timeout says `CANCELLED`);
+//! - [`auth`]: the public API's authentication and authorization: API keys with
+//!   roles, JWT bearer tokens with per-collection access, the access every RPC needs
+//!   (`auth::table`), the layer that checks each call;
+//! - [`tls`]: TLS on the public port, certificates reloaded when their files change;
+//! - [`reload`]: noticing that configuration files changed;
+//! - [`error`]: this crate's error type (unusable security settings);
 //! - [`serve`]: `shoal serve`'s options (flags and environment variables), its
 //!   logging (default filter, text or JSON), and start-up: the node, the public server
 //!   with health and reflection, and the internal Raft and node-to-node server.
@@ -20,9 +26,13 @@
 //! hand (`shoal-core` does), reach storage except through the node, or carry client
 //! tooling (that is `shoal-cli`'s).
 
+pub mod auth;
 pub mod convert;
 pub mod deadline;
 pub mod early_status;
+pub mod error;
+pub mod reload;
 pub mod serve;
 pub mod service;
 pub mod status;
+pub mod tls;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,7 +20,9 @@ use shoal_proto::v1::{
     points_server::PointsServer,
 };
 
+use crate::auth::{AuthLayer, AuthOptions, Authenticator, Secret};
 use crate::service::{ClusterService, CollectionsService, PointsService};
+use crate::tls::{ServerTls, TlsOptions};
 
 /// Parses `--peers`: `1=host:port,2=host:port,...`.
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -266,6 +269,89 @@ pub struct ServeArgs {
     #[arg(long, env = "SHOAL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// API keys with the admin role: every call, collections and cluster
+    /// administration included. Several (comma-separated in the environment variable)
+    /// are accepted at once, for rotation. Keys are at least 16 printable ASCII
+    /// characters. Prefer the environment or --api-keys-file: flags show in `ps`.
+    /// Without any key or JWT key the API needs no credential.
+    #[arg(
+        long,
+        env = "SHOAL_ADMIN_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub admin_api_key: Vec<Secret>,
+    /// API keys with the read-write role: read and write points of every collection.
+    #[arg(
+        long,
+        env = "SHOAL_READ_WRITE_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub read_write_api_key: Vec<Secret>,
+    /// API keys with the read-only role: read points and collections.
+    #[arg(
+        long,
+        env = "SHOAL_READ_ONLY_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub read_only_api_key: Vec<Secret>,
+    /// A file of API keys, one `ROLE KEY` per line (ROLE: admin, read-write or
+    /// read-only; `#` starts a comment line). Re-read when it changes.
+    #[arg(long, env = "SHOAL_API_KEYS_FILE", help_heading = "Security")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Accept JWT bearer tokens signed with HS256 by this secret (at least 32 bytes).
+    #[arg(
+        long,
+        env = "SHOAL_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_secret_file",
+        help_heading = "Security"
+    )]
+    pub jwt_secret: Option<Secret>,
+    /// Like --jwt-secret, read from a file (trailing whitespace dropped); re-read when
+    /// it changes.
+    #[arg(long, env = "SHOAL_JWT_SECRET_FILE", help_heading = "Security")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Accept JWT bearer tokens signed with RS256 or ES256 by the private half of this
+    /// PEM public key (RSA or EC P-256). Re-read when it changes.
+    #[arg(long, env = "SHOAL_JWT_PUBLIC_KEY", help_heading = "Security")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Serve the public API over TLS with this PEM certificate chain (with --tls-key).
+    /// Plaintext connections are then refused. Re-read when it changes.
+    #[arg(
+        long,
+        env = "SHOAL_TLS_CERT",
+        requires = "tls_key",
+        help_heading = "Security"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert. Re-read when it changes.
+    #[arg(
+        long,
+        env = "SHOAL_TLS_KEY",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by a CA of this PEM file (TLS
+    /// client authentication, on top of any API key). Re-read when it changes.
+    #[arg(
+        long,
+        env = "SHOAL_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often (seconds) the TLS files, the API-keys file and the JWT key files are
+    /// checked for changes; SIGHUP re-reads them at once.
+    #[arg(long, env = "SHOAL_RELOAD_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86400), help_heading = "Security")]
+    pub reload_secs: u64,
+
     /// Log lines on stderr: text, or one JSON object per line (for log shippers).
     /// Which lines: RUST_LOG if set, else Shoal's at info and its dependencies' at warn.
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -273,6 +359,34 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Where the public API's credentials come from.
+    pub fn auth_options(&self) -> AuthOptions {
+        let keys = |v: &[Secret]| {
+            v.iter()
+                .filter(|k| !k.expose().is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        AuthOptions {
+            admin_keys: keys(&self.admin_api_key),
+            read_write_keys: keys(&self.read_write_api_key),
+            read_only_keys: keys(&self.read_only_api_key),
+            keys_file: self.api_keys_file.clone(),
+            jwt_secret: self.jwt_secret.clone().filter(|s| !s.expose().is_empty()),
+            jwt_secret_file: self.jwt_secret_file.clone(),
+            jwt_public_key: self.jwt_public_key.clone(),
+        }
+    }
+
+    /// The public port's TLS files, if it serves TLS.
+    pub fn tls_options(&self) -> Option<TlsOptions> {
+        Some(TlsOptions {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     fn coalesce(&self) -> CoalesceOptions {
         CoalesceOptions {
             window: Duration::from_micros(self.search_coalesce_us),
@@ -489,6 +603,14 @@ pub fn init_logging(format: LogFormat) {
 /// Starts the node and serves until SIGINT or SIGTERM, or until the cluster removes
 /// the node (then it stops serving and waits for the signal).
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Security settings first: a bad key or certificate stops start-up before the node
+    // opens its data.
+    let auth = Arc::new(Authenticator::new(args.auth_options())?);
+    let tls = args
+        .tls_options()
+        .map(ServerTls::new)
+        .transpose()?
+        .map(Arc::new);
     let raft_listener = tokio::net::TcpListener::bind(args.raft_listen)
         .await
         .with_context(|| format!("binding --raft-listen {}", args.raft_listen))?;
@@ -541,26 +663,54 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, raft = %raft_addr, "serving gRPC");
+    log_security(addr, &auth, tls.as_deref());
+    // SIGHUP's handler is installed before the address is printed: from then on a
+    // SIGHUP re-reads the files instead of ending the process.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup = None;
+    let reloader = tokio::spawn(reload_on_change(
+        auth.clone(),
+        tls.clone(),
+        Duration::from_secs(args.reload_secs),
+        hup,
+    ));
+    tracing::info!(%addr, raft = %raft_addr, tls = tls.is_some(), "serving gRPC");
     println!("listening on {addr}");
 
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             crate::early_status::remap::<tonic::body::Body>,
         ))
         .layer(crate::deadline::DeadlineLayer)
+        .layer(AuthLayer::new(auth))
         .add_service(health)
         .add_service(reflection)
         .add_service(collections)
         .add_service(points)
-        .add_service(cluster)
-        .serve_with_incoming_shutdown(
-            // TCP_NODELAY: small replies must not wait for Nagle's algorithm
-            // (a ~40 ms stall at the tail under concurrency otherwise).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stop_serving(&node),
-        )
-        .await?;
+        .add_service(cluster);
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(
+                    crate::tls::incoming(listener, tls),
+                    stop_serving(&node),
+                )
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    // TCP_NODELAY: small replies must not wait for Nagle's algorithm
+                    // (a ~40 ms stall at the tail under concurrency otherwise).
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stop_serving(&node),
+                )
+                .await?
+        }
+    }
+    reloader.abort();
     if let Some(removal) = node.removal() {
         // Its replicas are deleted; the process stays up (a restart policy would only
         // start it again) until told to stop.
@@ -576,6 +726,85 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = internal_server.await;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The start-up lines about the public port's security: what is on, and a warning
+/// when a port other machines can reach takes calls without a credential, or takes
+/// credentials in plaintext.
+fn log_security(addr: SocketAddr, auth: &Authenticator, tls: Option<&ServerTls>) {
+    let reachable = !addr.ip().is_loopback();
+    if auth.enabled() {
+        let (keys, jwt) = auth.summary();
+        tracing::info!(api_keys = keys, jwt, "the public API requires a credential");
+        if keys == 0 && !jwt {
+            tracing::warn!("authentication is on but no key is configured: every call is refused");
+        }
+        if reachable && tls.is_none() {
+            tracing::warn!(%addr, "API keys and tokens travel in plaintext to this address: serve TLS with --tls-cert and --tls-key");
+        }
+    } else if reachable {
+        tracing::warn!(%addr, "the public API takes calls without a credential on an address other machines can reach: set --admin-api-key (and --read-write-api-key, --read-only-api-key, --api-keys-file or --jwt-secret); see the README's Security section");
+    }
+    if let Some(tls) = tls {
+        tracing::info!(
+            cert = %tls.options().cert.display(),
+            client_certificates = tls.options().client_ca.is_some(),
+            "the public API serves TLS"
+        );
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+/// Re-reads the TLS files and the key files every `every` if they changed, and at
+/// once on SIGHUP (`hup`).
+async fn reload_on_change(
+    auth: Arc<Authenticator>,
+    tls: Option<Arc<ServerTls>>,
+    every: Duration,
+    mut hup: Hangup,
+) {
+    loop {
+        #[cfg(unix)]
+        let force = match hup.as_mut() {
+            Some(h) => {
+                let got = tokio::select! {
+                    _ = tokio::time::sleep(every) => Some(false),
+                    r = h.recv() => r.map(|_| true),
+                };
+                // `None`: the signal stream ended (the runtime is stopping).
+                if got.is_none() {
+                    hup = None;
+                }
+                got.unwrap_or(false)
+            }
+            None => {
+                tokio::time::sleep(every).await;
+                false
+            }
+        };
+        #[cfg(not(unix))]
+        let force = {
+            let _ = &mut hup;
+            tokio::time::sleep(every).await;
+            false
+        };
+        if force {
+            tracing::info!("SIGHUP: re-reading the TLS and key files");
+        }
+        // Blocking file reads, a few small files: off the async workers.
+        let (a, t) = (auth.clone(), tls.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            a.reload(force);
+            if let Some(t) = t {
+                t.reload(force);
+            }
+        })
+        .await;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM, or once the cluster removed this node.

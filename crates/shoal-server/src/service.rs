@@ -3,6 +3,12 @@
 //! `convert`; the node validates their content and routes them. Concurrent single
 //! searches are coalesced into batches (`shoal_cluster::SearchCoalescer`).
 //!
+//! Every call arrives with its caller checked by `crate::auth::AuthLayer`; a call on
+//! a collection checks the caller's access to that collection
+//! ([`Authorized::collection`]) before anything else, so that a caller learns nothing
+//! of collections it may not read. `Collections.List` and `Cluster.Status` show only
+//! what the caller may see.
+//!
 //! A reply larger than `--max-message-bytes` is answered `RESOURCE_EXHAUSTED` naming
 //! the limit ([`sized`]); tonic's own encoder would refuse it with `OUT_OF_RANGE`,
 //! after the response headers, where no layer can remap it.
@@ -15,6 +21,7 @@ use shoal_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Authorized, Principal};
 use crate::convert;
 use crate::status::to_status;
 
@@ -35,6 +42,7 @@ impl Collections for CollectionsService {
         &self,
         req: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
+        Authorized::of(&req)?;
         let config = convert::collection_config(req.into_inner()).map_err(to_status)?;
         let info = self
             .node
@@ -48,21 +56,29 @@ impl Collections for CollectionsService {
         &self,
         req: Request<pb::GetCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
-        let info = self
-            .node
-            .collection(&req.into_inner().name)
-            .await
-            .map_err(to_status)?;
+        let auth = Authorized::of(&req)?;
+        let name = req.into_inner().name;
+        auth.collection(&name)?;
+        let info = self.node.collection(&name).await.map_err(to_status)?;
         Ok(Response::new(convert::collection_info(info)))
     }
 
     async fn list(
         &self,
-        _req: Request<pb::ListCollectionsRequest>,
+        req: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let all = self.node.list_collections().await.map_err(to_status)?;
         Ok(Response::new(pb::ListCollectionsResponse {
-            collections: all.into_iter().map(convert::collection_info).collect(),
+            collections: all
+                .into_iter()
+                .map(convert::collection_info)
+                .filter(|c| {
+                    c.config
+                        .as_ref()
+                        .is_some_and(|c| auth.principal.may_read(&c.name))
+                })
+                .collect(),
         }))
     }
 
@@ -70,6 +86,7 @@ impl Collections for CollectionsService {
         &self,
         req: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
+        Authorized::of(&req)?;
         self.node
             .delete_collection(&req.into_inner().name)
             .await
@@ -81,6 +98,7 @@ impl Collections for CollectionsService {
         &self,
         req: Request<pb::UpdateCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
+        Authorized::of(&req)?;
         let r = req.into_inner();
         if let Some(rf) = r.replication_factor {
             self.node
@@ -137,7 +155,9 @@ impl Points for PointsService {
         &self,
         req: Request<pb::UpsertRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let r = req.into_inner();
+        auth.collection(&r.collection)?;
         let points = convert::points(r.points).map_err(to_status)?;
         let outcome = self
             .node
@@ -151,7 +171,9 @@ impl Points for PointsService {
         &self,
         req: Request<pb::DeletePointsRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let r = req.into_inner();
+        auth.collection(&r.collection)?;
         let ids = convert::ids("ids", r.ids).map_err(to_status)?;
         let outcome = self
             .node
@@ -165,7 +187,9 @@ impl Points for PointsService {
         &self,
         req: Request<pb::GetPointsRequest>,
     ) -> Result<Response<pb::GetPointsResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let r = req.into_inner();
+        auth.collection(&r.collection)?;
         let ids = convert::ids("ids", r.ids).map_err(to_status)?;
         let read = convert::read_options("read", r.read).map_err(to_status)?;
         let points = self
@@ -185,7 +209,9 @@ impl Points for PointsService {
         &self,
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let mut r = req.into_inner();
+        auth.collection(&r.collection)?;
         let collection = std::mem::take(&mut r.collection);
         let read = convert::read_options("read", r.read.take()).map_err(to_status)?;
         let search = convert::search("", r).map_err(to_status)?;
@@ -201,7 +227,9 @@ impl Points for PointsService {
         &self,
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let r = req.into_inner();
+        auth.collection(&r.collection)?;
         shoal_core::validate::search_batch_len(r.searches.len(), self.node.limits())
             .map_err(to_status)?;
         let read = convert::read_options("read", r.read).map_err(to_status)?;
@@ -229,7 +257,9 @@ impl Points for PointsService {
         &self,
         req: Request<pb::ScrollRequest>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let r = req.into_inner();
+        auth.collection(&r.collection)?;
         let offset = r
             .offset
             .map(|o| convert::point_id("offset", Some(o)))
@@ -268,7 +298,9 @@ impl Points for PointsService {
         &self,
         req: Request<pb::CountRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
+        let auth = Authorized::of(&req)?;
         let r = req.into_inner();
+        auth.collection(&r.collection)?;
         let filter = r
             .filter
             .map(|f| convert::filter("filter", f))
@@ -301,18 +333,24 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let s = self
-            .node
-            .status(req.into_inner().digests)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(convert::cluster_status(s)))
+        let auth = Authorized::of(&req)?;
+        let digests = req.into_inner().digests;
+        if digests && !auth.principal.is_admin() {
+            return Err(Status::permission_denied(
+                "Cluster.Status: digests need the admin role",
+            ));
+        }
+        let s = self.node.status(digests).await.map_err(to_status)?;
+        let mut status = convert::cluster_status(s);
+        redact(&mut status, &auth.principal);
+        Ok(Response::new(status))
     }
 
     async fn drain(
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
+        Authorized::of(&req)?;
         let node = req.into_inner().node;
         if node == 0 {
             return Err(Status::invalid_argument("node: node ids start at 1"));
@@ -325,6 +363,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MoveReplicaRequest>,
     ) -> Result<Response<pb::MoveReplicaResponse>, Status> {
+        Authorized::of(&req)?;
         let r = req.into_inner();
         if r.from.is_none() && r.to.is_none() {
             return Err(Status::invalid_argument(
@@ -343,6 +382,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::RebalanceRequest>,
     ) -> Result<Response<pb::RebalanceResponse>, Status> {
+        Authorized::of(&req)?;
         let planned = self
             .node
             .rebalance(req.into_inner().dry_run)
@@ -360,9 +400,93 @@ impl Cluster for ClusterService {
     }
 }
 
+/// `Cluster.Status` as a caller other than an admin sees it: no node addresses or
+/// error texts (they name internal addresses), no digests; a collection-scoped token
+/// sees only the collections it may read, and no operations (they name collections).
+pub fn redact(s: &mut pb::ClusterStatus, caller: &Principal) {
+    if caller.is_admin() {
+        return;
+    }
+    for n in &mut s.nodes {
+        n.address.clear();
+        n.error.clear();
+    }
+    for c in &mut s.collections {
+        for sh in &mut c.shards {
+            for r in &mut sh.replicas {
+                r.digest = None;
+            }
+        }
+    }
+    if !caller.sees_everything() {
+        s.collections.retain(|c| caller.may_read(&c.name));
+        s.operations.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_redacted_for_all_but_admins() {
+        use crate::auth::{Grant, Level, Role};
+        let full = pb::ClusterStatus {
+            node_id: 1,
+            nodes: vec![pb::NodeStatus {
+                id: 1,
+                address: "10.0.0.1:7471".into(),
+                error: "unreachable: 10.0.0.1:7471 refused".into(),
+                ..Default::default()
+            }],
+            collections: ["docs", "secret"]
+                .into_iter()
+                .map(|name| pb::CollectionStatus {
+                    name: name.into(),
+                    shards: vec![pb::ShardStatus {
+                        replicas: vec![pb::ReplicaStatus {
+                            node: 1,
+                            digest: Some("abc".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            operations: vec![pb::OperationStatus {
+                id: 7,
+                description: "move secret/0 from node 1 to node 2".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut s = full.clone();
+        redact(&mut s, &Principal::admin());
+        assert_eq!(s, full);
+        let mut s = full.clone();
+        redact(
+            &mut s,
+            &Principal {
+                grant: Grant::Role(Role::ReadOnly),
+            },
+        );
+        assert_eq!(s.nodes[0].address, "");
+        assert_eq!(s.nodes[0].error, "");
+        assert_eq!(s.collections.len(), 2);
+        assert_eq!(s.collections[1].shards[0].replicas[0].digest, None);
+        assert_eq!(s.operations.len(), 1);
+        let mut s = full.clone();
+        redact(
+            &mut s,
+            &Principal {
+                grant: Grant::Collections([("docs".to_string(), Level::Read)].into()),
+            },
+        );
+        assert_eq!(s.collections.len(), 1);
+        assert_eq!(s.collections[0].name, "docs");
+        assert!(s.operations.is_empty());
+    }
 
     #[test]
     fn oversized_replies_are_resource_exhausted() {

@@ -1,6 +1,7 @@
 //! Integration tests of a real `shoal` process over gRPC.
 
 mod api;
+mod auth;
 mod bad_input;
 mod cli;
 mod cluster;

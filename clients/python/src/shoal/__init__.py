@@ -18,6 +18,8 @@ from .client import Client
 from .errors import (
     AlreadyExists,
     DeadlineExceeded,
+    PermissionDenied,
+    Unauthenticated,
     FailedPrecondition,
     InternalError,
     InvalidArgument,
@@ -84,5 +86,7 @@ __all__ = [
     "ResourceExhausted",
     "Unavailable",
     "DeadlineExceeded",
+    "Unauthenticated",
+    "PermissionDenied",
     "InternalError",
 ]

@@ -10,6 +10,7 @@ attempts or the call's timeout run out.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
@@ -49,28 +50,107 @@ class RetryPolicy:
         return d * (1.0 + random.random() * self.jitter)
 
 
-def parse_addresses(url: Union[str, Sequence[str]]) -> List[str]:
-    """``"host:port"``, ``"http://host:port"``, a comma-separated list, or a list of
-    either, as grpc targets (``host:port``)."""
+def parse_target(url: Union[str, Sequence[str]]) -> Tuple[List[str], Optional[bool]]:
+    """``"host:port"``, ``"http://host:port"``, ``"https://host:port"``, a
+    comma-separated list, or a list of either: the grpc targets (``host:port``), and
+    whether the addresses asked for TLS (``https://``: True, ``http://``: False, no
+    scheme: None). Mixing ``http://`` and ``https://`` is an error."""
     items = [url] if isinstance(url, str) else list(url)
     out: List[str] = []
+    schemes = set()
     for item in items:
         for part in str(item).split(","):
             part = part.strip()
             if not part:
                 continue
-            for prefix in ("http://", "grpc://"):
+            for prefix, scheme in (("http://", False), ("grpc://", False), ("https://", True)):
                 if part.startswith(prefix):
                     part = part[len(prefix):]
-            if part.startswith("https://"):
-                raise ValueError("TLS is not supported yet: Shoal serves plaintext gRPC")
+                    schemes.add(scheme)
             part = part.rstrip("/")
             if ":" not in part.rsplit("]", 1)[-1]:
                 part = f"{part}:{DEFAULT_PORT}"
             out.append(part)
     if not out:
         raise ValueError("no node address given")
-    return out
+    if len(schemes) > 1:
+        raise ValueError("give every node as https:// (TLS) or none of them")
+    return out, (schemes.pop() if schemes else None)
+
+
+def parse_addresses(url: Union[str, Sequence[str]]) -> List[str]:
+    """The grpc targets (``host:port``) of :func:`parse_target`."""
+    return parse_target(url)[0]
+
+
+PemLike = Union[bytes, str, "os.PathLike[str]"]
+
+
+def _pem(value: Optional[PemLike], what: str) -> Optional[bytes]:
+    """PEM bytes from bytes, PEM text, or the path of a PEM file."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        return value.encode()
+    try:
+        with open(value, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read {value!s}: {e.strerror}") from None
+
+
+@dataclass(frozen=True)
+class Security:
+    """What a client sends to authenticate and how it encrypts: the metadata that
+    carries the API key, the TLS credentials (``None``: plaintext), extra channel
+    options (the TLS server name)."""
+
+    metadata: Optional[Tuple[Tuple[str, str], ...]]
+    credentials: Optional[grpc.ChannelCredentials]
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"Security(api_key={'set' if self.metadata else 'none'}, tls={self.credentials is not None})"
+
+
+def security(url: Union[str, Sequence[str]], api_key: Optional[str], tls: Optional[bool],
+             root_certificates: Optional[PemLike], client_certificate: Optional[PemLike],
+             client_key: Optional[PemLike], tls_server_name: Optional[str],
+             metadata: Optional[Sequence[Tuple[str, str]]]) -> Tuple[List[str], Security]:
+    """The addresses of ``url`` and the :class:`Security` the client arguments ask for.
+    TLS is on with ``tls=True``, an ``https://`` address, or any certificate argument;
+    ``tls=False`` with one of those is an error."""
+    addresses, scheme_tls = parse_target(url)
+    wants_tls = scheme_tls is True or any(
+        v is not None for v in (root_certificates, client_certificate, client_key, tls_server_name))
+    if tls is False and wants_tls:
+        raise ValueError("tls=False, but an https:// address or TLS certificates were given")
+    use_tls = bool(tls) or wants_tls
+    if scheme_tls is False and use_tls:
+        raise ValueError("TLS asked for, but the address is http://: use https:// or no scheme")
+    if (client_certificate is None) != (client_key is None):
+        raise ValueError("client_certificate and client_key go together")
+    md = list(metadata or ())
+    if api_key is not None:
+        if not isinstance(api_key, str) or not api_key or not api_key.isascii() or not api_key.isprintable() \
+                or " " in api_key:
+            raise ValueError("api_key must be a non-empty printable ASCII string without spaces")
+        if any(k.lower() == "authorization" for k, _ in md):
+            raise ValueError("api_key and an authorization entry in metadata: give one")
+        md.append(("authorization", f"Bearer {api_key}"))
+    creds = None
+    options: List[Tuple[str, Any]] = []
+    if use_tls:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_pem(root_certificates, "root_certificates"),
+            private_key=_pem(client_key, "client_key"),
+            certificate_chain=_pem(client_certificate, "client_certificate"),
+        )
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+    return addresses, Security(tuple(md) if md else None, creds, tuple(options))
 
 
 def channel_options(max_message_bytes: int, extra: Optional[Sequence[Tuple[str, Any]]]) -> List[Tuple[str, Any]]:
@@ -152,15 +232,19 @@ class _Rotation:
 
 class SyncTransport:
     def __init__(self, addresses: List[str], options: List[Tuple[str, Any]], timeout: Optional[float],
-                 retry: RetryPolicy, metadata: Optional[Sequence[Tuple[str, str]]], native: bool = False) -> None:
-        self.native = _load_native() if native else None
+                 retry: RetryPolicy, metadata: Optional[Sequence[Tuple[str, str]]], native: bool = False,
+                 credentials: Optional[grpc.ChannelCredentials] = None) -> None:
         if native and metadata:
-            raise ValueError("native=True does not send gRPC metadata yet")
+            raise ValueError("native=True does not send gRPC metadata (nor api_key) yet")
+        if native and credentials is not None:
+            raise ValueError("native=True does not support TLS yet")
+        self.native = _load_native() if native else None
         self.rotation = _Rotation(addresses)
         self.options = options
         self.timeout = timeout
         self.retry = retry
         self.metadata = tuple(metadata) if metadata else None
+        self.credentials = credentials
         self._channels: List[Optional[grpc.Channel]] = [None] * len(addresses)
         self._methods: Dict[Tuple[int, str], Any] = {}
         self._lock = threading.Lock()
@@ -182,7 +266,11 @@ class SyncTransport:
                     self._methods[(i, path)] = m
                     return m
                 if ch is None:
-                    ch = self._channels[i] = grpc.insecure_channel(self.rotation.addresses[i], options=self.options)
+                    addr = self.rotation.addresses[i]
+                    ch = self._channels[i] = (
+                        grpc.secure_channel(addr, self.credentials, options=self.options)
+                        if self.credentials is not None
+                        else grpc.insecure_channel(addr, options=self.options))
                 m = ch.unary_unary(path, request_serializer=None, response_deserializer=_identity)
                 self._methods[(i, path)] = m
         return m
@@ -232,12 +320,14 @@ class AsyncTransport:
     test frameworks do, works)."""
 
     def __init__(self, addresses: List[str], options: List[Tuple[str, Any]], timeout: Optional[float],
-                 retry: RetryPolicy, metadata: Optional[Sequence[Tuple[str, str]]]) -> None:
+                 retry: RetryPolicy, metadata: Optional[Sequence[Tuple[str, str]]],
+                 credentials: Optional[grpc.ChannelCredentials] = None) -> None:
         self.rotation = _Rotation(addresses)
         self.options = options
         self.timeout = timeout
         self.retry = retry
         self.metadata = tuple(metadata) if metadata else None
+        self.credentials = credentials
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._channels: List[Optional[grpc.aio.Channel]] = [None] * len(addresses)
         self._methods: Dict[Tuple[int, str], Any] = {}
@@ -270,7 +360,11 @@ class AsyncTransport:
         if m is None:
             ch = self._channels[i]
             if ch is None:
-                ch = self._channels[i] = grpc.aio.insecure_channel(self.rotation.addresses[i], options=self.options)
+                addr = self.rotation.addresses[i]
+                ch = self._channels[i] = (
+                    grpc.aio.secure_channel(addr, self.credentials, options=self.options)
+                    if self.credentials is not None
+                    else grpc.aio.insecure_channel(addr, options=self.options))
             m = ch.unary_unary(path, request_serializer=None, response_deserializer=_identity)
             self._methods[(i, path)] = m
         return m

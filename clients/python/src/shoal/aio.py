@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator, Iterable, List, Mapping, Optional, Sequen
 
 from . import _base
 from ._base import ConsistencyLike, VectorLike, _Api, _Tokens
-from ._transport import DEFAULT_MAX_MESSAGE_BYTES, AsyncTransport, RetryPolicy, channel_options, parse_addresses
+from ._transport import DEFAULT_MAX_MESSAGE_BYTES, AsyncTransport, PemLike, RetryPolicy, channel_options, security
 from .client import Progress, _policy, _progress
 from .errors import NotFound
 from .filters import FilterLike
@@ -51,9 +51,17 @@ class AsyncClient(_Api):
         metadata: Optional[Sequence[Tuple[str, str]]] = None,
         grpc_options: Optional[Sequence[Tuple[str, Any]]] = None,
         coalesce: bool = True,
+        api_key: Optional[str] = None,
+        tls: Optional[bool] = None,
+        root_certificates: Optional[PemLike] = None,
+        client_certificate: Optional[PemLike] = None,
+        client_key: Optional[PemLike] = None,
+        tls_server_name: Optional[str] = None,
     ) -> None:
-        self._t = AsyncTransport(parse_addresses(url), channel_options(max_message_bytes, grpc_options), timeout,
-                                 _policy(retry), metadata)
+        addresses, sec = security(url, api_key, tls, root_certificates, client_certificate, client_key,
+                                  tls_server_name, metadata)
+        options = channel_options(max_message_bytes, list(grpc_options or ()) + list(sec.options))
+        self._t = AsyncTransport(addresses, options, timeout, _policy(retry), sec.metadata, sec.credentials)
         self._t.coalesce = coalesce
         self._tokens = _Tokens()
         self._consistency = Consistency.parse(consistency)
@@ -68,9 +76,9 @@ class AsyncClient(_Api):
     @classmethod
     def _twin(cls, addresses: List[str], options: List[Tuple[str, Any]], timeout: Optional[float],
               retry: RetryPolicy, metadata: Any, tokens: _Tokens, consistency: Consistency,
-              coalesce: bool = True) -> "AsyncClient":
+              coalesce: bool = True, credentials: Any = None) -> "AsyncClient":
         c = cls.__new__(cls)
-        c._t = AsyncTransport(list(addresses), options, timeout, retry, metadata)
+        c._t = AsyncTransport(list(addresses), options, timeout, retry, metadata, credentials)
         c._t.coalesce = coalesce
         c._tokens, c._consistency, c._owner = tokens, consistency, True
         return c

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, Iterator, List
 
 from . import _base
 from ._base import ConsistencyLike, VectorLike, _Api, _Tokens
-from ._transport import DEFAULT_MAX_MESSAGE_BYTES, RetryPolicy, SyncTransport, channel_options, parse_addresses
+from ._transport import DEFAULT_MAX_MESSAGE_BYTES, PemLike, RetryPolicy, SyncTransport, channel_options, security
 from .filters import FilterLike
 from .models import (
     ClusterStatus,
@@ -49,9 +49,21 @@ class Client(_Api):
     """A synchronous client of a Shoal cluster.
 
     Args:
-        url: one node (``"127.0.0.1:7470"``, ``"http://host:7470"``), a comma-separated
-            list, or a list. Requests go to one node at a time; a node that answers
-            UNAVAILABLE (or cannot be reached) is skipped for the next.
+        url: one node (``"127.0.0.1:7470"``, ``"http://host:7470"``,
+            ``"https://host:7470"`` for TLS), a comma-separated list, or a list. Requests
+            go to one node at a time; a node that answers UNAVAILABLE (or cannot be
+            reached) is skipped for the next.
+        api_key: an API key or JWT, sent with every call as ``authorization: Bearer``.
+            A call the server refuses raises :class:`~shoal.Unauthenticated` (missing,
+            unknown or expired credential) or :class:`~shoal.PermissionDenied` (valid,
+            but not allowed this call).
+        tls: ``True`` to connect with TLS (implied by an ``https://`` address or any
+            argument below), trusting the system's CAs unless ``root_certificates``.
+        root_certificates: the CA(s) to trust, as PEM bytes, PEM text or a file path.
+        client_certificate, client_key: a client certificate and its key (same forms),
+            for a server that requires one.
+        tls_server_name: the name the server's certificate must carry when it is not the
+            address's host (e.g. connecting by IP address).
         timeout: seconds per call, retries included (``None``: no limit).
         retry: a :class:`RetryPolicy` for idempotent calls that fail with UNAVAILABLE,
             an int (attempts), or ``None``/``0`` for no retries.
@@ -87,9 +99,17 @@ class Client(_Api):
         grpc_options: Optional[Sequence[Tuple[str, Any]]] = None,
         coalesce: bool = True,
         native: bool = False,
+        api_key: Optional[str] = None,
+        tls: Optional[bool] = None,
+        root_certificates: Optional[PemLike] = None,
+        client_certificate: Optional[PemLike] = None,
+        client_key: Optional[PemLike] = None,
+        tls_server_name: Optional[str] = None,
     ) -> None:
-        self._t = SyncTransport(parse_addresses(url), channel_options(max_message_bytes, grpc_options), timeout,
-                                _policy(retry), metadata, native)
+        addresses, sec = security(url, api_key, tls, root_certificates, client_certificate, client_key,
+                                  tls_server_name, metadata)
+        options = channel_options(max_message_bytes, list(grpc_options or ()) + list(sec.options))
+        self._t = SyncTransport(addresses, options, timeout, _policy(retry), sec.metadata, native, sec.credentials)
         self._t.coalescer = SyncCoalescer(self._t.call) if coalesce else None
         self._tokens = _Tokens()
         self._consistency = Consistency.parse(consistency)
@@ -146,7 +166,7 @@ class Client(_Api):
 
         t = self._t
         return AsyncClient._twin(t.rotation.addresses, t.options, t.timeout, t.retry, t.metadata, self._tokens,
-                                 self._consistency, t.coalescer is not None)
+                                 self._consistency, t.coalescer is not None, t.credentials)
 
     # ---- collections ----
 

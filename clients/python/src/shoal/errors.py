@@ -12,6 +12,8 @@ offending field, e.g. ``points[3].vector[17]: component is NaN``)::
     ├── ResourceExhausted    RESOURCE_EXHAUSTED (over a server limit, e.g. message size)
     ├── Unavailable          UNAVAILABLE (no leader / replica in time, or no node reachable)
     ├── DeadlineExceeded     DEADLINE_EXCEEDED (the client's timeout ran out)
+    ├── Unauthenticated      UNAUTHENTICATED (no credential, or an unknown or expired one)
+    ├── PermissionDenied     PERMISSION_DENIED (a valid credential that does not allow the call)
     └── InternalError        INTERNAL and every other code
 """
 
@@ -30,6 +32,8 @@ __all__ = [
     "ResourceExhausted",
     "Unavailable",
     "DeadlineExceeded",
+    "Unauthenticated",
+    "PermissionDenied",
     "InternalError",
     "from_rpc_error",
 ]
@@ -112,6 +116,21 @@ class DeadlineExceeded(ShoalError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unauthenticated(ShoalError):
+    """The server requires a credential and got none, or one it does not accept (an
+    unknown API key, an expired or badly signed token): pass ``api_key=``."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ShoalError):
+    """The credential is valid but does not allow this call (a read-only key writing,
+    a token scoped to other collections, a non-admin creating a collection); the
+    message says what the call needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class InternalError(ShoalError):
     """INTERNAL (a server bug or disk failure) or any status without a class of its own."""
 
@@ -127,6 +146,8 @@ _BY_CODE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 
