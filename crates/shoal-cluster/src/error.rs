@@ -60,11 +60,14 @@ pub enum ClusterError {
         waited_ms: u64,
     },
     /// The call to `node` failed in transport (no connection, or no reply).
+    /// `never_sent`: the connection was refused, so the request provably never
+    /// reached the node; otherwise it may have.
     #[error("node {node} ({addr}): {reason}")]
     Unreachable {
         node: NodeId,
         addr: String,
         reason: String,
+        never_sent: bool,
     },
     /// `node`'s Raft group `group` refused for a reason of Raft's own (shutting down,
     /// a membership change in progress, a fatal storage error).
@@ -90,18 +93,22 @@ pub enum ClusterError {
         waited_ms: u64,
     },
     /// Retries of one operation on one group ran out of time; `last` is the error of
-    /// the last attempt.
-    #[error("{op} within {timeout_ms} ms ({last})")]
+    /// the last attempt. `maybe_applied`: some attempt may have appended the write to
+    /// a log (see [`ClusterError::maybe_applied`]), so its outcome is unknown;
+    /// otherwise no attempt did and it was provably not written.
+    #[error("{}", gave_up(*op, *timeout_ms, *maybe_applied, last))]
     GaveUp {
         op: Op,
         timeout_ms: u64,
         last: Box<ClusterError>,
+        maybe_applied: bool,
     },
     /// A write to several shards that some did not commit (shards are separate Raft
-    /// groups: those listed in `committed` did).
+    /// groups: those listed in `committed` did; of the others, each says whether it
+    /// was provably not written or its outcome is unknown).
     #[error(
-        "the write was not committed on {} of {} shards ({}); committed on shards [{}]. Retrying the whole write is safe",
-        failed.len(), failed.len() + committed.len(), describe_failed(failed), list(committed)
+        "the write was committed on {} of {} shards ({}); {}. Retrying the whole write is safe",
+        committed.len(), failed.len() + committed.len(), committed_list(committed), describe_failed(failed)
     )]
     PartialWrite {
         committed: Vec<u32>,
@@ -133,15 +140,6 @@ pub enum Op {
     Read,
 }
 
-impl std::fmt::Display for Op {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Op::Write => "not committed",
-            Op::Read => "no replica could serve the read",
-        })
-    }
-}
-
 fn leader_hint(leader: Option<NodeId>) -> String {
     match leader {
         Some(l) => format!(" (node {l} does)"),
@@ -157,12 +155,39 @@ fn list(shards: &[u32]) -> String {
         .join(", ")
 }
 
+fn committed_list(shards: &[u32]) -> String {
+    if shards.is_empty() {
+        "none".into()
+    } else {
+        format!("shards {}", list(shards))
+    }
+}
+
 fn describe_failed(failed: &[(u32, ClusterError)]) -> String {
     failed
         .iter()
-        .map(|(s, e)| format!("shard {s}: {e}"))
+        .map(|(s, e)| {
+            let what = if e.maybe_applied() {
+                "outcome unknown"
+            } else {
+                "not written"
+            };
+            format!("shard {s}: {what} ({e})")
+        })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+fn gave_up(op: Op, timeout_ms: u64, maybe_applied: bool, last: &ClusterError) -> String {
+    match (op, maybe_applied) {
+        (Op::Read, _) => format!("no replica could serve the read within {timeout_ms} ms ({last})"),
+        (Op::Write, false) => {
+            format!("not written: no leader took the write within {timeout_ms} ms ({last})")
+        }
+        (Op::Write, true) => format!(
+            "not known to be committed within {timeout_ms} ms: a leader may have appended it, so it may be committed or still commit ({last})"
+        ),
+    }
 }
 
 impl ClusterError {
@@ -187,6 +212,35 @@ impl ClusterError {
             | ClusterError::Internal(_)
             | ClusterError::Removed(_)
             | ClusterError::Resharded { .. } => false,
+        }
+    }
+
+    /// Whether a write that failed with this error may have been appended to a log,
+    /// and so may be (or become) committed: its outcome is unknown. False only where
+    /// the write provably reached no log: refused by a node that does not lead or host
+    /// the group, a connection refused, a request or routing error decided before
+    /// proposing, or a deterministic refusal on apply (nothing applied).
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            ClusterError::NotLeader { .. }
+            | ClusterError::NotHosted { .. }
+            | ClusterError::Request(_)
+            | ClusterError::Resharded { .. }
+            | ClusterError::UnknownNode(_)
+            | ClusterError::NotFormed
+            | ClusterError::MetadataBehind { .. }
+            | ClusterError::Removed(_)
+            | ClusterError::Behind { .. } => false,
+            ClusterError::Unreachable { never_sent, .. } => !never_sent,
+            ClusterError::GaveUp { maybe_applied, .. } => *maybe_applied,
+            ClusterError::PartialWrite { failed, .. } => {
+                failed.iter().any(|(_, e)| e.maybe_applied())
+            }
+            ClusterError::LeaderChanged { .. }
+            | ClusterError::Timeout { .. }
+            | ClusterError::Raft { .. }
+            | ClusterError::Storage(_)
+            | ClusterError::Internal(_) => true,
         }
     }
 
@@ -230,7 +284,18 @@ impl From<ClusterError> for shoal_core::Error {
         match e {
             ClusterError::Request(e) => e,
             e @ ClusterError::GaveUp { op: Op::Write, .. } => {
-                Error::Unavailable(format!("{e}; retrying the same write is safe"))
+                if e.maybe_applied() {
+                    Error::OutcomeUnknown(format!("{e}; retrying the same write is safe"))
+                } else {
+                    Error::Unavailable(format!("{e}; retrying is safe"))
+                }
+            }
+            e @ ClusterError::PartialWrite { .. } => {
+                if e.maybe_applied() {
+                    Error::OutcomeUnknown(e.to_string())
+                } else {
+                    Error::Unavailable(e.to_string())
+                }
             }
             e @ (ClusterError::Storage(_) | ClusterError::Internal(_)) => {
                 Error::Internal(e.to_string())
@@ -272,25 +337,83 @@ mod tests {
             shoal_core::Error::from(ClusterError::Request(nf.clone())),
             nf
         );
-        let gave_up = ClusterError::GaveUp {
+        // Every attempt refused without appending: provably not written.
+        let not_written = ClusterError::GaveUp {
             op: Op::Write,
             timeout_ms: 10,
             last: Box::new(ClusterError::NotFormed),
+            maybe_applied: false,
         };
-        assert!(!gave_up.is_retryable());
-        match shoal_core::Error::from(gave_up) {
+        assert!(!not_written.is_retryable() && !not_written.maybe_applied());
+        match shoal_core::Error::from(not_written) {
             shoal_core::Error::Unavailable(m) => {
-                assert!(m.starts_with("not committed within 10 ms"), "{m}");
+                assert!(
+                    m.starts_with("not written: no leader took the write within 10 ms"),
+                    "{m}"
+                );
+                assert!(m.ends_with("retrying is safe"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An attempt may have appended it: the outcome is unknown, never "not written".
+        let unknown = ClusterError::GaveUp {
+            op: Op::Write,
+            timeout_ms: 10,
+            last: Box::new(ClusterError::NotFormed),
+            maybe_applied: true,
+        };
+        match shoal_core::Error::from(unknown) {
+            shoal_core::Error::OutcomeUnknown(m) => {
+                assert!(m.contains("may be committed or still commit"), "{m}");
+                assert!(!m.contains("not written"), "{m}");
                 assert!(m.ends_with("retrying the same write is safe"), "{m}");
             }
             other => panic!("{other:?}"),
         }
+        // Which errors leave the outcome open.
+        let refused = ClusterError::Unreachable {
+            node: 2,
+            addr: "a:1".into(),
+            reason: "connection refused".into(),
+            never_sent: true,
+        };
+        let lost = ClusterError::Unreachable {
+            node: 2,
+            addr: "a:1".into(),
+            reason: "connection reset".into(),
+            never_sent: false,
+        };
+        assert!(!refused.maybe_applied() && lost.maybe_applied());
+        let timeout = ClusterError::Timeout {
+            node: 1,
+            group: 7,
+            what: "commit".into(),
+            waited_ms: 10,
+        };
+        assert!(timeout.maybe_applied());
+        // Per shard: committed, not written, unknown.
         let partial = ClusterError::PartialWrite {
             committed: vec![0, 2],
-            failed: vec![(1, ClusterError::NotFormed)],
+            failed: vec![(1, refused.clone()), (3, timeout)],
         };
         let m = partial.to_string();
-        assert!(m.contains("not committed on 1 of 3 shards"), "{m}");
-        assert!(m.contains("committed on shards [0, 2]"), "{m}");
+        assert!(
+            m.contains("committed on 2 of 4 shards (shards 0, 2)"),
+            "{m}"
+        );
+        assert!(m.contains("shard 1: not written"), "{m}");
+        assert!(m.contains("shard 3: outcome unknown"), "{m}");
+        assert!(matches!(
+            shoal_core::Error::from(partial),
+            shoal_core::Error::OutcomeUnknown(_)
+        ));
+        let partial = ClusterError::PartialWrite {
+            committed: vec![0],
+            failed: vec![(1, refused)],
+        };
+        assert!(matches!(
+            shoal_core::Error::from(partial),
+            shoal_core::Error::Unavailable(_)
+        ));
     }
 }

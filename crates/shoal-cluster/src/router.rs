@@ -158,6 +158,8 @@ impl Router {
             node: self.id(),
             group,
         };
+        // Whether any attempt may have appended the write (its outcome is unknown).
+        let mut maybe_applied = false;
         loop {
             let Some(target) = targets.next() else {
                 if Instant::now() + RETRY_PAUSE >= deadline {
@@ -165,6 +167,7 @@ impl Router {
                         op,
                         timeout_ms: self.timeout.as_millis() as u64,
                         last: Box::new(last),
+                        maybe_applied,
                     });
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -186,7 +189,18 @@ impl Router {
                     if let Some(leader) = e.leader_hint() {
                         targets.follow(leader);
                     }
+                    maybe_applied |= op == Op::Write && e.maybe_applied();
                     last = e;
+                }
+                // A final error after an attempt that may have appended the write
+                // must not read as "not written".
+                Err(e) if maybe_applied && !e.maybe_applied() => {
+                    return Err(ClusterError::GaveUp {
+                        op,
+                        timeout_ms: self.timeout.as_millis() as u64,
+                        last: Box::new(e),
+                        maybe_applied,
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -336,12 +350,15 @@ pub(crate) async fn call_at<T: serde::de::DeserializeOwned>(
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<T> {
-    let unreachable = |reason: String| ClusterError::Unreachable {
+    let unreachable = |reason: String, never_sent: bool| ClusterError::Unreachable {
         node: to,
         addr: addr.to_string(),
         reason,
+        never_sent,
     };
-    let channel = peers.channel(addr).map_err(unreachable)?;
+    let channel = peers
+        .channel(addr)
+        .map_err(|reason| unreachable(reason, true))?;
     let mut client = ClusterInternalClient::with_interceptor(channel, peers.credential())
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
@@ -357,7 +374,7 @@ pub(crate) async fn call_at<T: serde::de::DeserializeOwned>(
         Rpc::Join => client.join(req).await,
         Rpc::Split => client.split(req).await,
     }
-    .map_err(|s| unreachable(s.message().to_string()))?;
+    .map_err(|s| unreachable(s.message().to_string(), Peers::never_sent(&s)))?;
     decode::<Result<T>>(&reply.into_inner().payload)?
 }
 
@@ -535,18 +552,51 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(seen, 30, "the restarted node caught up");
-        // With two of three replicas gone no write can commit: the router gives up
-        // after the request timeout, saying so and that retrying is safe.
-        let survivor = cluster.running()[0];
-        for id in cluster.running().into_iter().filter(|i| *i != survivor) {
+        // With two of three replicas gone no write can commit. Through the shard's
+        // leader the entry is appended to its log first: its outcome is unknown (it
+        // commits if that log wins the next election), and the error says so — never
+        // "not written".
+        let leader = leader_of(cluster.node(leader), "c", 0).await;
+        for id in cluster.running().into_iter().filter(|i| *i != leader) {
             cluster.stop(id).await;
         }
-        match cluster.node(survivor).upsert("c", points(100..101)).await {
-            Err(Error::Unavailable(m)) => {
-                assert!(m.contains("not committed within"), "{m}");
+        match cluster.node(leader).upsert("c", points(100..101)).await {
+            Err(Error::OutcomeUnknown(m)) => {
+                assert!(m.contains("may be committed or still commit"), "{m}");
                 assert!(m.contains("Retrying the whole write is safe"), "{m}");
             }
-            other => panic!("expected UNAVAILABLE, got {other:?}"),
+            other => panic!("expected an unknown outcome, got {other:?}"),
         }
+        // Through a follower alone (the others stopped, their ports closed): no leader
+        // takes it and no peer is reached, so it is provably not written ...
+        let follower = (1..=3).find(|i| *i != leader).unwrap();
+        cluster.stop(leader).await;
+        cluster.restart(follower).await;
+        match cluster.node(follower).upsert("c", points(200..201)).await {
+            Err(Error::Unavailable(m)) => {
+                assert!(m.contains("not written"), "{m}");
+                assert!(!m.contains("outcome unknown"), "{m}");
+            }
+            other => panic!("expected UNAVAILABLE (not written), got {other:?}"),
+        }
+        // ... and never shows up once the cluster is whole again.
+        for id in (1..=3).filter(|i| *i != follower) {
+            cluster.restart(id).await;
+        }
+        let mut found = None;
+        for _ in 0..100 {
+            match cluster
+                .node(follower)
+                .get("c", vec![PointId::Num(200)], false, false, strong())
+                .await
+            {
+                Ok(got) => {
+                    found = Some(got.len());
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        assert_eq!(found, Some(0), "a write reported as not written exists");
     }
 }

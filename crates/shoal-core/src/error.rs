@@ -22,9 +22,16 @@ pub enum Error {
     /// that state changes.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
-    /// The service cannot take the request now; retrying later may succeed.
+    /// The service cannot take the request now; retrying later may succeed. For a
+    /// write: it was provably not written (no log took it), so treating it as not
+    /// written is safe.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A write whose outcome is unknown: it may have been committed, or may still
+    /// commit, though the node stopped waiting for it. Retrying the same write is safe
+    /// (upserts and deletes are idempotent); treating it as not written is not.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// A bug or an environment failure (disk error, corrupt record, …).
     #[error("internal error: {0}")]
     Internal(String),

@@ -240,6 +240,22 @@ impl Peers {
         }
     }
 
+    /// Whether `status`, the outcome of a call through a peer channel, says the request
+    /// never reached the peer: its connection was refused (nothing listens there). Any
+    /// other failure may have come after the request was sent.
+    pub fn never_sent(status: &tonic::Status) -> bool {
+        let mut cause = std::error::Error::source(status);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Whether `status`, the outcome of a call through a peer channel, is a failure
     /// of the connection itself (nothing to connect to, the connection closed or
     /// found dead by keepalive) rather than the peer's answer or a deadline.
@@ -487,6 +503,8 @@ mod tests {
         assert_eq!(serial, first);
         let status = r.unwrap_err();
         assert!(Peers::is_transport_failure(&status), "{status:?}");
+        // Nothing listens there any more: the request provably never left.
+        assert!(Peers::never_sent(&status), "{status:?}");
         // Forgetting an older channel than the current one changes nothing.
         peers.forget(&addr, first + 1);
         assert_eq!(peers.peer_channel(&addr).unwrap().serial, first);
@@ -520,6 +538,8 @@ mod tests {
         let status = r.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert!(Peers::is_transport_failure(&status), "{status:?}");
+        // The request went out on a connection that then died: it may have arrived.
+        assert!(!Peers::never_sent(&status), "{status:?}");
         silent.abort();
     }
 }

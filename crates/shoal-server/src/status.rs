@@ -41,6 +41,9 @@ fn status_of(e: Error) -> Status {
         Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
         Error::FailedPrecondition(why) => Status::failed_precondition(why),
         Error::Unavailable(why) => Status::unavailable(why),
+        // gRPC's DEADLINE_EXCEEDED: "for operations that change the state of the
+        // system, this error may be returned even if the operation has completed".
+        Error::OutcomeUnknown(why) => Status::deadline_exceeded(why),
         Error::Internal(why) => {
             tracing::error!(error = %why, "internal error");
             Status::internal(why)

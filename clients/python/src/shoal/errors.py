@@ -11,7 +11,8 @@ offending field, e.g. ``points[3].vector[17]: component is NaN``)::
     ├── FailedPrecondition   FAILED_PRECONDITION (an admin request the cluster's state refuses)
     ├── ResourceExhausted    RESOURCE_EXHAUSTED (over a server limit, e.g. message size)
     ├── Unavailable          UNAVAILABLE (no leader / replica in time, or no node reachable)
-    ├── DeadlineExceeded     DEADLINE_EXCEEDED (the client's timeout ran out)
+    ├── DeadlineExceeded     DEADLINE_EXCEEDED (the client's timeout ran out, or a write's
+    │                        outcome is unknown: it may be committed; retrying it is safe)
     ├── Unauthenticated      UNAUTHENTICATED (no credential, or an unknown or expired one)
     ├── PermissionDenied     PERMISSION_DENIED (a valid credential that does not allow the call)
     └── InternalError        INTERNAL and every other code
@@ -104,7 +105,8 @@ class ResourceExhausted(ShoalError):
 
 class Unavailable(ShoalError):
     """No node could serve the request in time. Retrying is safe; the client already
-    retried idempotent calls as its :class:`~shoal.RetryPolicy` allows."""
+    retried idempotent calls as its :class:`~shoal.RetryPolicy` allows. A write that
+    failed with it was not written on the shards the message lists as "not written"."""
 
     code = grpc.StatusCode.UNAVAILABLE
 

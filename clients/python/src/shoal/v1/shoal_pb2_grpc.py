@@ -352,8 +352,10 @@ class PointsServicer:
 
     def Upsert(self, request, context):
         """Inserts or replaces points (re-upserting an id replaces vector and payload).
-        All-or-nothing per request: on error nothing was written. Duplicate ids within
-        one request are INVALID_ARGUMENT. Replies only after the write is fsynced.
+        All-or-nothing per shard, not across shards: on error the message says per
+        shard what was committed, not written, or of unknown outcome (see the errors
+        above). Duplicate ids within one request are INVALID_ARGUMENT. Replies only
+        after the write is fsynced.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
