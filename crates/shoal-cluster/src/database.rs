@@ -389,6 +389,16 @@ impl Database {
                     Err(e) if is_resharded(&e) => again.push((s, w, e)),
                     Err(e @ ClusterError::GaveUp { .. }) => failed.push((s, e)),
                     Err(e) if e.is_retryable() => failed.push((s, e)),
+                    Err(ClusterError::Request(shoal_core::Error::NotFound(_)))
+                        if self.router.host().state().collection_by_id(cm.id).is_none() =>
+                    {
+                        // The collection was deleted while the write was in flight.
+                        return Err(shoal_core::Error::NotFound(format!(
+                            "collection {:?} (deleted while the write was in flight)",
+                            cm.config.name
+                        ))
+                        .into());
+                    }
                     Err(e) => return Err(e),
                 }
             }

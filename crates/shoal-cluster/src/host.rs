@@ -61,6 +61,10 @@ pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
 /// pool even when it could run inline (~1 ms of distance computations at most).
 const INLINE_SCAN_MAX: usize = 10_000;
 
+/// How long a follower waits for a SESSION read's index beyond its own log before it
+/// answers `Behind` and the router tries another replica (see `Host::read_local`).
+const BEYOND_LOG_WAIT: Duration = Duration::from_secs(1);
+
 /// One shard replica hosted here.
 pub(crate) struct Replica {
     pub shard: Shard,
@@ -662,16 +666,39 @@ impl Host {
             }
             Consistency::Strong => self.confirm_leader(group, &replica.raft, timeout).await?,
             Consistency::Session if call.min_applied > 0 => {
+                let m = replica.raft.metrics().borrow().clone();
+                let last = m.last_log_index.unwrap_or(0);
+                let beyond_log = call.min_applied > last;
+                if beyond_log && m.state == ServerState::Leader {
+                    // A leader's log holds every committed entry, so every index a
+                    // write token can name: this one was never issued by a write.
+                    return Err(shoal_core::Error::invalid(
+                        "read.token",
+                        format!(
+                            "index {} of shard group {group} is beyond its log (last index {last}): \
+                             not a token of this collection's writes",
+                            call.min_applied
+                        ),
+                    )
+                    .into());
+                }
+                // A follower may simply lag: it waits a little, then lets the router
+                // try another replica (the leader, which decides at once).
+                let wait = if beyond_log {
+                    timeout.min(BEYOND_LOG_WAIT)
+                } else {
+                    timeout
+                };
                 replica
                     .raft
-                    .wait(Some(timeout))
+                    .wait(Some(wait))
                     .applied_index_at_least(Some(call.min_applied), "session read")
                     .await
                     .map_err(|_| ClusterError::Behind {
                         node: id,
                         group,
                         index: call.min_applied,
-                        waited_ms: timeout.as_millis() as u64,
+                        waited_ms: wait.as_millis() as u64,
                     })?;
             }
             _ => {}

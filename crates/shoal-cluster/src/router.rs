@@ -171,9 +171,16 @@ impl Router {
                     });
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
-                if self.host.state().is_retired(group) {
+                let state = self.host.state();
+                if state.is_retired(group) {
                     // Split meanwhile: the caller routes the request again.
                     return Err(ClusterError::Resharded { group });
+                }
+                let (collection, _) = shoal_meta::location_of(group);
+                if group != META_GROUP && state.collection_by_id(collection).is_none() {
+                    // Deleted meanwhile: retrying could only reach a collection created
+                    // again under the same name, never this one.
+                    return Err(shoal_meta::MetaError::NoSuchCollectionId(collection).into());
                 }
                 let first = match op {
                     Op::Write => self.host.leader_hint(group),
@@ -505,6 +512,93 @@ mod tests {
             cluster.node(3).create_collection(config("d", 1, 4)).await,
             Err(Error::InvalidArgument { .. })
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_token_beyond_the_log_is_refused_not_retried() {
+        let cluster = TestCluster::start(3).await;
+        cluster
+            .node(1)
+            .create_collection(config("c", 1, 3))
+            .await
+            .unwrap();
+        let written = cluster.node(1).upsert("c", points(0..10)).await.unwrap();
+        let session = |token| ReadOptions {
+            consistency: crate::Consistency::Session,
+            token: Some(token),
+        };
+        for id in 1..=3 {
+            // A token naming an index no write produced: INVALID_ARGUMENT naming the
+            // token, through the leader and through followers alike, rather than an
+            // UNAVAILABLE that a client would retry forever.
+            let mut bogus = written.token.clone();
+            bogus.shards.insert(0, 1_000_000_000_000);
+            let r = cluster
+                .node(id)
+                .get("c", vec![PointId::Num(1)], false, false, session(bogus))
+                .await;
+            match r {
+                Err(Error::InvalidArgument { field, reason }) => {
+                    assert_eq!(field, "read.token");
+                    assert!(reason.contains("beyond its log"), "{reason}");
+                }
+                other => panic!("node {id}: {other:?}"),
+            }
+            // A real token reads its write.
+            let got = cluster
+                .node(id)
+                .get(
+                    "c",
+                    vec![PointId::Num(1)],
+                    false,
+                    false,
+                    session(written.token.clone()),
+                )
+                .await
+                .unwrap();
+            assert_eq!(got.len(), 1);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_racing_a_collection_delete_get_not_found_never_a_retry() {
+        let cluster = TestCluster::start(3).await;
+        cluster
+            .node(1)
+            .create_collection(config("c", 2, 3))
+            .await
+            .unwrap();
+        cluster.node(2).upsert("c", points(0..10)).await.unwrap();
+        // Writers through nodes 2 and 3 until the collection is gone; node 1 deletes it
+        // while they write. Each write either commits or is NOT_FOUND: never an
+        // UNAVAILABLE "retry" (that retry could land in a collection recreated under
+        // the same name).
+        let writers: Vec<_> = (0..6u64)
+            .map(|w| {
+                let node = cluster.node(2 + w % 2).clone();
+                tokio::spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for i in 0..2_000u64 {
+                        let id = 1_000 + w * 10_000 + i;
+                        match node.upsert("c", points(id..id + 1)).await {
+                            Ok(_) => {}
+                            Err(e) => {
+                                outcomes.push(e);
+                                break;
+                            }
+                        }
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.node(1).delete_collection("c").await.unwrap();
+        for w in writers {
+            let ended = w.await.unwrap();
+            assert_eq!(ended.len(), 1, "every writer meets the delete: {ended:?}");
+            assert!(matches!(ended[0], Error::NotFound(_)), "{ended:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
