@@ -196,6 +196,16 @@ impl<'a> Plan<'a> {
         !self.leaving(node) && self.observed.alive.contains(&node)
     }
 
+    /// Every node that may take a replica now, by id.
+    fn usable_nodes(&self) -> Vec<NodeId> {
+        self.state
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| self.usable(*n))
+            .collect()
+    }
+
     fn has_room(&self, node: NodeId) -> bool {
         self.busy.get(&node).copied().unwrap_or(0) < self.policy.max_moves_per_node
     }
@@ -312,13 +322,7 @@ impl<'a> Plan<'a> {
     /// lowers the sum of squares of the nodes' points, so the moves come to an end.
     fn balance_points(&mut self) {
         loop {
-            let usable: Vec<NodeId> = self
-                .state
-                .nodes
-                .keys()
-                .copied()
-                .filter(|n| self.usable(*n))
-                .collect();
+            let usable = self.usable_nodes();
             if usable.len() < 2 {
                 return;
             }
@@ -370,13 +374,7 @@ impl<'a> Plan<'a> {
     /// Goal 3: replica counts of usable nodes within one of each other.
     fn balance_replicas(&mut self) {
         loop {
-            let usable: Vec<NodeId> = self
-                .state
-                .nodes
-                .keys()
-                .copied()
-                .filter(|n| self.usable(*n))
-                .collect();
+            let usable = self.usable_nodes();
             let load = |n: &NodeId| self.load.get(n).copied().unwrap_or(0);
             let Some(&max) = usable
                 .iter()

@@ -208,26 +208,37 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "SHOAL_CLUSTER_SECRET",
+        help_heading = "Security",
         hide_env_values = true,
         conflicts_with = "cluster_secret_file"
     )]
     pub cluster_secret: Option<String>,
     /// A file holding the cluster secret; with several lines (rotation), the node sends
     /// the first and accepts each. Blank lines and `#` comments are ignored.
-    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE")]
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", help_heading = "Security")]
     pub cluster_secret_file: Option<PathBuf>,
     /// Mutual TLS on the internal port: this node's certificate (PEM), signed by the
     /// cluster CA (--internal-tls-ca). Peers must present certificates the same CA
     /// signed, and the traffic between nodes is encrypted. Needs --internal-tls-key and
     /// --internal-tls-ca.
-    #[arg(long, env = "SHOAL_INTERNAL_TLS_CERT", requires_all = ["internal_tls_key", "internal_tls_ca"])]
+    #[arg(long, env = "SHOAL_INTERNAL_TLS_CERT", help_heading = "Security", requires_all = ["internal_tls_key", "internal_tls_ca"])]
     pub internal_tls_cert: Option<PathBuf>,
     /// The private key of --internal-tls-cert (PEM).
-    #[arg(long, env = "SHOAL_INTERNAL_TLS_KEY", requires = "internal_tls_cert")]
+    #[arg(
+        long,
+        env = "SHOAL_INTERNAL_TLS_KEY",
+        help_heading = "Security",
+        requires = "internal_tls_cert"
+    )]
     pub internal_tls_key: Option<PathBuf>,
     /// The cluster CA's certificate (PEM): what every node's certificate is checked
     /// against, both ways.
-    #[arg(long, env = "SHOAL_INTERNAL_TLS_CA", requires = "internal_tls_cert")]
+    #[arg(
+        long,
+        env = "SHOAL_INTERNAL_TLS_CA",
+        help_heading = "Security",
+        requires = "internal_tls_cert"
+    )]
     pub internal_tls_ca: Option<PathBuf>,
     /// The name every peer's certificate must carry (default: the host of the peer's
     /// address, e.g. `node2` of `node2:7471`). Set it when nodes come and go under
@@ -235,13 +246,14 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "SHOAL_INTERNAL_TLS_SERVER_NAME",
+        help_heading = "Security",
         requires = "internal_tls_cert"
     )]
     pub internal_tls_server_name: Option<String>,
     /// Run a multi-node cluster whose internal port listens beyond loopback without a
     /// cluster secret: anyone who reaches that port can read and change every
     /// collection. Only for networks where nothing else can reach the nodes.
-    #[arg(long, env = "SHOAL_INSECURE_INTERNAL")]
+    #[arg(long, env = "SHOAL_INSECURE_INTERNAL", help_heading = "Security")]
     pub insecure_internal: bool,
     /// Raft leader heartbeat period, in milliseconds.
     #[arg(long, env = "SHOAL_RAFT_HEARTBEAT_MS", default_value_t = RaftTiming::default().heartbeat_ms)]
