@@ -17,8 +17,8 @@
 //! anything the log has purged, because purging follows snapshots).
 //!
 //! **Defensive apply.** Writes are validated before they are proposed, but a committed
-//! entry is re-checked against the shard's configuration before it is applied
-//! (`Shard::check`): one that fails is refused ([`Rejection::Invalid`]) — applied as a
+//! entry is re-checked against the shard's configuration as it is applied
+//! (`Shard::apply_at` checks before it stores anything): one that fails is refused ([`Rejection::Invalid`]) — applied as a
 //! no-op at its index on every replica alike, so digests stay equal and the group and
 //! the node keep running.
 //!
@@ -45,7 +45,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use shoal_core::routing;
-use shoal_shard::{Shard, ShardSnapshot};
+use shoal_shard::{Shard, ShardError, ShardSnapshot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
@@ -271,22 +271,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                         rejected = Some(Rejection::Sealed);
                         None
                     }
-                    EntryPayload::Normal(Command::Shard(write)) => match shard.check(&write) {
-                        Ok(()) => Some(write),
-                        Err(e) => {
-                            // Validated before it was proposed, so this entry came
-                            // from a bug or a forger: refused the same way on every
-                            // replica, nothing stored, the group goes on.
-                            tracing::error!(
-                                shard = shard.shard_no(),
-                                index = log_id.index,
-                                reason = %e,
-                                "refused an invalid committed write"
-                            );
-                            rejected = Some(Rejection::Invalid(e.to_string()));
-                            None
-                        }
-                    },
+                    EntryPayload::Normal(Command::Shard(write)) => Some(write),
                     EntryPayload::Normal(Command::Seal) => {
                         applied.sealed = true;
                         sealed.store(true, Ordering::Release);
@@ -301,7 +286,26 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                         None
                     }
                 };
-                shard.apply_at(log_id.index + 1, write, &encode(&applied)?)?;
+                let meta = encode(&applied)?;
+                match shard.apply_at(log_id.index + 1, write, &meta) {
+                    // `Shard::check` refused it before storing anything. Validated
+                    // before it was proposed, so this entry came from a bug or a
+                    // forger: refused the same way on every replica (a no-op at its
+                    // index), and the group goes on.
+                    Err(ShardError::Invalid(e)) => {
+                        tracing::error!(
+                            shard = shard.shard_no(),
+                            index = log_id.index,
+                            reason = %e,
+                            "refused an invalid committed write"
+                        );
+                        rejected = Some(Rejection::Invalid(e.to_string()));
+                        shard.apply_at(log_id.index + 1, None, &meta)?;
+                    }
+                    r => {
+                        r?;
+                    }
+                }
                 replies.push(Reply {
                     applied: log_id.index,
                     rejected,

@@ -96,7 +96,8 @@ struct Inner {
     options: ShardOptions,
     writer: Mutex<Writer>,
     state: RwLock<State>,
-    /// Records quarantined when the shard opened or installed a snapshot.
+    /// Records quarantined in storage (counted when the shard opened), plus points
+    /// left out of snapshots installed since.
     quarantined: AtomicU64,
 }
 

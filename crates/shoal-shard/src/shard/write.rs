@@ -211,7 +211,7 @@ impl Shard {
             }
         });
         let left_out = (before - points.len()) as u64;
-        inner.quarantined.store(left_out, Ordering::Relaxed);
+        inner.quarantined.fetch_add(left_out, Ordering::Relaxed);
         let ticket = inner.store.replace_all(&points, snapshot.seq, &meta)?;
         let state = State::build(&inner.config, inner.options.backend, &inner.pool, points)?;
         w.next_internal = state.records.len() as InternalId;
