@@ -358,7 +358,9 @@ async fn nodes_talk_over_mutual_tls_and_refuse_everyone_else() {
     })
     .await
     .expect("a write through node 2 reaches the leader over TLS");
-    let s = wait_replicas_agree(&c.nodes[2]).await;
+    // Asked of node 1, which applied the collection's creation before answering it
+    // (another node may not list it yet, and agrees vacuously on no collections).
+    let s = wait_replicas_agree(&c.nodes[0]).await;
     assert!(
         s.collections[0].shards[0]
             .replicas
