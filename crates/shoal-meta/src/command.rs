@@ -590,7 +590,8 @@ mod tests {
         s.apply(MetaCommand::FinishRestore("r".into())).unwrap();
         assert!(!s.collections["r"].restoring);
         assert_eq!(
-            s.apply(MetaCommand::FinishRestore("gone".into())).unwrap_err(),
+            s.apply(MetaCommand::FinishRestore("gone".into()))
+                .unwrap_err(),
             MetaError::NoSuchCollection("gone".into())
         );
         // An ordinary create is visible at once.
