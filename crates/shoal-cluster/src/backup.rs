@@ -338,3 +338,72 @@ fn original_names(
     }
     entries.iter().map(|e| e.config.name.clone()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{TestCluster, config, points, strong};
+    use shoal_core::Error;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collection_being_restored_is_hidden_until_it_finishes() {
+        let cluster = TestCluster::start(2).await;
+        let db = cluster.node(1).database().clone();
+        let cm = db
+            .create_collection_as(config("r", 2, 2), true)
+            .await
+            .unwrap();
+        // The restore writes into it...
+        db.write_restored(&cm, points(0..50)).await.unwrap();
+        // ...while clients, through either node, cannot see or write it.
+        for n in [1, 2] {
+            let node = cluster.node(n);
+            let hidden =
+                |e: Error| matches!(&e, Error::NotFound(m) if m.contains("being restored"));
+            assert!(hidden(node.collection("r").await.unwrap_err()));
+            assert!(hidden(node.upsert("r", points(50..51)).await.unwrap_err()));
+            assert!(hidden(node.count("r", None, strong()).await.unwrap_err()));
+            assert!(node.list_collections().await.unwrap().is_empty());
+            // Its name is taken.
+            assert!(matches!(
+                node.create_collection(config("r", 1, 1)).await.unwrap_err(),
+                Error::AlreadyExists(_)
+            ));
+        }
+        // Finished: visible everywhere, with what was restored.
+        let reply = db
+            .router
+            .propose(
+                shoal_meta::META_GROUP,
+                &db.voters().await.unwrap(),
+                shoal_raft::Command::Meta(shoal_meta::MetaCommand::FinishRestore("r".into())),
+            )
+            .await
+            .unwrap();
+        let index = crate::database::committed(reply).unwrap();
+        for n in [1, 2] {
+            let node = cluster.node(n);
+            node.database()
+                .router
+                .host()
+                .wait_state(index, std::time::Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!(node.count("r", None, strong()).await.unwrap(), 50);
+            assert_eq!(node.list_collections().await.unwrap().len(), 1);
+        }
+        // A restore cut short is cleared by deleting the collection.
+        let cm = db
+            .create_collection_as(config("s", 1, 1), true)
+            .await
+            .unwrap();
+        assert!(cm.restoring);
+        cluster.node(2).delete_collection("s").await.unwrap();
+        assert!(
+            cluster
+                .node(2)
+                .create_collection(config("s", 1, 1))
+                .await
+                .is_ok()
+        );
+    }
+}
