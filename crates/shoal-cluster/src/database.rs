@@ -688,6 +688,7 @@ impl Database {
             .enumerate()
             .map(|(i, r)| validate::search(&cm.config, &format!("searches[{i}]"), r, &self.limits))
             .collect::<shoal_core::Result<Vec<_>>>()?;
+        validate::search_batch_results(&reqs, &self.limits)?;
         self.run_searches(&cm, reqs, &read).await
     }
 

@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// Most queries in one SearchBatch.
     #[arg(long, env = "SHOAL_MAX_SEARCH_BATCH", default_value_t = Limits::default().max_search_batch)]
     pub max_search_batch: usize,
+    /// Most results one `SearchBatch` may ask for in all (the sum of its queries'
+    /// `top_k`); a bigger batch is refused before any work.
+    #[arg(long, env = "SHOAL_MAX_BATCH_RESULTS", default_value_t = Limits::default().max_batch_results)]
+    pub max_batch_results: usize,
     /// Largest payload of one point, in bytes (at most 16 MiB).
     #[arg(long, env = "SHOAL_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=shoal_core::validate::MAX_STORED_PAYLOAD_BYTES as u64))]
@@ -419,6 +423,7 @@ impl ServeArgs {
             max_ef: self.max_ef,
             max_batch_points: self.max_batch_points,
             max_search_batch: self.max_search_batch,
+            max_batch_results: self.max_batch_results,
             max_payload_bytes: self.max_payload_bytes,
             max_scroll_limit: self.max_scroll_limit,
             ..Limits::default()
