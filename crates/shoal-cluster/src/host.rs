@@ -778,11 +778,11 @@ impl Host {
             } => ReadResult::Points(shard.scroll(
                 offset,
                 limit,
-                filter.as_ref(),
+                filter.as_deref(),
                 with_payload,
                 with_vector,
             )),
-            ReadOp::Count(filter) => ReadResult::Count(shard.count(filter.as_ref())),
+            ReadOp::Count(filter) => ReadResult::Count(shard.count(filter.as_deref())),
             ReadOp::Stats => ReadResult::Stats(shard.stats()),
             ReadOp::ClusterState => unreachable!("refused above"),
         })
