@@ -68,7 +68,8 @@ pub enum BackupCmd {
     },
 }
 
-async fn backups(target: &Target) -> anyhow::Result<BackupsClient<Conn>> {
+/// A client of the `Backups` service of the node at `target`.
+pub async fn backups(target: &Target) -> anyhow::Result<BackupsClient<Conn>> {
     Ok(BackupsClient::new(client::channel(target).await?)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))

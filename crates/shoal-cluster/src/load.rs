@@ -57,6 +57,8 @@ impl LoadMeter {
 
     /// Samples every [`SAMPLE_EVERY`] while the meter lives.
     pub fn spawn_sampler(meter: &Arc<LoadMeter>) {
+        // Resident memory is known from the start (admission control reads it).
+        meter.rss_bytes.store(rss_bytes(), Relaxed);
         let weak = Arc::downgrade(meter);
         tokio::spawn(async move {
             let mut last = (Instant::now(), cpu_seconds(), 0u64);

@@ -277,6 +277,12 @@ impl Node {
             .collect()
     }
 
+    /// The process's resident memory at the last load sample (every 2 s; 0 where
+    /// `/proc` is missing).
+    pub fn rss_bytes(&self) -> u64 {
+        self.inner.host.load.sample().rss_bytes
+    }
+
     pub(crate) fn load_meter(&self) -> &Arc<LoadMeter> {
         &self.inner.host.load
     }

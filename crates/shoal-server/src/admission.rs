@@ -5,6 +5,13 @@
 //! are always admitted), and at most `--max-streams-per-connection` HTTP/2 streams on
 //! one connection (the server's SETTINGS, enforced by the HTTP/2 layer).
 //!
+//! Above `--memory-watermark-bytes` of resident memory (by default 90% of the
+//! container's memory limit, where there is one), calls that need memory — writes,
+//! searches, reads of points, collection creation, backups and restores — are
+//! answered RESOURCE_EXHAUSTED at once, so the node refuses work instead of being
+//! killed; deletes, status, listing and health checks still pass, so an operator can
+//! free memory and see the node. Resident memory is sampled every 2 s.
+//!
 //! It must never queue: a node at its limits answers at once, and the client decides
 //! whether to retry.
 
@@ -21,18 +28,64 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::server::Connected;
 
+/// Resident memory above which calls that need memory are refused.
+#[derive(Clone)]
+pub struct MemoryWatermark {
+    pub bytes: u64,
+    /// The process's resident memory now.
+    pub rss: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for MemoryWatermark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryWatermark")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// Whether a call needs memory in proportion to what it asks (see the module doc).
+pub fn needs_memory(path: &str) -> bool {
+    matches!(
+        path,
+        "/shoal.v1.Points/Upsert"
+            | "/shoal.v1.Points/Get"
+            | "/shoal.v1.Points/Search"
+            | "/shoal.v1.Points/SearchBatch"
+            | "/shoal.v1.Points/Scroll"
+            | "/shoal.v1.Points/Count"
+            | "/shoal.v1.Collections/Create"
+            | "/shoal.v1.Backups/Create"
+            | "/shoal.v1.Backups/Restore"
+    )
+}
+
+/// 90% of this process's cgroup memory limit (v2 `memory.max`, or v1), if it has one.
+pub fn default_watermark() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let limit = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    // cgroup v1 says "no limit" with a number near i64::MAX.
+    (limit < 1 << 60).then_some(limit / 10 * 9)
+}
+
 /// Gives every call a permit of a shared count; see the module doc.
 #[derive(Debug, Clone)]
 pub struct InFlightLayer {
     permits: Arc<Semaphore>,
     max: usize,
+    memory: Option<MemoryWatermark>,
 }
 
 impl InFlightLayer {
-    pub fn new(max: usize) -> InFlightLayer {
+    pub fn new(max: usize, memory: Option<MemoryWatermark>) -> InFlightLayer {
         InFlightLayer {
             permits: Arc::new(Semaphore::new(max)),
             max,
+            memory,
         }
     }
 }
@@ -72,8 +125,24 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+        let path = req.uri().path();
+        if path.starts_with("/grpc.health.v1.Health/") {
             return Box::pin(self.inner.call(req));
+        }
+        if let Some(m) = &self.layer.memory
+            && needs_memory(path)
+        {
+            let rss = (m.rss)();
+            if rss > m.bytes {
+                let status = Status::resource_exhausted(format!(
+                    "the node's resident memory ({} MiB) is above its watermark \
+                     (--memory-watermark-bytes, {} MiB): writes, searches and reads of \
+                     points are refused until it drops (deletes still pass)",
+                    rss >> 20,
+                    m.bytes >> 20
+                ));
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
         }
         match self.layer.permits.clone().try_acquire_owned() {
             Ok(permit) => {
@@ -245,6 +314,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn above_the_watermark_only_calls_that_need_memory_are_refused() {
+        use tower::{Layer, Service, ServiceExt};
+        let rss = Arc::new(AtomicU64::new(100));
+        let r = rss.clone();
+        let inner = tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        });
+        let memory = MemoryWatermark {
+            bytes: 1000,
+            rss: Arc::new(move || r.load(Ordering::Relaxed)),
+        };
+        let mut svc = InFlightLayer::new(8, Some(memory)).layer(inner);
+        let code = |resp: http::Response<String>| {
+            Status::from_header_map(resp.headers()).map(|s| s.code())
+        };
+        let call = |path: &str| http::Request::builder().uri(path).body(()).unwrap();
+        let search = "/shoal.v1.Points/Search";
+        assert_eq!(
+            code(svc.ready().await.unwrap().call(call(search)).await.unwrap()),
+            None
+        );
+        rss.store(2000, Ordering::Relaxed);
+        let refused = svc.ready().await.unwrap().call(call(search)).await.unwrap();
+        let status = Status::from_header_map(refused.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("--memory-watermark-bytes"));
+        for path in [
+            "/shoal.v1.Points/Delete",
+            "/shoal.v1.Cluster/Status",
+            "/shoal.v1.Collections/List",
+            "/shoal.v1.Collections/Delete",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert_eq!(
+                code(svc.ready().await.unwrap().call(call(path)).await.unwrap()),
+                None,
+                "{path}"
+            );
+        }
+        rss.store(999, Ordering::Relaxed);
+        assert_eq!(
+            code(svc.ready().await.unwrap().call(call(search)).await.unwrap()),
+            None
+        );
+    }
+
+    #[tokio::test]
     async fn calls_beyond_the_limit_get_resource_exhausted_at_once() {
         use tower::{Layer, Service, ServiceExt};
         let (release_tx, release_rx) = tokio::sync::watch::channel(false);
@@ -255,7 +371,7 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
             }
         });
-        let mut svc = InFlightLayer::new(1).layer(inner);
+        let mut svc = InFlightLayer::new(1, None).layer(inner);
         let call = |path: &str| http::Request::builder().uri(path).body(()).unwrap();
         let held = svc
             .ready()

@@ -113,6 +113,11 @@ pub struct ServeArgs {
     /// more is answered RESOURCE_EXHAUSTED at once.
     #[arg(long, env = "SHOAL_MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_requests: u32,
+    /// Resident memory above which writes, searches and reads of points are refused
+    /// with RESOURCE_EXHAUSTED (deletes, status and health checks still pass).
+    /// Default: 90% of the container's memory limit (cgroup), if it has one; 0: off.
+    #[arg(long, env = "SHOAL_MEMORY_WATERMARK_BYTES")]
+    pub memory_watermark_bytes: Option<u64>,
     /// Most HTTP/2 streams (calls) open at once on one connection.
     #[arg(long, env = "SHOAL_MAX_STREAMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_connection: u32,
@@ -728,6 +733,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, raft = %raft_addr, tls = tls.is_some(), "serving gRPC");
     println!("listening on {addr}");
 
+    let memory_watermark = args
+        .memory_watermark_bytes
+        .or_else(crate::admission::default_watermark)
+        .filter(|b| *b > 0)
+        .map(|bytes| {
+            tracing::info!(
+                bytes,
+                "refusing work that needs memory above this resident size"
+            );
+            let node = node.clone();
+            crate::admission::MemoryWatermark {
+                bytes,
+                rss: Arc::new(move || node.rss_bytes()),
+            }
+        });
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(args.max_streams_per_connection))
         // Connections of clients that went away are closed: pinged every 30 s when
@@ -739,7 +759,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))
         .layer(crate::deadline::DeadlineLayer)
         .layer(AuthLayer::new(auth))
-        .layer(InFlightLayer::new(args.max_concurrent_requests as usize))
+        .layer(InFlightLayer::new(
+            args.max_concurrent_requests as usize,
+            memory_watermark,
+        ))
         .add_service(health)
         .add_service(reflection)
         .add_service(collections)

@@ -381,6 +381,7 @@ async fn uuid_ids_cosine_and_dot() {
     assert_eq!(
         refl,
         vec![
+            "shoal.v1.Backups",
             "shoal.v1.Cluster",
             "shoal.v1.Collections",
             "shoal.v1.Points"

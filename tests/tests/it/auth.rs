@@ -45,6 +45,7 @@ fn target(url: &str, credential: Option<&str>) -> Target {
 async fn call(t: &Target, rpc: &str, collection: &str) -> Code {
     let (mut cols, mut pts) = client::connect(t).await.expect("connect");
     let mut cl = client::cluster_client(t).await.expect("connect");
+    let mut bk = shoal_cli::backup::backups(t).await.expect("connect");
     let read = || None;
     let c = collection.to_string();
     let r = match rpc {
@@ -135,6 +136,37 @@ async fn call(t: &Target, rpc: &str, collection: &str) -> Code {
             .map(drop),
         "Cluster.Rebalance" => cl
             .rebalance(pb::RebalanceRequest { dry_run: true })
+            .await
+            .map(drop),
+        "Backups.Create" => bk
+            .create(pb::CreateBackupRequest {
+                name: "auth-probe".into(),
+                collections: vec!["no-such-collection".into()],
+            })
+            .await
+            .map(drop),
+        "Backups.List" => bk.list(pb::ListBackupsRequest {}).await.map(drop),
+        "Backups.Delete" => bk
+            .delete(pb::DeleteBackupRequest {
+                name: "no-such-backup".into(),
+            })
+            .await
+            .map(drop),
+        "Backups.Download" => bk
+            .download(pb::DownloadBackupRequest {
+                name: "no-such-backup".into(),
+            })
+            .await
+            .map(drop),
+        "Backups.Restore" => bk
+            .restore(tokio_stream::iter([pb::RestoreBackupRequest {
+                part: Some(pb::restore_backup_request::Part::Options(
+                    pb::RestoreOptions {
+                        backup: "no-such-backup".into(),
+                        ..Default::default()
+                    },
+                )),
+            }]))
             .await
             .map(drop),
         other => panic!("this test makes no {other} call: add it"),

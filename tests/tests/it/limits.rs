@@ -48,10 +48,10 @@ async fn connections_beyond_the_limit_are_closed() {
     drop(b);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(c) = connect(&node.url).await {
-            if list(c).await.is_ok() {
-                break;
-            }
+        if let Some(c) = connect(&node.url).await
+            && list(c).await.is_ok()
+        {
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -59,4 +59,42 @@ async fn connections_beyond_the_limit_are_closed() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn above_the_memory_watermark_work_is_refused_and_deletes_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Any process is above one byte: everything that needs memory is refused.
+    let node = shoal_tests::Node::start(
+        binary(),
+        &tmp.path().join("data"),
+        &["--memory-watermark-bytes", "1"],
+    );
+    let (mut cols, mut pts) = node.clients().await;
+    let e = cols
+        .create(create("c", 2, pb::Metric::L2, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("--memory-watermark-bytes"),
+        "{}",
+        e.message()
+    );
+    let e = pts
+        .search(search("c", vec![1.0, 0.0], 3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    // Deletes, listing and status pass (the first two reach the node and say the
+    // collection is not there).
+    let e = pts
+        .delete(pb::DeletePointsRequest {
+            collection: "c".into(),
+            ids: vec![num(1).unwrap()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(cols.list(pb::ListCollectionsRequest {}).await.is_ok());
 }
