@@ -462,7 +462,13 @@ impl Store {
                 "the latest fsync of the database failed".into(),
             ));
         }
-        let probe = self.inner.dir.join(".write-probe");
+        // A name of its own per call: concurrent checks must not remove each other's.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = self
+            .inner
+            .dir
+            .join(format!(".write-probe-{}-{n}", std::process::id()));
         let attempt = std::fs::write(&probe, b"probe").and_then(|()| std::fs::remove_file(&probe));
         attempt.map_err(|e| {
             StorageError::Unwritable(format!("cannot write in {}: {e}", self.inner.dir.display()))
