@@ -148,6 +148,9 @@ pub(crate) fn record_gauges(host: &Host) {
         let collection = r.shard.config().name.clone();
         let shard = r.shard.shard_no().to_string();
         let labels = [("collection", collection), ("shard", shard)];
+        // Counters of events that may not have happened yet, shown at 0 until then.
+        counter!("shoal_raft_snapshot_installs_total", &labels).increment(0);
+        counter!("shoal_raft_snapshot_sends_total", &labels).increment(0);
         let g = r.shard.gauges();
         gauge!("shoal_shard_points", &labels).set(g.points as f64);
         gauge!("shoal_shard_tombstones", &labels).set(g.tombstones as f64);
@@ -185,6 +188,14 @@ pub(crate) fn record_gauges(host: &Host) {
     gauge!("shoal_collections").set(state.collections.len() as f64);
     gauge!("shoal_cluster_nodes").set(state.nodes.len() as f64);
 
+    for name in [
+        "shoal_checkpoints_total",
+        "shoal_index_rebuilds_total",
+        "shoal_storage_fsyncs_total",
+        "shoal_storage_fsync_errors_total",
+    ] {
+        counter!(name).increment(0);
+    }
     let work = shoal_shard::background_work();
     gauge!("shoal_checkpoints_running").set(work.checkpoints as f64);
     gauge!("shoal_index_rebuilds_running").set(work.rebuilds as f64);
@@ -194,7 +205,8 @@ pub(crate) fn record_gauges(host: &Host) {
     gauge!("shoal_storage_disk_bytes", "part" => "index_checkpoints").set(disk.derived as f64);
 
     gauge!("process_resident_memory_bytes").set(load::rss_bytes() as f64);
-    counter!("process_cpu_seconds_total").absolute(load::cpu_seconds() as u64);
+    // A gauge: the facade's counters count whole numbers.
+    gauge!("process_cpu_seconds_total").set(load::cpu_seconds());
     if let Some(n) = open_fds() {
         gauge!("process_open_fds").set(n as f64);
     }

@@ -9,6 +9,7 @@ mod docker;
 mod durability;
 mod elastic;
 mod internal_security;
+mod metrics;
 mod recall;
 
 use std::path::Path;
