@@ -32,6 +32,8 @@ pub(crate) struct GroupView {
     pub leader: Option<NodeId>,
     pub last_log: u64,
     pub applied: u64,
+    /// On a leader: milliseconds since a quorum last acknowledged it, if known.
+    pub quorum_ack_ms: Option<u64>,
 }
 
 impl GroupView {
@@ -44,20 +46,32 @@ impl GroupView {
             leader: m.current_leader,
             last_log: m.last_log_index.unwrap_or(0),
             applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            quorum_ack_ms: m.millis_since_quorum_ack,
         }
     }
 }
 
+/// What readiness demands of every group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Bounds {
+    /// Most log entries a group may hold unapplied.
+    pub max_lag: u64,
+    /// Longest a leader may go without a quorum's acknowledgement (a leader cut off
+    /// from its followers still believes it leads).
+    pub max_quorum_silence_ms: u64,
+}
+
 /// Why a node is not ready, from what it knows (empty: ready). `placed` are the
 /// shard groups the metadata places on this node, by name, with the view of the
-/// replica if it is open. A group is fine when it runs, knows a leader, and has
-/// applied its log up to at most `max_lag` entries.
+/// replica if it is open. A group is fine when it runs, knows a leader (as leader:
+/// heard from a quorum within the bound), and has applied its log up to at most
+/// `max_lag` entries.
 pub(crate) fn not_ready(
     node: NodeId,
     state: &ClusterState,
     meta: &GroupView,
     placed: &[(String, Option<GroupView>)],
-    max_lag: u64,
+    bounds: Bounds,
 ) -> Vec<String> {
     let mut reasons = Vec::new();
     if !state.nodes.contains_key(&node) {
@@ -65,23 +79,32 @@ pub(crate) fn not_ready(
             "the applied metadata does not list node {node} yet (not joined)"
         ));
     }
-    check_group(meta, max_lag, &mut reasons);
+    check_group(meta, bounds, &mut reasons);
     for (name, view) in placed {
         match view {
             None => reasons.push(format!("replica {name} is not open yet")),
-            Some(v) => check_group(v, max_lag, &mut reasons),
+            Some(v) => check_group(v, bounds, &mut reasons),
         }
     }
     reasons
 }
 
-fn check_group(g: &GroupView, max_lag: u64, reasons: &mut Vec<String>) {
+fn check_group(g: &GroupView, bounds: Bounds, reasons: &mut Vec<String>) {
+    let max_lag = bounds.max_lag;
+    let silent = g
+        .quorum_ack_ms
+        .filter(|ms| *ms > bounds.max_quorum_silence_ms);
     if let Some(why) = &g.stopped {
         reasons.push(format!("group {} stopped: {why}", g.name));
     } else if g.state == ServerState::Shutdown {
         reasons.push(format!("group {} is shut down", g.name));
     } else if g.leader.is_none() {
         reasons.push(format!("group {} has no leader", g.name));
+    } else if let (ServerState::Leader, Some(ms)) = (g.state, silent) {
+        reasons.push(format!(
+            "group {} leads without a quorum: none acknowledged it for {ms} ms",
+            g.name
+        ));
     } else if g.last_log.saturating_sub(g.applied) > max_lag {
         reasons.push(format!(
             "group {} is behind: applied {} of {} log entries (more than {max_lag} behind)",
@@ -111,7 +134,11 @@ pub(crate) fn readiness(host: &Host, max_lag: u64) -> Vec<String> {
                 })
         })
         .collect();
-    let mut reasons = not_ready(host.id, &state, &meta, &placed, max_lag);
+    let bounds = Bounds {
+        max_lag,
+        max_quorum_silence_ms: 2 * host.timing.election_max_ms,
+    };
+    let mut reasons = not_ready(host.id, &state, &meta, &placed, bounds);
     if let Err(e) = host.store().check_writable() {
         reasons.push(e.to_string());
     }
@@ -249,8 +276,14 @@ mod tests {
             leader,
             last_log,
             applied,
+            quorum_ack_ms: None,
         }
     }
+
+    const BOUNDS: Bounds = Bounds {
+        max_lag: 10,
+        max_quorum_silence_ms: 4000,
+    };
 
     fn joined(node: NodeId) -> ClusterState {
         let mut state = ClusterState::default();
@@ -271,19 +304,47 @@ mod tests {
         let meta = view("metadata", Some(1), 10, 10);
         let fine = view("c/0", Some(2), 100, 95);
         assert_eq!(
-            not_ready(1, &state, &meta, &[("c/0".into(), Some(fine.clone()))], 10),
+            not_ready(
+                1,
+                &state,
+                &meta,
+                &[("c/0".into(), Some(fine.clone()))],
+                BOUNDS
+            ),
             Vec::<String>::new()
         );
 
         let mut stopped = fine.clone();
         stopped.stopped = Some("storage failed".into());
+        let leader = |ack| GroupView {
+            state: ServerState::Leader,
+            leader: Some(4),
+            quorum_ack_ms: ack,
+            ..view("c/4", None, 3, 3)
+        };
         let placed = [
             ("c/0".to_string(), Some(view("c/0", None, 5, 5))),
             ("c/1".to_string(), None),
             ("c/2".to_string(), Some(view("c/2", Some(3), 500, 100))),
             ("c/3".to_string(), Some(stopped)),
+            ("c/4".to_string(), Some(leader(Some(9000)))),
+            // A leader heard from recently, or not known to have a quorum yet: fine.
+            (
+                "c/5".to_string(),
+                Some(GroupView {
+                    name: "c/5".into(),
+                    ..leader(Some(100))
+                }),
+            ),
+            (
+                "c/6".to_string(),
+                Some(GroupView {
+                    name: "c/6".into(),
+                    ..leader(None)
+                }),
+            ),
         ];
-        let reasons = not_ready(4, &state, &view("metadata", None, 1, 1), &placed, 10);
+        let reasons = not_ready(4, &state, &view("metadata", None, 1, 1), &placed, BOUNDS);
         let all = reasons.join("\n");
         for expected in [
             "does not list node 4",
@@ -292,9 +353,10 @@ mod tests {
             "replica c/1 is not open yet",
             "group c/2 is behind: applied 100 of 500",
             "group c/3 stopped: storage failed",
+            "group c/4 leads without a quorum: none acknowledged it for 9000 ms",
         ] {
             assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
         }
-        assert_eq!(reasons.len(), 6, "{all}");
+        assert_eq!(reasons.len(), 7, "{all}");
     }
 }

@@ -399,6 +399,29 @@ async fn prometheus_sees_requests_leader_changes_lag_and_every_dashboard_query()
         })
         .await;
     }
+    // Every series the nodes export is a metric the README lists
+    // (`shoal_server::monitoring::METRICS`), histograms with their three suffixes.
+    let known: std::collections::BTreeSet<&str> = shoal_server::monitoring::METRICS
+        .iter()
+        .map(|m| m.1)
+        .collect();
+    let exported = prom
+        .query(r#"count by (__name__) ({job="shoal"})"#)
+        .unwrap();
+    assert!(exported.len() > 20, "{exported:?}");
+    for (labels, _) in &exported {
+        let name = labels["__name__"].as_str();
+        let listed = known.contains(name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| name.strip_suffix(suffix).is_some_and(|b| known.contains(b)));
+        let prometheus_own = name == "up" || name.starts_with("scrape_");
+        assert!(
+            listed || prometheus_own,
+            "{name} is exported but not listed"
+        );
+    }
+
     // The dashboard's variables list values too.
     for v in dashboard["templating"]["list"].as_array().unwrap() {
         if let Some(q) = v["definition"].as_str() {
@@ -413,4 +436,23 @@ async fn prometheus_sees_requests_leader_changes_lag_and_every_dashboard_query()
             assert!(!r.is_empty(), "variable {q} has no values");
         }
     }
+
+    // Readiness: with both other nodes gone, the survivor's groups lose their leaders
+    // (or lead without a quorum) and it says so; it stays alive.
+    for n in 1..=3u64 {
+        if n != survivor {
+            cluster.node(n).kill9();
+        }
+    }
+    let m = instance(survivor as usize);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http_get(&m, "/readyz").expect("the survivor answers /readyz");
+        if r.0 == 503 && (r.1.contains("has no leader") || r.1.contains("without a quorum")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m} still ready alone: {r:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(http_get(&m, "/healthz").map(|r| r.0), Some(200));
 }

@@ -94,8 +94,88 @@ impl Monitor {
     }
 }
 
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric a node exports: kind, name, labels, help. The README's metric table
+/// lists the same names (a test checks it).
+#[rustfmt::skip]
+pub const METRICS: &[(Kind, &str, &str, &str)] = {
+    use Kind::*;
+    &[
+        (Counter, "shoal_grpc_requests_total", "method, code", "Public gRPC calls answered, by method and status code."),
+        (Histogram, "shoal_grpc_request_duration_seconds", "method", "Time from a call's arrival to its status, by method."),
+        (Histogram, "shoal_search_fanout_shards", "collection", "Shards one search (or search batch) reads."),
+        (Histogram, "shoal_search_coalesced_batch_size", "", "Searches answered by one coalesced batch (1: ran alone)."),
+        (Gauge, "shoal_shard_points", "collection, shard", "Live points in this node's replica."),
+        (Gauge, "shoal_shard_tombstones", "collection, shard", "Deleted points still in the replica's index."),
+        (Gauge, "shoal_shard_index_memory_bytes", "collection, shard", "Estimated memory of the replica's vector index."),
+        (Gauge, "shoal_shard_checkpoint_age_seconds", "collection, shard", "Time since the replica's newest index checkpoint."),
+        (Gauge, "shoal_raft_is_leader", "collection, shard", "1 if this node's replica leads the shard's group, else 0."),
+        (Gauge, "shoal_raft_term", "collection, shard", "The Raft term of this node's replica."),
+        (Gauge, "shoal_raft_applied_index", "collection, shard", "The last log index the replica applied."),
+        (Gauge, "shoal_raft_last_log_index", "collection, shard", "The last log index the replica holds."),
+        (Gauge, "shoal_raft_replication_lag_entries", "collection, shard, follower", "On the leader: its last log index minus what the follower matched."),
+        (Counter, "shoal_raft_leader_changes_total", "collection, shard", "New leaders this node's replica saw (its first included)."),
+        (Counter, "shoal_raft_snapshot_sends_total", "collection, shard", "Snapshots this node sent to a follower in full."),
+        (Counter, "shoal_raft_snapshot_installs_total", "collection, shard", "Snapshots this node's replica installed."),
+        (Gauge, "shoal_metadata_is_leader", "", "1 if this node leads the metadata group."),
+        (Gauge, "shoal_metadata_term", "", "The metadata group's Raft term on this node."),
+        (Gauge, "shoal_metadata_applied_index", "", "The metadata log index this node applied."),
+        (Gauge, "shoal_metadata_replication_lag_entries", "follower", "On the metadata leader: entries each follower lacks."),
+        (Counter, "shoal_metadata_leader_changes_total", "", "New metadata leaders this node saw."),
+        (Gauge, "shoal_node_info", "node", "1, labelled with this node's id."),
+        (Gauge, "shoal_node_replicas", "", "Shard replicas open on this node."),
+        (Gauge, "shoal_node_leaders", "", "Shard replicas this node leads."),
+        (Gauge, "shoal_collections", "", "Collections in the metadata this node applied."),
+        (Gauge, "shoal_cluster_nodes", "", "Nodes in the metadata this node applied."),
+        (Counter, "shoal_storage_fsyncs_total", "", "Group-commit fsyncs of the node's database."),
+        (Histogram, "shoal_storage_fsync_seconds", "", "Duration of each group-commit fsync."),
+        (Counter, "shoal_storage_fsync_errors_total", "", "Failed fsyncs (the node stops being ready)."),
+        (Gauge, "shoal_storage_disk_bytes", "part", "Bytes on disk: `database` (fjall) and `index_checkpoints`."),
+        (Counter, "shoal_checkpoints_total", "", "Index checkpoints saved."),
+        (Histogram, "shoal_checkpoint_seconds", "", "Time to save one index checkpoint."),
+        (Gauge, "shoal_checkpoints_running", "", "Index checkpoints being saved now."),
+        (Counter, "shoal_index_rebuilds_total", "", "Index rebuilds finished (tombstones cleared)."),
+        (Histogram, "shoal_index_rebuild_seconds", "", "Time to rebuild one index."),
+        (Gauge, "shoal_index_rebuilds_running", "", "Index rebuilds building now."),
+        (Gauge, "process_resident_memory_bytes", "", "Resident memory of the process."),
+        (Gauge, "process_cpu_seconds_total", "", "CPU time (user and system) the process used."),
+        (Gauge, "process_open_fds", "", "File descriptors the process holds open."),
+        (Gauge, "process_max_fds", "", "The process's limit of open files."),
+    ]
+};
+
+/// Gives every metric of [`METRICS`] its help text.
+fn describe() {
+    for (kind, name, _, help) in METRICS {
+        let unit = if name.ends_with("_seconds") || name.ends_with("_seconds_total") {
+            Some(metrics::Unit::Seconds)
+        } else if name.ends_with("_bytes") {
+            Some(metrics::Unit::Bytes)
+        } else {
+            None
+        };
+        let help = metrics::SharedString::const_str(help);
+        match (kind, unit) {
+            (Kind::Counter, Some(u)) => metrics::describe_counter!(*name, u, help),
+            (Kind::Counter, None) => metrics::describe_counter!(*name, help),
+            (Kind::Gauge, Some(u)) => metrics::describe_gauge!(*name, u, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(*name, help),
+            (Kind::Histogram, Some(u)) => metrics::describe_histogram!(*name, u, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(*name, help),
+        }
+    }
+}
+
 /// Builds the process's Prometheus recorder and installs it as the `metrics`
-/// facade's global recorder. Call once, before anything records.
+/// facade's global recorder, with every metric's help text. Call once, before
+/// anything records.
 pub fn install_recorder() -> Result<PrometheusHandle, Error> {
     let invalid = |e: metrics_exporter_prometheus::BuildError| {
         Error::invalid("--metrics-listen", format!("the metrics recorder: {e}"))
@@ -108,6 +188,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, Error> {
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .install_recorder()
         .map_err(invalid)
+        .inspect(|_| describe())
 }
 
 /// The endpoint's routes.
@@ -213,6 +294,25 @@ mod tests {
             "{text}"
         );
         assert_eq!(get(app, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric_and_the_names_carry_their_units() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+        )
+        .unwrap();
+        for (kind, name, _, _) in METRICS {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README lacks `{name}`"
+            );
+            if *kind == Kind::Counter {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+        let names: std::collections::BTreeSet<_> = METRICS.iter().map(|m| m.1).collect();
+        assert_eq!(names.len(), METRICS.len(), "a metric is listed twice");
     }
 
     #[test]
