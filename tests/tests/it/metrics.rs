@@ -51,6 +51,9 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// An instant query's result: each series' labels and value.
+type Series = Vec<(BTreeMap<String, String>, f64)>;
+
 /// A Prometheus server of the test's own: its own directory, a free port, a scrape
 /// config naming the nodes' metrics endpoints. Killed when dropped.
 struct Prometheus {
@@ -102,7 +105,7 @@ impl Prometheus {
 
     /// The result vector of an instant query (each element: labels and value), or
     /// why there is none.
-    fn query(&self, expr: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    fn query(&self, expr: &str) -> Result<Series, String> {
         let path = format!("/api/v1/query?query={}", encode(expr));
         let (code, body) = http_get(&self.addr, &path).ok_or("prometheus unreachable")?;
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {body}: {e}"))?;
@@ -139,14 +142,12 @@ impl Prometheus {
         what: &str,
         expr: &str,
         check: impl Fn(&[(BTreeMap<String, String>, f64)]) -> bool,
-    ) -> Vec<(BTreeMap<String, String>, f64)> {
+    ) -> Series {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let last = self.query(expr);
-            if let Ok(r) = &last {
-                if check(r) {
-                    return r.clone();
-                }
+            if let Some(r) = last.as_ref().ok().filter(|r| check(r)) {
+                return r.clone();
             }
             assert!(
                 Instant::now() < deadline,
