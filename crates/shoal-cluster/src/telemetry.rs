@@ -314,8 +314,11 @@ mod tests {
             Vec::<String>::new()
         );
 
-        let mut stopped = fine.clone();
-        stopped.stopped = Some("storage failed".into());
+        let stopped = GroupView {
+            name: "c/3".into(),
+            stopped: Some("storage failed".into()),
+            ..fine.clone()
+        };
         let leader = |ack| GroupView {
             state: ServerState::Leader,
             leader: Some(4),
