@@ -38,6 +38,10 @@ enum Command {
     /// Inspect the cluster: nodes, shard replicas, and whether replicas agree.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Back up collections and restore them (into this or another cluster, of any
+    /// size): create, list, delete, download, restore.
+    #[command(subcommand, visible_alias = "snapshot")]
+    Backup(crate::backup::BackupCmd),
     /// Print a random cluster secret (256 bits, hex) for `serve --cluster-secret-file`,
     /// or write it to a file readable by its owner only.
     ClusterSecret {
@@ -360,13 +364,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Cluster(cmd) = cli.command {
         return cluster(&cli.target, cmd).await;
     }
+    if let Command::Backup(cmd) = cli.command {
+        return crate::backup::run(&cli.target, cmd).await;
+    }
     if let Command::ClusterSecret { out, if_missing } = cli.command {
         return cluster_secret(out, if_missing);
     }
     let (mut collections, points) = client::connect(&cli.target).await?;
     let err = client::status_err;
     match cli.command {
-        Command::Serve(_) | Command::Cluster(_) | Command::ClusterSecret { .. } => {
+        Command::Serve(_)
+        | Command::Cluster(_)
+        | Command::Backup(_)
+        | Command::ClusterSecret { .. } => {
             unreachable!("handled above")
         }
         Command::Collection(cmd) => match cmd {

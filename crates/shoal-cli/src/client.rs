@@ -19,7 +19,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::filter_json;
 
 /// A progress bar on a terminal; a line per 10% otherwise (logs, CI).
-struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     tty: bool,
     total: u64,
@@ -29,7 +29,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64, unit: &'static str) -> Progress {
+    pub(crate) fn new(total: u64, unit: &'static str) -> Progress {
         use std::io::IsTerminal;
         let tty = std::io::stderr().is_terminal();
         let bar = if tty {
@@ -53,7 +53,7 @@ impl Progress {
         }
     }
 
-    fn inc(&mut self, n: u64) {
+    pub(crate) fn inc(&mut self, n: u64) {
         let before = self.done * 10 / self.total.max(1);
         self.done += n;
         self.bar.inc(n);
@@ -71,13 +71,13 @@ impl Progress {
         }
     }
 
-    fn finish_and_clear(&self) {
+    pub(crate) fn finish_and_clear(&self) {
         self.bar.finish_and_clear();
     }
 }
 
 /// Largest message the client sends or accepts.
-const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// How the client commands reach a node: its address, the credential sent with
 /// every call, and TLS.
@@ -193,7 +193,7 @@ impl Interceptor for Credential {
 pub type Conn = InterceptedService<Channel, Credential>;
 
 /// A channel to a node.
-async fn channel(t: &Target) -> anyhow::Result<Conn> {
+pub(crate) async fn channel(t: &Target) -> anyhow::Result<Conn> {
     let addr = &t.addr;
     let mut endpoint = Channel::from_shared(addr.to_string())
         .with_context(|| format!("bad address {addr:?}"))?

@@ -77,13 +77,13 @@ const PLACEMENT_ATTEMPTS: usize = 3;
 
 /// The database operations; see the module doc.
 pub(crate) struct Database {
-    router: Arc<Router>,
+    pub(crate) router: Arc<Router>,
     limits: Limits,
     placement: Box<dyn Placement>,
 }
 
 /// The log index a committed entry was applied at, or the state machine's refusal.
-fn committed(reply: Reply) -> Result<u64> {
+pub(crate) fn committed(reply: Reply) -> Result<u64> {
     match reply.rejected {
         None => Ok(reply.applied),
         Some(Rejection::Meta(e)) => Err(e.into()),
@@ -172,8 +172,18 @@ impl Database {
     }
 
     /// The collection named `name`: from this node's metadata, or — if this node has
-    /// not applied it yet — from the metadata leader.
+    /// not applied it yet — from the metadata leader. One being restored is hidden
+    /// ([`MetaError::BeingRestored`]).
     async fn collection_meta(&self, name: &str) -> Result<CollectionMeta> {
+        let cm = self.collection_meta_any(name).await?;
+        if cm.restoring {
+            return Err(MetaError::BeingRestored(name.to_string()).into());
+        }
+        Ok(cm)
+    }
+
+    /// [`Database::collection_meta`], also of a collection being restored.
+    pub(crate) async fn collection_meta_any(&self, name: &str) -> Result<CollectionMeta> {
         validate::collection_name(name)?;
         if let Some(c) = self.cluster_state().collections.get(name) {
             return Ok(c.clone());
@@ -188,14 +198,14 @@ impl Database {
 
     /// The metadata as its leader has it now. A node that just joined (and has not
     /// applied any metadata yet) waits, bounded, until it knows the group.
-    async fn fresh_state(&self) -> Result<ClusterState> {
+    pub(crate) async fn fresh_state(&self) -> Result<ClusterState> {
         let voters = self.voters().await?;
         self.router.read_metadata(&voters).await
     }
 
     /// The metadata group's members; waits (bounded) for a just-formed cluster to
     /// commit its first membership.
-    async fn voters(&self) -> Result<Vec<NodeId>> {
+    pub(crate) async fn voters(&self) -> Result<Vec<NodeId>> {
         let state = self
             .router
             .host()
@@ -206,6 +216,18 @@ impl Database {
 
     /// Creates a collection cluster-wide; returns once this node knows it.
     pub async fn create_collection(&self, config: CollectionConfig) -> Result<CollectionInfo> {
+        let cm = self.create_collection_as(config, false).await?;
+        self.info(&cm).await
+    }
+
+    /// Creates a collection, hidden from clients while `restoring` (see
+    /// [`MetaCommand::RestoreCollection`]); returns its metadata once this node
+    /// knows it and its shards here know their leaders.
+    pub(crate) async fn create_collection_as(
+        &self,
+        config: CollectionConfig,
+        restoring: bool,
+    ) -> Result<CollectionMeta> {
         validate::collection_config(&config, &self.limits)?;
         let voters = self.voters().await?;
         let name = config.name.clone();
@@ -227,9 +249,16 @@ impl Database {
                 .into());
             }
             let placement = self.placement.place(&state, &config)?;
-            let cmd = MetaCommand::CreateCollection {
-                config: config.clone(),
-                placement,
+            let cmd = if restoring {
+                MetaCommand::RestoreCollection {
+                    config: config.clone(),
+                    placement,
+                }
+            } else {
+                MetaCommand::CreateCollection {
+                    config: config.clone(),
+                    placement,
+                }
             };
             let reply = self
                 .router
@@ -261,7 +290,7 @@ impl Database {
             .cloned()
             .ok_or_else(|| ClusterError::from(MetaError::NoSuchCollection(name.clone())))?;
         self.wait_for_leaders(&cm).await;
-        self.info(&cm).await
+        Ok(cm)
     }
 
     /// Waits (bounded by the request timeout) until every shard of `cm` hosted here
@@ -279,8 +308,9 @@ impl Database {
     }
 
     /// Deletes a collection cluster-wide; returns once this node has removed its data.
+    /// A collection being restored can be deleted too (a restore cut short).
     pub async fn delete_collection(&self, name: &str) -> Result<()> {
-        self.collection_meta(name).await?;
+        self.collection_meta_any(name).await?;
         let reply = self
             .router
             .propose(
@@ -340,7 +370,7 @@ impl Database {
     pub async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
         let state = self.fresh_state().await?;
         let mut out = Vec::with_capacity(state.collections.len());
-        for cm in state.collections.values() {
+        for cm in state.collections.values().filter(|c| !c.restoring) {
             out.push(self.info(cm).await?);
         }
         Ok(out)
@@ -350,7 +380,7 @@ impl Database {
     /// the first final error, or with [`ClusterError::PartialWrite`] naming every
     /// shard that did not commit. Parts refused by a shard being split are routed
     /// again once the split finished (see the module doc).
-    async fn write_shards(
+    pub(crate) async fn write_shards(
         &self,
         cm: &CollectionMeta,
         write: Write,

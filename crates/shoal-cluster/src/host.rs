@@ -656,6 +656,24 @@ impl Host {
         }
     }
 
+    /// Starts a point-in-time copy of this node's replica of shard group `group`,
+    /// which it must lead (see `export`). A sealed shard (a split in flight) is
+    /// copied too: its points are final.
+    pub(crate) async fn export_local(
+        &self,
+        group: u64,
+        timeout: Duration,
+    ) -> Result<crate::export::Export> {
+        let id = self.id;
+        let replica = self
+            .replica(group)
+            .ok_or(ClusterError::NotHosted { node: id, group })?;
+        self.confirm_leader(group, &replica.raft, timeout).await?;
+        let shard = replica.shard.clone();
+        let (seq, points) = blocking(move || Ok(shard.export()?)).await?;
+        Ok(crate::export::Export::produce(id, seq, points))
+    }
+
     /// Serves a read from this node's replica of `group`.
     pub async fn read_local(
         &self,

@@ -48,11 +48,13 @@
 //! validated by `shoal_core::validate` before it is proposed.
 
 mod admin;
+mod backup;
 mod balance;
 mod coalesce;
 mod database;
 mod error;
 mod eviction;
+mod export;
 mod gate;
 mod host;
 mod identity;
@@ -73,6 +75,7 @@ mod wire;
 
 use serde::{Deserialize, Serialize};
 
+pub use backup::{RestoreOptions, Restored, backup_error};
 pub use coalesce::{CoalesceOptions, CoalesceStats};
 pub use database::{CollectionInfo, ReadOptions, WriteOutcome, WriteToken};
 pub use error::ClusterError;

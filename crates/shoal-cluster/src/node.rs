@@ -322,6 +322,43 @@ impl Node {
         Ok(self.inner.db.collection(name).await?)
     }
 
+    /// Writes backup `name` of `collections` (all if empty) into `store` (see
+    /// module `backup`); `progress` is told the points copied so far.
+    pub async fn create_backup(
+        &self,
+        store: std::sync::Arc<shoal_backup::BackupStore>,
+        name: &str,
+        collections: &[String],
+        progress: impl Fn(u64),
+    ) -> Result<shoal_backup::Manifest> {
+        Ok(self
+            .inner
+            .db
+            .create_backup(
+                store,
+                name,
+                collections,
+                env!("CARGO_PKG_VERSION"),
+                progress,
+            )
+            .await?)
+    }
+
+    /// Restores a verified backup into this cluster (see module `backup`);
+    /// `progress` is told the points committed so far.
+    pub async fn restore_backup(
+        &self,
+        backup: std::sync::Arc<shoal_backup::Backup>,
+        options: crate::RestoreOptions,
+        progress: impl Fn(u64),
+    ) -> Result<Vec<crate::Restored>> {
+        Ok(self
+            .inner
+            .db
+            .restore_backup(backup, options, progress)
+            .await?)
+    }
+
     /// Describes every collection, by name.
     pub async fn list_collections(&self) -> Result<Vec<CollectionInfo>> {
         Ok(self.inner.db.list_collections().await?)

@@ -34,6 +34,7 @@ use shoal_raft::{Command, Reply};
 
 use crate::Consistency;
 use crate::error::{ClusterError, Op, Result};
+use crate::export::Export;
 use crate::host::Host;
 use crate::wire::{
     MembershipChange, MembershipView, NodeReport, ReadCall, ReadResult, decode, encode,
@@ -305,6 +306,68 @@ impl Router {
                     let payload = encoded(wire, call)?;
                     self.call(target, Rpc::Read, group, payload, left).await
                 }
+            })
+        })
+        .await
+    }
+
+    /// Starts a point-in-time copy of shard group `group` (replicas on `replicas`)
+    /// at its leader: see the `export` module.
+    pub async fn export(&self, group: u64, replicas: &[NodeId]) -> Result<Export> {
+        let me = self.id();
+        let hint = self.host.leader_hint(group);
+        let mut order: Vec<NodeId> = hint.into_iter().collect();
+        order.extend(replicas.iter().filter(|r| Some(**r) != hint));
+        self.retry(Op::Read, group, Targets::new(order), |target, left| {
+            Box::pin(async move {
+                if target == me {
+                    return self.host.export_local(group, left).await;
+                }
+                let addr = self
+                    .host
+                    .state()
+                    .nodes
+                    .get(&target)
+                    .map(|n| n.addr.clone())
+                    .ok_or(ClusterError::UnknownNode(target))?;
+                let unreachable = {
+                    let addr = addr.clone();
+                    move |reason: String| ClusterError::Unreachable {
+                        node: target,
+                        addr: addr.clone(),
+                        reason,
+                        never_sent: false,
+                    }
+                };
+                let channel =
+                    self.peers
+                        .channel(&addr)
+                        .map_err(|reason| ClusterError::Unreachable {
+                            node: target,
+                            addr: addr.clone(),
+                            reason,
+                            never_sent: true,
+                        })?;
+                let mut client =
+                    ClusterInternalClient::with_interceptor(channel, self.peers.credential())
+                        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+                let req = tonic::Request::new(GroupCall {
+                    group,
+                    payload: Vec::new(),
+                    to: target,
+                });
+                let stream = tokio::time::timeout(left, client.export(req))
+                    .await
+                    .map_err(|_| unreachable("no answer to an export".into()))?
+                    .map_err(|s| ClusterError::Unreachable {
+                        node: target,
+                        addr: addr.clone(),
+                        reason: s.message().to_string(),
+                        never_sent: Peers::never_sent(&s),
+                    })?
+                    .into_inner();
+                Export::from_wire(target, stream, unreachable).await
             })
         })
         .await

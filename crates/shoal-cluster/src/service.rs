@@ -127,6 +127,32 @@ impl ClusterInternal for ClusterInternalService {
         reply(self.host.split_local(call.group, split).await)
     }
 
+    type ExportStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<Payload, Status>> + Send + 'static>>;
+
+    async fn export(
+        &self,
+        req: Request<GroupCall>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let t = budget(&req, self.timeout);
+        let call = self.for_me(req)?;
+        let frames = match self.host.export_local(call.group, t).await {
+            Ok(export) => export.into_wire(),
+            Err(e) => {
+                // A refusal (not the leader, not hosted) is the stream's one frame.
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let m = encode(&Err::<crate::export::ExportFrame, _>(e))
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let _ = tx.send(m).await;
+                rx
+            }
+        };
+        let stream = futures::stream::unfold(frames, |mut rx| async move {
+            rx.recv().await.map(|payload| (Ok(Payload { payload }), rx))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn join(&self, req: Request<GroupCall>) -> Result<Response<Payload>, Status> {
         let call = self.for_me(req)?;
         let join: JoinRequest = decode(&call.payload).map_err(bad)?;

@@ -62,6 +62,14 @@ pub enum MetaCommand {
     /// first, each at the middle of its range, splits of different shards at once.
     /// Only growing is supported (merging shards is not).
     Reshard { collection: String, shards: u32 },
+    /// Creates a collection like `CreateCollection`, hidden from clients until
+    /// `FinishRestore` (a restore fills it first).
+    RestoreCollection {
+        config: CollectionConfig,
+        placement: Vec<Vec<NodeId>>,
+    },
+    /// Makes a restored collection visible.
+    FinishRestore(String),
 }
 
 impl ClusterState {
@@ -69,6 +77,22 @@ impl ClusterState {
     /// why (the same on every replica).
     pub fn apply(&mut self, cmd: MetaCommand) -> Result<(), MetaError> {
         match cmd {
+            MetaCommand::RestoreCollection { config, placement } => {
+                let name = config.name.clone();
+                self.apply(MetaCommand::CreateCollection { config, placement })?;
+                if let Some(c) = self.collections.get_mut(&name) {
+                    c.restoring = true;
+                }
+                Ok(())
+            }
+            MetaCommand::FinishRestore(name) => {
+                let c = self
+                    .collections
+                    .get_mut(&name)
+                    .ok_or(MetaError::NoSuchCollection(name))?;
+                c.restoring = false;
+                Ok(())
+            }
             MetaCommand::CreateCollection { config, placement } => {
                 self.check_new_collection(&config, &placement)?;
                 let id = self.peek_collection_id();
@@ -94,6 +118,7 @@ impl ClusterState {
                         shards,
                         next_shard_id,
                         routing_version: 0,
+                        restoring: false,
                     },
                 );
                 Ok(())
@@ -545,6 +570,33 @@ mod tests {
         ));
         assert!(s.collections.is_empty());
         s.apply(create("c", 1, vec![vec![1]])).unwrap();
+    }
+
+    #[test]
+    fn a_restored_collection_is_hidden_until_its_restore_finishes() {
+        let mut s = nodes(2);
+        s.apply(MetaCommand::RestoreCollection {
+            config: config("r", 2, 1),
+            placement: vec![vec![1], vec![2]],
+        })
+        .unwrap();
+        assert!(s.collections["r"].restoring);
+        assert_eq!(s.collections["r"].shards.len(), 2);
+        // Its name is taken meanwhile.
+        assert_eq!(
+            s.apply(create("r", 1, vec![vec![1]])).unwrap_err(),
+            MetaError::CollectionExists("r".into())
+        );
+        s.apply(MetaCommand::FinishRestore("r".into())).unwrap();
+        assert!(!s.collections["r"].restoring);
+        assert_eq!(
+            s.apply(MetaCommand::FinishRestore("gone".into()))
+                .unwrap_err(),
+            MetaError::NoSuchCollection("gone".into())
+        );
+        // An ordinary create is visible at once.
+        s.apply(create("c", 1, vec![vec![1]])).unwrap();
+        assert!(!s.collections["c"].restoring);
     }
 
     proptest! {

@@ -12,6 +12,11 @@ pub enum MetaError {
     CollectionExists(String),
     #[error("collection {0:?} does not exist")]
     NoSuchCollection(String),
+    /// Hidden: a restore is filling it (or one was cut short; deleting it clears it).
+    #[error(
+        "collection {0:?} is being restored (if no restore is running, one was cut short: delete the collection to clear it)"
+    )]
+    BeingRestored(String),
     #[error("no collection has id {0}")]
     NoSuchCollectionId(u64),
     #[error("collection {collection} has no shard {shard}")]
@@ -71,6 +76,7 @@ impl From<MetaError> for shoal_core::Error {
                 Error::AlreadyExists(format!("collection {name:?}"))
             }
             MetaError::NoSuchCollection(name) => Error::NotFound(format!("collection {name:?}")),
+            e @ MetaError::BeingRestored(_) => Error::NotFound(e.to_string()),
             MetaError::NoSuchCollectionId(id) => Error::NotFound(format!("collection id {id}")),
             MetaError::NoSuchShard { collection, shard } => {
                 Error::NotFound(format!("shard {shard} of collection id {collection}"))

@@ -87,6 +87,10 @@ pub struct CollectionMeta {
     /// Bumped whenever the shards' ranges change (a split): a request routed with an
     /// older version is routed again.
     pub routing_version: u64,
+    /// Created by a restore that has not finished: hidden from clients (as if it did
+    /// not exist, but its name is taken) until [`crate::MetaCommand::FinishRestore`].
+    #[serde(default)]
+    pub restoring: bool,
 }
 
 impl CollectionMeta {

@@ -4,6 +4,8 @@
 //! calls [`serve::serve`]):
 //! - [`service`]: the public gRPC services (`Collections`, `Points`, `Cluster`) over a
 //!   `shoal-cluster` node, with single searches coalesced into batches;
+//! - [`backup`]: the `Backups` service (backups made, listed, downloaded, restored
+//!   through the node, kept in `--backup-dir`);
 //! - [`convert`]: wire ⇄ domain conversions (structural errors name the field);
 //! - [`status`]: the one place where domain errors become `tonic::Status`;
 //! - [`early_status`]: statuses tonic produces before our handlers run (oversized or
@@ -30,6 +32,7 @@
 //! tooling (that is `shoal-cli`'s).
 
 pub mod auth;
+pub mod backup;
 pub mod convert;
 pub mod deadline;
 pub mod early_status;

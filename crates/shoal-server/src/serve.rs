@@ -16,11 +16,12 @@ use shoal_cluster::{
 use shoal_core::Limits;
 
 use shoal_proto::v1::{
-    cluster_server::ClusterServer, collections_server::CollectionsServer,
-    points_server::PointsServer,
+    backups_server::BackupsServer, cluster_server::ClusterServer,
+    collections_server::CollectionsServer, points_server::PointsServer,
 };
 
 use crate::auth::{AuthLayer, AuthOptions, Authenticator, Secret};
+use crate::backup::BackupsService;
 use crate::service::{ClusterService, CollectionsService, PointsService};
 use crate::tls::{ServerTls, TlsOptions};
 
@@ -92,6 +93,11 @@ pub struct ServeArgs {
     /// Directory holding the node's data; created if missing.
     #[arg(long, env = "SHOAL_DATA_DIR", default_value = "./shoal-data")]
     pub data_dir: PathBuf,
+    /// Directory holding the backups this node makes (`shoal backup create`) and
+    /// restores from by name; created if missing. Default: `backups` in the data
+    /// directory. Copy it elsewhere (or download backups) to survive the disk.
+    #[arg(long, env = "SHOAL_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Threads for searches and index builds (0: one per core).
     #[arg(long, env = "SHOAL_SEARCH_THREADS", default_value_t = 0)]
     pub search_threads: usize,
@@ -688,6 +694,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     health_reporter
         .set_serving::<ClusterServer<ClusterService>>()
         .await;
+    health_reporter
+        .set_serving::<BackupsServer<BackupsService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -701,6 +710,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let cluster = ClusterServer::new(ClusterService::new(node.clone()));
+    let backup_dir = args
+        .backup_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("backups"));
+    let backup_store = Arc::new(
+        shoal_backup::BackupStore::open(&backup_dir)
+            .with_context(|| format!("opening --backup-dir {}", backup_dir.display()))?,
+    );
+    let backups = BackupsServer::new(BackupsService::new(node.clone(), backup_store))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -736,7 +756,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_service(collections)
         .add_service(points)
-        .add_service(cluster);
+        .add_service(cluster)
+        .add_service(backups);
     match tls {
         Some(tls) => {
             router

@@ -616,11 +616,46 @@ impl ShardStore {
 
     /// Every point in id order, from a consistent snapshot.
     pub fn points(&self) -> impl Iterator<Item = Result<Point, StorageError>> + use<> {
-        self.ks.prefix([POINT_PREFIX]).map(|kv| {
+        self.points_at(&self.inner.db.snapshot())
+    }
+
+    fn points_at(
+        &self,
+        snapshot: &fjall::Snapshot,
+    ) -> impl Iterator<Item = Result<Point, StorageError>> + use<> {
+        use fjall::Readable;
+        snapshot.prefix(&self.ks, [POINT_PREFIX]).map(|kv| {
             let (k, v) = kv.into_inner()?;
             let id = PointId::from_key(&k[1..]).ok_or_else(|| corrupt("point key", "bad id"))?;
             decode_point(id, &v)
         })
+    }
+
+    /// A point-in-time copy of the shard, read without holding off writers: the
+    /// sequence number of the last batch it includes and every point in id order,
+    /// from one storage snapshot (kept until the iterator is dropped, so keep it
+    /// short-lived). Each batch is atomic, so the points match that sequence number.
+    #[allow(clippy::type_complexity)]
+    pub fn export(
+        &self,
+    ) -> Result<
+        (
+            u64,
+            impl Iterator<Item = Result<Point, StorageError>> + use<>,
+        ),
+        StorageError,
+    > {
+        use fjall::Readable;
+        let snapshot = self.inner.db.snapshot();
+        let seq = match snapshot.get(&self.ks, APPLIED_KEY)? {
+            Some(v) => u64::from_le_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("applied sequence", "not 8 bytes"))?,
+            ),
+            None => 0,
+        };
+        Ok((seq, self.points_at(&snapshot)))
     }
 }
 
@@ -793,6 +828,30 @@ mod tests {
         assert_eq!(shard.get(&PointId::Num(2)).unwrap(), Some(point(2, 2.0)));
         assert_eq!(shard.get(&PointId::Num(1)).unwrap(), None);
         assert_eq!(store.shard(&recs[0], 0).unwrap().points().count(), 0);
+    }
+
+    #[test]
+    fn an_export_is_a_point_in_time_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rec = store.create_collection(config("a", 1)).unwrap();
+        let shard = store.shard(&rec, 0).unwrap();
+        let (p1, p2, p3) = (point(1, 1.0), point(2, 2.0), point(3, 3.0));
+        shard
+            .write(&[WriteOp::Upsert(&p1), WriteOp::Upsert(&p2)], 5)
+            .unwrap();
+        let (seq, points) = shard.export().unwrap();
+        // Written after the export began: none of it is in the export.
+        shard
+            .write(&[WriteOp::Upsert(&p3), WriteOp::Delete(PointId::Num(1))], 6)
+            .unwrap();
+        shard.write(&[WriteOp::Upsert(&point(2, 9.0))], 7).unwrap();
+        let points: Vec<Point> = points.collect::<Result<_, _>>().unwrap();
+        assert_eq!(seq, 5);
+        assert_eq!(points, vec![p1, p2]);
+        let (seq, now) = shard.export().unwrap();
+        assert_eq!(seq, 7);
+        assert_eq!(now.count(), 2);
     }
 
     #[test]

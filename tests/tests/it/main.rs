@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod backup;
 mod bad_input;
 mod cli;
 mod cluster;

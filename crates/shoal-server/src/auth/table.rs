@@ -131,6 +131,11 @@ pub const RPCS: &[Rpc] = &[
         Credential,
         "dry runs too",
     ),
+    rpc("/shoal.v1.Backups/Create", Admin, Credential, ""),
+    rpc("/shoal.v1.Backups/List", Admin, Credential, ""),
+    rpc("/shoal.v1.Backups/Delete", Admin, Credential, ""),
+    rpc("/shoal.v1.Backups/Download", Admin, Credential, ""),
+    rpc("/shoal.v1.Backups/Restore", Admin, Credential, ""),
 ];
 
 /// Services every caller may use without a credential: health checks (load balancers

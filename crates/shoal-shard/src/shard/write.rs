@@ -157,6 +157,23 @@ impl Shard {
         })
     }
 
+    /// A point-in-time copy of the shard for a backup, read from a storage snapshot
+    /// without holding off writes: the sequence number it was taken at and its points
+    /// in id order (an iterator to stream, never all in memory; drop it soon).
+    #[allow(clippy::type_complexity)]
+    pub fn export(
+        &self,
+    ) -> Result<
+        (
+            u64,
+            impl Iterator<Item = Result<Point, ShardError>> + Send + use<>,
+        ),
+        ShardError,
+    > {
+        let (seq, points) = self.inner.store.export()?;
+        Ok((seq, points.map(|p| p.map_err(ShardError::from))))
+    }
+
     /// Like [`Shard::snapshot`], but hands the points to `sink` in id order, `chunk` at
     /// a time, instead of collecting them: a snapshot of any size needs only one chunk
     /// in memory. Writes wait meanwhile (the points are read under the writer lock so

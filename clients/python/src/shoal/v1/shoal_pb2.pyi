@@ -602,3 +602,123 @@ class ReplicaStatus(_message.Message):
     term: int
     quarantined: int
     def __init__(self, node: _Optional[int] = ..., state: _Optional[str] = ..., applied_index: _Optional[int] = ..., points: _Optional[int] = ..., digest: _Optional[str] = ..., term: _Optional[int] = ..., quarantined: _Optional[int] = ...) -> None: ...
+
+class CreateBackupRequest(_message.Message):
+    __slots__ = ("name", "collections")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackupInfo(_message.Message):
+    __slots__ = ("name", "created_unix_ms", "duration_ms", "shoal_version", "points", "bytes", "collections", "node")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    SHOAL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    created_unix_ms: int
+    duration_ms: int
+    shoal_version: str
+    points: int
+    bytes: int
+    collections: _containers.RepeatedCompositeFieldContainer[BackupCollection]
+    node: int
+    def __init__(self, name: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., duration_ms: _Optional[int] = ..., shoal_version: _Optional[str] = ..., points: _Optional[int] = ..., bytes: _Optional[int] = ..., collections: _Optional[_Iterable[_Union[BackupCollection, _Mapping]]] = ..., node: _Optional[int] = ...) -> None: ...
+
+class BackupCollection(_message.Message):
+    __slots__ = ("name", "points", "shards")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    points: int
+    shards: _containers.RepeatedCompositeFieldContainer[BackupShard]
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[BackupShard, _Mapping]]] = ...) -> None: ...
+
+class BackupShard(_message.Message):
+    __slots__ = ("shard", "applied_index", "points", "bytes", "sha256")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    applied_index: int
+    points: int
+    bytes: int
+    sha256: str
+    def __init__(self, shard: _Optional[int] = ..., applied_index: _Optional[int] = ..., points: _Optional[int] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ListBackupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBackupsResponse(_message.Message):
+    __slots__ = ("backups",)
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    backups: _containers.RepeatedCompositeFieldContainer[BackupInfo]
+    def __init__(self, backups: _Optional[_Iterable[_Union[BackupInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteBackupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteBackupResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DownloadBackupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class BackupChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class RestoreBackupRequest(_message.Message):
+    __slots__ = ("options", "chunk")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    options: RestoreOptions
+    chunk: bytes
+    def __init__(self, options: _Optional[_Union[RestoreOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class RestoreOptions(_message.Message):
+    __slots__ = ("backup", "collections", "rename", "replication_factor")
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    RENAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    backup: str
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    rename: str
+    replication_factor: int
+    def __init__(self, backup: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., rename: _Optional[str] = ..., replication_factor: _Optional[int] = ...) -> None: ...
+
+class RestoreBackupResponse(_message.Message):
+    __slots__ = ("collections", "duration_ms")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[RestoredCollection]
+    duration_ms: int
+    def __init__(self, collections: _Optional[_Iterable[_Union[RestoredCollection, _Mapping]]] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class RestoredCollection(_message.Message):
+    __slots__ = ("name", "points")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    points: int
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[int] = ...) -> None: ...

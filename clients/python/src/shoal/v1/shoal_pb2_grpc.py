@@ -874,3 +874,291 @@ class Cluster:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class BackupsStub:
+    """---------------------------------------------------------------------------
+    Backups
+    ---------------------------------------------------------------------------
+
+    Backups of collections, kept in the backup directory of the node that made them
+    (`--backup-dir`). A backup holds, per collection, its configuration and each
+    shard's copy taken at the shard's leader at a recorded log index (every write
+    acknowledged before the copy began is in it; writes go on meanwhile), with a
+    manifest of per-file SHA-256 checksums. Every call needs an admin credential
+    when the server checks credentials.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Create = channel.unary_unary(
+                '/shoal.v1.Backups/Create',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.CreateBackupRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.BackupInfo.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/shoal.v1.Backups/List',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.ListBackupsRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.ListBackupsResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/shoal.v1.Backups/Delete',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.DeleteBackupRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.DeleteBackupResponse.FromString,
+                _registered_method=True)
+        self.Download = channel.unary_stream(
+                '/shoal.v1.Backups/Download',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.DownloadBackupRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.BackupChunk.FromString,
+                _registered_method=True)
+        self.Restore = channel.stream_unary(
+                '/shoal.v1.Backups/Restore',
+                request_serializer=shoal_dot_v1_dot_shoal__pb2.RestoreBackupRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_shoal__pb2.RestoreBackupResponse.FromString,
+                _registered_method=True)
+
+
+class BackupsServicer:
+    """---------------------------------------------------------------------------
+    Backups
+    ---------------------------------------------------------------------------
+
+    Backups of collections, kept in the backup directory of the node that made them
+    (`--backup-dir`). A backup holds, per collection, its configuration and each
+    shard's copy taken at the shard's leader at a recorded log index (every write
+    acknowledged before the copy began is in it; writes go on meanwhile), with a
+    manifest of per-file SHA-256 checksums. Every call needs an admin credential
+    when the server checks credentials.
+    """
+
+    def Create(self, request, context):
+        """Writes a backup of some collections (all if none named) on the node called and
+        returns it once it is complete. ALREADY_EXISTS if the name is taken; NOT_FOUND
+        for an unknown collection.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """The backups on the node called, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Download(self, request, context):
+        """A backup as a tar stream (manifest.json first, then the shard files), in
+        chunks; what `Restore` takes back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Restore(self, request_iterator, context):
+        """Restores collections from a backup into this cluster, whatever its node count:
+        the first message says what to restore (`options`), then, unless it names a
+        backup on the node called, the backup's tar stream follows in `chunk`s. The
+        whole backup is verified before anything is created (INVALID_ARGUMENT on
+        `backup` naming the bad file if a file is missing, truncated or corrupted);
+        each collection stays hidden (NOT_FOUND to clients) until every point of it is
+        committed, and a failed restore deletes what it created. ALREADY_EXISTS if a
+        collection of that name exists (restore it under another name with `rename`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BackupsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.CreateBackupRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.BackupInfo.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.ListBackupsRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.ListBackupsResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.DeleteBackupRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.DeleteBackupResponse.SerializeToString,
+            ),
+            'Download': grpc.unary_stream_rpc_method_handler(
+                    servicer.Download,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.DownloadBackupRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.BackupChunk.SerializeToString,
+            ),
+            'Restore': grpc.stream_unary_rpc_method_handler(
+                    servicer.Restore,
+                    request_deserializer=shoal_dot_v1_dot_shoal__pb2.RestoreBackupRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_shoal__pb2.RestoreBackupResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoal.v1.Backups', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoal.v1.Backups', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Backups:
+    """---------------------------------------------------------------------------
+    Backups
+    ---------------------------------------------------------------------------
+
+    Backups of collections, kept in the backup directory of the node that made them
+    (`--backup-dir`). A backup holds, per collection, its configuration and each
+    shard's copy taken at the shard's leader at a recorded log index (every write
+    acknowledged before the copy began is in it; writes go on meanwhile), with a
+    manifest of per-file SHA-256 checksums. Every call needs an admin credential
+    when the server checks credentials.
+    """
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Backups/Create',
+            shoal_dot_v1_dot_shoal__pb2.CreateBackupRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.BackupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Backups/List',
+            shoal_dot_v1_dot_shoal__pb2.ListBackupsRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.ListBackupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Backups/Delete',
+            shoal_dot_v1_dot_shoal__pb2.DeleteBackupRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.DeleteBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Download(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.Backups/Download',
+            shoal_dot_v1_dot_shoal__pb2.DownloadBackupRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.BackupChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restore(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shoal.v1.Backups/Restore',
+            shoal_dot_v1_dot_shoal__pb2.RestoreBackupRequest.SerializeToString,
+            shoal_dot_v1_dot_shoal__pb2.RestoreBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
