@@ -166,6 +166,10 @@ impl Drop for Prometheus {
     }
 }
 
+/// Keeps a replica's series only while it leads its shard (a former leader's lag
+/// gauges linger until they expire).
+const LEADING: &str = "and on (instance, collection, shard) (shoal_raft_is_leader == 1)";
+
 /// The value of the one series in `r` (0 if there is none).
 fn scalar(r: &[(BTreeMap<String, String>, f64)]) -> f64 {
     r.first().map(|(_, v)| *v).unwrap_or(0.0)
@@ -314,7 +318,7 @@ async fn prometheus_sees_requests_leader_changes_lag_and_every_dashboard_query()
     prom.wait_for(
         60,
         "replication lag 0 everywhere after the writes",
-        r#"max(shoal_raft_replication_lag_entries{collection="m"})"#,
+        &format!(r#"max(shoal_raft_replication_lag_entries{{collection="m"}} {LEADING})"#),
         |r| r.len() == 1 && scalar(r) == 0.0,
     )
     .await;
@@ -363,8 +367,9 @@ async fn prometheus_sees_requests_leader_changes_lag_and_every_dashboard_query()
     // Writes while it is down: its lag on the leaders grows, then drops to 0 once it
     // is back.
     upsert_range(cluster.node(survivor), 1000..1500).await;
-    let lag =
-        format!(r#"max(shoal_raft_replication_lag_entries{{collection="m",follower="{leader}"}})"#);
+    let lag = format!(
+        r#"max(shoal_raft_replication_lag_entries{{collection="m",follower="{leader}"}} {LEADING})"#
+    );
     prom.wait_for(60, "the killed node's lag grows", &lag, |r| scalar(r) > 0.0)
         .await;
     cluster.node(leader).restart(binary());

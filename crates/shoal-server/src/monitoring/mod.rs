@@ -35,9 +35,10 @@ use crate::error::Error;
 /// How often the collector samples the node's gauges.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(2);
 
-/// A gauge not set for this long disappears from `/metrics` (a replica that moved
-/// away, a follower removed from a group).
-const GAUGE_IDLE: Duration = Duration::from_secs(30);
+/// A gauge not set for this long disappears from `/metrics`: a replica that moved
+/// away, the followers' lag on a replica that no longer leads (several collection
+/// rounds, so a slow round does not make live gauges blink).
+const GAUGE_IDLE: Duration = Duration::from_secs(15);
 
 /// Most reasons `/readyz` lists.
 const MAX_REASONS: usize = 20;
