@@ -688,6 +688,7 @@ impl Database {
             .enumerate()
             .map(|(i, r)| validate::search(&cm.config, &format!("searches[{i}]"), r, &self.limits))
             .collect::<shoal_core::Result<Vec<_>>>()?;
+        validate::search_batch_results(&reqs, &self.limits)?;
         self.run_searches(&cm, reqs, &read).await
     }
 
@@ -718,10 +719,7 @@ impl Database {
         let per_shard = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| {
             let reqs = reqs.clone();
             async move {
-                match self
-                    .read_shard(cm, s, read, ReadOp::Search((*reqs).clone()))
-                    .await?
-                {
+                match self.read_shard(cm, s, read, ReadOp::Search(reqs)).await? {
                     ReadResult::Search(r) => Ok(r),
                     _ => Err(ClusterError::Internal(
                         "unexpected reply to a search".into(),
@@ -772,6 +770,7 @@ impl Database {
             validate::filter("filter", f)?;
         }
         let limit = limit as usize;
+        let filter = filter.map(Arc::new);
         let (read, filter) = (&read, &filter);
         let mut all = self
             .routed(&cm, read, |cm| {
@@ -819,6 +818,7 @@ impl Database {
         if let Some(f) = &filter {
             validate::filter("filter", f)?;
         }
+        let filter = filter.map(Arc::new);
         let (read, filter) = (&read, &filter);
         self.routed(&cm, read, |cm| {
             Box::pin(async move {

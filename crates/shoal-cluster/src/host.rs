@@ -766,10 +766,20 @@ impl Host {
                 return Ok(ReadResult::Search(vec![hits]));
             }
         }
-        self.on_pool(move || match op {
-            ReadOp::Search(reqs) => {
-                ReadResult::Search(reqs.par_iter().map(|r| shard.search(r)).collect())
-            }
+        on_pool(&self.pool, move |cancel| match op {
+            // A batch stops searching once its request is gone (the client
+            // cancelled, or its deadline passed): what is left answers nobody.
+            ReadOp::Search(reqs) => ReadResult::Search(
+                reqs.par_iter()
+                    .map(|r| {
+                        if cancel.is_cancelled() {
+                            Vec::new()
+                        } else {
+                            shard.search(r)
+                        }
+                    })
+                    .collect(),
+            ),
             ReadOp::Get {
                 ids,
                 with_payload,
@@ -784,11 +794,11 @@ impl Host {
             } => ReadResult::Points(shard.scroll(
                 offset,
                 limit,
-                filter.as_ref(),
+                filter.as_deref(),
                 with_payload,
                 with_vector,
             )),
-            ReadOp::Count(filter) => ReadResult::Count(shard.count(filter.as_ref())),
+            ReadOp::Count(filter) => ReadResult::Count(shard.count(filter.as_deref())),
             ReadOp::Stats => ReadResult::Stats(shard.stats()),
             ReadOp::ClusterState => unreachable!("refused above"),
         })
@@ -832,12 +842,7 @@ impl Host {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pool.spawn(move || {
-            let _ = tx.send(f());
-        });
-        rx.await
-            .map_err(|_| internal("a search job failed; see the server log"))
+        on_pool(&self.pool, |_| f()).await
     }
 
     /// Changes the membership of `group` if this node leads it (see
@@ -1138,5 +1143,124 @@ pub(crate) async fn initialize_later(
         }
         Ok(true) => {}
         Err(e) => tracing::debug!(error = %e, "group stopped before initializing"),
+    }
+}
+
+/// Whether the request a pool job works for is gone. See [`on_pool`].
+#[derive(Clone, Default)]
+pub(crate) struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks its [`Cancel`] when dropped: when the future awaiting a pool job is dropped
+/// before the job answered (tonic drops a request's future when the client resets
+/// the stream or its deadline passes).
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` on `pool` and awaits it. If the awaiting future is dropped first, a job
+/// still queued never starts, and a running one sees `Cancel::is_cancelled` (long
+/// jobs check it between units of work): cancelled requests stop costing CPU.
+pub(crate) async fn on_pool<T: Send + 'static>(
+    pool: &rayon::ThreadPool,
+    f: impl FnOnce(&Cancel) -> T + Send + 'static,
+) -> Result<T> {
+    let cancel = Cancel::default();
+    let _guard = CancelOnDrop(cancel.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pool.spawn(move || {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let _ = tx.send(f(&cancel));
+    });
+    rx.await
+        .map_err(|_| internal("a search job failed; see the server log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A pool of one thread, busy until the returned sender is dropped or sent to.
+    fn busy_pool() -> (rayon::ThreadPool, std::sync::mpsc::Sender<()>) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            let _ = wait.recv();
+        });
+        (pool, release)
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_request_is_gone_does_not_run() {
+        let (pool, release) = busy_pool();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        // The request gives up while its job waits in the queue.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            on_pool(&pool, move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        drop(release);
+        // A job queued after it runs (so the first one had its turn).
+        let r = ran.clone();
+        on_pool(&pool, move |_| r.fetch_add(10, Ordering::SeqCst))
+            .await
+            .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 10, "the abandoned job ran");
+    }
+
+    #[tokio::test]
+    async fn a_running_job_sees_its_request_go() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (seen_tx, seen) = std::sync::mpsc::channel::<bool>();
+        let pool = Arc::new(pool);
+        let p = pool.clone();
+        let job = async move {
+            on_pool(&p, move |cancel| {
+                let _ = started_tx.send(());
+                // Work in units, checking between them, for at most 10 s.
+                for _ in 0..1000 {
+                    if cancel.is_cancelled() {
+                        let _ = seen_tx.send(true);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = seen_tx.send(false);
+            })
+            .await
+        };
+        let task = tokio::spawn(job);
+        started.await.unwrap();
+        task.abort();
+        let seen = tokio::task::spawn_blocking(move || seen.recv_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap();
+        assert_eq!(seen, Ok(true), "the job did not see the cancellation");
     }
 }

@@ -21,8 +21,11 @@ pub(crate) struct ReadCall {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// Requests and filters are shared, not copied, between the shards of one request
+/// (a `has_id` filter may hold millions of ids); on the wire they encode as the
+/// values themselves.
 pub(crate) enum ReadOp {
-    Search(Vec<SearchRequest>),
+    Search(std::sync::Arc<Vec<SearchRequest>>),
     Get {
         ids: Vec<PointId>,
         with_payload: bool,
@@ -31,11 +34,11 @@ pub(crate) enum ReadOp {
     Scroll {
         offset: Option<PointId>,
         limit: usize,
-        filter: Option<Filter>,
+        filter: Option<std::sync::Arc<Filter>>,
         with_payload: bool,
         with_vector: bool,
     },
-    Count(Option<Filter>),
+    Count(Option<std::sync::Arc<Filter>>),
     Stats,
     /// Of the metadata group: its state, read linearizably at its leader.
     ClusterState,

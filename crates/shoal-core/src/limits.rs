@@ -15,6 +15,9 @@ pub struct Limits {
     pub max_batch_points: usize,
     /// Most queries in one `SearchBatch`.
     pub max_search_batch: usize,
+    /// Most results one `SearchBatch` may ask for: the sum of its queries' `top_k`
+    /// (what its reply and its merge hold in memory grows with it).
+    pub max_batch_results: usize,
     /// Largest encoded payload of one point, in bytes.
     pub max_payload_bytes: usize,
     /// Largest `limit` of a `Scroll`.
@@ -31,6 +34,7 @@ impl Default for Limits {
             max_ef: 10_000,
             max_batch_points: 10_000,
             max_search_batch: 1_024,
+            max_batch_results: 100_000,
             max_payload_bytes: 64 * 1024,
             max_scroll_limit: 10_000,
             max_collections: 1_000,

@@ -538,6 +538,24 @@ pub fn search_batch_len(n: usize, limits: &Limits) -> Result<()> {
     )
 }
 
+/// Checks the results a `SearchBatch` asks for in all (the sum of its `top_k`), before
+/// any work: a batch within every per-query limit can still ask for more than a reply
+/// can carry or a node should merge.
+pub fn search_batch_results(reqs: &[SearchRequest], limits: &Limits) -> Result<()> {
+    let total: u64 = reqs.iter().map(|r| u64::from(r.top_k)).sum();
+    if total > limits.max_batch_results as u64 {
+        return Err(Error::exhausted(
+            "searches",
+            format!(
+                "the batch asks for {total} results in all (the sum of its top_k); at most {} \
+                 allowed (--max-batch-results): split it, or lower top_k",
+                limits.max_batch_results
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a `Scroll` page size.
 pub fn scroll_limit(limit: u32, limits: &Limits) -> Result<()> {
     within_limit(
@@ -740,6 +758,32 @@ mod tests {
             e.to_string().contains("1025 searches in one request"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_batch_asking_for_too_many_results_is_refused_up_front() {
+        let q = |top_k| SearchRequest {
+            vector: vec![1.0, 0.0, 0.0],
+            top_k,
+            ef: None,
+            filter: None,
+            with_payload: false,
+            with_vector: false,
+        };
+        let limits = Limits::default();
+        // 1,024 queries of top_k 10,000: each within --max-top-k, 10.24M in all.
+        let big = vec![q(10_000); 1024];
+        let e = search_batch_results(&big, &limits).unwrap_err();
+        assert!(matches!(e, Error::ResourceExhausted { ref field, .. } if field == "searches"));
+        assert!(
+            e.to_string().contains("10240000 results")
+                && e.to_string().contains("--max-batch-results"),
+            "{e}"
+        );
+        // At the bound: accepted.
+        let at = vec![q(100); 1000];
+        assert!(search_batch_results(&at, &limits).is_ok());
+        assert!(search_batch_results(&[at.clone(), vec![q(1)]].concat(), &limits).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! calls [`serve::serve`]):
 //! - [`service`]: the public gRPC services (`Collections`, `Points`, `Cluster`) over a
 //!   `shoal-cluster` node, with single searches coalesced into batches;
+//! - [`admission`]: what the public port admits (connections, calls in flight);
 //! - [`backup`]: the `Backups` service (backups made, listed, downloaded, restored
 //!   through the node, kept in `--backup-dir`);
 //! - [`convert`]: wire ⇄ domain conversions (structural errors name the field);
@@ -31,6 +32,7 @@
 //! hand (`shoal-core` does), reach storage except through the node, or carry client
 //! tooling (that is `shoal-cli`'s).
 
+pub mod admission;
 pub mod auth;
 pub mod backup;
 pub mod convert;

@@ -20,6 +20,7 @@ use shoal_proto::v1::{
     collections_server::CollectionsServer, points_server::PointsServer,
 };
 
+use crate::admission::{InFlightLayer, limit_connections};
 use crate::auth::{AuthLayer, AuthOptions, Authenticator, Secret};
 use crate::backup::BackupsService;
 use crate::service::{ClusterService, CollectionsService, PointsService};
@@ -104,6 +105,17 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "SHOAL_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Most connections open on the public port at once; one more is closed as it
+    /// is accepted.
+    #[arg(long, env = "SHOAL_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most calls in flight on the public port at once (health checks aside); one
+    /// more is answered RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "SHOAL_MAX_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+    /// Most HTTP/2 streams (calls) open at once on one connection.
+    #[arg(long, env = "SHOAL_MAX_STREAMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
     /// Largest vector dimension of a collection (at most 1048576: the range of
     /// vector components accepted keeps every score finite up to that dimension).
     #[arg(long, env = "SHOAL_MAX_DIM", default_value_t = Limits::default().max_dim, value_parser = clap::value_parser!(u32).range(1..=shoal_core::vector::MAX_DIM as i64))]
@@ -120,6 +132,10 @@ pub struct ServeArgs {
     /// Most queries in one SearchBatch.
     #[arg(long, env = "SHOAL_MAX_SEARCH_BATCH", default_value_t = Limits::default().max_search_batch)]
     pub max_search_batch: usize,
+    /// Most results one `SearchBatch` may ask for in all (the sum of its queries'
+    /// `top_k`); a bigger batch is refused before any work.
+    #[arg(long, env = "SHOAL_MAX_BATCH_RESULTS", default_value_t = Limits::default().max_batch_results)]
+    pub max_batch_results: usize,
     /// Largest payload of one point, in bytes (at most 16 MiB).
     #[arg(long, env = "SHOAL_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=shoal_core::validate::MAX_STORED_PAYLOAD_BYTES as u64))]
@@ -435,6 +451,7 @@ impl ServeArgs {
             max_ef: self.max_ef,
             max_batch_points: self.max_batch_points,
             max_search_batch: self.max_search_batch,
+            max_batch_results: self.max_batch_results,
             max_payload_bytes: self.max_payload_bytes,
             max_scroll_limit: self.max_scroll_limit,
             ..Limits::default()
@@ -743,6 +760,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {addr}");
 
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(args.max_streams_per_connection))
+        // Connections of clients that went away are closed: pinged every 30 s when
+        // idle, dropped when a ping is not answered within 20 s.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // Outermost: counts every call with the status its client sees.
         .layer(crate::monitoring::grpc::GrpcMetricsLayer {
             enabled: monitor.is_some(),
@@ -752,6 +774,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))
         .layer(crate::deadline::DeadlineLayer)
         .layer(AuthLayer::new(auth))
+        .layer(InFlightLayer::new(args.max_concurrent_requests as usize))
         .add_service(health)
         .add_service(reflection)
         .add_service(collections)
@@ -762,7 +785,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(tls) => {
             router
                 .serve_with_incoming_shutdown(
-                    crate::tls::incoming(listener, tls),
+                    limit_connections(
+                        crate::tls::incoming(listener, tls),
+                        args.max_connections as usize,
+                    ),
                     stop_serving(&node),
                 )
                 .await?
@@ -772,7 +798,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .serve_with_incoming_shutdown(
                     // TCP_NODELAY: small replies must not wait for Nagle's algorithm
                     // (a ~40 ms stall at the tail under concurrency otherwise).
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    limit_connections(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                        args.max_connections as usize,
+                    ),
                     stop_serving(&node),
                 )
                 .await?

@@ -106,6 +106,8 @@ async fn bad_input_table() {
             "1024",
             "--max-scroll-limit",
             "50",
+            "--max-batch-results",
+            "500",
         ],
     );
     let (mut cols, mut pts) = node.clients().await;
@@ -515,6 +517,13 @@ async fn bad_input_table() {
             .await,
         Code::ResourceExhausted,
         "searches",
+    );
+    check(
+        "search batch asking for too many results in all",
+        pts.search_batch(batch((0..6).map(|_| s(v(1.0), 100)).collect()))
+            .await,
+        Code::ResourceExhausted,
+        "--max-batch-results",
     );
     check(
         "empty search batch",

@@ -10,6 +10,7 @@ mod docker;
 mod durability;
 mod elastic;
 mod internal_security;
+mod limits;
 mod metrics;
 mod recall;
 
