@@ -147,6 +147,11 @@ where
                     call.record(code);
                     tonic::body::Body::new(body)
                 }
+                // Over already, and without a status: not a gRPC answer.
+                None if body.is_end_stream() => {
+                    call.record("UNKNOWN");
+                    tonic::body::Body::new(body)
+                }
                 None => tonic::body::Body::new(Watched {
                     inner: body,
                     call: Some(call),
@@ -317,5 +322,10 @@ mod tests {
         // A body dropped before its trailers: the client went away.
         let text = through_layer("/shoal.v1.Points/Get", streamed("0"), false).await;
         assert!(count(&text, "Points/Get", "CANCELLED"), "{text}");
+        // An empty answer without any status: not gRPC, counted once as UNKNOWN.
+        let empty = Response::new(tonic::body::Body::empty());
+        let text = through_layer("/shoal.v1.Points/Count", empty, true).await;
+        assert!(count(&text, "Points/Count", "UNKNOWN"), "{text}");
+        assert!(!text.contains("CANCELLED"), "{text}");
     }
 }
