@@ -19,6 +19,9 @@ pub struct Node {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The metrics endpoint's `HOST:PORT`, when started with `--metrics-listen`
+    /// (the address it printed as `metrics listening on ADDR`).
+    pub metrics_addr: Option<String>,
     pub data_dir: PathBuf,
     args: Vec<String>,
     log: PathBuf,
@@ -31,6 +34,7 @@ impl Node {
         let mut node = Node {
             child: None,
             url: String::new(),
+            metrics_addr: None,
             data_dir: data_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             log: data_dir.with_extension("log"),
@@ -68,17 +72,28 @@ impl Node {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_string());
+                    let _ = tx.send((false, addr.to_string()));
+                } else if let Some(addr) = line.strip_prefix("metrics listening on ") {
+                    let _ = tx.send((true, addr.to_string()));
                 }
             }
         });
         self.child = Some(child);
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(addr) => self.url = format!("http://{addr}"),
-            Err(_) => panic!(
-                "shoal did not start listening; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            ),
+        self.metrics_addr = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((true, addr)) => self.metrics_addr = Some(addr),
+                Ok((false, addr)) => {
+                    self.url = format!("http://{addr}");
+                    break;
+                }
+                Err(_) => panic!(
+                    "shoal did not start listening; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            }
         }
     }
 

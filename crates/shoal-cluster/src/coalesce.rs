@@ -166,6 +166,7 @@ where
     R: Send + 'static,
 {
     fn record(&self, n: usize) {
+        metrics::histogram!("shoal_search_coalesced_batch_size").record(n as f64);
         self.batches.fetch_add(1, Relaxed);
         self.queries.fetch_add(n as u64, Relaxed);
         self.largest.fetch_max(n, Relaxed);

@@ -714,6 +714,8 @@ impl Database {
         reqs: Arc<Vec<SearchRequest>>,
         read: &ReadOptions,
     ) -> Result<Vec<Vec<ScoredPoint>>> {
+        metrics::histogram!("shoal_search_fanout_shards", "collection" => cm.config.name.clone())
+            .record(cm.shards.len() as f64);
         let per_shard = join_all(cm.shards.iter().map(|sh| sh.id).map(|s| {
             let reqs = reqs.clone();
             async move {

@@ -192,7 +192,8 @@ impl Host {
         .await
         .map_err(internal)?;
         registry.insert(META_GROUP, meta.clone());
-        watch_leader(options.node_id, META_GROUP, &meta);
+        let changes = metrics::counter!("shoal_metadata_leader_changes_total");
+        watch_leader(options.node_id, META_GROUP, &meta, changes);
         Ok(Host {
             id: options.node_id,
             store,
@@ -252,6 +253,11 @@ impl Host {
     /// Number of fsyncs issued so far.
     pub fn fsyncs(&self) -> u64 {
         self.store.fsyncs()
+    }
+
+    /// The node's store (for monitoring: its bytes on disk, whether it takes writes).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Every replica open here, by group (a snapshot: the set may change meanwhile).
@@ -441,14 +447,24 @@ impl Host {
         let raft = Raft::new(
             self.id,
             self.raft_config.clone(),
-            Network::new(group, self.peers.clone()),
+            Network::for_shard(
+                group,
+                self.peers.clone(),
+                &shard.config().name,
+                shard.shard_no(),
+            ),
             LogStore::new(self.store.raft_log(group)),
             sm,
         )
         .await
         .map_err(internal)?;
         self.registry.insert(group, raft.clone());
-        watch_leader(self.id, group, &raft);
+        let changes = metrics::counter!(
+            "shoal_raft_leader_changes_total",
+            "collection" => shard.config().name.clone(),
+            "shard" => shard.shard_no().to_string(),
+        );
+        watch_leader(self.id, group, &raft, changes);
         self.replicas.write().insert(
             group,
             Arc::new(Replica {
@@ -1081,8 +1097,8 @@ impl Host {
 }
 
 /// Logs one line on this node whenever the leader of `group` it sees changes, until
-/// the group stops.
-fn watch_leader(node: NodeId, group: u64, raft: &Raft<TypeConfig>) {
+/// the group stops, and counts each new leader in `changes`.
+fn watch_leader(node: NodeId, group: u64, raft: &Raft<TypeConfig>, changes: metrics::Counter) {
     let mut rx = raft.metrics();
     tokio::spawn(async move {
         let mut last = rx.borrow().current_leader;
@@ -1093,6 +1109,9 @@ fn watch_leader(node: NodeId, group: u64, raft: &Raft<TypeConfig>) {
             };
             if leader != last {
                 last = leader;
+                if leader.is_some() {
+                    changes.increment(1);
+                }
                 match leader {
                     Some(l) if l == node => {
                         tracing::info!(group, term, "this node leads the group")

@@ -26,6 +26,9 @@
 //!   once.
 //! - status (module `status`): every replica's role, applied index and digest,
 //!   gathered from every node.
+//! - telemetry (module `telemetry`): the gauges a node's monitoring samples
+//!   ([`Node::record_gauges`], through the `metrics` facade; the exporter is
+//!   `shoal-server`'s) and whether it is ready to serve ([`Node::readiness`]).
 //! - elasticity: `admin` records intentions (a node joins or drains, a replica
 //!   moves, a replication factor changes); `operator`, on the metadata leader,
 //!   observes the nodes, keeps the metadata group's membership in line and drives
@@ -65,6 +68,7 @@ mod scheduler;
 mod search_coalesce;
 mod service;
 mod status;
+mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod wire;

@@ -81,7 +81,7 @@ impl LoadMeter {
 }
 
 /// User + system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
@@ -107,7 +107,7 @@ fn clock_ticks() -> f64 {
     if hz > 0 { hz as f64 } else { 100.0 }
 }
 
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };

@@ -254,6 +254,28 @@ impl Node {
         self.inner.host.fsyncs()
     }
 
+    /// Sets the gauges of this node's replicas, metadata group, store and process
+    /// through the `metrics` facade (module `telemetry`). Reads files: call it on a
+    /// blocking thread, not on an async worker.
+    pub fn record_gauges(&self) {
+        crate::telemetry::record_gauges(&self.inner.host);
+    }
+
+    /// Why this node does not serve now, in short sentences (empty: it serves): it
+    /// was removed from the cluster, the applied metadata does not list it, a Raft
+    /// group it holds (the metadata group or a shard replica the metadata places
+    /// here) is stopped, not open, without a known leader or has applied more than
+    /// `max_lag` entries less than its log holds, or its storage refuses writes.
+    pub async fn readiness(&self, max_lag: u64) -> Vec<String> {
+        if let Some(removal) = self.removal() {
+            return vec![removal.to_string()];
+        }
+        let host = self.inner.host.clone();
+        tokio::task::spawn_blocking(move || crate::telemetry::readiness(&host, max_lag))
+            .await
+            .unwrap_or_else(|e| vec![format!("the readiness check failed: {e}")])
+    }
+
     /// Waits up to `timeout` until this node knows a leader of the metadata group;
     /// false if it does not by then.
     pub async fn wait_for_metadata_leader(&self, timeout: Duration) -> bool {

@@ -99,6 +99,16 @@ pub trait VectorIndex: Send + Sync {
     /// rebuilds the index when this grows too large relative to [`VectorIndex::len`].
     fn tombstones(&self) -> usize;
 
+    /// Estimated memory the index holds, in bytes: every slot (live or tombstone) with
+    /// its vector, its layer-0 neighbour list (`2 m` ids), its share of the upper
+    /// layers' lists and a fixed per-node overhead. An estimate for monitoring, not an
+    /// accounting of allocations.
+    fn memory_bytes(&self) -> usize {
+        let p = self.params();
+        let per_node = p.dim * 4 + (2 * p.m + p.m / 2) * 4 + 16;
+        (self.len() + self.tombstones()) * per_node
+    }
+
     /// Writes the whole index (vectors, graph, deletions) into the directory `dir`,
     /// which exists and is empty. [`load`](crate::load) restores it exactly.
     fn dump(&self, dir: &Path) -> Result<(), IndexError>;

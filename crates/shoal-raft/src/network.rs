@@ -282,11 +282,29 @@ impl Peers {
 pub struct Network {
     group: u64,
     peers: Peers,
+    /// The labels of the group's metrics (`collection` and `shard` of a shard group).
+    labels: Arc<Vec<metrics::Label>>,
 }
 
 impl Network {
     pub fn new(group: u64, peers: Peers) -> Network {
-        Network { group, peers }
+        Network {
+            group,
+            peers,
+            labels: Arc::default(),
+        }
+    }
+
+    /// The network of a shard group: its metrics (snapshots sent) carry the shard's
+    /// collection and number.
+    pub fn for_shard(group: u64, peers: Peers, collection: &str, shard: u32) -> Network {
+        Network {
+            labels: Arc::new(vec![
+                metrics::Label::new("collection", collection.to_string()),
+                metrics::Label::new("shard", shard.to_string()),
+            ]),
+            ..Network::new(group, peers)
+        }
     }
 }
 
@@ -299,6 +317,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             group: self.group,
             peers: self.peers.clone(),
             recorded: node.addr.clone(),
+            labels: self.labels.clone(),
         }
     }
 }
@@ -310,6 +329,7 @@ pub struct PeerClient {
     peers: Peers,
     /// The address the group's membership recorded for the peer.
     recorded: String,
+    labels: Arc<Vec<metrics::Label>>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
@@ -371,7 +391,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.call(RaftRpc::InstallSnapshot, &rpc, &option).await
+        let done = rpc.done;
+        let reply = self.call(RaftRpc::InstallSnapshot, &rpc, &option).await;
+        if done && reply.is_ok() {
+            // The last chunk accepted: one snapshot sent to a follower.
+            metrics::counter!("shoal_raft_snapshot_sends_total", self.labels.iter()).increment(1);
+        }
+        reply
     }
 
     async fn vote(

@@ -362,6 +362,12 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         .await
         .map_err(err)?;
         self.sealed.store(sealed, Ordering::Release);
+        metrics::counter!(
+            "shoal_raft_snapshot_installs_total",
+            "collection" => self.shard.config().name.clone(),
+            "shard" => self.shard.shard_no().to_string(),
+        )
+        .increment(1);
         tracing::info!(
             shard = self.shard.shard_no(),
             last_log_index = meta.last_log_id.map(|l| l.index),

@@ -1,5 +1,6 @@
 //! This crate's one error type: what can go wrong while reading the node's security
-//! configuration (API keys, JWT keys, TLS certificates). Requests refused for their
+//! configuration (API keys, JWT keys, TLS certificates) or setting up its metrics
+//! endpoint (`--metrics-listen`). Requests refused for their
 //! credentials are `tonic::Status`es, not errors of this type.
 //!
 //! Messages name the file and the line or setting at fault, never a secret: a key,

@@ -18,6 +18,9 @@
 //!   (`auth::table`), the layer that checks each call;
 //! - [`tls`]: TLS on the public port, certificates reloaded when their files change;
 //! - [`reload`]: noticing that configuration files changed;
+//! - [`monitoring`]: the metrics endpoint (`--metrics-listen`): Prometheus text at
+//!   `/metrics`, `/healthz`, `/readyz`, the gRPC layer counting and timing every
+//!   public call, and the collector sampling the node's gauges;
 //! - [`error`]: this crate's error type (unusable security settings);
 //! - [`serve`]: `shoal serve`'s options (flags and environment variables), its
 //!   logging (default filter, text or JSON), and start-up: the node, the public server
@@ -36,6 +39,7 @@ pub mod convert;
 pub mod deadline;
 pub mod early_status;
 pub mod error;
+pub mod monitoring;
 pub mod reload;
 pub mod serve;
 pub mod service;

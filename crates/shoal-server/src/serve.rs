@@ -391,6 +391,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SHOAL_RELOAD_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86400), help_heading = "Security")]
     pub reload_secs: u64,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, liveness at /healthz and
+    /// readiness at /readyz (plain HTTP, no authentication: keep it on loopback or a
+    /// private network). Off unless given; port 0 picks a free port, printed as
+    /// `metrics listening on ADDR`.
+    #[arg(long, env = "SHOAL_METRICS_LISTEN", help_heading = "Monitoring")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// /readyz answers 503 while a Raft group of this node has applied more than this
+    /// many entries less than its log holds.
+    #[arg(
+        long,
+        env = "SHOAL_READY_MAX_LAG",
+        default_value_t = 1000,
+        help_heading = "Monitoring"
+    )]
+    pub ready_max_lag: u64,
+
     /// Log lines on stderr: text, or one JSON object per line (for log shippers).
     /// Which lines: RUST_LOG if set, else Shoal's at info and its dependencies' at warn.
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -651,6 +667,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(ServerTls::new)
         .transpose()?
         .map(Arc::new);
+    // The metrics endpoint first: /healthz answers while the node opens.
+    let monitor = match args.metrics_listen {
+        Some(addr) => {
+            let listener = crate::monitoring::bind(addr).await?;
+            let handle = crate::monitoring::install_recorder()?;
+            let monitor = crate::monitoring::Monitor::new(handle, args.ready_max_lag);
+            println!("metrics listening on {}", listener.local_addr()?);
+            crate::monitoring::spawn(listener, monitor.clone());
+            Some(monitor)
+        }
+        None => None,
+    };
     let raft_listener = tokio::net::TcpListener::bind(args.raft_listen)
         .await
         .with_context(|| format!("binding --raft-listen {}", args.raft_listen))?;
@@ -660,6 +688,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node = Node::start(options)
         .await
         .with_context(|| format!("starting the node on {}", args.data_dir.display()))?;
+    if let Some(monitor) = &monitor {
+        monitor.attach(node.clone());
+    }
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let internal_server = tokio::spawn(
@@ -754,6 +785,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // idle, dropped when a ping is not answered within 20 s.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // Outermost: counts every call with the status its client sees.
+        .layer(crate::monitoring::grpc::GrpcMetricsLayer {
+            enabled: monitor.is_some(),
+        })
         .layer(tower::util::MapResponseLayer::new(
             crate::early_status::remap::<tonic::body::Body>,
         ))

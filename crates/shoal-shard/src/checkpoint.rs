@@ -119,6 +119,22 @@ fn sync_tree(dir: &Path) -> Result<(), String> {
         .map_err(|e| io_err(dir, e))
 }
 
+/// When the newest complete checkpoint in `dir` was written (its directory's
+/// modification time), if there is one. Only reads: a checkpoint being written
+/// meanwhile is left alone.
+pub(crate) fn newest_time(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let seq: u64 = name.strip_prefix(PREFIX)?.parse().ok()?;
+            Some((seq, e.metadata().ok()?.modified().ok()?))
+        })
+        .max_by_key(|(seq, _)| *seq)
+        .map(|(_, t)| t)
+}
+
 /// Complete checkpoints in `dir`, as (seq, path); incomplete ones are removed.
 fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut out = Vec::new();

@@ -63,4 +63,6 @@ pub mod testing;
 
 pub use error::ShardError;
 pub use payload_index::PayloadIndex;
-pub use shard::{Shard, ShardOptions, ShardSnapshot, ShardStats};
+pub use shard::{
+    BackgroundWork, Shard, ShardGauges, ShardOptions, ShardSnapshot, ShardStats, background_work,
+};

@@ -15,6 +15,10 @@ pub enum StorageError {
     /// An fsync requested through the flusher failed, or the flusher is gone.
     #[error("flush: {0}")]
     Flush(String),
+    /// The store cannot take writes now (a failed fsync, a read-only or full file
+    /// system): what readiness reports.
+    #[error("storage not writable: {0}")]
+    Unwritable(String),
     /// No collection of that name exists.
     #[error("collection {0:?} not found")]
     CollectionNotFound(String),

@@ -38,4 +38,6 @@ pub mod sync;
 
 pub use error::StorageError;
 pub use raft_log::RaftLog;
-pub use store::{CollectionRecord, Quarantined, ShardStore, Store, SyncCallback, Ticket, WriteOp};
+pub use store::{
+    CollectionRecord, DiskUsage, Quarantined, ShardStore, Store, SyncCallback, Ticket, WriteOp,
+};

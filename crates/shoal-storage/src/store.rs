@@ -451,6 +451,62 @@ impl Store {
     pub fn fsyncs(&self) -> u64 {
         self.inner.sync.fsyncs()
     }
+
+    /// Whether the store takes writes now: its latest fsync succeeded, and a small
+    /// file can be created, written and removed in the data directory (a read-only or
+    /// full file system fails that). A few small file operations: call it off the
+    /// async workers.
+    pub fn check_writable(&self) -> Result<(), StorageError> {
+        if self.inner.sync.failing() {
+            return Err(StorageError::Unwritable(
+                "the latest fsync of the database failed".into(),
+            ));
+        }
+        // A name of its own per call: concurrent checks must not remove each other's.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = self
+            .inner
+            .dir
+            .join(format!(".write-probe-{}-{n}", std::process::id()));
+        let attempt = std::fs::write(&probe, b"probe").and_then(|()| std::fs::remove_file(&probe));
+        attempt.map_err(|e| {
+            StorageError::Unwritable(format!("cannot write in {}: {e}", self.inner.dir.display()))
+        })
+    }
+
+    /// Bytes on disk: the database (its journal and every keyspace, as the engine
+    /// counts them) and the derived files (index checkpoints), walked. Reads
+    /// directories: call it off the async workers.
+    pub fn disk_usage(&self) -> DiskUsage {
+        DiskUsage {
+            database: self.inner.db.disk_space().unwrap_or(0),
+            derived: dir_bytes(&self.inner.dir.join(DERIVED_DIR), 8),
+        }
+    }
+}
+
+/// What a store occupies on disk, in bytes ([`Store::disk_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub database: u64,
+    pub derived: u64,
+}
+
+/// Bytes of the files under `dir`, at most `depth` directories down (links not
+/// followed; what cannot be read counts 0).
+fn dir_bytes(dir: &Path, depth: usize) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() && depth > 0 => dir_bytes(&e.path(), depth - 1),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The points of one shard.
@@ -696,6 +752,35 @@ fn decode_point(id: PointId, bytes: &[u8]) -> Result<Point, StorageError> {
 mod tests {
     use super::*;
     use shoal_core::{HnswParams, Metric, Value};
+
+    #[test]
+    fn a_store_reports_its_bytes_and_whether_it_takes_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.check_writable().unwrap();
+        assert!(
+            !dir.path().join(".write-probe").exists(),
+            "the probe is removed"
+        );
+        std::fs::create_dir_all(dir.path().join(DERIVED_DIR).join("c1-s0/ckpt-1")).unwrap();
+        std::fs::write(
+            dir.path().join(DERIVED_DIR).join("c1-s0/ckpt-1/x"),
+            [0u8; 1000],
+        )
+        .unwrap();
+        let usage = store.disk_usage();
+        assert!(usage.database > 0, "{usage:?}");
+        assert_eq!(usage.derived, 1000);
+        // A directory that refuses writes (as a read-only file system would): not
+        // writable, with the directory named. Root ignores permissions; skip then.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+        if std::fs::write(dir.path().join("root-test"), b"x").is_err() {
+            let e = store.check_writable().unwrap_err().to_string();
+            assert!(e.contains("not writable"), "{e}");
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 
     fn config(name: &str, shards: u32) -> CollectionConfig {
         CollectionConfig {

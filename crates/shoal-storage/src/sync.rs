@@ -6,6 +6,10 @@
 //! later callers queue on the mutex; the first of them then fsyncs once for all of
 //! them. Throughput grows with concurrency instead of being capped at one write per
 //! fsync.
+//!
+//! Each fsync is counted (`shoal_storage_fsyncs_total`) and timed
+//! (`shoal_storage_fsync_seconds`) through the `metrics` facade; with no exporter
+//! installed that costs nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +24,8 @@ pub struct GroupSync {
     durable: Mutex<u64>,
     /// Number of fsyncs performed (for metrics and tests).
     fsyncs: AtomicU64,
+    /// True while the latest fsync failed (readiness, `Store::check_writable`).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl GroupSync {
@@ -37,10 +43,23 @@ impl GroupSync {
         // Every ticket <= target belongs to a batch already committed to the engine,
         // so this one fsync covers them all.
         let target = self.committed.load(Ordering::Acquire);
-        fsync()?;
+        let started = std::time::Instant::now();
+        if let Err(e) = fsync() {
+            self.failing.store(true, Ordering::Relaxed);
+            metrics::counter!("shoal_storage_fsync_errors_total").increment(1);
+            return Err(e);
+        }
+        self.failing.store(false, Ordering::Relaxed);
+        metrics::histogram!("shoal_storage_fsync_seconds").record(started.elapsed());
+        metrics::counter!("shoal_storage_fsyncs_total").increment(1);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         *durable = target;
         Ok(())
+    }
+
+    /// True if the latest fsync failed.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// How many fsyncs have run.
@@ -72,7 +91,9 @@ mod tests {
         let g = GroupSync::default();
         let a = g.committed();
         assert!(g.sync(a, || Err("disk")).is_err());
+        assert!(g.failing());
         g.sync::<()>(a, || Ok(())).unwrap();
+        assert!(!g.failing());
         assert_eq!(g.fsyncs(), 1);
     }
 

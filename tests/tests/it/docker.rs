@@ -240,6 +240,9 @@ fn run_container(g: &ClusterCleanup, name: &str, opts: &[String]) {
     docker_ok(&args);
 }
 
+/// Where docker-compose.yml's nodes serve their metrics (inside the network).
+const METRICS_ENV: (&str, &str) = ("SHOAL_METRICS_LISTEN", "0.0.0.0:9470");
+
 /// Where docker-compose.yml mounts the cluster secret, and the variable naming it.
 const SECRET_MOUNT: &str = "/secrets";
 const SECRET_ENV: (&str, &str) = ("SHOAL_CLUSTER_SECRET_FILE", "/secrets/cluster-secret");
@@ -266,7 +269,8 @@ fn secret_opts(g: &ClusterCleanup) -> [String; 4] {
 
 /// Starts node `i` (1-based) of the cluster as docker-compose.yml does: its own volume,
 /// the secret volume read-only, SHOAL_NODE_ID, SHOAL_PEERS, SHOAL_RAFT_LISTEN,
-/// SHOAL_CLUSTER_SECRET_FILE, the public port published, the Raft port not.
+/// SHOAL_CLUSTER_SECRET_FILE, SHOAL_METRICS_LISTEN, the public port published, the
+/// Raft port not.
 fn run_node(g: &ClusterCleanup, i: usize) {
     let alias = format!("shoal{i}");
     let [v, secret_mount, e, secret_env] = secret_opts(g);
@@ -287,6 +291,8 @@ fn run_node(g: &ClusterCleanup, i: usize) {
         &format!("SHOAL_PEERS={PEERS}"),
         "-e",
         "SHOAL_RAFT_LISTEN=0.0.0.0:7471",
+        "-e",
+        &format!("{}={}", METRICS_ENV.0, METRICS_ENV.1),
         // Hold the HNSW graphs (not the exact scan of small shards) to the recall
         // target, as the recall tests do.
         "-e",
@@ -685,11 +691,12 @@ async fn three_node_cluster_survives_a_stopped_node_and_converges() {
 /// The environment of docker-compose.yml's `shoal-extra` service: a node that joins
 /// through shoal1, with neither node id nor peers. [`compose_extra_service`] checks
 /// that the file says the same.
-const EXTRA_ENV: [(&str, &str); 5] = [
+const EXTRA_ENV: [(&str, &str); 6] = [
     SECRET_ENV,
     ("SHOAL_DATA_DIR", "/data"),
     ("SHOAL_JOIN", "shoal1:7471"),
     ("SHOAL_LISTEN", "0.0.0.0:7470"),
+    METRICS_ENV,
     ("SHOAL_RAFT_LISTEN", "0.0.0.0:7471"),
 ];
 
@@ -780,6 +787,12 @@ fn check_compose_extra_service(test: &str) -> bool {
         plain.status.success(),
         "docker-compose.yml is invalid: {}",
         String::from_utf8_lossy(&plain.stderr)
+    );
+    let monitoring = compose(&["--profile", "monitoring", "config", "-q"]).unwrap();
+    assert!(
+        monitoring.status.success(),
+        "docker-compose.yml with --profile monitoring is invalid: {}",
+        String::from_utf8_lossy(&monitoring.stderr)
     );
     let out = compose(&["--profile", "elastic", "config"]).unwrap();
     let config = String::from_utf8_lossy(&out.stdout);

@@ -11,6 +11,7 @@ mod durability;
 mod elastic;
 mod internal_security;
 mod limits;
+mod metrics;
 mod recall;
 
 use std::path::Path;

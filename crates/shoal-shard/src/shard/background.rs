@@ -10,6 +10,13 @@
 //! split's children, each half tombstones) would otherwise build their graphs
 //! together and starve the node's Raft and searches. A waiting rebuild keeps logging
 //! the shard's writes, as a running one does.
+//!
+//! How many of each run in the process right now is [`background_work`] (for
+//! monitoring); each finished checkpoint and rebuild is counted and timed through the
+//! `metrics` facade (`shoal_checkpoints_total`, `shoal_checkpoint_seconds`,
+//! `shoal_index_rebuilds_total`, `shoal_index_rebuild_seconds`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use shoal_core::{Point, Write};
@@ -22,6 +29,43 @@ use crate::checkpoint;
 
 /// Held by the rebuild that is building (see the module doc).
 static REBUILDS: Mutex<()> = Mutex::new(());
+
+/// Checkpoints being saved and rebuilds building in this process, now.
+static CHECKPOINTS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+static REBUILDS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts itself in one of the counters above while it lives.
+struct Running(&'static AtomicUsize);
+
+impl Running {
+    fn start(counter: &'static AtomicUsize) -> Running {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Running(counter)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Background work running in this process now (every shard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackgroundWork {
+    /// Index checkpoints being saved.
+    pub checkpoints: usize,
+    /// Index rebuilds building (at most one: they run one at a time).
+    pub rebuilds: usize,
+}
+
+/// How many checkpoints and rebuilds run now, over every shard of the process.
+pub fn background_work() -> BackgroundWork {
+    BackgroundWork {
+        checkpoints: CHECKPOINTS_RUNNING.load(Ordering::Relaxed),
+        rebuilds: REBUILDS_RUNNING.load(Ordering::Relaxed),
+    }
+}
 
 impl Shard {
     /// Saves an index checkpoint now (blocking writes to this shard meanwhile), so
@@ -40,6 +84,7 @@ impl Shard {
     }
 
     fn checkpoint_locked(&self, w: &mut Writer) -> Result<(), ShardError> {
+        let _running = Running::start(&CHECKPOINTS_RUNNING);
         let started = std::time::Instant::now();
         let st = self.inner.state.read();
         let ids = checkpoint::IdMap {
@@ -54,6 +99,12 @@ impl Shard {
         )
         .map_err(ShardError::Checkpoint)?;
         w.since_checkpoint = 0;
+        self.inner.checkpointed_ms.store(
+            super::unix_ms(std::time::SystemTime::now()),
+            Ordering::Relaxed,
+        );
+        metrics::counter!("shoal_checkpoints_total").increment(1);
+        metrics::histogram!("shoal_checkpoint_seconds").record(started.elapsed());
         tracing::info!(
             checkpoint = %path.display(),
             points = ids.ids.len(),
@@ -154,6 +205,7 @@ impl Shard {
     fn rebuild(&self, snapshot: Vec<Point>, generation: u64) {
         let inner = &*self.inner;
         let _one_at_a_time = REBUILDS.lock();
+        let _running = Running::start(&REBUILDS_RUNNING);
         let started = std::time::Instant::now();
         let n = snapshot.len();
         let result = State::build(&inner.config, inner.options.backend, &inner.pool, snapshot)
@@ -185,13 +237,17 @@ impl Shard {
                 Ok(())
             });
         match result {
-            Ok(()) => tracing::info!(
-                collection = %inner.config.name,
-                shard = inner.shard_no,
-                points = n,
-                secs = started.elapsed().as_secs_f64(),
-                "index rebuilt"
-            ),
+            Ok(()) => {
+                metrics::counter!("shoal_index_rebuilds_total").increment(1);
+                metrics::histogram!("shoal_index_rebuild_seconds").record(started.elapsed());
+                tracing::info!(
+                    collection = %inner.config.name,
+                    shard = inner.shard_no,
+                    points = n,
+                    secs = started.elapsed().as_secs_f64(),
+                    "index rebuilt"
+                )
+            }
             Err(e) => {
                 inner.writer.lock().rebuild_log = None;
                 tracing::error!(collection = %inner.config.name, shard = inner.shard_no, error = %e, "index rebuild failed; keeping the old index");

@@ -28,6 +28,7 @@ mod read;
 mod state;
 mod write;
 
+pub use background::{BackgroundWork, background_work};
 use state::{State, Writer};
 pub use write::ShardSnapshot;
 
@@ -84,6 +85,13 @@ pub struct ShardStats {
     pub quarantined: u64,
 }
 
+/// `t` in milliseconds since the Unix epoch (0 before it).
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A shard's parts, shared by its clones and its background threads.
 struct Inner {
     config: Arc<CollectionConfig>,
@@ -99,6 +107,20 @@ struct Inner {
     /// Records quarantined in storage (counted when the shard opened), plus points
     /// left out of snapshots installed since.
     quarantined: AtomicU64,
+    /// When the newest index checkpoint was saved, in milliseconds since the Unix
+    /// epoch (0: none yet). Read by [`Shard::gauges`] without the writer lock.
+    checkpointed_ms: AtomicU64,
+}
+
+/// What monitoring reads of a shard ([`Shard::gauges`]): never waits for the writer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShardGauges {
+    pub points: u64,
+    pub tombstones: u64,
+    /// Estimated bytes of the vector index ([`shoal_index::VectorIndex::memory_bytes`]).
+    pub index_bytes: u64,
+    /// Seconds since the newest index checkpoint was saved; `None` without one.
+    pub checkpoint_age_secs: Option<f64>,
 }
 
 /// One shard. Cheap to clone; all clones are the same shard.
@@ -127,6 +149,30 @@ impl Shard {
             tombstones: st.index.tombstones() as u64,
             applied_seq,
             quarantined: self.inner.quarantined.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts for monitoring, read under the state's read lock only: a checkpoint or
+    /// a write in progress does not hold them up.
+    pub fn gauges(&self) -> ShardGauges {
+        let (points, tombstones, index_bytes) = {
+            let st = self.inner.state.read();
+            (
+                st.ids.len() as u64,
+                st.index.tombstones() as u64,
+                st.index.memory_bytes() as u64,
+            )
+        };
+        let saved = self.inner.checkpointed_ms.load(Ordering::Relaxed);
+        let checkpoint_age_secs = (saved > 0).then(|| {
+            let now = unix_ms(std::time::SystemTime::now());
+            now.saturating_sub(saved) as f64 / 1000.0
+        });
+        ShardGauges {
+            points,
+            tombstones,
+            index_bytes,
+            checkpoint_age_secs,
         }
     }
 

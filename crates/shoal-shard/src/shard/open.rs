@@ -82,6 +82,9 @@ impl Shard {
             );
         }
         // Counted from storage: records quarantined by an earlier open stay counted.
+        let checkpointed_ms = checkpoint::newest_time(store.derived_dir())
+            .map(super::unix_ms)
+            .unwrap_or(0);
         let store_quarantined = match store.quarantined() {
             Ok(n) => n as u64,
             Err(_) => quarantined.len() as u64,
@@ -104,6 +107,7 @@ impl Shard {
                 }),
                 state: RwLock::new(state),
                 quarantined: AtomicU64::new(store_quarantined),
+                checkpointed_ms: AtomicU64::new(checkpointed_ms),
             }),
         };
         Ok(shard)
