@@ -268,10 +268,16 @@ impl Backups for BackupsService {
             replication_factor: (o.replication_factor > 0).then_some(o.replication_factor),
         };
         tracing::info!(backup = %backup.manifest().name, ?options, "restore started");
-        let restored = self
-            .node
-            .restore_backup(Arc::new(backup), options, |_| {})
+        // On a task of its own: a client that goes away (or whose deadline passes)
+        // does not cut the restore short; it finishes, or fails and deletes what it
+        // created, either way leaving no hidden collection behind.
+        let node = self.node.clone();
+        let restored =
+            tokio::spawn(
+                async move { node.restore_backup(Arc::new(backup), options, |_| {}).await },
+            )
             .await
+            .map_err(|e| Status::internal(format!("the restore task failed: {e}")))?
             .map_err(to_status)?;
         tracing::info!(collections = ?restored, "restore finished");
         Ok(Response::new(pb::RestoreBackupResponse {
