@@ -30,6 +30,8 @@ from .errors import (
 )
 from .filters import Condition, Field, Filter, HasId
 from .models import (
+    BackupCollection,
+    BackupInfo,
     ClusterStatus,
     CollectionInfo,
     CollectionStatus,
@@ -42,6 +44,7 @@ from .models import (
     Point,
     ReplicaStatus,
     Record,
+    RestoredCollection,
     ScoredPoint,
     ScrollPage,
     ShardStatus,
@@ -78,6 +81,9 @@ __all__ = [
     "WriteResult",
     "WriteToken",
     "UploadResult",
+    "BackupInfo",
+    "BackupCollection",
+    "RestoredCollection",
     "ShoalError",
     "InvalidArgument",
     "NotFound",

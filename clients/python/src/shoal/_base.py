@@ -29,6 +29,7 @@ from .v1 import shoal_pb2 as pb
 _COLLECTIONS = "/shoal.v1.Collections/"
 _POINTS = "/shoal.v1.Points/"
 _CLUSTER = "/shoal.v1.Cluster/"
+_BACKUPS = "/shoal.v1.Backups/"
 
 _STRONG = pb.ReadOptions(consistency=pb.STRONG)
 _SESSION_NO_TOKEN = pb.ReadOptions(consistency=pb.SESSION)
@@ -451,3 +452,64 @@ def _parse_scroll(b: bytes) -> ScrollPage:
     r = _views.ScrollResponse.FromString(b)
     nxt = _wire.from_point_id(r.next_offset) if r.HasField("next_offset") else None
     return ScrollPage(_wire.records(r.points), nxt)
+
+
+# ---- backups ----
+
+
+def _backup_info(b: Any) -> Any:
+    from .models import BackupCollection, BackupInfo
+
+    return BackupInfo(
+        name=b.name, created_unix_ms=b.created_unix_ms, duration_ms=b.duration_ms,
+        shoal_version=b.shoal_version, points=b.points, bytes=b.bytes, node=b.node,
+        collections=[BackupCollection(c.name, c.points, [
+            {"shard": s.shard, "applied_index": s.applied_index, "points": s.points, "bytes": s.bytes,
+             "sha256": s.sha256} for s in c.shards]) for c in b.collections])
+
+
+def _req_create_backup(collections: Optional[Sequence[str]], name: Optional[str]) -> _Req:
+    req = pb.CreateBackupRequest(name=name or "", collections=[_name(c) for c in (collections or [])])
+    return _Req(_BACKUPS + "Create", req.SerializeToString(),
+                lambda b: _backup_info(pb.BackupInfo.FromString(b)), False)
+
+
+def _req_list_backups() -> _Req:
+    return _Req(_BACKUPS + "List", b"",
+                lambda b: [_backup_info(x) for x in pb.ListBackupsResponse.FromString(b).backups], True)
+
+
+def _req_delete_backup(name: str) -> _Req:
+    return _Req(_BACKUPS + "Delete", pb.DeleteBackupRequest(name=name).SerializeToString(), _parse_nothing, False)
+
+
+def _download_request(name: str) -> bytes:
+    return pb.DownloadBackupRequest(name=name).SerializeToString()
+
+
+def _chunk_of(b: bytes) -> bytes:
+    return pb.BackupChunk.FromString(b).data
+
+
+def _restore_messages(chunks: Iterable[bytes], name: Optional[str], collections: Optional[Sequence[str]],
+                      rename: Optional[str], replication_factor: Optional[int]) -> Iterator[bytes]:
+    opts = pb.RestoreOptions(backup=name or "", collections=list(collections or []), rename=rename or "",
+                             replication_factor=_uint(replication_factor or 0, "replication_factor"))
+    yield pb.RestoreBackupRequest(options=opts).SerializeToString()
+    for c in chunks:
+        yield pb.RestoreBackupRequest(chunk=c).SerializeToString()
+
+
+def _parse_restored(b: bytes) -> Any:
+    from .models import RestoredCollection
+
+    return [RestoredCollection(c.name, c.points) for c in pb.RestoreBackupResponse.FromString(b).collections]
+
+
+def _file_chunks(path: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while True:
+            c = f.read(size)
+            if not c:
+                return
+            yield c

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -304,6 +304,41 @@ class SyncTransport:
                 continue
             return parse(resp)
 
+    def _grpc_channel(self, i: int) -> grpc.Channel:
+        if self.native is not None:
+            raise ShoalError("backups need the grpcio transport: use a client made with native=False")
+        with self._lock:
+            if self._closed:
+                raise ShoalError("the client is closed")
+            ch = self._channels[i]
+            if ch is None:
+                addr = self.rotation.addresses[i]
+                ch = self._channels[i] = (
+                    grpc.secure_channel(addr, self.credentials, options=self.options)
+                    if self.credentials is not None
+                    else grpc.insecure_channel(addr, options=self.options))
+            return ch
+
+    def stream_out(self, path: str, request: bytes, timeout: Optional[float] = None) -> Iterator[bytes]:
+        """A server-streaming call to the current node (not retried)."""
+        i = self.rotation.current()
+        m = self._grpc_channel(i).unary_stream(path, request_serializer=None, response_deserializer=_identity)
+        try:
+            for msg in m(request, timeout=self.timeout if timeout is None else timeout, metadata=self.metadata):
+                yield msg
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.rotation.addresses[i]) from None
+
+    def stream_in(self, path: str, requests: Iterator[bytes], parse: Parse,
+                  timeout: Optional[float] = None) -> Any:
+        """A client-streaming call to the current node (not retried)."""
+        i = self.rotation.current()
+        m = self._grpc_channel(i).stream_unary(path, request_serializer=None, response_deserializer=_identity)
+        try:
+            return parse(m(requests, timeout=self.timeout if timeout is None else timeout, metadata=self.metadata))
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.rotation.addresses[i]) from None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -397,6 +432,33 @@ class AsyncTransport:
                     await asyncio.sleep(pause)
                 continue
             return parse(resp)
+
+    def _aio_channel(self, i: int) -> Any:
+        self._method(i, "/grpc.health.v1.Health/Check")  # makes the loop's channel
+        return self._channels[i]
+
+    async def stream_out(self, path: str, request: bytes,
+                         timeout: Optional[float] = None) -> AsyncIterator[bytes]:
+        """A server-streaming call to the current node (not retried): its messages."""
+        i = self.rotation.current()
+        m = self._aio_channel(i).unary_stream(path, request_serializer=None, response_deserializer=_identity)
+        try:
+            async for msg in m(request, timeout=self.timeout if timeout is None else timeout,
+                               metadata=self.metadata):
+                yield msg
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.rotation.addresses[i]) from None
+
+    async def stream_in(self, path: str, requests: Iterator[bytes], parse: Parse,
+                        timeout: Optional[float] = None) -> Any:
+        """A client-streaming call to the current node (not retried)."""
+        i = self.rotation.current()
+        m = self._aio_channel(i).stream_unary(path, request_serializer=None, response_deserializer=_identity)
+        try:
+            return parse(await m(requests, timeout=self.timeout if timeout is None else timeout,
+                                 metadata=self.metadata))
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.rotation.addresses[i]) from None
 
     async def close(self) -> None:
         self._closed = True

@@ -10,9 +10,10 @@ from . import _base
 from ._base import ConsistencyLike, VectorLike, _Api, _Tokens
 from ._transport import DEFAULT_MAX_MESSAGE_BYTES, AsyncTransport, PemLike, RetryPolicy, channel_options, security
 from .client import Progress, _policy, _progress
-from .errors import NotFound
+from .errors import InvalidArgument, NotFound
 from .filters import FilterLike
 from .models import (
+    BackupInfo,
     ClusterStatus,
     CollectionInfo,
     Consistency,
@@ -20,6 +21,7 @@ from .models import (
     PlannedOperation,
     PointIdLike,
     Record,
+    RestoredCollection,
     ScoredPoint,
     ScrollPage,
     UploadResult,
@@ -89,6 +91,53 @@ class AsyncClient(_Api):
 
     async def _call(self, req: _base._Req, timeout: Optional[float] = None) -> Any:
         return await self._t.call(req.path, req.request, req.parse, req.idempotent, timeout)
+
+    # ---- backups (see Client: they live on the node that made them) ----
+
+    async def create_backup(self, collections: Optional[Sequence[str]] = None, *, name: Optional[str] = None,
+                            timeout: Optional[float] = None) -> BackupInfo:
+        """See :meth:`Client.create_backup`."""
+        return await self._call(_base._req_create_backup(collections, name), timeout)
+
+    async def list_backups(self, *, timeout: Optional[float] = None) -> List[BackupInfo]:
+        """See :meth:`Client.list_backups`."""
+        return await self._call(_base._req_list_backups(), timeout)
+
+    async def delete_backup(self, name: str, *, timeout: Optional[float] = None) -> None:
+        """See :meth:`Client.delete_backup`."""
+        await self._call(_base._req_delete_backup(name), timeout)
+
+    async def download_backup(self, name: str, path: Any, *, timeout: Optional[float] = None) -> int:
+        """See :meth:`Client.download_backup` (the file is written from the event loop's
+        thread, a chunk of 1 MiB at a time)."""
+        import os
+
+        partial = f"{path}.partial"
+        n = 0
+        try:
+            with open(partial, "wb") as f:
+                async for msg in self._t.stream_out(_base._BACKUPS + "Download",
+                                                    _base._download_request(name), timeout):
+                    data = _base._chunk_of(msg)
+                    f.write(data)
+                    n += len(data)
+            os.replace(partial, path)
+        except BaseException:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise
+        return n
+
+    async def restore_backup(self, path: Any = None, *, name: Optional[str] = None,
+                             collections: Optional[Sequence[str]] = None, rename: Optional[str] = None,
+                             replication_factor: Optional[int] = None,
+                             timeout: Optional[float] = None) -> List[RestoredCollection]:
+        """See :meth:`Client.restore_backup`."""
+        if (path is None) == (name is None):
+            raise InvalidArgument("path, name: give the archive to upload or the name of a backup on the node")
+        chunks = _base._file_chunks(path) if path is not None else iter(())
+        msgs = _base._restore_messages(chunks, name, collections, rename, replication_factor)
+        return await self._t.stream_in(_base._BACKUPS + "Restore", msgs, _base._parse_restored, timeout)
 
     # ---- lifecycle ----
 

@@ -13,6 +13,7 @@ from ._base import ConsistencyLike, VectorLike, _Api, _Tokens
 from ._transport import DEFAULT_MAX_MESSAGE_BYTES, PemLike, RetryPolicy, SyncTransport, channel_options, security
 from .filters import FilterLike
 from .models import (
+    BackupInfo,
     ClusterStatus,
     CollectionInfo,
     Consistency,
@@ -20,6 +21,7 @@ from .models import (
     PlannedOperation,
     PointIdLike,
     Record,
+    RestoredCollection,
     ScoredPoint,
     ScrollPage,
     UploadResult,
@@ -27,7 +29,7 @@ from .models import (
     WriteToken,
 )
 from ._coalesce import SyncCoalescer
-from .errors import NotFound
+from .errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
@@ -128,6 +130,68 @@ class Client(_Api):
 
     def _call(self, req: _base._Req, timeout: Optional[float] = None) -> Any:
         return self._t.call(req.path, req.request, req.parse, req.idempotent, timeout)
+
+    # ---- backups ----
+    #
+    # Backups live on the node that made them: give a backup's calls a client of one
+    # address (a client of several may move to another node between calls).
+
+    def create_backup(self, collections: Optional[Sequence[str]] = None, *, name: Optional[str] = None,
+                      timeout: Optional[float] = None) -> BackupInfo:
+        """Backs up ``collections`` (all if none) into the node's backup directory and
+        returns the backup once it is complete: each shard copied at its leader while
+        writes go on (every write acknowledged before the call is in it). ``name``:
+        1 to 128 of ``A-Z a-z 0-9 _ -`` (default ``backup-YYYYMMDD-HHMMSS``, UTC).
+        :class:`~shoal.AlreadyExists` for a name taken; :class:`~shoal.NotFound` for an
+        unknown collection. Not retried."""
+        return self._call(_base._req_create_backup(collections, name), timeout)
+
+    def list_backups(self, *, timeout: Optional[float] = None) -> List[BackupInfo]:
+        """The backups kept on the node, oldest first."""
+        return self._call(_base._req_list_backups(), timeout)
+
+    def delete_backup(self, name: str, *, timeout: Optional[float] = None) -> None:
+        """Deletes a backup kept on the node (:class:`~shoal.NotFound` if there is none)."""
+        self._call(_base._req_delete_backup(name), timeout)
+
+    def download_backup(self, name: str, path: Any, *, timeout: Optional[float] = None) -> int:
+        """Writes backup ``name`` to the file ``path`` as a tar archive (what
+        :meth:`restore_backup` and ``shoal backup restore`` take); returns its size.
+        Written to ``path + ".partial"`` and renamed when complete."""
+        import os
+
+        partial = f"{path}.partial"
+        n = 0
+        try:
+            with open(partial, "wb") as f:
+                for msg in self._t.stream_out(_base._BACKUPS + "Download", _base._download_request(name), timeout):
+                    data = _base._chunk_of(msg)
+                    f.write(data)
+                    n += len(data)
+            os.replace(partial, path)
+        except BaseException:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise
+        return n
+
+    def restore_backup(self, path: Any = None, *, name: Optional[str] = None,
+                       collections: Optional[Sequence[str]] = None, rename: Optional[str] = None,
+                       replication_factor: Optional[int] = None,
+                       timeout: Optional[float] = None) -> List[RestoredCollection]:
+        """Restores a backup into this cluster: the archive at ``path`` (uploaded), or
+        backup ``name`` kept on the node. The whole backup is verified first
+        (:class:`~shoal.InvalidArgument` naming a missing, truncated or corrupted
+        file); each collection stays hidden until all its points are committed; a
+        failed restore leaves nothing. ``collections``: only these; ``rename``: restore
+        the one selected collection under this name; ``replication_factor``: default
+        the backup's, at most the active nodes. :class:`~shoal.AlreadyExists` if a
+        collection of that name exists. Not retried."""
+        if (path is None) == (name is None):
+            raise InvalidArgument("path, name: give the archive to upload or the name of a backup on the node")
+        chunks = _base._file_chunks(path) if path is not None else iter(())
+        msgs = _base._restore_messages(chunks, name, collections, rename, replication_factor)
+        return self._t.stream_in(_base._BACKUPS + "Restore", msgs, _base._parse_restored, timeout)
 
     # ---- lifecycle ----
 

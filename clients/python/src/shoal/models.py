@@ -10,6 +10,9 @@ from uuid import UUID
 import numpy as np
 
 __all__ = [
+    "BackupInfo",
+    "BackupCollection",
+    "RestoredCollection",
     "PointIdLike",
     "PointId",
     "Metric",
@@ -321,3 +324,37 @@ class ClusterStatus:
                 if len(views) != 1 or any(r.digest is None for r in s.replicas):
                     return False
         return all(n.reachable for n in self.nodes)
+
+
+@dataclass
+class BackupCollection:
+    """One collection of a backup: its points and its shards' copies (each
+    ``{"shard", "applied_index", "points", "bytes", "sha256"}``)."""
+
+    name: str
+    points: int
+    shards: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class BackupInfo:
+    """A backup kept on a node (see ``shoal.v1.Backups``): its name, when it was made
+    (ms since the epoch) and how long it took, the Shoal version that wrote it, its
+    points and bytes, its collections, and the node that holds it."""
+
+    name: str
+    created_unix_ms: int
+    duration_ms: int
+    shoal_version: str
+    points: int
+    bytes: int
+    node: int
+    collections: List[BackupCollection] = field(default_factory=list)
+
+
+@dataclass
+class RestoredCollection:
+    """A collection a restore created, and the points it holds."""
+
+    name: str
+    points: int
