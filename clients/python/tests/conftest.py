@@ -1,15 +1,20 @@
 """Real `shoal serve` processes for the tests.
 
 The binary is $SHOAL_BIN, else target/release/shoal of this checkout. Every process
-started here is killed at the end of the session (and, through PR_SET_PDEATHSIG, if
+started here is killed at the end of the session (and, through PR_SET_PDEATHSIG set by `setpriv`, if
 pytest itself dies); every wait is bounded.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
+
+# grpcio must not act on fork: the tests start servers while grpc's threads run, and a
+# child that re-creates grpc's pollers between fork and exec can hang (seen in CI).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,12 +36,14 @@ TIMING = ["--raft-heartbeat-ms", "200", "--raft-election-min-ms", "1000", "--raf
 _ALL: List["Node"] = []
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+# A server dies with the test process: `setpriv --pdeathsig KILL` (util-linux) sets the
+# parent-death signal and execs the server, so no Python code runs between fork and
+# exec (subprocess can then use vfork, and no fork handler of grpc's runs).
+_SETPRIV = shutil.which("setpriv")
+
+
+def _command(argv: List[str]) -> List[str]:
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv] if _SETPRIV else argv
 
 
 def free_port() -> int:
@@ -65,9 +72,8 @@ class Node:
             args += ["--raft-listen", "127.0.0.1:0"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(BINARY), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *args],
+            _command([str(BINARY), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *args]),
             stdout=subprocess.PIPE, stderr=log, env=dict(os.environ, RUST_LOG="info"),
-            preexec_fn=_die_with_parent,
         )
         log.close()
         found = threading.Event()
