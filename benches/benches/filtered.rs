@@ -13,6 +13,8 @@
 //!   payload (what every filtered search did before the payload index), and
 //!   `filtered/payload-index/<field>`: answering it from the index.
 //!
+//! - `filtered/ranges/1024x20000`: 1,024 range conditions over 20,000 distinct values.
+//!
 //! The payload index's memory is measured with a counting allocator and printed per
 //! point. Data, shards and indexes are built once, lazily, outside any timing.
 
@@ -369,5 +371,40 @@ fn bench_evaluation(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_evaluation, bench_strategy, bench_shard);
+/// `filtered/ranges/1024x20000`: a filter of 1,024 `range` conditions, each covering
+/// all of 20,000 distinct integer values (one point each), answered from the payload
+/// index (issue 17's `Count` that cost 10 s of CPU).
+fn bench_ranges(c: &mut Criterion) {
+    let mut group = c.benchmark_group("filtered");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(5));
+    group.sample_size(10);
+    group.bench_function("ranges/1024x20000", |b| {
+        let mut pi = PayloadIndex::new();
+        for i in 0..20_000u32 {
+            pi.insert(i, &[("v".to_string(), Value::Integer(i64::from(i)))].into());
+        }
+        let range = Condition::Range {
+            key: "v".into(),
+            gt: None,
+            gte: Some(-1.0),
+            lt: None,
+            lte: Some(1e9),
+        };
+        let f = Filter {
+            must: vec![range; 1024],
+            ..Filter::default()
+        };
+        b.iter(|| black_box(pi.evaluate(&f, &NoRecords).len()))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_evaluation,
+    bench_ranges,
+    bench_strategy,
+    bench_shard
+);
 criterion_main!(benches);

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 use shoal_core::filter::for_each_keyed_value;
 use shoal_core::{Condition, Filter, Payload, PointId, Value};
 use shoal_index::InternalId;
@@ -197,26 +197,32 @@ impl KeyIndex {
             Some(x) => Bound::Included(x),
             None => Bound::Unbounded,
         };
-        for (k, b) in self.doubles.range((bound(lo), bound(hi))) {
-            if test(k.0) {
-                out |= b;
-            }
-        }
+        // The bitmaps of every value in range, unioned at once (`MultiOps`: container
+        // by container), not one by one: a range over many distinct values costs one
+        // pass over their bitmaps instead of a growing bitmap rewritten per value.
+        let mut parts: Vec<&RoaringBitmap> = self
+            .doubles
+            .range((bound(lo), bound(hi)))
+            .filter(|(k, _)| test(k.0))
+            .map(|(_, b)| b)
+            .collect();
         // `i as f64` rounds by at most 1024 and `b as i64` truncates (saturating), so
         // the integers that can pass lie within this margin of the converted bounds.
         const MARGIN: i64 = 4096;
         let lo_i = lo.map_or(i64::MIN, |b| (b as i64).saturating_sub(MARGIN));
         let hi_i = hi.map_or(i64::MAX, |b| (b as i64).saturating_add(MARGIN));
         if lo_i <= hi_i {
-            for (&k, b) in self.integers.range(lo_i..=hi_i) {
-                if test(k as f64) {
-                    out |= b;
-                }
-            }
+            parts.extend(
+                self.integers
+                    .range(lo_i..=hi_i)
+                    .filter(|(k, _)| test(**k as f64))
+                    .map(|(_, b)| b),
+            );
         }
         if lo.is_none() && hi.is_none() {
-            out |= &self.nans;
+            parts.push(&self.nans);
         }
+        out |= parts.into_iter().union();
         out
     }
 }
@@ -396,13 +402,7 @@ fn union<'a>(mut bitmaps: impl Iterator<Item = &'a RoaringBitmap>) -> Cow<'a, Ro
     };
     match bitmaps.next() {
         None => Cow::Borrowed(first),
-        Some(second) => {
-            let mut out = first | second;
-            for b in bitmaps {
-                out |= b;
-            }
-            Cow::Owned(out)
-        }
+        Some(second) => Cow::Owned([first, second].into_iter().chain(bitmaps).union()),
     }
 }
 
