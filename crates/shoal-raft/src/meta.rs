@@ -43,9 +43,10 @@ struct Persisted {
 
 /// The blob the state is kept in. The name carries the format: a data directory
 /// written by a Shoal with another metadata format is refused at open, not misread.
-const BLOB: &str = "cluster-state-v2";
-/// The blob of the first format (before shard ranges and node states).
-const OLD_BLOBS: &[&str] = &["cluster-state"];
+const BLOB: &str = "cluster-state-v3";
+/// The blobs of earlier formats: the first (before shard ranges and node states) and
+/// the second (before collections could be hidden while restored).
+const OLD_BLOBS: &[&str] = &["cluster-state", "cluster-state-v2"];
 
 /// The metadata group's state machine. Cheap to clone.
 #[derive(Clone)]
@@ -211,5 +212,27 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         Self::snapshot_of(&p)
             .map(Some)
             .map_err(|e| storage_error::read_state_machine(e.any()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_of_an_older_format_is_refused_not_misread() {
+        for old in OLD_BLOBS {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .put_blob(old, b"whatever an older Shoal wrote")
+                .unwrap();
+            let e = MetaStateMachine::open(store).err().expect("refused");
+            assert!(e.to_string().contains("older Shoal"), "{old}: {e}");
+        }
+        // The current format opens (and an empty store is fresh).
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStateMachine::open(Store::open(dir.path()).unwrap()).unwrap();
+        assert!(m.is_fresh());
     }
 }
