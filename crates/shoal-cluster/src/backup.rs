@@ -239,20 +239,15 @@ impl Database {
     ) -> Result<Vec<Restored>> {
         let mut out = Vec::new();
         let mut total = 0u64;
-        for (e, original) in entries.iter().zip(original_names(backup, entries, opts)) {
+        for e in entries {
             let mut config = e.config.clone();
             config.replication_factor = opts
                 .replication_factor
                 .unwrap_or_else(|| config.replication_factor.min(active));
             let cm = self.create_collection_as(config, true).await?;
             created.push(cm.config.name.clone());
-            let source = backup
-                .manifest()
-                .collection(&original)
-                .cloned()
-                .ok_or_else(|| ClusterError::Internal("a restored collection vanished".into()))?;
             let mut points = 0u64;
-            for sh in &source.shards {
+            for sh in &e.shards {
                 let (b, s) = (backup.clone(), sh.clone());
                 let mut frames = blocking(move || b.points(&s)).await?;
                 let mut in_flight = FuturesUnordered::new();
@@ -312,31 +307,6 @@ impl Database {
         self.write_shards(cm, Write::Upsert(points), n).await?;
         Ok(())
     }
-}
-
-/// The backup's name for each entry (before a rename).
-fn original_names(
-    backup: &Backup,
-    entries: &[shoal_backup::CollectionEntry],
-    opts: &RestoreOptions,
-) -> Vec<String> {
-    if opts.rename.is_some() {
-        // Exactly one entry: the selected one, or the backup's only collection.
-        let name = opts
-            .collections
-            .first()
-            .cloned()
-            .or_else(|| {
-                backup
-                    .manifest()
-                    .collections
-                    .first()
-                    .map(|c| c.config.name.clone())
-            })
-            .unwrap_or_default();
-        return vec![name];
-    }
-    entries.iter().map(|e| e.config.name.clone()).collect()
 }
 
 #[cfg(test)]

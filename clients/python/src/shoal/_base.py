@@ -513,3 +513,30 @@ def _file_chunks(path: Any, size: int = 1 << 20) -> Iterator[bytes]:
             if not c:
                 return
             yield c
+
+
+class _PartialFile:
+    """A file written as ``path + ".partial"`` and renamed to ``path`` only when the
+    block ends without an error (removed otherwise): a cut download never looks whole."""
+
+    def __init__(self, path: Any) -> None:
+        self.path, self.partial = path, f"{path}.partial"
+        self.bytes = 0
+
+    def __enter__(self) -> "_PartialFile":
+        self._f = open(self.partial, "wb")
+        return self
+
+    def write_chunk(self, msg: bytes) -> None:
+        data = _chunk_of(msg)
+        self._f.write(data)
+        self.bytes += len(data)
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        import os
+
+        self._f.close()
+        if exc_type is None:
+            os.replace(self.partial, self.path)
+        elif os.path.exists(self.partial):
+            os.remove(self.partial)

@@ -110,23 +110,11 @@ class AsyncClient(_Api):
     async def download_backup(self, name: str, path: Any, *, timeout: Optional[float] = None) -> int:
         """See :meth:`Client.download_backup` (the file is written from the event loop's
         thread, a chunk of 1 MiB at a time)."""
-        import os
-
-        partial = f"{path}.partial"
-        n = 0
-        try:
-            with open(partial, "wb") as f:
-                async for msg in self._t.stream_out(_base._BACKUPS + "Download",
-                                                    _base._download_request(name), timeout):
-                    data = _base._chunk_of(msg)
-                    f.write(data)
-                    n += len(data)
-            os.replace(partial, path)
-        except BaseException:
-            if os.path.exists(partial):
-                os.remove(partial)
-            raise
-        return n
+        with _base._PartialFile(path) as out:
+            async for msg in self._t.stream_out(_base._BACKUPS + "Download",
+                                                _base._download_request(name), timeout):
+                out.write_chunk(msg)
+        return out.bytes
 
     async def restore_backup(self, path: Any = None, *, name: Optional[str] = None,
                              collections: Optional[Sequence[str]] = None, rename: Optional[str] = None,

@@ -158,22 +158,10 @@ class Client(_Api):
         """Writes backup ``name`` to the file ``path`` as a tar archive (what
         :meth:`restore_backup` and ``shoal backup restore`` take); returns its size.
         Written to ``path + ".partial"`` and renamed when complete."""
-        import os
-
-        partial = f"{path}.partial"
-        n = 0
-        try:
-            with open(partial, "wb") as f:
-                for msg in self._t.stream_out(_base._BACKUPS + "Download", _base._download_request(name), timeout):
-                    data = _base._chunk_of(msg)
-                    f.write(data)
-                    n += len(data)
-            os.replace(partial, path)
-        except BaseException:
-            if os.path.exists(partial):
-                os.remove(partial)
-            raise
-        return n
+        with _base._PartialFile(path) as out:
+            for msg in self._t.stream_out(_base._BACKUPS + "Download", _base._download_request(name), timeout):
+                out.write_chunk(msg)
+        return out.bytes
 
     def restore_backup(self, path: Any = None, *, name: Optional[str] = None,
                        collections: Optional[Sequence[str]] = None, rename: Optional[str] = None,
