@@ -24,6 +24,8 @@ pub struct Node {
     pub metrics_addr: Option<String>,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// Extra environment of the process (kept over restarts).
+    env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -31,12 +33,27 @@ impl Node {
     /// Starts a node over `data_dir` with extra `serve` flags, and waits until it
     /// accepts connections (up to two minutes, for restarts over big data).
     pub fn start(binary: &Path, data_dir: &Path, args: &[&str]) -> Node {
+        Node::start_with_env(binary, data_dir, args, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables (e.g. `FAILPOINTS`), set again
+    /// on every restart.
+    pub fn start_with_env(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let mut node = Node {
             child: None,
             url: String::new(),
             metrics_addr: None,
             data_dir: data_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log: data_dir.with_extension("log"),
         };
         node.launch(binary);
@@ -63,6 +80,7 @@ impl Node {
                     .flatten(),
             )
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

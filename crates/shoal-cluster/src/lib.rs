@@ -55,6 +55,7 @@ mod database;
 mod error;
 mod eviction;
 mod export;
+mod failpoints;
 mod gate;
 mod host;
 mod identity;

@@ -38,6 +38,7 @@ use shoal_raft::{Command, Rejection};
 
 use crate::balance::Balancer;
 use crate::error::{ClusterError, Result};
+use crate::failpoints::{at, held};
 use crate::options::Elasticity;
 use crate::router::{Router, Rpc};
 use crate::scheduler::{self, Observed, Policy};
@@ -505,6 +506,9 @@ impl Operator {
                     "{describe}: node {to} joined the group as a learner"
                 )));
             }
+            if !view.voters.contains(&to) && held(at::MOVE_LEARNER_ADDED) {
+                return Ok(Step::Waiting(format!("{describe}: held (failpoint)")));
+            }
             if !view.caught_up(to, CATCH_UP_SLACK) {
                 let matched = view.matched.get(&to).copied().flatten();
                 return Ok(Step::Waiting(format!(
@@ -515,6 +519,9 @@ impl Operator {
             }
         }
         if view.voters != target || view.joint {
+            if !view.joint && held(at::MOVE_CAUGHT_UP) {
+                return Ok(Step::Waiting(format!("{describe}: held (failpoint)")));
+            }
             // Hand the leadership over before the leader's replica goes. openraft 0.9
             // has no transfer: the candidate wins with its own vote and the old
             // leader's (the others keep their lease on the old leader), which is a
@@ -556,6 +563,9 @@ impl Operator {
                     (None, None) => {}
                 }
             }
+            if !view.joint && held(at::MOVE_LEADER_HANDED) {
+                return Ok(Step::Waiting(format!("{describe}: held (failpoint)")));
+            }
             let view = self
                 .router
                 .membership(
@@ -571,6 +581,9 @@ impl Operator {
                     "{describe}: the voter change is committing"
                 )));
             }
+        }
+        if held(at::MOVE_VOTERS_CHANGED) {
+            return Ok(Step::Waiting(format!("{describe}: held (failpoint)")));
         }
         self.propose(MetaCommand::FinishOperation(op.id)).await?;
         Ok(Step::Done(format!("{describe}: done")))

@@ -47,6 +47,11 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn start(extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(extra, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment variables for every node.
+    pub(crate) fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peers = ports
@@ -62,7 +67,12 @@ impl Cluster {
                 let mut args = vec!["--node-id", &id, "--raft-listen", &raft, "--peers", &peers];
                 args.extend_from_slice(TIMING);
                 args.extend_from_slice(extra);
-                Node::start(binary(), &dir.path().join(format!("n{}", i + 1)), &args)
+                Node::start_with_env(
+                    binary(),
+                    &dir.path().join(format!("n{}", i + 1)),
+                    &args,
+                    env,
+                )
             })
             .collect();
         let raft = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();

@@ -539,3 +539,174 @@ async fn a_reshard_from_one_to_four_shards_under_load_survives_a_kill_9() {
         assert_eq!(answers(n).await, before, "answers through {}", n.url);
     }
 }
+
+/// The failpoints a move can be held at (`shoal_cluster`'s `failpoints` module), in
+/// the order a move passes them.
+const MOVE_STEPS: [&str; 4] = [
+    "move-learner-added",
+    "move-caught-up",
+    "move-leader-handed",
+    "move-voters-changed",
+];
+
+/// How many times the nodes logged that an operation was held at `step`.
+fn holds(nodes: &[&Node], step: &str) -> usize {
+    nodes
+        .iter()
+        .map(|n| {
+            n.log()
+                .lines()
+                .filter(|l| l.contains("held at a failpoint") && l.contains(step))
+                .count()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_survives_kill_9_between_every_two_of_its_steps() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Every node holds a move at each step while the file of that name exists in
+    // `hold` (the test node binary has failpoints compiled in).
+    let hold = tempfile::tempdir().unwrap();
+    let failpoints = MOVE_STEPS
+        .iter()
+        .map(|s| format!("{s}=return({})", hold.path().display()))
+        .collect::<Vec<_>>()
+        .join(";");
+    let env = [("FAILPOINTS", failpoints.as_str())];
+    let mut cluster = Cluster::start_with_env(&["--auto-rebalance", "false"], &env);
+    let joined_dir = tempfile::tempdir().unwrap();
+    create_collection(&cluster.nodes[0], "c", 1, 3).await;
+    let mut pts = points(&cluster.nodes[0]).await;
+    let mut acked = Vec::new();
+    for b in 0..20u64 {
+        let ids: Vec<u64> = (b * 250..(b + 1) * 250).collect();
+        pts.upsert(pb::UpsertRequest {
+            collection: "c".into(),
+            points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
+        })
+        .await
+        .unwrap();
+        acked.extend(ids);
+    }
+    let mut args = vec!["--join", cluster.raft[0].as_str()];
+    args.extend_from_slice(TIMING);
+    args.extend_from_slice(&["--auto-rebalance", "false"]);
+    let mut four = Node::start_with_env(binary(), &joined_dir.path().join("a"), &args, &env);
+    let mut next_id = 100_000u64;
+
+    // Three moves; in each, a participant is killed -9 while the move is held after
+    // each of its steps, the role rotating so that every step sees each of the
+    // source, the target and the metadata leader die.
+    for m in 0..3usize {
+        let s = status(&cluster.nodes[0], false).await;
+        let shard = &s.collections.iter().find(|c| c.name == "c").unwrap().shards[0];
+        let replicas: Vec<u64> = shard.replicas.iter().map(|r| r.node).collect();
+        // From the leader, so that the move hands its leadership over.
+        let from = shard.leader.expect("shard 0 has a leader");
+        let to = *[1u64, 2, 3, 4]
+            .iter()
+            .find(|n| !replicas.contains(n))
+            .unwrap();
+        std::fs::write(hold.path().join(MOVE_STEPS[0]), b"").unwrap();
+        let held_before: Vec<usize> = {
+            let all: Vec<&Node> = cluster.nodes.iter().chain([&four]).collect();
+            MOVE_STEPS.iter().map(|s| holds(&all, s)).collect()
+        };
+        eprintln!("move {m}: shard 0 from node {from} to node {to}");
+        // A new client each time: a restarted node listens on a new port.
+        cluster_client(&cluster.nodes[0])
+            .await
+            .move_replica(pb::MoveReplicaRequest {
+                collection: "c".into(),
+                shard: 0,
+                from: Some(from),
+                to: Some(to),
+            })
+            .await
+            .expect("start the move");
+        for (k, step) in MOVE_STEPS.iter().enumerate() {
+            // The move reaches the step and stays there.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let all: Vec<&Node> = cluster.nodes.iter().chain([&four]).collect();
+                if holds(&all, step) > held_before[k] {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "move {m}: never held at {step} (status: {:?})",
+                    status(&cluster.nodes[0], false).await.operations
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let alive = if from == 1 || to == 1 { 2 } else { 1 };
+            let meta_leader = status(cluster.node(alive), false)
+                .await
+                .metadata_leader
+                .expect("a metadata leader");
+            let (role, victim) = match (m + k) % 3 {
+                0 => ("source", from),
+                1 => ("target", to),
+                _ => ("metadata leader", meta_leader),
+            };
+            eprintln!("move {m}: held at {step}: kill -9 the {role}, node {victim}");
+            let node = if victim == 4 {
+                &mut four
+            } else {
+                cluster.node(victim)
+            };
+            node.kill9();
+            // Writes go on while it is down.
+            let ids: Vec<u64> = (next_id..next_id + 50).collect();
+            next_id += 50;
+            let survivor = [1u64, 2, 3].into_iter().find(|n| *n != victim).unwrap();
+            let mut p = points(cluster.node(survivor)).await;
+            p.upsert(pb::UpsertRequest {
+                collection: "c".into(),
+                points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!("move {m}, {step}: a write while node {victim} is down: {e}")
+            });
+            acked.extend(ids);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let node = if victim == 4 {
+                &mut four
+            } else {
+                cluster.node(victim)
+            };
+            node.restart(binary());
+            // On to the next step.
+            std::fs::remove_file(hold.path().join(step)).unwrap();
+            if let Some(next) = MOVE_STEPS.get(k + 1) {
+                std::fs::write(hold.path().join(next), b"").unwrap();
+            }
+        }
+        // The move finishes (or is abandoned and rolled back): three distinct
+        // replicas, no operation left, every replica equal, nothing lost.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (replicas, ops) = shard0(&cluster.nodes[0]).await;
+            let distinct: BTreeSet<u64> = replicas.iter().copied().collect();
+            if ops == 0 && replicas.len() == 3 && distinct.len() == 3 {
+                eprintln!("move {m}: replicas now {replicas:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "move {m}: neither finished nor rolled back: replicas {replicas:?}, {ops} operations"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let s = wait_replicas_agree(&cluster.nodes[0]).await;
+        assert_eq!(
+            s.collections[0].shards[0].replicas[0].points,
+            acked.len() as u64,
+            "move {m}: every acknowledged point, once"
+        );
+    }
+    let found = strong_get(&four, "c", &acked).await;
+    assert_eq!(found.len(), acked.len(), "nothing lost");
+}

@@ -1,0 +1,172 @@
+"""Failover driver of benches/failover.sh (see there for what it measures)."""
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import shoal
+
+PUB = {1: 17570, 2: 17580, 3: 17590}
+RAFT = {1: 17571, 2: 17581, 3: 17591}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--faults", default="kill,pause")
+    ap.add_argument("serve_args", nargs="*")
+    a = ap.parse_args()
+    faults = [f for f in a.faults.split(",") if f]
+    work = tempfile.mkdtemp(prefix="shoal-failover-")
+    peers = ",".join(f"{i}=127.0.0.1:{RAFT[i]}" for i in PUB)
+    procs: dict = {}
+
+    def start(i: int) -> None:
+        out = open(os.path.join(work, f"n{i}.out"), "w")
+        log = open(os.path.join(work, f"n{i}.log"), "a")
+        procs[i] = subprocess.Popen(
+            [a.bin, "serve", "--node-id", str(i), "--listen", f"127.0.0.1:{PUB[i]}",
+             "--raft-listen", f"127.0.0.1:{RAFT[i]}", "--peers", peers,
+             "--data-dir", os.path.join(work, f"n{i}"), *a.serve_args],
+            stdout=out, stderr=log)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with open(os.path.join(work, f"n{i}.out")) as f:
+                if any(line.startswith("listening on") for line in f):
+                    return
+            time.sleep(0.05)
+        raise SystemExit(f"node {i} did not start (see {work}/n{i}.log)")
+
+    def stop_all() -> None:
+        for p in procs.values():
+            try:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+            except ProcessLookupError:
+                pass
+        for p in procs.values():
+            p.wait()
+
+    clients = {i: shoal.Client(f"127.0.0.1:{PUB[i]}", timeout=10, retry=0) for i in PUB}
+    csv = open(os.path.join(a.out, "failover.csv"), "w")
+    csv.write("fault,round,victim,writer_node,stall_s\n")
+    stalls: dict = {f: [] for f in faults}
+    try:
+        for i in PUB:
+            start(i)
+        until(lambda: clients[1].create_collection("f", 8, "L2", shard_count=1, replication_factor=3), 60)
+        until(lambda: clients[1].create_collection("g", 8, "L2", shard_count=3, replication_factor=3), 60)
+        next_id = [1]
+
+        def write(c: "shoal.Client") -> None:
+            pid = next_id[0]
+            next_id[0] += 1
+            c.upsert("f", [(pid, [float(pid % 7)] * 8)], timeout=2.0)
+
+        for i in PUB:
+            until(lambda: write(clients[i]), 60)
+        for rnd in range(1, a.rounds + 1):
+            for fault in faults:
+                # Leaderships settle (the balancer runs every 10 s by default).
+                time.sleep(15)
+                victim = leader_of_f(clients[1])
+                if victim is None:
+                    print(f"{fault} round {rnd}: no leader of f, skipped", flush=True)
+                    continue
+                wnode = next(i for i in PUB if i != victim)
+                stall, victim = measure(clients, wnode, write, procs, fault)
+                if fault == "kill":
+                    procs[victim].wait()
+                    start(victim)
+                # The victim serves again and has caught up.
+                until(lambda: clients[victim].count("f", consistency="strong", timeout=3), 120)
+                line = "-" if stall is None else f"{stall:.2f}"
+                print(f"{fault} round {rnd}: leader node {victim} -> no write for {line} s "
+                      f"(writer through node {wnode})", flush=True)
+                csv.write(f"{fault},{rnd},{victim},{wnode},{line}\n")
+                if stall is not None:
+                    stalls[fault].append(stall)
+        for fault, s in stalls.items():
+            if s:
+                print(f"{fault}: {len(s)} rounds, stall median {statistics.median(s):.2f} s, "
+                      f"worst {max(s):.2f} s, best {min(s):.2f} s", flush=True)
+    finally:
+        stop_all()
+        csv.close()
+        subprocess.run(["rm", "-rf", work])
+
+
+def leader_of_f(c: "shoal.Client"):
+    st = until(lambda: c.cluster_status(timeout=3), 30)
+    return next(x for x in st.collections if x.name == "f").shards[0].leader
+
+
+def measure(clients: dict, wnode: int, write, procs: dict, fault: str):
+    """Runs the writer through `wnode`, applies the fault to the leader of `f` (read
+    again just before, as the leader balancer may have moved it meanwhile; never the
+    writer's node), and returns (the stall or None if no write succeeded within 30 s
+    of the fault, the victim)."""
+    c = clients[wnode]
+    t_fault = [None]
+    first_ok = [None]
+    done = threading.Event()
+
+    def writer() -> None:
+        deadline = time.time() + 60
+        while not done.is_set() and time.time() < deadline:
+            sent = time.monotonic()
+            try:
+                write(c)
+            except shoal.ShoalError:
+                continue
+            tf = t_fault[0]
+            if tf is not None and sent >= tf:
+                first_ok[0] = time.monotonic()
+                return
+
+    th = threading.Thread(target=writer)
+    th.start()
+    time.sleep(2)
+    for _ in range(50):
+        victim = leader_of_f(clients[wnode])
+        if victim is not None and victim != wnode:
+            break
+        time.sleep(0.2)
+    else:
+        raise SystemExit(f"the leader of f stayed on the writer's node {wnode}")
+    t_fault[0] = time.monotonic()
+    procs[victim].send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+    th.join(timeout=30)
+    done.set()
+    if fault == "pause":
+        left = 10 - (time.monotonic() - t_fault[0])
+        if left > 0:
+            time.sleep(left)
+        procs[victim].send_signal(signal.SIGCONT)
+    th.join()
+    return (None if first_ok[0] is None else first_ok[0] - t_fault[0]), victim
+
+
+def until(f, seconds: float):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return f()
+        except shoal.AlreadyExists:
+            return None
+        except shoal.ShoalError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
