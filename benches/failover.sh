@@ -4,13 +4,14 @@
 #
 # Three `shoal` nodes on loopback; collection `f` (1 shard, replication factor 3) and,
 # so that every node leads several Raft groups as in a real cluster, collection `g`
-# (3 shards, RF 3). Each round finds the leader of `f`'s shard, starts a writer through
-# another node (one-point upserts back to back, each with a 2 s client deadline, no
-# client retries) and then
+# (3 shards, RF 3). Each round writes through a node that does not lead `f`'s shard
+# (a new one-point upsert every 0.1 s, each with a 10 s deadline and no client
+# retries: a write sent while the shard has no leader waits in the node until one can
+# commit it) and, 1 s in, applies a fault to the shard's leader:
 #   kill   kill -9 the leader; restart it once a write succeeded again, or
 #   pause  SIGSTOP the leader for 10 s, then SIGCONT.
 # The stall of a round is the time from the fault to the first acknowledgement of a
-# write sent after it. Between rounds the victim catches up (a STRONG count through it)
+# write sent after it (to within the 0.1 s between writes). Between rounds the victim catches up (a STRONG count through it)
 # and the leader balancer has time to hand leaderships back (15 s).
 #
 # Usage: benches/failover.sh [--bin PATH] [--rounds N] [--faults kill,pause] [-- SERVE ARGS...]
