@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use parking_lot::RwLock;
 use rayon::prelude::*;
@@ -50,6 +50,7 @@ use crate::error::{ClusterError, Result};
 use crate::gate::Gate;
 use crate::load::LoadMeter;
 use crate::options::{NodeOptions, RaftTiming};
+use crate::read_index::ReadIndex;
 use crate::wire::{
     MembershipChange, MembershipView, NodeReport, ReadCall, ReadOp, ReadResult, ReplicaReport,
     SplitCall, SplitProgress,
@@ -73,6 +74,8 @@ pub(crate) struct Replica {
     pub gate: Gate,
     /// True once the shard is sealed for a split (see the module doc).
     pub sealed: Arc<AtomicBool>,
+    /// Shared by the replica's STRONG reads while it leads.
+    pub read_index: Arc<ReadIndex>,
 }
 
 /// The groups and replicas of one node. See the module doc.
@@ -88,6 +91,8 @@ pub(crate) struct Host {
     /// The Raft groups the internal transport delivers to.
     pub registry: Registry,
     pub meta: Raft<TypeConfig>,
+    /// Shared by the metadata group's STRONG reads while this node leads it.
+    meta_read_index: Arc<ReadIndex>,
     state: watch::Receiver<Arc<ClusterState>>,
     replicas: RwLock<HashMap<u64, Arc<Replica>>>,
     snapshot_dir: PathBuf,
@@ -204,6 +209,7 @@ impl Host {
             peers,
             registry,
             meta,
+            meta_read_index: ReadIndex::new(options.node_id, META_GROUP),
             state,
             replicas: RwLock::new(HashMap::new()),
             snapshot_dir: options.data_dir.join(SNAPSHOT_DIR),
@@ -472,6 +478,7 @@ impl Host {
                 raft: raft.clone(),
                 gate: Gate::default(),
                 sealed,
+                read_index: ReadIndex::new(self.id, group),
             }),
         );
         Ok(raft)
@@ -617,6 +624,14 @@ impl Host {
                 // Being split: refused before anything is appended.
                 return Err(ClusterError::Resharded { group });
             }
+            if let Command::Shard(write) = &cmd {
+                // Bounds of what a shard holds (payload key paths): refused before
+                // anything is appended.
+                replica
+                    .shard
+                    .admit(write)
+                    .map_err(|e| ClusterError::Request(e.into()))?;
+            }
             // Held while the leadership is handed over (see `balance`).
             replica.gate.pass(timeout).await;
         }
@@ -668,7 +683,7 @@ impl Host {
         let replica = self
             .replica(group)
             .ok_or(ClusterError::NotHosted { node: id, group })?;
-        self.confirm_leader(group, &replica.raft, timeout).await?;
+        replica.read_index.confirm(&replica.raft, timeout).await?;
         let shard = replica.shard.clone();
         let (seq, points) = blocking(move || Ok(shard.export()?)).await?;
         Ok(crate::export::Export::produce(id, seq, points))
@@ -685,7 +700,7 @@ impl Host {
         if group == META_GROUP {
             // STRONG: the leader's state, confirmed; otherwise this node's own copy.
             if call.consistency == Consistency::Strong {
-                self.confirm_leader(group, &self.meta, timeout).await?;
+                self.meta_read_index.confirm(&self.meta, timeout).await?;
             }
             return Ok(ReadResult::ClusterState((*self.state()).clone()));
         }
@@ -698,7 +713,7 @@ impl Host {
             Consistency::Strong if replica.sealed.load(Ordering::Acquire) => {
                 return Err(ClusterError::Resharded { group });
             }
-            Consistency::Strong => self.confirm_leader(group, &replica.raft, timeout).await?,
+            Consistency::Strong => replica.read_index.confirm(&replica.raft, timeout).await?,
             Consistency::Session if call.min_applied > 0 => {
                 let m = replica.raft.metrics().borrow().clone();
                 let last = m.last_log_index.unwrap_or(0);
@@ -803,38 +818,6 @@ impl Host {
             ReadOp::ClusterState => unreachable!("refused above"),
         })
         .await
-    }
-
-    /// openraft's read index: `raft` confirms with a majority that it still leads
-    /// and has applied everything committed before.
-    async fn confirm_leader(
-        &self,
-        group: u64,
-        raft: &Raft<TypeConfig>,
-        timeout: Duration,
-    ) -> Result<()> {
-        let id = self.id;
-        match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(ClusterError::NotLeader {
-                    node: id,
-                    group,
-                    leader: f.leader_id.filter(|l| *l != id),
-                })
-            }
-            Ok(Err(e)) => Err(ClusterError::Raft {
-                node: id,
-                group,
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(ClusterError::Timeout {
-                node: id,
-                group,
-                what: "confirming the leadership".into(),
-                waited_ms: timeout.as_millis() as u64,
-            }),
-        }
     }
 
     /// Runs `f` on the search pool and awaits it.

@@ -64,6 +64,7 @@ mod node;
 mod operator;
 mod options;
 mod placement;
+mod read_index;
 mod router;
 mod scheduler;
 mod search_coalesce;

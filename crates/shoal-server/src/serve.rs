@@ -157,6 +157,11 @@ pub struct ServeArgs {
     /// re-inserting them (0: only after --checkpoint-every writes and at shutdown).
     #[arg(long, env = "SHOAL_CHECKPOINT_IDLE_MS", default_value_t = ShardOptions::default().checkpoint_idle.as_millis() as u64)]
     pub checkpoint_idle_ms: u64,
+    /// Most distinct payload key paths (`a`, `a.b`, ...) a shard holds; an upsert
+    /// that would add more is refused with RESOURCE_EXHAUSTED (each costs index
+    /// memory while a point holds it). 0: no limit.
+    #[arg(long, env = "SHOAL_MAX_PAYLOAD_KEYS", default_value_t = ShardOptions::default().max_payload_keys)]
+    pub max_payload_keys: usize,
     /// Shards with at most this many points are searched exactly.
     #[arg(long, env = "SHOAL_EXACT_THRESHOLD", default_value_t = ShardOptions::default().exact_threshold)]
     pub exact_threshold: usize,
@@ -601,6 +606,7 @@ impl ServeArgs {
                 exact_threshold: self.exact_threshold,
                 checkpoint_every: self.checkpoint_every,
                 checkpoint_idle: Duration::from_millis(self.checkpoint_idle_ms),
+                max_payload_keys: self.max_payload_keys,
                 ..ShardOptions::default()
             },
             search_threads: self.search_threads,

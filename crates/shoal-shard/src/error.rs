@@ -13,6 +13,17 @@ pub enum ShardError {
     /// hold (`shoal_core::validate::stored_write`). Nothing of the write was stored.
     #[error("invalid write: {0}")]
     Invalid(shoal_core::Error),
+    /// An upsert refused before it was proposed: it would take the shard past its
+    /// bound of distinct payload key paths (`ShardOptions::max_payload_keys`).
+    #[error(
+        "the shard holds {held} distinct payload key paths and this write adds {new} more, \
+         past the limit of {limit} (--max-payload-keys); nothing was written"
+    )]
+    TooManyPayloadKeys {
+        held: usize,
+        new: usize,
+        limit: usize,
+    },
 }
 
 impl From<ShardError> for shoal_core::Error {
@@ -21,6 +32,9 @@ impl From<ShardError> for shoal_core::Error {
             ShardError::Storage(s) => s.into(),
             ShardError::Index(i) => shoal_core::Error::Internal(format!("index: {i}")),
             ShardError::Invalid(e) => e,
+            e @ ShardError::TooManyPayloadKeys { .. } => {
+                shoal_core::Error::exhausted("points[].payload", e.to_string())
+            }
             ShardError::Checkpoint(c) => {
                 shoal_core::Error::Internal(format!("index checkpoint: {c}"))
             }

@@ -265,6 +265,25 @@ impl PayloadIndex {
         });
     }
 
+    /// How many distinct key paths are indexed (keys of live points only: a key's
+    /// entry goes when its last point does).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// How many distinct key paths of `payloads` are not indexed yet.
+    pub fn unseen_keys<'a>(&self, payloads: impl IntoIterator<Item = &'a Payload>) -> usize {
+        let mut unseen = std::collections::HashSet::new();
+        for payload in payloads {
+            for_each_keyed_value(payload, &mut |key, _| {
+                if !self.keys.contains_key(key) && !unseen.contains(key) {
+                    unseen.insert(key.to_string());
+                }
+            });
+        }
+        unseen.len()
+    }
+
     /// Every live point.
     pub fn live(&self) -> &RoaringBitmap {
         &self.live

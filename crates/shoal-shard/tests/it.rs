@@ -2,6 +2,7 @@
 //! filtered searches, with index rebuilds forced often.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use shoal_core::{Condition, Filter, Payload, Point, PointId, SearchRequest, Value, Write};
@@ -605,4 +606,119 @@ fn an_invalid_write_stores_nothing_and_a_bad_stored_record_is_quarantined_on_ope
             shard.sync(t).unwrap();
         }
     }
+}
+
+#[test]
+fn upserts_past_the_payload_key_bound_are_refused_and_deletes_free_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardOptions {
+        max_payload_keys: 3,
+        ..ShardOptions::default()
+    };
+    let shard = testing::open(dir.path(), DIM, options);
+    let apply = |shard: &Shard, w: Write| match w {
+        Write::Upsert(p) => testing::upsert(shard, p).map(drop).unwrap(),
+        Write::Delete(ids) => testing::delete(shard, ids).map(drop).unwrap(),
+    };
+    let with = |id: u64, keys: &[&str]| {
+        let payload: Payload = keys
+            .iter()
+            .map(|k| (k.to_string(), Value::Integer(1)))
+            .collect::<BTreeMap<_, _>>();
+        Write::Upsert(vec![Point {
+            id: PointId::Num(id),
+            vector: vec![id as f32, 0.0, 0.0, 0.0],
+            payload,
+        }])
+    };
+    // Nested keys count as their paths: `a` and `a.b`.
+    let nested = Write::Upsert(vec![Point {
+        id: PointId::Num(1),
+        vector: vec![1.0, 0.0, 0.0, 0.0],
+        payload: [(
+            "a".to_string(),
+            Value::Object([("b".to_string(), Value::Integer(1))].into()),
+        )]
+        .into(),
+    }]);
+    shard.admit(&nested).unwrap();
+    apply(&shard, nested);
+    // Keys already held cost nothing; one new key fits (3), a second does not.
+    shard.admit(&with(2, &["a"])).unwrap();
+    let one_more = with(3, &["c"]);
+    shard.admit(&one_more).unwrap();
+    apply(&shard, one_more);
+    let err = shard.admit(&with(4, &["d", "a"])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            shoal_shard::ShardError::TooManyPayloadKeys {
+                held: 3,
+                new: 1,
+                limit: 3
+            }
+        ),
+        "{err:?}"
+    );
+    // Deletes always pass; once a key's last point is gone, its place is free again.
+    let delete = Write::Delete(vec![PointId::Num(3)]);
+    shard.admit(&delete).unwrap();
+    apply(&shard, delete);
+    shard.admit(&with(4, &["d", "a"])).unwrap();
+    // 0: no bound.
+    let unbounded = testing::open(
+        tempfile::tempdir().unwrap().path(),
+        DIM,
+        ShardOptions {
+            max_payload_keys: 0,
+            ..ShardOptions::default()
+        },
+    );
+    let keys: Vec<String> = (0..100).map(|k| format!("k{k}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    unbounded.admit(&with(1, &keys)).unwrap();
+}
+
+/// Status and split progress read a shard's stats from async code: they must never
+/// wait for the writer lock, which a snapshot, a checkpoint or a snapshot install holds
+/// for seconds (two such waits stalled both runtime threads of a two-core node: the
+/// whole process stopped answering until the holder finished).
+#[test]
+fn stats_never_wait_for_the_writer_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = testing::open(dir.path(), DIM, ShardOptions::default());
+    testing::upsert(&shard, (0..10).map(|i| pt(i, i as f32)).collect()).unwrap();
+    let (holding, held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (answered, answer) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        // A snapshot holds the writer lock until it is released.
+        let snapshotting = shard.clone();
+        scope.spawn(move || {
+            let mut first = true;
+            snapshotting
+                .snapshot_chunks::<shoal_shard::ShardError>(100, |_| {
+                    if first {
+                        first = false;
+                        holding.send(()).unwrap();
+                        let _ = released.recv_timeout(Duration::from_secs(20));
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        });
+        held.recv_timeout(Duration::from_secs(10)).unwrap();
+        let reader = shard.clone();
+        scope.spawn(move || {
+            let stats = reader.stats();
+            let _ = answered.send((stats.points, stats.applied_seq, reader.is_rebuilding()));
+        });
+        let got = answer.recv_timeout(Duration::from_secs(5));
+        release.send(()).unwrap();
+        let (points, applied, rebuilding) = got.expect("stats waited for the writer lock");
+        assert_eq!(points, 10);
+        assert_eq!(applied, shard.stats().applied_seq);
+        assert!(applied > 0);
+        assert!(!rebuilding);
+    });
 }

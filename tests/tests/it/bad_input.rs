@@ -108,6 +108,8 @@ async fn bad_input_table() {
             "50",
             "--max-batch-results",
             "500",
+            "--max-payload-keys",
+            "20",
         ],
     );
     let (mut cols, mut pts) = node.clients().await;
@@ -770,6 +772,20 @@ async fn bad_input_table() {
         .await,
         Code::ResourceExhausted,
         "max-message-bytes",
+    );
+
+    // Payload key paths past --max-payload-keys (the shard holds "n"; 30 more).
+    let many: Vec<(String, pb::Value)> = (0..30).map(|k| (format!("k{k}"), int(k))).collect();
+    let many: Vec<(&str, pb::Value)> = many.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    check(
+        "payload key paths past --max-payload-keys",
+        pts.upsert(pb::UpsertRequest {
+            collection: "c".into(),
+            points: vec![point(100, vec![1.0, 0.0, 0.0, 0.0], &many)],
+        })
+        .await,
+        Code::ResourceExhausted,
+        "max-payload-keys",
     );
 
     // Nothing invalid was stored, and the node still serves.

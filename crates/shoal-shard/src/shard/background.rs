@@ -167,7 +167,7 @@ impl Shard {
 
     /// True while a background rebuild is running.
     pub fn is_rebuilding(&self) -> bool {
-        self.inner.writer.lock().rebuild_log.is_some()
+        self.inner.rebuilding.load(Ordering::Acquire)
     }
 
     pub(super) fn maybe_start_rebuild(&self, w: &mut Writer) {
@@ -186,6 +186,7 @@ impl Shard {
             st.points().collect()
         };
         w.rebuild_log = Some(Vec::new());
+        self.inner.rebuilding.store(true, Ordering::Release);
         let shard = self.clone();
         let generation = w.generation;
         let spawned = std::thread::Builder::new()
@@ -197,6 +198,7 @@ impl Shard {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start index rebuild");
             w.rebuild_log = None;
+            self.inner.rebuilding.store(false, Ordering::Release);
         }
     }
 
@@ -216,6 +218,7 @@ impl Shard {
                     return Ok(());
                 }
                 let mut next = state.records.len() as InternalId;
+                inner.rebuilding.store(false, Ordering::Release);
                 for write in w.rebuild_log.take().unwrap_or_default() {
                     match write {
                         Write::Upsert(points) => {
@@ -250,6 +253,7 @@ impl Shard {
             }
             Err(e) => {
                 inner.writer.lock().rebuild_log = None;
+                inner.rebuilding.store(false, Ordering::Release);
                 tracing::error!(collection = %inner.config.name, shard = inner.shard_no, error = %e, "index rebuild failed; keeping the old index");
             }
         }

@@ -14,7 +14,7 @@
 //! does not decode) instead of failing — one bad record never costs the shard.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -55,6 +55,10 @@ pub struct ShardOptions {
     /// after a burst of writes restarts as fast as after a graceful stop. Ignored when
     /// `checkpoint_every` is 0.
     pub checkpoint_idle: Duration,
+    /// Most distinct payload key paths (`a`, `a.b`, …) a shard indexes: each costs
+    /// memory for as long as a point holds it, so an upsert that would add keys
+    /// past this is refused before it is proposed ([`Shard::admit`]). 0: no limit.
+    pub max_payload_keys: usize,
 }
 
 impl Default for ShardOptions {
@@ -71,6 +75,9 @@ impl Default for ShardOptions {
             rebuild_min_tombstones: 1_000,
             checkpoint_every: 10_000,
             checkpoint_idle: Duration::from_secs(5),
+            // ~1.3 KB of index per key path (measured: 1M paths took 1.3 GB), so at
+            // most ~13 MB a shard; far more keys than a payload schema has.
+            max_payload_keys: 10_000,
         }
     }
 }
@@ -103,6 +110,12 @@ struct Inner {
     store: ShardStore,
     options: ShardOptions,
     writer: Mutex<Writer>,
+    /// `Writer::applied_seq` and whether a rebuild is logging writes, mirrored for
+    /// readers that must never wait for the writer lock, which a checkpoint, a
+    /// snapshot or a snapshot install holds for seconds ([`Shard::stats`],
+    /// [`Shard::is_rebuilding`]: async callers, whose runtime threads would stall).
+    applied: AtomicU64,
+    rebuilding: AtomicBool,
     state: RwLock<State>,
     /// Records quarantined in storage (counted when the shard opened), plus points
     /// left out of snapshots installed since.
@@ -140,9 +153,10 @@ impl Shard {
         &self.inner.config
     }
 
-    /// Live points, tombstones and applied sequence number.
+    /// Live points, tombstones and applied sequence number. Never waits for the
+    /// writer lock.
     pub fn stats(&self) -> ShardStats {
-        let applied_seq = self.inner.writer.lock().applied_seq;
+        let applied_seq = self.inner.applied.load(Ordering::Acquire);
         let st = self.inner.state.read();
         ShardStats {
             points: st.ids.len() as u64,

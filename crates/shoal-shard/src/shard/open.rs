@@ -9,7 +9,7 @@
 //! the shard's stats — and the shard opens with the rest.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -105,6 +105,8 @@ impl Shard {
                     last_write: Instant::now(),
                     generation: 0,
                 }),
+                applied: AtomicU64::new(applied_seq),
+                rebuilding: AtomicBool::new(false),
                 state: RwLock::new(state),
                 quarantined: AtomicU64::new(store_quarantined),
                 checkpointed_ms: AtomicU64::new(checkpointed_ms),

@@ -49,6 +49,14 @@ impl Records for State {
 }
 
 impl State {
+    /// The distinct payload key paths indexed, and how many of `points`' are not.
+    pub(super) fn payload_keys(&self, points: &[Point]) -> (usize, usize) {
+        (
+            self.payloads.key_count(),
+            self.payloads.unseen_keys(points.iter().map(|p| &p.payload)),
+        )
+    }
+
     pub(super) fn new(index: Arc<dyn VectorIndex>, capacity: usize) -> State {
         State {
             index,

@@ -30,6 +30,27 @@ pub struct ShardSnapshot {
 }
 
 impl Shard {
+    /// Whether the leader may propose `write`: refuses an upsert that would take the
+    /// shard past [`super::ShardOptions::max_payload_keys`] distinct payload key
+    /// paths (`TooManyPayloadKeys`). Decided on this replica's state before anything
+    /// is appended, so a refused write is provably not written; a bound, not an
+    /// invariant: writes proposed at the same time may pass it together, and keys an
+    /// upsert stops holding are not subtracted.
+    pub fn admit(&self, write: &Write) -> Result<(), ShardError> {
+        let limit = self.inner.options.max_payload_keys;
+        let Write::Upsert(points) = write else {
+            return Ok(());
+        };
+        if limit == 0 {
+            return Ok(());
+        }
+        let (held, new) = self.inner.state.read().payload_keys(points);
+        if new > 0 && held + new > limit {
+            return Err(ShardError::TooManyPayloadKeys { held, new, limit });
+        }
+        Ok(())
+    }
+
     /// Applies `write` (or nothing, for entries that only advance the sequence) as the
     /// write with sequence number `seq` — a Raft log index — and stores `meta` in the
     /// same atomic batch. The change is committed to storage and visible to searches on
@@ -56,6 +77,7 @@ impl Shard {
             None => {
                 let t = self.inner.store.write_with_meta(&[], seq, Some(meta))?;
                 w.applied_seq = seq;
+                self.inner.applied.store(seq, Ordering::Release);
                 t
             }
         };
@@ -100,6 +122,7 @@ impl Shard {
         let ticket = inner.store.write_with_meta(&ops, seq, meta)?;
         drop(ops);
         w.applied_seq = seq;
+        inner.applied.store(seq, Ordering::Release);
         let base = allocate(&mut w.next_internal, points.len())?;
         let index = inner.state.read().index.clone();
         insert_vectors(&inner.pool, &*index, base, &points)?;
@@ -130,6 +153,7 @@ impl Shard {
         let ops: Vec<WriteOp<'_>> = ids.iter().map(|id| WriteOp::Delete(*id)).collect();
         let ticket = inner.store.write_with_meta(&ops, seq, meta)?;
         w.applied_seq = seq;
+        inner.applied.store(seq, Ordering::Release);
         w.last_write = Instant::now();
         inner.state.write().publish_deletes(&ids);
         if let Some(log) = w.rebuild_log.as_mut() {
@@ -235,7 +259,9 @@ impl Shard {
         w.since_checkpoint = state.ids.len();
         *inner.state.write() = state;
         w.applied_seq = snapshot.seq;
+        inner.applied.store(snapshot.seq, Ordering::Release);
         w.rebuild_log = None;
+        inner.rebuilding.store(false, Ordering::Release);
         w.generation += 1;
         Ok(ticket)
     }
