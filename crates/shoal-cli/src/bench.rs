@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::Conn;
+use crate::client::{Conn, ReadConsistency};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use shoal_core::{Metric, PointId};
@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// every search; --ground-truth must then hold the exact filtered top-k.
     #[arg(long, requires = "existing")]
     pub filter: Option<String>,
+    /// Read consistency of the searches: eventual (nearest replica), session (like
+    /// eventual without a write token) or strong (linearizable, through each shard's
+    /// leader).
+    #[arg(long, value_enum, default_value_t = ReadConsistency::Eventual)]
+    pub consistency: ReadConsistency,
     /// Shape of the synthetic set.
     #[arg(long, value_enum, default_value = "clustered")]
     pub synthetic: Synthetic,
@@ -190,6 +195,7 @@ async fn level(
         let (mut client, queries, next) = (points.clone(), queries.clone(), next.clone());
         let (collection, top_k, max) = (a.collection.clone(), a.top_k, a.max_queries);
         let filter = filter.clone();
+        let read = a.consistency.read_options();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut answered = 0usize;
@@ -200,6 +206,7 @@ async fn level(
                 top_k,
                 ef: Some(ef),
                 filter: filter.clone(),
+                read: read.clone(),
                 ..Default::default()
             };
             loop {
@@ -223,7 +230,7 @@ async fn level(
                         .search_batch(pb::SearchBatchRequest {
                             collection: collection.clone(),
                             searches: (i..i + n).map(|j| search(j % queries.len())).collect(),
-                            read: None,
+                            read: read.clone(),
                         })
                         .await
                         .map_err(status_err)?
