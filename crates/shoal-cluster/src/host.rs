@@ -97,6 +97,8 @@ pub(crate) struct Host {
     data_dir: PathBuf,
     /// Set once the cluster removed this node: nothing opens again.
     evicted: std::sync::atomic::AtomicBool,
+    /// Set once the node shuts down: its groups stop on purpose.
+    closing: AtomicBool,
     /// Groups of split children being built here (see [`Host::split_local`]).
     building: parking_lot::Mutex<HashSet<u64>>,
 }
@@ -211,6 +213,7 @@ impl Host {
             load: Arc::new(LoadMeter::default()),
             data_dir: options.data_dir.clone(),
             evicted: Default::default(),
+            closing: Default::default(),
             building: Default::default(),
         })
     }
@@ -284,6 +287,73 @@ impl Host {
     /// The leader of `group` as this node's replica sees it.
     pub fn leader_hint(&self, group: u64) -> Option<NodeId> {
         self.raft(group)?.metrics().borrow().current_leader
+    }
+
+    /// Whether this node failed, and why (see the `failure` module): its store's
+    /// recorded write failure, and every Raft group of its that stopped. Cheap (no
+    /// IO): the store's fault is the one recorded; `Store::fault` (which also asks
+    /// the engine) is called by the node's failure watcher and by readiness.
+    pub fn failure(&self) -> Option<crate::failure::Failure> {
+        let mut groups = vec![("metadata".to_string(), stopped(&self.meta))];
+        for (_, r) in self.local_replicas() {
+            let name = format!("{}/{}", r.shard.config().name, r.shard.shard_no());
+            groups.push((name, stopped(&r.raft)));
+        }
+        crate::failure::decide(self.store.recorded_fault().as_ref(), &groups)
+    }
+
+    /// The refusal of a request to this node's replica of `group` (or the metadata
+    /// group) when it cannot serve it any more: the store failed, or the group
+    /// stopped. Nothing was appended.
+    pub(crate) fn refusal(&self, group: u64) -> Option<ClusterError> {
+        let (disk_full, reason) = match self.store.recorded_fault() {
+            Some(f) => (f.disk_full, f.to_string()),
+            None => {
+                let why = stopped(&self.raft(group)?)?;
+                (
+                    false,
+                    format!("its replica of group {group} stopped: {why}"),
+                )
+            }
+        };
+        Some(ClusterError::NodeFailed {
+            node: self.id,
+            group,
+            disk_full,
+            reason,
+            in_flight: false,
+        })
+    }
+
+    /// The error of a request to `group` that openraft failed with `e` after it was
+    /// handed over: `NodeFailed` if the group stopped meanwhile (a fatal error: its
+    /// storage failed), else `Raft`.
+    fn fatal_or<E: std::error::Error>(
+        &self,
+        group: u64,
+        e: &RaftError<u64, E>,
+        in_flight: bool,
+    ) -> ClusterError {
+        if !matches!(e, RaftError::Fatal(_)) {
+            return ClusterError::Raft {
+                node: self.id,
+                group,
+                reason: e.to_string(),
+            };
+        }
+        let (disk_full, reason) = match self.refusal(group) {
+            Some(ClusterError::NodeFailed {
+                disk_full, reason, ..
+            }) => (disk_full, reason),
+            _ => (false, format!("its replica of group {group} stopped: {e}")),
+        };
+        ClusterError::NodeFailed {
+            node: self.id,
+            group,
+            disk_full,
+            reason,
+            in_flight,
+        }
     }
 
     /// Opens the replicas the metadata places here (or moves here) and that are not
@@ -611,6 +681,9 @@ impl Host {
         let raft = self
             .raft(group)
             .ok_or(ClusterError::NotHosted { node: id, group })?;
+        if let Some(refused) = self.refusal(group) {
+            return Err(refused);
+        }
         let started = Instant::now();
         if let Some(replica) = self.replica(group) {
             if matches!(cmd, Command::Shard(_)) && replica.sealed.load(Ordering::Acquire) {
@@ -648,11 +721,9 @@ impl Host {
                     leader: f.leader_id,
                 })
             }
-            Ok(Err(e)) => Err(ClusterError::Raft {
-                node: id,
-                group,
-                reason: e.to_string(),
-            }),
+            // The group stopped (its storage failed) with the entry handed over: it
+            // may have been appended, and sent to the other replicas.
+            Ok(Err(e)) => Err(self.fatal_or(group, &e, true)),
         }
     }
 
@@ -814,6 +885,9 @@ impl Host {
         timeout: Duration,
     ) -> Result<()> {
         let id = self.id;
+        if let Some(refused) = self.refusal(group) {
+            return Err(refused);
+        }
         match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
@@ -823,11 +897,7 @@ impl Host {
                     leader: f.leader_id.filter(|l| *l != id),
                 })
             }
-            Ok(Err(e)) => Err(ClusterError::Raft {
-                node: id,
-                group,
-                reason: e.to_string(),
-            }),
+            Ok(Err(e)) => Err(self.fatal_or(group, &e, false)),
             Err(_) => Err(ClusterError::Timeout {
                 node: id,
                 group,
@@ -857,6 +927,9 @@ impl Host {
         let raft = self
             .raft(group)
             .ok_or(ClusterError::NotHosted { node: id, group })?;
+        if let Some(refused) = self.refusal(group) {
+            return Err(refused);
+        }
         let view = self.describe_membership(group, &raft)?;
         let raft_err = |reason: String| ClusterError::Raft {
             node: id,
@@ -919,7 +992,7 @@ impl Host {
                     leader: f.leader_id,
                 });
             }
-            Some(Err(e)) => return Err(raft_err(e.to_string())),
+            Some(Err(e)) => return Err(self.fatal_or(group, &e, true)),
         }
         self.describe_membership(group, &raft)
     }
@@ -993,7 +1066,11 @@ impl Host {
         load.replicas = replicas.len() as u32;
         load.points = replicas.iter().map(|r| r.points).sum();
         load.leaders = replicas.iter().filter(|r| r.state == "leader").count() as u32;
-        Ok(NodeReport { replicas, load })
+        Ok(NodeReport {
+            replicas,
+            load,
+            failure: self.failure(),
+        })
     }
 
     /// Reports of this node's replicas; with `digests`, each with its content digest.
@@ -1003,9 +1080,14 @@ impl Host {
         for (group, r) in replicas {
             let m = r.raft.metrics().borrow().clone();
             let stats = r.shard.stats();
+            let failure = m.running_state.as_ref().err().map(|e| e.to_string());
             let mut report = ReplicaReport {
                 group,
-                state: format!("{:?}", m.state).to_lowercase(),
+                state: match failure {
+                    Some(_) => "failed".into(),
+                    None => format!("{:?}", m.state).to_lowercase(),
+                },
+                failure,
                 leader: m.current_leader,
                 term: m.current_term,
                 applied: m.last_applied.map(|l| l.index).unwrap_or(0),
@@ -1086,7 +1168,13 @@ impl Host {
         self.evicted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// True once [`Host::shutdown`] began.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     pub async fn shutdown(&self) -> Result<()> {
+        self.closing.store(true, Ordering::SeqCst);
         let replicas = self.local_replicas();
         for (_, r) in &replicas {
             let _ = r.raft.shutdown().await;
@@ -1094,6 +1182,13 @@ impl Host {
         let _ = self.meta.shutdown().await;
         self.checkpoint_all().await
     }
+}
+
+/// Why `raft` stopped, if it did.
+fn stopped(raft: &Raft<TypeConfig>) -> Option<String> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.running_state.as_ref().err().map(|e| e.to_string())
 }
 
 /// Logs one line on this node whenever the leader of `group` it sees changes, until
