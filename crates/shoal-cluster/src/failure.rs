@@ -7,6 +7,9 @@
 //! group or a shard replica) stopped: openraft stops a group for good when its
 //! storage fails (or it panics). Nothing here heals in place. A failed node
 //!
+//! - stops all its Raft groups once its store failed (`Host::stop_groups`): a
+//!   leader that cannot append would otherwise go on heartbeating, and its
+//!   followers would never elect another;
 //! - refuses writes to a stopped group, or to any group once its store failed, at
 //!   once with `ClusterError::NodeFailed` (routers then try the other replicas;
 //!   a full disk is `RESOURCE_EXHAUSTED` to clients), and STRONG reads there too;

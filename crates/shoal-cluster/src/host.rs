@@ -1168,6 +1168,18 @@ impl Host {
         self.evicted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Stops every Raft group of this node, leaving its replicas open for reads:
+    /// its store takes no more writes, and a group that cannot append must not go
+    /// on leading (its heartbeats would keep the followers from electing another
+    /// leader) nor voting. See the `failure` module.
+    pub async fn stop_groups(&self) {
+        tracing::error!("the store takes no more writes: stopping every Raft group of this node");
+        for (_, r) in self.local_replicas() {
+            let _ = r.raft.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+    }
+
     /// True once [`Host::shutdown`] began.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)

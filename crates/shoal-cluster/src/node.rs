@@ -575,9 +575,9 @@ async fn wait_some<T: Clone>(mut rx: tokio::sync::watch::Receiver<Option<T>>) ->
 }
 
 /// Every [`FAILURE_CHECK`], while the host lives and is not closing: whether the
-/// node failed (asking the store's engine too), published on `failed`; once it has,
-/// whether its data directory has room again, published on `restart` (then the
-/// watcher ends).
+/// node failed (asking the store's engine too), published on `failed` — after its
+/// Raft groups were stopped, if its store failed; once it has, whether its data
+/// directory has room again, published on `restart` (then the watcher ends).
 fn spawn_failure_watch(
     host: &Arc<Host>,
     failed: tokio::sync::watch::Sender<Option<Failure>>,
@@ -588,6 +588,7 @@ fn spawn_failure_watch(
         let mut tick = tokio::time::interval(FAILURE_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut waiting_for: Option<String> = None;
+        let mut groups_stopped = false;
         loop {
             tick.tick().await;
             let Some(host) = weak.upgrade() else { break };
@@ -596,16 +597,25 @@ fn spawn_failure_watch(
             }
             // The engine is asked (a journal buffer flush) and the file system
             // probed: off the async workers.
+            let h = host.clone();
             let checked = tokio::task::spawn_blocking(move || {
-                let _ = host.store().fault();
-                let failure = host.failure();
-                let room = failure.as_ref().map(|_| host.store().has_room());
+                let _ = h.store().fault();
+                let failure = h.failure();
+                let room = failure.as_ref().map(|_| h.store().has_room());
                 (failure, room)
             })
             .await;
             let Ok((Some(failure), Some(room))) = checked else {
                 continue;
             };
+            if failure.storage.is_some() && !groups_stopped {
+                // A group whose store takes no writes must not go on leading: its
+                // heartbeats would keep the followers from electing a leader that
+                // can append.
+                host.stop_groups().await;
+                groups_stopped = true;
+                continue;
+            }
             if failed.borrow().is_none() {
                 tracing::error!(
                     %failure,
