@@ -64,9 +64,8 @@ impl std::fmt::Display for Failure {
 }
 
 /// This node's failure, if it failed, from its store's recorded fault and its Raft
-/// groups as `(name, why it stopped)` (`None`: running). Any stopped group counts:
-/// a group is stopped on purpose only when its replica is closed (then it is gone
-/// from the groups asked) or the node shuts down.
+/// groups as `(name, why it stopped of a failure)` (`None`: running, or stopped on
+/// purpose: a replica closed, the node shutting down).
 pub(crate) fn decide(
     fault: Option<&Fault>,
     groups: &[(String, Option<String>)],

@@ -326,15 +326,17 @@ impl Host {
     }
 
     /// The error of a request to `group` that openraft failed with `e` after it was
-    /// handed over: `NodeFailed` if the group stopped meanwhile (a fatal error: its
-    /// storage failed), else `Raft`.
+    /// handed over: `NodeFailed` if the group stopped meanwhile of a failure (its
+    /// storage failed, or it panicked), else `Raft`.
     fn fatal_or<E: std::error::Error>(
         &self,
         group: u64,
         e: &RaftError<u64, E>,
         in_flight: bool,
     ) -> ClusterError {
-        if !matches!(e, RaftError::Fatal(_)) {
+        // Stopped on purpose (a replica closed, e.g. its collection deleted, or the
+        // node shutting down): retried as before, never a failure.
+        if !matches!(e, RaftError::Fatal(f) if !matches!(f, openraft::error::Fatal::Stopped)) {
             return ClusterError::Raft {
                 node: self.id,
                 group,
@@ -1077,10 +1079,16 @@ impl Host {
     pub async fn local_reports(&self, digests: bool) -> Result<Vec<ReplicaReport>> {
         let replicas = self.local_replicas();
         let mut out = Vec::with_capacity(replicas.len());
+        let store_fault = self.store.recorded_fault();
         for (group, r) in replicas {
             let m = r.raft.metrics().borrow().clone();
             let stats = r.shard.stats();
-            let failure = m.running_state.as_ref().err().map(|e| e.to_string());
+            // Failed: stopped of a failure, or stopped because the store failed.
+            let failure = match (&m.running_state, &store_fault) {
+                (Ok(()), _) | (Err(openraft::error::Fatal::Stopped), None) => None,
+                (Err(openraft::error::Fatal::Stopped), Some(f)) => Some(format!("stopped: {f}")),
+                (Err(e), _) => Some(e.to_string()),
+            };
             let mut report = ReplicaReport {
                 group,
                 state: match failure {
@@ -1196,11 +1204,16 @@ impl Host {
     }
 }
 
-/// Why `raft` stopped, if it did.
+/// Why `raft` stopped, if it stopped of a failure (its storage failed, or it
+/// panicked); a group stopped on purpose (`Fatal::Stopped`: its replica closed, the
+/// node shutting down) is not failed.
 fn stopped(raft: &Raft<TypeConfig>) -> Option<String> {
     let m = raft.metrics();
     let m = m.borrow();
-    m.running_state.as_ref().err().map(|e| e.to_string())
+    match &m.running_state {
+        Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// Logs one line on this node whenever the leader of `group` it sees changes, until
