@@ -2,7 +2,8 @@
 //!
 //! Test kit for Shoal's integration tests: [`Node`] runs a real `shoal serve` process
 //! on a free loopback port over a data directory, can kill it with SIGKILL and start
-//! it again over the same directory; [`data`] locates the shared SIFT data.
+//! it again over the same directory; [`data`] locates the shared SIFT data;
+//! [`SmallDisk`] gives a node a small file system of its own, to fill.
 //!
 //! The tests themselves live in `tests/it/`.
 
@@ -27,13 +28,15 @@ pub struct Node {
     /// Extra environment of the process (kept over restarts).
     env: Vec<(String, String)>,
     log: PathBuf,
+    /// A command the node runs under (`nsenter … --`), if any.
+    wrapper: Vec<String>,
 }
 
 impl Node {
     /// Starts a node over `data_dir` with extra `serve` flags, and waits until it
     /// accepts connections (up to two minutes, for restarts over big data).
     pub fn start(binary: &Path, data_dir: &Path, args: &[&str]) -> Node {
-        Node::start_with_env(binary, data_dir, args, &[])
+        Node::launch_new(binary, data_dir, args, &[], &[])
     }
 
     /// [`Node::start`] with extra environment variables (e.g. `FAILPOINTS`), set again
@@ -43,6 +46,27 @@ impl Node {
         data_dir: &Path,
         args: &[&str],
         env: &[(&str, &str)],
+    ) -> Node {
+        Node::launch_new(binary, data_dir, args, env, &[])
+    }
+
+    /// [`Node::start`], the process run under `wrapper` (a command that ends by
+    /// executing its arguments, such as [`SmallDisk::wrapper`]), in every run.
+    pub fn start_wrapped(
+        wrapper: &[String],
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> Node {
+        Node::launch_new(binary, data_dir, args, &[], wrapper)
+    }
+
+    fn launch_new(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[String],
     ) -> Node {
         let mut node = Node {
             child: None,
@@ -55,6 +79,7 @@ impl Node {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             log: data_dir.with_extension("log"),
+            wrapper: wrapper.to_vec(),
         };
         node.launch(binary);
         node
@@ -66,7 +91,15 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("open node log");
-        let mut child = Command::new(binary)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -144,6 +177,23 @@ impl Node {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its exit status, or
+    /// `None` if it still runs (or was not started).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok()?;
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// gRPC clients of this node.
     pub async fn clients(&self) -> (CollectionsClient<Channel>, PointsClient<Channel>) {
         let channel = Channel::from_shared(self.url.clone())
@@ -172,6 +222,83 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A small tmpfs mounted over a directory in a mount namespace of its own, which a
+/// process holds (`unshare --mount`, then `sleep`) for as long as this value lives,
+/// and dies with the test's thread (`setpriv --pdeathsig`) if it is killed: nothing
+/// outside the namespace sees the mount, and the namespace and its tmpfs vanish with
+/// the holder. Nodes run in it through [`SmallDisk::wrapper`]; the test reaches its
+/// files through [`SmallDisk::outside`]. Needs root.
+pub struct SmallDisk {
+    holder: Child,
+    /// The directory the tmpfs is mounted over (empty outside the namespace).
+    pub dir: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `bytes` over `dir` (created if missing) in a new mount
+    /// namespace; waits up to 10 s for it.
+    pub fn mount(dir: &Path, bytes: u64) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let script = format!(
+            "mount -t tmpfs -o size={bytes} tmpfs \"$0\" && echo mounted && exec sleep 3600"
+        );
+        let mut holder = Command::new("setpriv")
+            .args([
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "unshare",
+                "--mount",
+                "--propagation",
+            ])
+            .args(["private", "--", "sh", "-c", &script])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting setpriv/unshare: {e}"))?;
+        let stdout = holder.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let disk = SmallDisk {
+            holder,
+            dir: dir.to_path_buf(),
+        };
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.trim() == "mounted" => Ok(disk),
+            other => Err(format!(
+                "mounting a tmpfs over {} failed: {other:?}",
+                dir.display()
+            )),
+        }
+    }
+
+    /// The command to run a process in the namespace (prefix its command line).
+    pub fn wrapper(&self) -> Vec<String> {
+        ["nsenter", "-t", &self.holder.id().to_string(), "-m", "--"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// `path` inside the namespace (absolute, under [`SmallDisk::dir`]) as this
+    /// process reaches it: through the holder's root.
+    pub fn outside(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.holder.id())).join(relative)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 

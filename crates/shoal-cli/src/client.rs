@@ -763,6 +763,7 @@ fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
             "error": (!n.error.is_empty()).then_some(&n.error),
             "state": n.state,
             "voter": n.voter,
+            "failure": (!n.failure.is_empty()).then_some(&n.failure),
             "load": n.load.as_ref().map(|l| serde_json::json!({
                 "cpu_percent": l.cpu_percent,
                 "rss_bytes": l.rss_bytes,
@@ -800,6 +801,7 @@ fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
                         "points": r.points,
                         "digest": r.digest,
                         "quarantined": r.quarantined,
+                        "failure": (!r.failure.is_empty()).then_some(&r.failure),
                     })).collect::<Vec<_>>(),
                     "agreement": verdict,
                     "detail": detail,
@@ -849,6 +851,9 @@ fn status_text(s: &pb::ClusterStatus) -> String {
             "  node {:<3} {:<24} {health}, {}, {role}{load}",
             n.id, n.address, n.state
         );
+        if !n.failure.is_empty() {
+            let _ = writeln!(out, "      FAILED: {}", n.failure);
+        }
     }
     if !s.operations.is_empty() {
         let _ = writeln!(out, "operations in flight:");
@@ -889,6 +894,9 @@ fn status_text(s: &pb::ClusterStatus) -> String {
                     r.points,
                     r.digest.as_deref().unwrap_or("-")
                 );
+                if !r.failure.is_empty() {
+                    let _ = writeln!(out, "      failed: {}", r.failure);
+                }
                 if r.quarantined > 0 {
                     let _ = writeln!(
                         out,
@@ -948,6 +956,7 @@ mod tests {
             digest: digest.map(String::from),
             term: 1,
             quarantined: 0,
+            failure: String::new(),
         }
     }
 

@@ -418,6 +418,9 @@ impl Database {
                     }
                     Err(e) if is_resharded(&e) => again.push((s, w, e)),
                     Err(e @ ClusterError::GaveUp { .. }) => failed.push((s, e)),
+                    // Listed with the shards that committed (a full disk is
+                    // RESOURCE_EXHAUSTED at the edge, the message per shard).
+                    Err(e @ ClusterError::NodeFailed { .. }) => failed.push((s, e)),
                     Err(e) if e.is_retryable() => failed.push((s, e)),
                     Err(ClusterError::Request(shoal_core::Error::NotFound(_)))
                         if self.router.host().state().collection_by_id(cm.id).is_none() =>

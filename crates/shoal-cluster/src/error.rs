@@ -8,6 +8,10 @@
 //! provably never appended ([`ClusterError::NotLeader`], [`ClusterError::NotHosted`])
 //! from one whose fate is unknown ([`ClusterError::Timeout`],
 //! [`ClusterError::Unreachable`] after the request left).
+//!
+//! A node whose storage failed answers [`ClusterError::NodeFailed`] at once, never
+//! after a timeout; at the edge, a failure caused by a full disk is
+//! `RESOURCE_EXHAUSTED` (field `disk`), whatever else the error says.
 
 use serde::{Deserialize, Serialize};
 use shoal_meta::NodeId;
@@ -131,6 +135,20 @@ pub enum ClusterError {
     /// collection's next routing version.
     #[error("group {group} is being split or was split: the request must be routed again")]
     Resharded { group: u64 },
+    /// `node` failed (see `crate::failure`): its storage takes no more writes
+    /// (`disk_full`: the disk holding its data directory is full) or its replica of
+    /// `group` stopped; `reason` says which. `in_flight`: the failure met the request
+    /// after it was handed to Raft, so the write may have been appended (and sent to
+    /// the other replicas) and may still commit; otherwise it was refused before
+    /// anything was appended, and the router tries the group's other replicas.
+    #[error("node {node} failed: {reason}{}", if *in_flight { " (while the write was in flight)" } else { "" })]
+    NodeFailed {
+        node: NodeId,
+        group: u64,
+        disk_full: bool,
+        reason: String,
+        in_flight: bool,
+    },
 }
 
 /// What a [`ClusterError::GaveUp`] gave up on.
@@ -205,6 +223,8 @@ impl ClusterError {
             | ClusterError::UnknownNode(_)
             | ClusterError::NotFormed
             | ClusterError::MetadataBehind { .. } => true,
+            // Refused before appending: another replica may take it.
+            ClusterError::NodeFailed { in_flight, .. } => !in_flight,
             ClusterError::Request(_)
             | ClusterError::GaveUp { .. }
             | ClusterError::PartialWrite { .. }
@@ -232,6 +252,7 @@ impl ClusterError {
             | ClusterError::Removed(_)
             | ClusterError::Behind { .. } => false,
             ClusterError::Unreachable { never_sent, .. } => !never_sent,
+            ClusterError::NodeFailed { in_flight, .. } => *in_flight,
             ClusterError::GaveUp { maybe_applied, .. } => *maybe_applied,
             ClusterError::PartialWrite { failed, .. } => {
                 failed.iter().any(|(_, e)| e.maybe_applied())
@@ -241,6 +262,18 @@ impl ClusterError {
             | ClusterError::Raft { .. }
             | ClusterError::Storage(_)
             | ClusterError::Internal(_) => true,
+        }
+    }
+
+    /// Whether a node's full disk is (part of) the cause: the error itself, the last
+    /// attempt of a [`ClusterError::GaveUp`], or a shard of a
+    /// [`ClusterError::PartialWrite`].
+    pub fn disk_full(&self) -> bool {
+        match self {
+            ClusterError::NodeFailed { disk_full, .. } => *disk_full,
+            ClusterError::GaveUp { last, .. } => last.disk_full(),
+            ClusterError::PartialWrite { failed, .. } => failed.iter().any(|(_, e)| e.disk_full()),
+            _ => false,
         }
     }
 
@@ -283,6 +316,23 @@ impl From<ClusterError> for shoal_core::Error {
         use shoal_core::Error;
         match e {
             ClusterError::Request(e) => e,
+            // The message says per shard whether the write may have been appended.
+            e if e.disk_full() => Error::exhausted(
+                "disk",
+                match &e {
+                    ClusterError::NodeFailed {
+                        in_flight: false, ..
+                    } => format!("{e}; not written: refused before anything was appended"),
+                    ClusterError::NodeFailed {
+                        in_flight: true, ..
+                    } => format!(
+                        "{e}; the write was not acknowledged: it may have been appended \
+                         before the failure and may still commit through the other replicas; \
+                         retrying the same write is safe"
+                    ),
+                    _ => e.to_string(),
+                },
+            ),
             e @ ClusterError::GaveUp { op: Op::Write, .. } => {
                 if e.maybe_applied() {
                     Error::OutcomeUnknown(format!("{e}; retrying the same write is safe"))
@@ -301,6 +351,9 @@ impl From<ClusterError> for shoal_core::Error {
                 Error::Internal(e.to_string())
             }
             e @ ClusterError::Removed(_) => Error::FailedPrecondition(e.to_string()),
+            e @ ClusterError::NodeFailed {
+                in_flight: true, ..
+            } => Error::OutcomeUnknown(format!("{e}; retrying the same write is safe")),
             e => Error::Unavailable(e.to_string()),
         }
     }
@@ -414,6 +467,97 @@ mod tests {
         assert!(matches!(
             shoal_core::Error::from(partial),
             shoal_core::Error::Unavailable(_)
+        ));
+    }
+
+    fn failed(disk_full: bool, in_flight: bool) -> ClusterError {
+        ClusterError::NodeFailed {
+            node: 3,
+            group: 7,
+            disk_full,
+            reason: if disk_full {
+                "the disk holding data directory /data is full".into()
+            } else {
+                "the database in data directory /data failed to write (EIO)".into()
+            },
+            in_flight,
+        }
+    }
+
+    #[test]
+    fn a_failed_node_refuses_at_once_and_a_full_disk_is_resource_exhausted() {
+        // Refused before appending: not written, and another replica may take it.
+        let refused = failed(true, false);
+        assert!(refused.is_retryable() && !refused.maybe_applied());
+        let bytes = postcard::to_stdvec(&refused).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<ClusterError>(&bytes).unwrap(),
+            refused
+        );
+        match shoal_core::Error::from(refused) {
+            shoal_core::Error::ResourceExhausted { field, reason } => {
+                assert_eq!(field, "disk");
+                assert!(reason.contains("/data is full"), "{reason}");
+                assert!(reason.contains("not written"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Met in flight: final, and never "not written".
+        let in_flight = failed(true, true);
+        assert!(!in_flight.is_retryable() && in_flight.maybe_applied());
+        match shoal_core::Error::from(in_flight.clone()) {
+            shoal_core::Error::ResourceExhausted { field, reason } => {
+                assert_eq!(field, "disk");
+                assert!(reason.contains("not acknowledged"), "{reason}");
+                assert!(reason.contains("may still commit"), "{reason}");
+                assert!(!reason.contains("not written"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Inside a write's per-shard outcome, or the router's last attempt.
+        let partial = ClusterError::PartialWrite {
+            committed: vec![0, 1],
+            failed: vec![(2, in_flight)],
+        };
+        assert!(partial.disk_full());
+        match shoal_core::Error::from(partial) {
+            shoal_core::Error::ResourceExhausted { field, reason } => {
+                assert_eq!(field, "disk");
+                assert!(reason.contains("committed on 2 of 3 shards"), "{reason}");
+                assert!(reason.contains("shard 2: outcome unknown"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let gave_up = ClusterError::GaveUp {
+            op: Op::Write,
+            timeout_ms: 10,
+            last: Box::new(failed(true, false)),
+            maybe_applied: false,
+        };
+        assert!(matches!(
+            shoal_core::Error::from(gave_up),
+            shoal_core::Error::ResourceExhausted { .. }
+        ));
+        // Other storage failures keep the outcome statuses: provably not written is
+        // UNAVAILABLE, unknown is DEADLINE_EXCEEDED; both name the cause.
+        match shoal_core::Error::from(failed(false, false)) {
+            shoal_core::Error::Unavailable(m) => assert!(m.contains("EIO"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match shoal_core::Error::from(failed(false, true)) {
+            shoal_core::Error::OutcomeUnknown(m) => {
+                assert!(m.contains("EIO") && m.contains("in flight"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let partial = ClusterError::PartialWrite {
+            committed: vec![],
+            failed: vec![(0, failed(false, true))],
+        };
+        assert!(!partial.disk_full());
+        assert!(matches!(
+            shoal_core::Error::from(partial),
+            shoal_core::Error::OutcomeUnknown(_)
         ));
     }
 }

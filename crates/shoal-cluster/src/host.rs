@@ -102,6 +102,8 @@ pub(crate) struct Host {
     data_dir: PathBuf,
     /// Set once the cluster removed this node: nothing opens again.
     evicted: std::sync::atomic::AtomicBool,
+    /// Set once the node shuts down: its groups stop on purpose.
+    closing: AtomicBool,
     /// Groups of split children being built here (see [`Host::split_local`]).
     building: parking_lot::Mutex<HashSet<u64>>,
 }
@@ -217,6 +219,7 @@ impl Host {
             load: Arc::new(LoadMeter::default()),
             data_dir: options.data_dir.clone(),
             evicted: Default::default(),
+            closing: Default::default(),
             building: Default::default(),
         })
     }
@@ -290,6 +293,75 @@ impl Host {
     /// The leader of `group` as this node's replica sees it.
     pub fn leader_hint(&self, group: u64) -> Option<NodeId> {
         self.raft(group)?.metrics().borrow().current_leader
+    }
+
+    /// Whether this node failed, and why (see the `failure` module): its store's
+    /// recorded write failure, and every Raft group of its that stopped. Cheap (no
+    /// IO): the store's fault is the one recorded; `Store::fault` (which also asks
+    /// the engine) is called by the node's failure watcher and by readiness.
+    pub fn failure(&self) -> Option<crate::failure::Failure> {
+        let mut groups = vec![("metadata".to_string(), stopped(&self.meta))];
+        for (_, r) in self.local_replicas() {
+            let name = format!("{}/{}", r.shard.config().name, r.shard.shard_no());
+            groups.push((name, stopped(&r.raft)));
+        }
+        crate::failure::decide(self.store.recorded_fault().as_ref(), &groups)
+    }
+
+    /// The refusal of a request to this node's replica of `group` (or the metadata
+    /// group) when it cannot serve it any more: the store failed, or the group
+    /// stopped. Nothing was appended.
+    pub(crate) fn refusal(&self, group: u64) -> Option<ClusterError> {
+        let (disk_full, reason) = match self.store.recorded_fault() {
+            Some(f) => (f.disk_full, f.to_string()),
+            None => {
+                let why = stopped(&self.raft(group)?)?;
+                (
+                    false,
+                    format!("its replica of group {group} stopped: {why}"),
+                )
+            }
+        };
+        Some(ClusterError::NodeFailed {
+            node: self.id,
+            group,
+            disk_full,
+            reason,
+            in_flight: false,
+        })
+    }
+
+    /// The error of a request to `group` that openraft failed with `e` after it was
+    /// handed over: `NodeFailed` if the group stopped meanwhile of a failure (its
+    /// storage failed, or it panicked), else `Raft`.
+    fn fatal_or<E: std::error::Error>(
+        &self,
+        group: u64,
+        e: &RaftError<u64, E>,
+        in_flight: bool,
+    ) -> ClusterError {
+        // Stopped on purpose (a replica closed, e.g. its collection deleted, or the
+        // node shutting down): retried as before, never a failure.
+        if !matches!(e, RaftError::Fatal(f) if !matches!(f, openraft::error::Fatal::Stopped)) {
+            return ClusterError::Raft {
+                node: self.id,
+                group,
+                reason: e.to_string(),
+            };
+        }
+        let (disk_full, reason) = match self.refusal(group) {
+            Some(ClusterError::NodeFailed {
+                disk_full, reason, ..
+            }) => (disk_full, reason),
+            _ => (false, format!("its replica of group {group} stopped: {e}")),
+        };
+        ClusterError::NodeFailed {
+            node: self.id,
+            group,
+            disk_full,
+            reason,
+            in_flight,
+        }
     }
 
     /// Opens the replicas the metadata places here (or moves here) and that are not
@@ -618,6 +690,9 @@ impl Host {
         let raft = self
             .raft(group)
             .ok_or(ClusterError::NotHosted { node: id, group })?;
+        if let Some(refused) = self.refusal(group) {
+            return Err(refused);
+        }
         let started = Instant::now();
         if let Some(replica) = self.replica(group) {
             if matches!(cmd, Command::Shard(_)) && replica.sealed.load(Ordering::Acquire) {
@@ -663,11 +738,9 @@ impl Host {
                     leader: f.leader_id,
                 })
             }
-            Ok(Err(e)) => Err(ClusterError::Raft {
-                node: id,
-                group,
-                reason: e.to_string(),
-            }),
+            // The group stopped (its storage failed) with the entry handed over: it
+            // may have been appended, and sent to the other replicas.
+            Ok(Err(e)) => Err(self.fatal_or(group, &e, true)),
         }
     }
 
@@ -683,7 +756,8 @@ impl Host {
         let replica = self
             .replica(group)
             .ok_or(ClusterError::NotHosted { node: id, group })?;
-        replica.read_index.confirm(&replica.raft, timeout).await?;
+        self.confirm_leader(group, &replica.raft, &replica.read_index, timeout)
+            .await?;
         let shard = replica.shard.clone();
         let (seq, points) = blocking(move || Ok(shard.export()?)).await?;
         Ok(crate::export::Export::produce(id, seq, points))
@@ -700,7 +774,8 @@ impl Host {
         if group == META_GROUP {
             // STRONG: the leader's state, confirmed; otherwise this node's own copy.
             if call.consistency == Consistency::Strong {
-                self.meta_read_index.confirm(&self.meta, timeout).await?;
+                self.confirm_leader(group, &self.meta, &self.meta_read_index, timeout)
+                    .await?;
             }
             return Ok(ReadResult::ClusterState((*self.state()).clone()));
         }
@@ -713,7 +788,10 @@ impl Host {
             Consistency::Strong if replica.sealed.load(Ordering::Acquire) => {
                 return Err(ClusterError::Resharded { group });
             }
-            Consistency::Strong => replica.read_index.confirm(&replica.raft, timeout).await?,
+            Consistency::Strong => {
+                self.confirm_leader(group, &replica.raft, &replica.read_index, timeout)
+                    .await?
+            }
             Consistency::Session if call.min_applied > 0 => {
                 let m = replica.raft.metrics().borrow().clone();
                 let last = m.last_log_index.unwrap_or(0);
@@ -820,6 +898,25 @@ impl Host {
         .await
     }
 
+    /// A STRONG read's confirmation through the group's shared read index
+    /// (`read_index`), refused at once when this node failed.
+    async fn confirm_leader(
+        &self,
+        group: u64,
+        raft: &Raft<TypeConfig>,
+        read_index: &Arc<ReadIndex>,
+        timeout: Duration,
+    ) -> Result<()> {
+        if let Some(refused) = self.refusal(group) {
+            return Err(refused);
+        }
+        match read_index.confirm(raft, timeout).await {
+            // openraft failed: the group may have stopped of a failure meanwhile.
+            Err(e @ ClusterError::Raft { .. }) => Err(self.refusal(group).unwrap_or(e)),
+            r => r,
+        }
+    }
+
     /// Runs `f` on the search pool and awaits it.
     pub async fn on_pool<T: Send + 'static>(
         &self,
@@ -840,6 +937,9 @@ impl Host {
         let raft = self
             .raft(group)
             .ok_or(ClusterError::NotHosted { node: id, group })?;
+        if let Some(refused) = self.refusal(group) {
+            return Err(refused);
+        }
         let view = self.describe_membership(group, &raft)?;
         let raft_err = |reason: String| ClusterError::Raft {
             node: id,
@@ -902,7 +1002,7 @@ impl Host {
                     leader: f.leader_id,
                 });
             }
-            Some(Err(e)) => return Err(raft_err(e.to_string())),
+            Some(Err(e)) => return Err(self.fatal_or(group, &e, true)),
         }
         self.describe_membership(group, &raft)
     }
@@ -976,19 +1076,34 @@ impl Host {
         load.replicas = replicas.len() as u32;
         load.points = replicas.iter().map(|r| r.points).sum();
         load.leaders = replicas.iter().filter(|r| r.state == "leader").count() as u32;
-        Ok(NodeReport { replicas, load })
+        Ok(NodeReport {
+            replicas,
+            load,
+            failure: self.failure(),
+        })
     }
 
     /// Reports of this node's replicas; with `digests`, each with its content digest.
     pub async fn local_reports(&self, digests: bool) -> Result<Vec<ReplicaReport>> {
         let replicas = self.local_replicas();
         let mut out = Vec::with_capacity(replicas.len());
+        let store_fault = self.store.recorded_fault();
         for (group, r) in replicas {
             let m = r.raft.metrics().borrow().clone();
             let stats = r.shard.stats();
+            // Failed: stopped of a failure, or stopped because the store failed.
+            let failure = match (&m.running_state, &store_fault) {
+                (Ok(()), _) | (Err(openraft::error::Fatal::Stopped), None) => None,
+                (Err(openraft::error::Fatal::Stopped), Some(f)) => Some(format!("stopped: {f}")),
+                (Err(e), _) => Some(e.to_string()),
+            };
             let mut report = ReplicaReport {
                 group,
-                state: format!("{:?}", m.state).to_lowercase(),
+                state: match failure {
+                    Some(_) => "failed".into(),
+                    None => format!("{:?}", m.state).to_lowercase(),
+                },
+                failure,
                 leader: m.current_leader,
                 term: m.current_term,
                 applied: m.last_applied.map(|l| l.index).unwrap_or(0),
@@ -1069,13 +1184,43 @@ impl Host {
         self.evicted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Stops every Raft group of this node, leaving its replicas open for reads:
+    /// its store takes no more writes, and a group that cannot append must not go
+    /// on leading (its heartbeats would keep the followers from electing another
+    /// leader) nor voting. See the `failure` module.
+    pub async fn stop_groups(&self) {
+        tracing::error!("the store takes no more writes: stopping every Raft group of this node");
+        for (_, r) in self.local_replicas() {
+            let _ = r.raft.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+    }
+
+    /// True once [`Host::shutdown`] began.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     pub async fn shutdown(&self) -> Result<()> {
+        self.closing.store(true, Ordering::SeqCst);
         let replicas = self.local_replicas();
         for (_, r) in &replicas {
             let _ = r.raft.shutdown().await;
         }
         let _ = self.meta.shutdown().await;
         self.checkpoint_all().await
+    }
+}
+
+/// Why `raft` stopped, if it stopped of a failure (its storage failed, or it
+/// panicked); a group stopped on purpose (`Fatal::Stopped`: its replica closed, the
+/// node shutting down) is not failed.
+fn stopped(raft: &Raft<TypeConfig>) -> Option<String> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    match &m.running_state {
+        Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+        Err(e) => Some(e.to_string()),
     }
 }
 

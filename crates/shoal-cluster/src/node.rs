@@ -9,6 +9,12 @@
 //! list: the lowest id at once, the others only if they have heard from no leader
 //! after two election timeouts (openraft allows several nodes to initialize with the
 //! same membership). A restarted node finds its group initialized and rejoins.
+//!
+//! **Failure.** A watcher checks every [`FAILURE_CHECK`] whether the node failed
+//! (module `failure`: its storage takes no more writes, or a Raft group stopped):
+//! [`Node::failed`] resolves then, and once the data directory has room again,
+//! [`Node::must_restart`] — the caller stops serving and exits, so that its
+//! supervisor starts the node again over the same data.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -31,6 +37,7 @@ use crate::balance::Balancer;
 use crate::database::{CollectionInfo, Database, ReadOptions, WriteOutcome};
 use crate::error::ClusterError;
 use crate::eviction::{self, Removal};
+use crate::failure::Failure;
 use crate::host::{Host, initialize_later};
 use crate::identity;
 use crate::load::LoadMeter;
@@ -51,6 +58,10 @@ struct Inner {
     db: Arc<Database>,
     admin: Arc<Admin>,
     removed: tokio::sync::watch::Receiver<Option<Removal>>,
+    /// Set once the node failed (see the module doc).
+    failed: tokio::sync::watch::Receiver<Option<Failure>>,
+    /// Set once the failed node's data directory has room again.
+    restart: tokio::sync::watch::Receiver<Option<Failure>>,
     /// Checks the cluster secret of every call to the internal port.
     gate: Gate,
     /// Mutual TLS of the internal port, if configured.
@@ -95,6 +106,9 @@ impl Node {
             Duration::from_millis((2 * options.timing.election_max_ms).max(2000)),
             removed_tx,
         );
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        let (restart_tx, restart) = tokio::sync::watch::channel(None);
+        spawn_failure_watch(&host, failed_tx, restart_tx);
         let node = Node {
             inner: Arc::new(Inner {
                 host,
@@ -102,6 +116,8 @@ impl Node {
                 db,
                 admin,
                 removed,
+                failed,
+                restart,
                 gate: Gate::new(options.internal.secret.clone()),
                 tls: options.internal.tls.clone(),
             }),
@@ -222,6 +238,31 @@ impl Node {
             // The watcher ended without a removal: never resolve.
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Resolves once this node failed: its storage takes no more writes, or one of
+    /// its Raft groups stopped (see module `failure`). It serves reads still, and
+    /// refuses writes to what failed; report it as not serving.
+    pub async fn failed(&self) -> Failure {
+        wait_some(self.inner.failed.clone()).await
+    }
+
+    /// Resolves once this node failed and its data directory has room again
+    /// (`shoal_storage::ROOM_BYTES` available, a file can be written): stop serving,
+    /// and exit so that a supervisor starts the node again — reopening its data is
+    /// what clears the failure.
+    pub async fn must_restart(&self) -> Failure {
+        wait_some(self.inner.restart.clone()).await
+    }
+
+    /// Why this node must restart, if it must (see [`Node::must_restart`]).
+    pub fn restart_due(&self) -> Option<Failure> {
+        self.inner.restart.borrow().clone()
+    }
+
+    /// Why this node failed, if it did, as last checked (see [`Node::failed`]).
+    pub fn failure(&self) -> Option<Failure> {
+        self.inner.failed.borrow().clone()
     }
 
     /// How the cluster removed this node, if it did (see [`Node::removed`]).
@@ -517,6 +558,97 @@ impl Node {
     pub async fn checkpoint_all(&self) -> Result<()> {
         Ok(self.inner.host.checkpoint_all().await?)
     }
+}
+
+/// How often the failure watcher checks the node (and, once failed, whether its data
+/// directory has room again).
+pub const FAILURE_CHECK: Duration = Duration::from_secs(1);
+
+/// The first `Some` of `rx`; never resolves if its sender goes first.
+async fn wait_some<T: Clone>(mut rx: tokio::sync::watch::Receiver<Option<T>>) -> T {
+    let got = rx.wait_for(|v| v.is_some()).await.map(|v| v.clone());
+    match got {
+        Ok(Some(v)) => v,
+        // The watcher ended without it: never resolve.
+        _ => std::future::pending().await,
+    }
+}
+
+/// Every [`FAILURE_CHECK`], while the host lives and is not closing: whether the
+/// node failed (asking the store's engine too), published on `failed` — after its
+/// Raft groups were stopped, if its store failed; once it has, whether its data
+/// directory has room again, published on `restart` (then the watcher ends).
+fn spawn_failure_watch(
+    host: &Arc<Host>,
+    failed: tokio::sync::watch::Sender<Option<Failure>>,
+    restart: tokio::sync::watch::Sender<Option<Failure>>,
+) {
+    let weak: Weak<Host> = Arc::downgrade(host);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FAILURE_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting_for: Option<String> = None;
+        let mut groups_stopped = false;
+        loop {
+            tick.tick().await;
+            let Some(host) = weak.upgrade() else { break };
+            if host.is_closing() || host.is_evicted() {
+                break;
+            }
+            // The engine is asked (a journal buffer flush) and the file system
+            // probed: off the async workers.
+            let h = host.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                let _ = h.store().fault();
+                let failure = h.failure();
+                let room = failure.as_ref().map(|_| h.store().has_room());
+                (failure, room)
+            })
+            .await;
+            let Ok((Some(failure), Some(room))) = checked else {
+                continue;
+            };
+            if failure.storage.is_some() && !groups_stopped {
+                // A group whose store takes no writes must not go on leading: its
+                // heartbeats would keep the followers from electing a leader that
+                // can append.
+                host.stop_groups().await;
+                groups_stopped = true;
+                continue;
+            }
+            if failed.borrow().is_none() {
+                tracing::error!(
+                    %failure,
+                    "this node failed: it refuses writes to what failed, serves reads, \
+                     reports NOT_SERVING, and exits to be restarted once its data \
+                     directory has room again"
+                );
+            }
+            failed.send_if_modified(|f| {
+                let changed = f.as_ref() != Some(&failure);
+                *f = Some(failure.clone());
+                changed
+            });
+            match room {
+                Ok(()) => {
+                    tracing::error!(
+                        %failure,
+                        "the failed node's data directory has room again: exiting, to be \
+                         restarted (reopening the database clears the failure)"
+                    );
+                    let _ = restart.send(Some(failure));
+                    break;
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if waiting_for.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(reason = %why, "the failed node waits for room in its data directory before it restarts");
+                        waiting_for = Some(why);
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Reconciles the host's replicas with every change of the metadata, while the host

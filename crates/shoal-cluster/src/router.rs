@@ -8,16 +8,20 @@
 //! (once per round, so two nodes naming each other cannot loop); when every target of
 //! a round failed, the router pauses [`RETRY_PAUSE`] and starts a new round, until the
 //! request timeout. Only errors that [`ClusterError::is_retryable`] names are retried;
-//! the rest end the request at once.
+//! the rest end the request at once. A node that answers
+//! [`ClusterError::NodeFailed`] (its storage failed, or its replica's group stopped:
+//! that does not heal before it restarts) is not tried again by the request, and
+//! when no other target is left the refusal is the answer, at once.
 //!
 //! **Writes** start at the leader this node believes in (its own replica's view), else
 //! the preferred leader. Retrying is safe: upserts and deletes are idempotent, so an
 //! entry committed twice (a retry after a lost reply) leaves the same state.
 //!
 //! **Reads** go, for `EVENTUAL` and `SESSION`, to this node's own replica if it has
-//! one, else to the others in an order rotated by group (spreading load); for
-//! `STRONG`, to the leader, which confirms its leadership (openraft's read index)
-//! before reading.
+//! one, else to the others in an order rotated by group (spreading load); this
+//! node's own replica goes last when this node failed (it serves, but no longer
+//! catches up); for `STRONG`, to the leader, which confirms its leadership
+//! (openraft's read index) before reading.
 //!
 //! The router must never serve a request itself (the host does) nor decide what a
 //! request means (the database layer does).
@@ -61,11 +65,29 @@ pub(crate) enum Rpc {
 pub(crate) struct Targets {
     order: Vec<NodeId>,
     next: usize,
+    /// Nodes that failed (`NodeFailed`): never tried again.
+    failed: Vec<NodeId>,
 }
 
 impl Targets {
     pub fn new(order: Vec<NodeId>) -> Targets {
-        Targets { order, next: 0 }
+        Targets {
+            order,
+            next: 0,
+            failed: Vec::new(),
+        }
+    }
+
+    /// Never tries `node` again; false if no target is left.
+    fn drop_failed(&mut self, node: NodeId) -> bool {
+        if let Some(i) = self.order.iter().position(|t| *t == node) {
+            self.order.remove(i);
+            if i < self.next {
+                self.next -= 1;
+            }
+        }
+        self.failed.push(node);
+        !self.order.is_empty()
     }
 
     /// The next node to try this round.
@@ -77,7 +99,7 @@ impl Targets {
 
     /// Tries `leader` next, unless this round tried it already.
     fn follow(&mut self, leader: NodeId) {
-        if self.order[..self.next].contains(&leader) {
+        if self.order[..self.next].contains(&leader) || self.failed.contains(&leader) {
             return;
         }
         self.order.retain(|t| *t != leader);
@@ -87,7 +109,7 @@ impl Targets {
     /// Starts a new round, `first` first if given.
     fn restart(&mut self, first: Option<NodeId>) {
         self.next = 0;
-        if let Some(f) = first {
+        if let Some(f) = first.filter(|f| !self.failed.contains(f)) {
             self.order.retain(|t| *t != f);
             self.order.insert(0, f);
         }
@@ -193,6 +215,27 @@ impl Router {
             let left = deadline.saturating_duration_since(Instant::now());
             match attempt(target, left).await {
                 Ok(v) => return Ok(v),
+                // Refused before appending by a node that cannot serve the group
+                // until it restarts: the others may; with none left, that is the
+                // answer now rather than after the timeout.
+                Err(
+                    e @ ClusterError::NodeFailed {
+                        in_flight: false, ..
+                    },
+                ) => {
+                    if !targets.drop_failed(target) {
+                        if maybe_applied {
+                            return Err(ClusterError::GaveUp {
+                                op,
+                                timeout_ms: self.timeout.as_millis() as u64,
+                                last: Box::new(e),
+                                maybe_applied,
+                            });
+                        }
+                        return Err(e);
+                    }
+                    last = e;
+                }
                 Err(e) if e.is_retryable() => {
                     if let Some(leader) = e.leader_hint() {
                         targets.follow(leader);
@@ -289,10 +332,15 @@ impl Router {
                 let n = replicas.len().max(1);
                 let rotated = (0..replicas.len()).map(|i| replicas[(i + group as usize) % n]);
                 let mut o = Vec::new();
-                if replicas.contains(&me) {
+                let here = replicas.contains(&me);
+                let failed_here = here && self.host.refusal(group).is_some();
+                if here && !failed_here {
                     o.push(me);
                 }
                 o.extend(rotated.filter(|r| *r != me));
+                if failed_here {
+                    o.push(me);
+                }
                 o
             }
         };
@@ -482,6 +530,27 @@ mod tests {
         t.restart(None);
         t.follow(9);
         assert_eq!(t.next(), Some(9));
+    }
+
+    #[test]
+    fn a_failed_node_is_never_tried_again() {
+        let mut t = Targets::new(vec![3, 1, 2]);
+        assert_eq!(t.next(), Some(3));
+        // Node 3 failed: dropped, the round goes on with the others.
+        assert!(t.drop_failed(3));
+        assert_eq!(t.next(), Some(1));
+        // Node 1 still believes node 3 leads: the hint is ignored.
+        t.follow(3);
+        assert_eq!(t.next(), Some(2));
+        assert_eq!(t.next(), None);
+        // Nor does a new round start there.
+        t.restart(Some(3));
+        assert_eq!(t.next(), Some(1));
+        assert_eq!(t.next(), Some(2));
+        assert_eq!(t.next(), None);
+        // With the last node gone, nothing is left to try.
+        assert!(t.drop_failed(1));
+        assert!(!t.drop_failed(2));
     }
 
     use std::time::Duration;

@@ -44,6 +44,9 @@ pub struct NodeHealth {
     pub voter: bool,
     /// What the node reported of its load, if it answered.
     pub load: Option<NodeLoad>,
+    /// Why the node failed, if it answered that it did: its storage takes no more
+    /// writes or a Raft group of its stopped (see `crate::failure`).
+    pub failure: Option<String>,
 }
 
 /// An operation in flight.
@@ -117,6 +120,7 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
             state: meta.state.to_string(),
             voter: voters.contains(&id),
             load: None,
+            failure: None,
         };
         match r {
             Ok((report, digest_error)) => {
@@ -125,6 +129,7 @@ pub(crate) async fn gather(router: &Router, digests: bool) -> ClusterStatus {
                 }
                 h.reachable = true;
                 h.load = Some(report.load);
+                h.failure = report.failure.map(|f| f.to_string());
                 h.error = digest_error;
             }
             Err(e) => h.error = Some(e),
@@ -367,6 +372,7 @@ mod tests {
             report: Some(ReplicaReport {
                 group: 1,
                 state: state.into(),
+                failure: None,
                 leader,
                 term,
                 applied: 0,

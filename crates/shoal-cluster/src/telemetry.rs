@@ -61,7 +61,9 @@ pub(crate) struct Bounds {
     pub max_quorum_silence_ms: u64,
 }
 
-/// Why a node is not ready, from what it knows (empty: ready). `placed` are the
+/// Why a node is not ready, from what it knows (empty: ready). `failure`: the
+/// node's failure (`Host::failure`: its storage failed or groups stopped), listed
+/// first; the stopped groups are not listed again. `placed` are the
 /// shard groups the metadata places on this node, by name, with the view of the
 /// replica if it is open. A group is fine when it runs, knows a leader (as leader:
 /// heard from a quorum within the bound), and has applied its log up to at most
@@ -69,11 +71,17 @@ pub(crate) struct Bounds {
 pub(crate) fn not_ready(
     node: NodeId,
     state: &ClusterState,
+    failure: Option<&crate::failure::Failure>,
     meta: &GroupView,
     placed: &[(String, Option<GroupView>)],
     bounds: Bounds,
 ) -> Vec<String> {
     let mut reasons = Vec::new();
+    if let Some(f) = failure {
+        reasons.push(format!(
+            "this node failed and takes no writes until it restarts: {f}"
+        ));
+    }
     if !state.nodes.contains_key(&node) {
         reasons.push(format!(
             "the applied metadata does not list node {node} yet (not joined)"
@@ -94,8 +102,8 @@ fn check_group(g: &GroupView, bounds: Bounds, reasons: &mut Vec<String>) {
     let silent = g
         .quorum_ack_ms
         .filter(|ms| *ms > bounds.max_quorum_silence_ms);
-    if let Some(why) = &g.stopped {
-        reasons.push(format!("group {} stopped: {why}", g.name));
+    if g.stopped.is_some() {
+        // Part of the node's failure, listed first.
     } else if g.state == ServerState::Shutdown {
         reasons.push(format!("group {} is shut down", g.name));
     } else if g.leader.is_none() {
@@ -138,9 +146,16 @@ pub(crate) fn readiness(host: &Host, max_lag: u64) -> Vec<String> {
         max_lag,
         max_quorum_silence_ms: 2 * host.timing.election_max_ms,
     };
-    let mut reasons = not_ready(host.id, &state, &meta, &placed, bounds);
-    if let Err(e) = host.store().check_writable() {
-        reasons.push(e.to_string());
+    // Asks the engine too, so that a failure no write met yet (a background flush)
+    // counts.
+    let writable = host.store().check_writable();
+    let failure = host.failure();
+    let mut reasons = not_ready(host.id, &state, failure.as_ref(), &meta, &placed, bounds);
+    match writable {
+        // The store's failure is the node's, listed already.
+        Err(shoal_storage::StorageError::Fault(_)) => {}
+        Err(e) => reasons.push(e.to_string()),
+        Ok(()) => {}
     }
     reasons
 }
@@ -307,6 +322,7 @@ mod tests {
             not_ready(
                 1,
                 &state,
+                None,
                 &meta,
                 &[("c/0".into(), Some(fine.clone()))],
                 BOUNDS
@@ -347,19 +363,32 @@ mod tests {
                 }),
             ),
         ];
-        let reasons = not_ready(4, &state, &view("metadata", None, 1, 1), &placed, BOUNDS);
+        let failure = crate::failure::decide(
+            None,
+            &[("c/3".to_string(), Some("storage failed".to_string()))],
+        );
+        let reasons = not_ready(
+            4,
+            &state,
+            failure.as_ref(),
+            &view("metadata", None, 1, 1),
+            &placed,
+            BOUNDS,
+        );
         let all = reasons.join("\n");
         for expected in [
+            "this node failed and takes no writes until it restarts: Raft groups stopped: c/3 (storage failed)",
             "does not list node 4",
             "group metadata has no leader",
             "group c/0 has no leader",
             "replica c/1 is not open yet",
             "group c/2 is behind: applied 100 of 500",
-            "group c/3 stopped: storage failed",
             "group c/4 leads without a quorum: none acknowledged it for 9000 ms",
         ] {
             assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
         }
+        // The stopped group is named once, in the failure.
+        assert_eq!(all.matches("c/3").count(), 1, "{all}");
         assert_eq!(reasons.len(), 7, "{all}");
     }
 }

@@ -91,14 +91,19 @@ pub(crate) enum SplitProgress {
 pub struct NodeReport {
     pub replicas: Vec<ReplicaReport>,
     pub load: crate::load::NodeLoad,
+    /// Why the node failed, if it did (see the `failure` module).
+    pub failure: Option<crate::failure::Failure>,
 }
 
 /// One replica as its node reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaReport {
     pub group: u64,
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    /// `leader`, `follower`, `candidate`, `learner`, `shutdown`, or `failed` (its
+    /// group stopped: see `failure`).
     pub state: String,
+    /// Why the replica's Raft group stopped, if it did.
+    pub failure: Option<String>,
     pub leader: Option<u64>,
     /// The Raft term the replica is in.
     pub term: u64,

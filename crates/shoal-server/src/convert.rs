@@ -315,6 +315,7 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                 error: n.error.unwrap_or_default(),
                 state: n.state,
                 voter: n.voter,
+                failure: n.failure.unwrap_or_default(),
                 load: n.load.map(|l| pb::NodeLoad {
                     cpu_percent: l.cpu_percent,
                     rss_bytes: l.rss_bytes,
@@ -361,6 +362,7 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                                     digest: rep.digest.map(|d| format!("{d:016x}")),
                                     term: rep.term,
                                     quarantined: rep.quarantined,
+                                    failure: rep.failure.unwrap_or_default(),
                                 },
                                 None => pb::ReplicaStatus {
                                     node: r.node,
@@ -370,6 +372,7 @@ pub fn cluster_status(s: shoal_cluster::ClusterStatus) -> pb::ClusterStatus {
                                     digest: None,
                                     term: 0,
                                     quarantined: 0,
+                                    failure: String::new(),
                                 },
                             })
                             .collect(),

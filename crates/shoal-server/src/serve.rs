@@ -663,7 +663,9 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Starts the node and serves until SIGINT or SIGTERM, or until the cluster removes
-/// the node (then it stops serving and waits for the signal).
+/// the node (then it stops serving and waits for the signal), or until the node
+/// failed (its storage, or a Raft group) and its data directory has room again: then
+/// it stops serving and returns an error, for its supervisor to start it again.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Security settings first: a bad key or certificate stops start-up before the node
     // opens its data.
@@ -725,6 +727,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     health_reporter
         .set_serving::<BackupsServer<BackupsService>>()
         .await;
+    // A failed node (its storage takes no more writes, or a Raft group stopped) is
+    // NOT_SERVING, for the whole server ("") and each service, until it exits.
+    tokio::spawn({
+        let (node, health) = (node.clone(), health_reporter.clone());
+        async move {
+            node.failed().await;
+            health
+                .set_not_serving::<CollectionsServer<CollectionsService>>()
+                .await;
+            health
+                .set_not_serving::<PointsServer<PointsService>>()
+                .await;
+            health
+                .set_not_serving::<ClusterServer<ClusterService>>()
+                .await;
+            health
+                .set_not_serving::<BackupsServer<BackupsService>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -838,6 +863,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     reloader.abort();
+    if let Some(failure) = node.restart_due() {
+        // The calls in flight were answered; the groups stop, and the process exits
+        // with an error so that its supervisor starts it again over the same data.
+        tracing::error!(%failure, "exiting: the node failed and its data directory has room again");
+        if let Err(e) = node.shutdown().await {
+            tracing::warn!(error = %e, "saving index checkpoints before exit failed");
+        }
+        let _ = stop_tx.send(true);
+        let _ = internal_server.await;
+        anyhow::bail!(
+            "the node failed ({failure}) and exits now that its data directory has room \
+             again, to be restarted by its supervisor (docker compose: restart: \
+             unless-stopped; systemd: Restart=on-failure): reopening the data clears the \
+             failure, and the node catches up from its peers"
+        );
+    }
     if let Some(removal) = node.removal() {
         // Its replicas are deleted; the process stays up (a restart policy would only
         // start it again) until told to stop.
@@ -934,11 +975,13 @@ async fn reload_on_change(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM, or once the cluster removed this node.
+/// Resolves on SIGINT or SIGTERM, once the cluster removed this node, or once the
+/// failed node must restart (`Node::must_restart`).
 async fn stop_serving(node: &Node) {
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = node.removed() => {}
+        _ = node.must_restart() => {}
     }
 }
 

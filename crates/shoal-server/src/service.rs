@@ -407,14 +407,22 @@ pub fn redact(s: &mut pb::ClusterStatus, caller: &Principal) {
     if caller.is_admin() {
         return;
     }
+    // A failure's reason names paths and collections: others learn only that.
+    let redact_failure = |f: &mut String| {
+        if !f.is_empty() {
+            *f = "failed".into();
+        }
+    };
     for n in &mut s.nodes {
         n.address.clear();
         n.error.clear();
+        redact_failure(&mut n.failure);
     }
     for c in &mut s.collections {
         for sh in &mut c.shards {
             for r in &mut sh.replicas {
                 r.digest = None;
+                redact_failure(&mut r.failure);
             }
         }
     }

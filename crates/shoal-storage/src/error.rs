@@ -22,6 +22,10 @@ pub enum StorageError {
     /// No collection of that name exists.
     #[error("collection {0:?} not found")]
     CollectionNotFound(String),
+    /// A write to the database failed (a full disk, an IO error) and the engine takes
+    /// no more writes until the node restarts: the first such failure.
+    #[error("{0}")]
+    Fault(crate::Fault),
 }
 
 impl From<StorageError> for shoal_core::Error {
@@ -32,6 +36,9 @@ impl From<StorageError> for shoal_core::Error {
             }
             StorageError::CollectionNotFound(name) => {
                 shoal_core::Error::NotFound(format!("collection {name:?}"))
+            }
+            StorageError::Fault(f) if f.disk_full => {
+                shoal_core::Error::exhausted("disk", f.to_string())
             }
             other => shoal_core::Error::Internal(other.to_string()),
         }

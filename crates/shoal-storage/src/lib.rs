@@ -28,15 +28,24 @@
 //! a client's write is acknowledged once a majority synced the log entry holding it;
 //! the shard batches applying it need no sync of their own (the log is replayed).
 //!
+//! ## Failures
+//! A failed write (a full disk, an IO error) poisons the engine: it takes no more
+//! writes until the node restarts. The first such failure is recorded ([`Fault`],
+//! module `fault`) and every later write error carries it
+//! ([`StorageError::Fault`]); [`Store::fault`] tells the layers above, and
+//! [`Store::has_room`] whether the data directory could take writes again.
+//!
 //! This crate must never interpret vectors or payloads beyond encoding them, and never
 //! touch the index.
 
 mod error;
+mod fault;
 mod raft_log;
 mod store;
 pub mod sync;
 
 pub use error::StorageError;
+pub use fault::{Fault, ROOM_BYTES};
 pub use raft_log::RaftLog;
 pub use store::{
     CollectionRecord, DiskUsage, Quarantined, ShardStore, Store, SyncCallback, Ticket, WriteOp,

@@ -67,7 +67,7 @@ impl RaftLog {
         for (index, bytes) in entries {
             batch.insert(&self.ks, entry_key(self.group, *index), *bytes);
         }
-        batch.commit()?;
+        self.inner.check(batch.commit())?;
         Ok(self.inner.ticket())
     }
 
@@ -144,7 +144,7 @@ impl RaftLog {
     pub fn truncate_from(&self, index: u64) -> Result<Ticket, StorageError> {
         let mut batch = self.inner.db.batch();
         self.remove_range(&mut batch, index, u64::MAX)?;
-        batch.commit()?;
+        self.inner.check(batch.commit())?;
         Ok(self.inner.ticket())
     }
 
@@ -154,7 +154,7 @@ impl RaftLog {
         let mut batch = self.inner.db.batch();
         self.remove_range(&mut batch, 0, index)?;
         batch.insert(&self.ks, key(self.group, TAG_PURGED), purged);
-        batch.commit()?;
+        self.inner.check(batch.commit())?;
         Ok(self.inner.ticket())
     }
 
@@ -169,7 +169,8 @@ impl RaftLog {
 
     /// Saves the vote durably (fsynced on return).
     pub fn save_vote(&self, vote: &[u8]) -> Result<(), StorageError> {
-        self.ks.insert(key(self.group, TAG_VOTE), vote)?;
+        self.inner
+            .check(self.ks.insert(key(self.group, TAG_VOTE), vote))?;
         let t = self.inner.ticket();
         self.inner.sync(t)
     }
@@ -181,8 +182,8 @@ impl RaftLog {
 
     /// Records the committed log id (not fsynced: losing it only delays re-applying).
     pub fn save_committed(&self, committed: &[u8]) -> Result<(), StorageError> {
-        self.ks.insert(key(self.group, TAG_COMMITTED), committed)?;
-        Ok(())
+        self.inner
+            .check(self.ks.insert(key(self.group, TAG_COMMITTED), committed))
     }
 
     /// The recorded committed log id.
@@ -196,7 +197,7 @@ impl RaftLog {
         for kv in self.ks.prefix(self.group.to_be_bytes()) {
             batch.remove(&self.ks, kv.key()?);
         }
-        batch.commit()?;
+        self.inner.check(batch.commit())?;
         let t = self.inner.ticket();
         self.inner.sync(t)
     }

@@ -7,8 +7,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use shoal_core::{CollectionConfig, Payload, Point, PointId};
 
-use crate::StorageError;
+use crate::fault::Faults;
 use crate::sync::GroupSync;
+use crate::{Fault, StorageError};
 
 const META: &str = "meta";
 const RAFT: &str = "raft";
@@ -108,13 +109,21 @@ pub(crate) struct Inner {
     /// Serialises catalogue changes (id allocation, create/delete).
     catalogue: parking_lot::Mutex<()>,
     flusher: Flusher,
+    /// The first write failure (see the `fault` module).
+    pub(crate) faults: Arc<Faults>,
 }
 
 impl Inner {
     pub(crate) fn sync(&self, ticket: Ticket) -> Result<(), StorageError> {
-        self.sync
-            .sync(ticket.0, || self.db.persist(PersistMode::SyncAll))
-            .map_err(StorageError::from)
+        self.faults.check(
+            self.sync
+                .sync(ticket.0, || self.db.persist(PersistMode::SyncAll)),
+        )
+    }
+
+    /// `r` of a write to the engine, its failure recorded (see [`Faults::check`]).
+    pub(crate) fn check<T>(&self, r: Result<T, fjall::Error>) -> Result<T, StorageError> {
+        self.faults.check(r)
     }
 
     pub(crate) fn sync_then(&self, ticket: Ticket, callback: SyncCallback) {
@@ -145,7 +154,11 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(db: Database, sync: Arc<GroupSync>) -> Result<Flusher, StorageError> {
+    fn start(
+        db: Database,
+        sync: Arc<GroupSync>,
+        faults: Arc<Faults>,
+    ) -> Result<Flusher, StorageError> {
         let (tx, rx) = std::sync::mpsc::channel::<(u64, SyncCallback)>();
         let thread = std::thread::Builder::new()
             .name("shoal-flusher".into())
@@ -154,10 +167,12 @@ impl Flusher {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
                     let target = waiting.iter().map(|w| w.0).max().unwrap_or(0);
-                    let result = sync.sync(target, || db.persist(PersistMode::SyncAll));
+                    let result =
+                        faults.check(sync.sync(target, || db.persist(PersistMode::SyncAll)));
                     for (_, callback) in waiting {
                         callback(match &result {
                             Ok(()) => Ok(()),
+                            Err(StorageError::Fault(f)) => Err(StorageError::Fault(f.clone())),
                             Err(e) => Err(StorageError::Flush(e.to_string())),
                         });
                     }
@@ -207,7 +222,8 @@ impl Store {
         let meta = db.keyspace(META, keyspace_options)?;
         let raft = db.keyspace(RAFT, keyspace_options)?;
         let sync = Arc::new(GroupSync::default());
-        let flusher = Flusher::start(db.clone(), sync.clone())?;
+        let faults = Arc::new(Faults::new(dir));
+        let flusher = Flusher::start(db.clone(), sync.clone(), faults.clone())?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -217,6 +233,7 @@ impl Store {
                 sync,
                 catalogue: parking_lot::Mutex::new(()),
                 flusher,
+                faults,
             }),
         };
         store.remove_orphan_keyspaces()?;
@@ -281,7 +298,7 @@ impl Store {
             key,
             postcard::to_stdvec(&record).map_err(|e| corrupt("collection", e))?,
         );
-        batch.commit()?;
+        self.inner.check(batch.commit())?;
         self.inner.sync(self.inner.ticket())?;
         Ok(record)
     }
@@ -306,20 +323,16 @@ impl Store {
             }
         }
         // Shard keyspaces are created as the node opens the shards it hosts.
-        self.inner.meta.insert(
-            key,
-            postcard::to_stdvec(record).map_err(|e| corrupt("collection", e))?,
-        )?;
+        let value = postcard::to_stdvec(record).map_err(|e| corrupt("collection", e))?;
+        self.inner.check(self.inner.meta.insert(key, value))?;
         Ok(())
     }
 
     /// Stores an opaque blob under `name` in the node's metadata (the cluster state
     /// machine keeps its state here). Not fsynced.
     pub fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
-        self.inner
-            .meta
-            .insert(format!("{BLOB_PREFIX}{name}"), value)?;
-        Ok(())
+        let key = format!("{BLOB_PREFIX}{name}");
+        self.inner.check(self.inner.meta.insert(key, value))
     }
 
     /// The blob stored under `name`, if any.
@@ -339,9 +352,8 @@ impl Store {
             .into_iter()
             .find(|r| r.config.name == name)
             .ok_or_else(|| StorageError::CollectionNotFound(name.to_string()))?;
-        self.inner
-            .meta
-            .remove(format!("{COLLECTION_PREFIX}{name}"))?;
+        let key = format!("{COLLECTION_PREFIX}{name}");
+        self.inner.check(self.inner.meta.remove(key))?;
         self.inner.sync(self.inner.ticket())?;
         // The catalogue no longer names them: a crash from here on leaves orphans that
         // the next `open` removes.
@@ -429,7 +441,7 @@ impl Store {
             any = true;
         }
         if any {
-            batch.commit()?;
+            self.inner.check(batch.commit())?;
             self.inner.sync(self.inner.ticket())?;
         }
         Ok(())
@@ -457,22 +469,44 @@ impl Store {
     /// full file system fails that). A few small file operations: call it off the
     /// async workers.
     pub fn check_writable(&self) -> Result<(), StorageError> {
+        if let Some(fault) = self.fault() {
+            return Err(StorageError::Fault(fault));
+        }
         if self.inner.sync.failing() {
             return Err(StorageError::Unwritable(
                 "the latest fsync of the database failed".into(),
             ));
         }
-        // A name of its own per call: concurrent checks must not remove each other's.
-        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let probe = self
-            .inner
-            .dir
-            .join(format!(".write-probe-{}-{n}", std::process::id()));
-        let attempt = std::fs::write(&probe, b"probe").and_then(|()| std::fs::remove_file(&probe));
-        attempt.map_err(|e| {
-            StorageError::Unwritable(format!("cannot write in {}: {e}", self.inner.dir.display()))
-        })
+        crate::fault::probe(&self.inner.dir)
+    }
+
+    /// The first write failure of the database, if one happened: it then takes no
+    /// more writes until the node restarts (see the `fault` module). Also asks the
+    /// engine, so that a failure no write of ours met yet (a background flush) is
+    /// found: a buffer flush of the journal, at most one small write. Call it off
+    /// the async workers.
+    pub fn fault(&self) -> Option<Fault> {
+        if let Some(f) = self.inner.faults.get() {
+            return Some(f);
+        }
+        self.inner
+            .check(self.inner.db.persist(PersistMode::Buffer))
+            .err()
+            .and_then(|_| self.inner.faults.get())
+    }
+
+    /// The recorded write failure, if any, without asking the engine: cheap, for the
+    /// request path.
+    pub fn recorded_fault(&self) -> Option<Fault> {
+        self.inner.faults.get()
+    }
+
+    /// Whether the data directory could take writes again: its file system has
+    /// [`crate::ROOM_BYTES`] available and a small file can be written in it. A
+    /// node whose store has a [`Fault`] restarts once it has. Call it off the async
+    /// workers.
+    pub fn has_room(&self) -> Result<(), StorageError> {
+        self.inner.faults.has_room()
     }
 
     /// Bytes on disk: the database (its journal and every keyspace, as the engine
@@ -550,7 +584,7 @@ impl ShardStore {
             }
         }
         batch.insert(&self.ks, APPLIED_KEY, seq.to_le_bytes());
-        batch.commit()?;
+        self.inner.check(batch.commit())?;
         Ok(self.inner.ticket())
     }
 
@@ -590,7 +624,7 @@ impl ShardStore {
         }
         batch.insert(&self.ks, APPLIED_KEY, seq.to_le_bytes());
         batch.insert(&self.ks, META_KEY, meta);
-        batch.commit()?;
+        self.inner.check(batch.commit())?;
         Ok(self.inner.ticket())
     }
 
@@ -702,7 +736,7 @@ impl ShardStore {
             batch.insert(&self.ks, qk, record);
             batch.remove(&self.ks, k.clone());
         }
-        batch.commit().map_err(StorageError::from)?;
+        self.inner.check(batch.commit())?;
         self.sync(self.inner.ticket())?;
         Ok(bad.into_iter().map(|(_, _, q)| q).collect())
     }
@@ -722,11 +756,11 @@ impl ShardStore {
     /// or forged record does.
     #[doc(hidden)]
     pub fn put_unchecked(&self, p: &Point, bytes: Option<&[u8]>) -> Result<(), StorageError> {
-        match bytes {
-            Some(b) => self.ks.insert(point_key(&p.id), b)?,
-            None => self.ks.insert(point_key(&p.id), encode_point(p)?)?,
-        }
-        Ok(())
+        let r = match bytes {
+            Some(b) => self.ks.insert(point_key(&p.id), b),
+            None => self.ks.insert(point_key(&p.id), encode_point(p)?),
+        };
+        self.inner.check(r)
     }
 }
 

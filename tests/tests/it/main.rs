@@ -6,6 +6,7 @@ mod backup;
 mod bad_input;
 mod cli;
 mod cluster;
+mod disk;
 mod docker;
 mod durability;
 mod elastic;
