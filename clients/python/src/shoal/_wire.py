@@ -340,6 +340,7 @@ def cluster_status(s: pb.ClusterStatus) -> ClusterStatus:
                 n.voter,
                 NodeLoad(n.load.cpu_percent, n.load.rss_bytes, n.load.requests_per_second, n.load.points,
                          n.load.replicas, n.load.leaders) if n.HasField("load") else None,
+                n.failure,
             )
             for n in s.nodes
         ],
@@ -360,6 +361,7 @@ def cluster_status(s: pb.ClusterStatus) -> ClusterStatus:
                                 r.digest if r.HasField("digest") else None,
                                 r.term,
                                 r.quarantined,
+                                r.failure,
                             )
                             for r in sh.replicas
                         ],

@@ -233,7 +233,9 @@ class NodeStatus:
     ``state`` is ``"active"`` (takes replicas) or ``"draining"`` (giving them away
     before it leaves); ``voter`` is true when it votes in the metadata group (the
     others follow it as learners); ``load`` is ``None`` when the node is unreachable
-    (``error`` then says why).
+    (``error`` then says why); ``failure`` is non-empty when the node failed (its
+    storage took no more writes, or a Raft group of it stopped) and says why: it then
+    refuses writes and reports NOT_SERVING until it is restarted.
     """
 
     id: int
@@ -243,6 +245,7 @@ class NodeStatus:
     state: str = ""
     voter: bool = False
     load: Optional[NodeLoad] = None
+    failure: str = ""
 
     @property
     def draining(self) -> bool:
@@ -259,6 +262,8 @@ class ReplicaStatus:
     term: int
     # Invalid stored records the replica moved aside when it opened (see its log).
     quarantined: int = 0
+    # Why the replica failed (state "failed"), else empty.
+    failure: str = ""
 
 
 @dataclass

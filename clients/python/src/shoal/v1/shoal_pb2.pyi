@@ -516,7 +516,7 @@ class ClusterStatus(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., metadata_leader: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionStatus, _Mapping]]] = ..., operations: _Optional[_Iterable[_Union[OperationStatus, _Mapping]]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "reachable", "error", "state", "voter", "load")
+    __slots__ = ("id", "address", "reachable", "error", "state", "voter", "load", "failure")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
@@ -524,6 +524,7 @@ class NodeStatus(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     VOTER_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     id: int
     address: str
     reachable: bool
@@ -531,7 +532,8 @@ class NodeStatus(_message.Message):
     state: str
     voter: bool
     load: NodeLoad
-    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ..., state: _Optional[str] = ..., voter: _Optional[bool] = ..., load: _Optional[_Union[NodeLoad, _Mapping]] = ...) -> None: ...
+    failure: str
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ..., state: _Optional[str] = ..., voter: _Optional[bool] = ..., load: _Optional[_Union[NodeLoad, _Mapping]] = ..., failure: _Optional[str] = ...) -> None: ...
 
 class NodeLoad(_message.Message):
     __slots__ = ("cpu_percent", "rss_bytes", "requests_per_second", "points", "replicas", "leaders")
@@ -586,7 +588,7 @@ class ShardStatus(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., leader: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., hash_first: _Optional[int] = ..., hash_last: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node", "state", "applied_index", "points", "digest", "term", "quarantined")
+    __slots__ = ("node", "state", "applied_index", "points", "digest", "term", "quarantined", "failure")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -594,6 +596,7 @@ class ReplicaStatus(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     node: int
     state: str
     applied_index: int
@@ -601,7 +604,8 @@ class ReplicaStatus(_message.Message):
     digest: str
     term: int
     quarantined: int
-    def __init__(self, node: _Optional[int] = ..., state: _Optional[str] = ..., applied_index: _Optional[int] = ..., points: _Optional[int] = ..., digest: _Optional[str] = ..., term: _Optional[int] = ..., quarantined: _Optional[int] = ...) -> None: ...
+    failure: str
+    def __init__(self, node: _Optional[int] = ..., state: _Optional[str] = ..., applied_index: _Optional[int] = ..., points: _Optional[int] = ..., digest: _Optional[str] = ..., term: _Optional[int] = ..., quarantined: _Optional[int] = ..., failure: _Optional[str] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
     __slots__ = ("name", "collections")
