@@ -715,39 +715,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("raft listening on {raft_addr}");
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<CollectionsServer<CollectionsService>>()
-        .await;
-    health_reporter
-        .set_serving::<PointsServer<PointsService>>()
-        .await;
-    health_reporter
-        .set_serving::<ClusterServer<ClusterService>>()
-        .await;
-    health_reporter
-        .set_serving::<BackupsServer<BackupsService>>()
-        .await;
+    set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
     // A failed node (its storage takes no more writes, or a Raft group stopped) is
     // NOT_SERVING, for the whole server ("") and each service, until it exits.
     tokio::spawn({
         let (node, health) = (node.clone(), health_reporter.clone());
         async move {
             node.failed().await;
-            health
-                .set_not_serving::<CollectionsServer<CollectionsService>>()
-                .await;
-            health
-                .set_not_serving::<PointsServer<PointsService>>()
-                .await;
-            health
-                .set_not_serving::<ClusterServer<ClusterService>>()
-                .await;
-            health
-                .set_not_serving::<BackupsServer<BackupsService>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+            set_health(&health, tonic_health::ServingStatus::NotServing).await;
         }
     });
     let reflection = tonic_reflection::server::Builder::configure()
@@ -999,6 +974,23 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
+}
+
+/// Sets the gRPC health of the whole server (`""`) and of each public service.
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    use tonic::server::NamedService;
+    for name in [
+        "",
+        CollectionsServer::<CollectionsService>::NAME,
+        PointsServer::<PointsService>::NAME,
+        ClusterServer::<ClusterService>::NAME,
+        BackupsServer::<BackupsService>::NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use shoal_proto::v1::{self as pb, points_client::PointsClient};
+use shoal_proto::v1 as pb;
 use shoal_tests::{Node, SmallDisk};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::cluster::{ONE_AT_A_TIME, TIMING, free_port, status, strong, wait_replicas_agree};
+use crate::cluster::{
+    ONE_AT_A_TIME, TIMING, free_port, points, status, strong, wait_replicas_agree,
+};
 use crate::*;
 
 /// Node 3's disk, and how much of it is left free before the writes fill it.
@@ -39,12 +41,6 @@ fn batch(collection: &str, ids: &[u64]) -> pb::UpsertRequest {
         collection: collection.into(),
         points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
     }
-}
-
-async fn client(node: &Node) -> PointsClient<tonic::transport::Channel> {
-    PointsClient::new(node.channel().await)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20)
 }
 
 /// The gRPC health of the whole server (service "").
@@ -90,7 +86,7 @@ async fn present(
     ids: &[u64],
     read: Option<pb::ReadOptions>,
 ) -> BTreeSet<u64> {
-    let mut c = client(node).await;
+    let mut c = points(node).await;
     let mut found = BTreeSet::new();
     for chunk in ids.chunks(2_000) {
         let r = c
@@ -212,7 +208,7 @@ async fn a_full_disk_is_refused_at_once_reported_and_healed_by_a_restart() {
     // write to "solo" (node 3's only) fails.
     let mut acked_d: Vec<u64> = Vec::new();
     let mut acked_solo: Vec<u64> = Vec::new();
-    let (mut c1, mut c2) = (client(&nodes[0]).await, client(&nodes[1]).await);
+    let (mut c1, mut c2) = (points(&nodes[0]).await, points(&nodes[1]).await);
     let mut next = 0u64;
     let started = Instant::now();
     let (refusal, took) = loop {
@@ -297,7 +293,7 @@ async fn a_full_disk_is_refused_at_once_reported_and_healed_by_a_restart() {
 
     // The other nodes take writes (through node 3 too: it forwards to the leaders),
     // each in time once the shard node 3 led has elected another leader.
-    let mut c3 = client(&nodes[2]).await;
+    let mut c3 = points(&nodes[2]).await;
     let writes_from = Instant::now();
     let mut rounds = Vec::new();
     for round in 0..6 {
@@ -369,7 +365,7 @@ async fn a_full_disk_is_refused_at_once_reported_and_healed_by_a_restart() {
         restarted.elapsed()
     );
     assert!(s.nodes.iter().all(|n| n.failure.is_empty()), "{s:#?}");
-    let mut c3 = client(&nodes[2]).await;
+    let mut c3 = points(&nodes[2]).await;
     let ids: Vec<u64> = (next..next + 50).collect();
     c3.upsert(batch("solo", &ids))
         .await

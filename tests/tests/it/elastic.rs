@@ -21,10 +21,69 @@ use crate::*;
 
 /// Starts a node that joins through `via` (an internal address).
 fn join(dir: &std::path::Path, via: &str, extra: &[&str]) -> Node {
+    join_with_env(dir, via, extra, &[])
+}
+
+/// [`join`] with extra environment variables (kept over restarts).
+fn join_with_env(dir: &std::path::Path, via: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
     let mut args = vec!["--join", via];
     args.extend_from_slice(TIMING);
     args.extend_from_slice(extra);
-    Node::start(binary(), dir, &args)
+    Node::start_with_env(binary(), dir, &args, env)
+}
+
+/// Upserts the points `ids` into collection `c` through `node`.
+async fn upsert_c(node: &Node, ids: &[u64]) -> Result<(), tonic::Status> {
+    points(node)
+        .await
+        .upsert(pb::UpsertRequest {
+            collection: "c".into(),
+            points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
+        })
+        .await
+        .map(drop)
+}
+
+/// Writes points `0..batches * 250` into `c` through `node`, 250 at a time.
+async fn seed_c(node: &Node, batches: u64) -> Vec<u64> {
+    let mut acked = Vec::new();
+    for b in 0..batches {
+        let ids: Vec<u64> = (b * 250..(b + 1) * 250).collect();
+        upsert_c(node, &ids).await.unwrap();
+        acked.extend(ids);
+    }
+    acked
+}
+
+/// Node `id` of the moves' tests: one of the cluster's three, or the fourth, joined.
+fn participant<'a>(cluster: &'a mut Cluster, four: &'a mut Node, id: u64) -> &'a mut Node {
+    if id == 4 { four } else { cluster.node(id) }
+}
+
+/// Waits until the move on shard 0 of `c` finished (resumed) or was abandoned (rolled
+/// back) — either way three distinct replicas and no operation — and the replicas
+/// agree; asserts that they hold `acked` points, each once.
+async fn wait_move_settled(via: &Node, acked: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (replicas, ops) = shard0(via).await;
+        let distinct: BTreeSet<u64> = replicas.iter().copied().collect();
+        if ops == 0 && replicas.len() == 3 && distinct.len() == 3 {
+            eprintln!("{what}: replicas now {replicas:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the move neither finished nor rolled back: replicas {replicas:?}, \
+             {ops} operations"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let s = wait_replicas_agree(via).await;
+    assert_eq!(
+        s.collections[0].shards[0].replicas[0].points, acked as u64,
+        "{what}: every acknowledged point, once"
+    );
 }
 
 async fn cluster_client(node: &Node) -> ClusterClient<Channel> {
@@ -312,18 +371,7 @@ async fn a_move_survives_kill_9_of_its_source_its_target_and_the_metadata_leader
     let mut cluster = Cluster::start(&["--auto-rebalance", "false"]);
     let joined_dir = tempfile::tempdir().unwrap();
     create_collection(&cluster.nodes[0], "c", 1, 3).await;
-    let mut pts = points(&cluster.nodes[0]).await;
-    let mut acked = Vec::new();
-    for b in 0..40u64 {
-        let ids: Vec<u64> = (b * 250..(b + 1) * 250).collect();
-        pts.upsert(pb::UpsertRequest {
-            collection: "c".into(),
-            points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
-        })
-        .await
-        .unwrap();
-        acked.extend(ids);
-    }
+    let mut acked = seed_c(&cluster.nodes[0], 40).await;
     let mut four = join(
         &joined_dir.path().join("a"),
         &cluster.raft[0],
@@ -360,53 +408,22 @@ async fn a_move_survives_kill_9_of_its_source_its_target_and_the_metadata_leader
             .await
             .expect("start the move");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let node = if victim == 4 {
-            &mut four
-        } else {
-            cluster.node(victim)
-        };
-        node.kill9();
+        participant(&mut cluster, &mut four, victim).kill9();
         // Writes go on meanwhile.
         let ids: Vec<u64> = (100_000 + round * 100..100_000 + round * 100 + 100).collect();
         let survivor = [1u64, 2, 3].into_iter().find(|n| *n != victim).unwrap();
-        let mut p = points(cluster.node(survivor)).await;
-        p.upsert(pb::UpsertRequest {
-            collection: "c".into(),
-            points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
-        })
-        .await
-        .expect("a write while a participant is down");
+        upsert_c(cluster.node(survivor), &ids)
+            .await
+            .expect("a write while a participant is down");
         acked.extend(ids);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let node = if victim == 4 {
-            &mut four
-        } else {
-            cluster.node(victim)
-        };
-        node.restart(binary());
-        // The move finishes (resumed) or is abandoned (rolled back); either way the
-        // shard keeps three distinct replicas.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (replicas, ops) = shard0(&cluster.nodes[survivor as usize - 1]).await;
-            let distinct: BTreeSet<u64> = replicas.iter().copied().collect();
-            if ops == 0 && replicas.len() == 3 && distinct.len() == 3 {
-                eprintln!("round {round}: replicas now {replicas:?}");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: the move neither finished nor rolled back: replicas \
-                 {replicas:?}, {ops} operations"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let s = wait_replicas_agree(cluster.node(survivor)).await;
-        assert_eq!(
-            s.collections[0].shards[0].replicas[0].points,
-            acked.len() as u64,
-            "round {round}: every acknowledged point, once"
-        );
+        participant(&mut cluster, &mut four, victim).restart(binary());
+        wait_move_settled(
+            cluster.node(survivor),
+            acked.len(),
+            &format!("round {round}"),
+        )
+        .await;
     }
     let found = strong_get(&four, "c", &acked).await;
     assert_eq!(found.len(), acked.len(), "nothing lost");
@@ -577,22 +594,13 @@ async fn a_move_survives_kill_9_between_every_two_of_its_steps() {
     let mut cluster = Cluster::start_with_env(&["--auto-rebalance", "false"], &env);
     let joined_dir = tempfile::tempdir().unwrap();
     create_collection(&cluster.nodes[0], "c", 1, 3).await;
-    let mut pts = points(&cluster.nodes[0]).await;
-    let mut acked = Vec::new();
-    for b in 0..20u64 {
-        let ids: Vec<u64> = (b * 250..(b + 1) * 250).collect();
-        pts.upsert(pb::UpsertRequest {
-            collection: "c".into(),
-            points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
-        })
-        .await
-        .unwrap();
-        acked.extend(ids);
-    }
-    let mut args = vec!["--join", cluster.raft[0].as_str()];
-    args.extend_from_slice(TIMING);
-    args.extend_from_slice(&["--auto-rebalance", "false"]);
-    let mut four = Node::start_with_env(binary(), &joined_dir.path().join("a"), &args, &env);
+    let mut acked = seed_c(&cluster.nodes[0], 20).await;
+    let mut four = join_with_env(
+        &joined_dir.path().join("a"),
+        &cluster.raft[0],
+        &["--auto-rebalance", "false"],
+        &env,
+    );
     let mut next_id = 100_000u64;
 
     // Three moves; in each, a participant is killed -9 while the move is held after
@@ -651,61 +659,26 @@ async fn a_move_survives_kill_9_between_every_two_of_its_steps() {
                 _ => ("metadata leader", meta_leader),
             };
             eprintln!("move {m}: held at {step}: kill -9 the {role}, node {victim}");
-            let node = if victim == 4 {
-                &mut four
-            } else {
-                cluster.node(victim)
-            };
-            node.kill9();
+            participant(&mut cluster, &mut four, victim).kill9();
             // Writes go on while it is down.
             let ids: Vec<u64> = (next_id..next_id + 50).collect();
             next_id += 50;
             let survivor = [1u64, 2, 3].into_iter().find(|n| *n != victim).unwrap();
-            let mut p = points(cluster.node(survivor)).await;
-            p.upsert(pb::UpsertRequest {
-                collection: "c".into(),
-                points: ids.iter().map(|i| point(*i, vector(*i), &[])).collect(),
-            })
-            .await
-            .unwrap_or_else(|e| {
-                panic!("move {m}, {step}: a write while node {victim} is down: {e}")
-            });
+            upsert_c(cluster.node(survivor), &ids)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("move {m}, {step}: a write while node {victim} is down: {e}")
+                });
             acked.extend(ids);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let node = if victim == 4 {
-                &mut four
-            } else {
-                cluster.node(victim)
-            };
-            node.restart(binary());
+            participant(&mut cluster, &mut four, victim).restart(binary());
             // On to the next step.
             std::fs::remove_file(hold.path().join(step)).unwrap();
             if let Some(next) = MOVE_STEPS.get(k + 1) {
                 std::fs::write(hold.path().join(next), b"").unwrap();
             }
         }
-        // The move finishes (or is abandoned and rolled back): three distinct
-        // replicas, no operation left, every replica equal, nothing lost.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (replicas, ops) = shard0(&cluster.nodes[0]).await;
-            let distinct: BTreeSet<u64> = replicas.iter().copied().collect();
-            if ops == 0 && replicas.len() == 3 && distinct.len() == 3 {
-                eprintln!("move {m}: replicas now {replicas:?}");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "move {m}: neither finished nor rolled back: replicas {replicas:?}, {ops} operations"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let s = wait_replicas_agree(&cluster.nodes[0]).await;
-        assert_eq!(
-            s.collections[0].shards[0].replicas[0].points,
-            acked.len() as u64,
-            "move {m}: every acknowledged point, once"
-        );
+        wait_move_settled(&cluster.nodes[0], acked.len(), &format!("move {m}")).await;
     }
     let found = strong_get(&four, "c", &acked).await;
     assert_eq!(found.len(), acked.len(), "nothing lost");

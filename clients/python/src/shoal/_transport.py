@@ -265,13 +265,8 @@ class SyncTransport:
                     m = _native_method(ch, path, self.native.RpcStatus)
                     self._methods[(i, path)] = m
                     return m
-                if ch is None:
-                    addr = self.rotation.addresses[i]
-                    ch = self._channels[i] = (
-                        grpc.secure_channel(addr, self.credentials, options=self.options)
-                        if self.credentials is not None
-                        else grpc.insecure_channel(addr, options=self.options))
-                m = ch.unary_unary(path, request_serializer=None, response_deserializer=_identity)
+                m = self._grpc_channel_locked(i).unary_unary(
+                    path, request_serializer=None, response_deserializer=_identity)
                 self._methods[(i, path)] = m
         return m
 
@@ -304,20 +299,24 @@ class SyncTransport:
                 continue
             return parse(resp)
 
+    def _grpc_channel_locked(self, i: int) -> grpc.Channel:
+        """The grpcio channel to node `i`, opened on first use (`self._lock` held)."""
+        ch = self._channels[i]
+        if ch is None:
+            addr = self.rotation.addresses[i]
+            ch = self._channels[i] = (
+                grpc.secure_channel(addr, self.credentials, options=self.options)
+                if self.credentials is not None
+                else grpc.insecure_channel(addr, options=self.options))
+        return ch
+
     def _grpc_channel(self, i: int) -> grpc.Channel:
         if self.native is not None:
             raise ShoalError("backups need the grpcio transport: use a client made with native=False")
         with self._lock:
             if self._closed:
                 raise ShoalError("the client is closed")
-            ch = self._channels[i]
-            if ch is None:
-                addr = self.rotation.addresses[i]
-                ch = self._channels[i] = (
-                    grpc.secure_channel(addr, self.credentials, options=self.options)
-                    if self.credentials is not None
-                    else grpc.insecure_channel(addr, options=self.options))
-            return ch
+            return self._grpc_channel_locked(i)
 
     def stream_out(self, path: str, request: bytes, timeout: Optional[float] = None) -> Iterator[bytes]:
         """A server-streaming call to the current node (not retried)."""
