@@ -75,7 +75,7 @@ impl Default for ShardOptions {
             rebuild_min_tombstones: 1_000,
             checkpoint_every: 10_000,
             checkpoint_idle: Duration::from_secs(5),
-            // ~1.3 KB of index per key path (measured: 1M paths took 1.3 GB), so at
+            // ~1.3 KB of index per key path (issue 17: 1M paths took 1.3 GB), so at
             // most ~13 MB a shard; far more keys than a payload schema has.
             max_payload_keys: 10_000,
         }
