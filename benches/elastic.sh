@@ -13,7 +13,12 @@
 #   4. Two more collections (N/2 points each, 2 shards × 2 replicas), auto-rebalance
 #      on, a fourth node joins with --join: the time until the cluster is balanced
 #      (no operation in flight, replica counts within ±1), and searches meanwhile.
+#      With BALANCE_BY=points the four nodes run `--balance-by points` and balanced
+#      means: the new node holds a replica and no operation was in flight for 5 s
+#      (the time reported is that of the last operation's end); the points each node
+#      holds are printed.
 # All processes share this machine's cores. Usage: benches/elastic.sh [N]
+#   BALANCE_BY=replicas|points (default replicas); SKIP_MOVE=1 skips steps 2-3.
 # Results: stdout, and target/bench-elastic/*.csv.
 set -euo pipefail
 N=${1:-200000}
@@ -68,6 +73,8 @@ COLL=moved
   --keep 2>&1 >/dev/null | grep "^ingested" || true
 sleep 60   # let index checkpoints and followers settle
 
+BALANCE_BY=${BALANCE_BY:-replicas}
+if [ -z "${SKIP_MOVE:-}" ]; then
 # 3. Move the follower's replica to the node without one.
 read -r FROM TO < <(status | python3 -c '
 import json, sys
@@ -103,12 +110,13 @@ python3 -c "print(f'move of {$N} points: {$t1 - $t0:.1f} s (status polled every 
 searches after-move
 sleep 30
 searches after-move-30s
+fi
 
 # 4. A fourth node joins a cluster of three collections; auto-rebalance on.
 SA=$A
 stop_all
 for i in 1 2 3; do
-  start_node n$i ${PUB[$i]} ${RAFT[$i]} --node-id $i --peers "$PEERS"
+  start_node n$i ${PUB[$i]} ${RAFT[$i]} --node-id $i --peers "$PEERS" --balance-by "$BALANCE_BY"
 done
 for c in extra1 extra2; do
   "$S" --addr $A bench --collection $c --synthetic clustered --n $((N / 2)) --dim 128 \
@@ -119,7 +127,9 @@ sleep 60
 searches before-join
 start_searching during-join
 t0=$(now)
-start_node n4 ${PUB[4]} ${RAFT[4]} --join 127.0.0.1:${RAFT[1]}
+start_node n4 ${PUB[4]} ${RAFT[4]} --join 127.0.0.1:${RAFT[1]} --balance-by "$BALANCE_BY"
+# Prints "yes" once balanced by replica count, "quiet" when node 4 holds a replica
+# and no operation is in flight (by points, balanced is a quiet spell), else "no".
 balanced() { status | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
@@ -128,16 +138,25 @@ for c in s["collections"]:
     for sh in c["shards"]:
         for r in sh["replicas"]:
             counts[r["node"]] = counts.get(r["node"], 0) + 1
-ok = len(counts) == 4 and not s["operations"] and min(counts.values()) >= 1 and max(counts.values()) - min(counts.values()) <= 1
-print("yes" if ok else "no")'; }
+quiet = len(counts) == 4 and not s["operations"] and min(counts.values()) >= 1
+ok = quiet and max(counts.values()) - min(counts.values()) <= 1
+print("yes" if ok and sys.argv[1] == "replicas" else "quiet" if quiet else "no")' "$BALANCE_BY"; }
 polls=0
-while [ "$(balanced)" != yes ]; do
+quiet=0
+while :; do
+  b=$(balanced)
+  [ "$b" = yes ] && { t1=$(now); break; }
+  if [ "$b" = quiet ]; then
+    [ $quiet -eq 0 ] && t1=$(now)
+    quiet=$((quiet + 1)); [ $quiet -ge 10 ] && break
+  else
+    quiet=0
+  fi
   polls=$((polls + 1)); [ $polls -lt 1200 ] || { echo "not balanced in 10 min"; exit 1; }
   sleep 0.5
 done
-t1=$(now)
 stop_searching
-python3 -c "print(f'join of a fourth node to a balanced cluster: {$t1 - $t0:.1f} s (status polled every 0.5 s)')"
+python3 -c "print(f'join of a fourth node to a balanced cluster ($BALANCE_BY): {$t1 - $t0:.1f} s (status polled every 0.5 s)')"
 searches after-join
 status | python3 -c '
 import json, sys

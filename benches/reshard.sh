@@ -11,6 +11,7 @@
 #   3. Reported: the reshard's duration, writes acknowledged and failed, the longest
 #      write latency (the stall) before and during, and search QPS and p99 per round.
 # All processes share this machine's cores. Usage: benches/reshard.sh [N]
+#   RESHARD_LOGS=DIR keeps the nodes' logs there.
 # Results: stdout, and target/bench-reshard/*.csv.
 set -euo pipefail
 N=${1:-200000}
@@ -29,7 +30,8 @@ fi
 W=$(mktemp -d)
 PIDS=()
 stop_all() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
-trap 'stop_all; rm -rf "$W"' EXIT
+keep_logs() { if [ -n "${RESHARD_LOGS:-}" ]; then mkdir -p "$RESHARD_LOGS"; cp "$W"/n*.log "$RESHARD_LOGS"/ 2>/dev/null || true; fi; }
+trap 'stop_all; keep_logs; rm -rf "$W"' EXIT
 PEERS="1=127.0.0.1:17471,2=127.0.0.1:17481,3=127.0.0.1:17491"
 A=http://127.0.0.1:17470
 PUB=(0 17470 17480 17490)
@@ -98,7 +100,12 @@ t1=$(date +%s.%N)
 touch "$W/stop"; wait $WRITER; wait $SEARCHER || true
 python3 -c "print(f'reshard 1 -> 4 shards of {$N} points: {$t1 - $t0:.1f} s (collection polled every 0.5 s)')"
 summary writes-during "$W/writes-during.txt"
-grep -h "built a split's child" "$W"/n*.log | sed 's/\x1b\[[0-9;]*m//g' | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(shard|points|ms)=/) printf "%s ", $i; print ""}' | sort | uniq -c | head -20
+grep -h "opened a split's child" "$W"/n*.log | sed 's/\x1b\[[0-9;]*m//g' | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(shard|points|ms)=/) printf "%s ", $i; print ""}' | sort | uniq -c | head -20
+# Each split's seal and end (the metadata leader's operator), the graph rebuilds
+# (compactions) and checkpoints, in seconds.
+grep -h "sealed the shard\|into shards .*: done" "$W"/n*.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-160 || true
+grep -h "index rebuilt" "$W"/n*.log | sed 's/\x1b\[[0-9;]*m//g' | grep -o "points=[0-9]* secs=[0-9.]*" | sort | uniq -c || true
+grep -h "index checkpoint saved" "$W"/n*.log | sed 's/\x1b\[[0-9;]*m//g' | grep -o "points=[0-9]* secs=[0-9.]*" | awk '{print}' | sort | uniq -c | sort -rn | head -12 || true
 searches after
 "$S" --addr $A count $COLL --consistency strong || true
 echo "CSV reports in $OUT"

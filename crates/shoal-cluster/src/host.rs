@@ -1,6 +1,7 @@
 //! The Raft groups and shard replicas hosted on this node, and how they serve.
 //!
-//! [`Host`] owns the node's store, search pool, the metadata group's Raft instance
+//! [`Host`] owns the node's store, its thread pools (searches and writes; graph
+//! builds; compactions at a lower priority, see [`Pools`]), the metadata group's Raft instance
 //! and every open shard replica (shard + Raft group + leader-transfer gate). It
 //! opens and closes replicas as the metadata changes ([`Host::reconcile`]), and
 //! serves what reaches a replica *on this node* — a proposal, a read, an election
@@ -40,7 +41,7 @@ use rayon::prelude::*;
 use shoal_meta::{ClusterState, CollectionMeta, META_GROUP, NodeId, ShardMeta, group_of};
 use shoal_raft::network::{Network, Peers, Registry};
 use shoal_raft::{Command, LogStore, MetaStateMachine, Reply, ShardStateMachine, TypeConfig};
-use shoal_shard::{Shard, ShardOptions};
+use shoal_shard::{Pools, Shard, ShardOptions};
 use shoal_storage::{CollectionRecord, Store};
 use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
@@ -82,7 +83,7 @@ pub(crate) struct Replica {
 pub(crate) struct Host {
     pub id: NodeId,
     store: Store,
-    pool: Arc<rayon::ThreadPool>,
+    pools: Pools,
     shard_options: ShardOptions,
     pub timing: RaftTiming,
     raft_config: Arc<Config>,
@@ -144,22 +145,13 @@ impl Host {
             Ok(Store::open(&dir)?)
         })
         .await?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.search_threads)
-            .thread_name(|i| format!("shoal-search-{i}"))
-            // A panic in a job must not abort the node: the job's caller sees its
-            // result channel closed and answers INTERNAL.
-            .panic_handler(|p| {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!(panic = %msg, "search job panicked");
-            })
-            .build()
-            .map(Arc::new)
-            .map_err(internal)?;
+        let threads = options.search_threads;
+        let pools = Pools {
+            foreground: Arc::new(pool_of(threads, "shoal-search", 0)?),
+            build: Arc::new(pool_of(threads, "shoal-build", 0)?),
+            // Compactions (see `Pools`) yield the CPU to everything else.
+            compaction: Arc::new(pool_of(threads, "shoal-compact", COMPACTION_NICE)?),
+        };
         let t = &options.timing;
         let raft_config = Arc::new(
             Config {
@@ -204,7 +196,7 @@ impl Host {
         Ok(Host {
             id: options.node_id,
             store,
-            pool,
+            pools,
             shard_options: options.shard.clone(),
             timing: options.timing.clone(),
             raft_config,
@@ -498,10 +490,10 @@ impl Host {
             id: cm.id,
             config: cm.config.clone(),
         };
-        let (store, options, pool) = (
+        let (store, options, pools) = (
             self.store.clone(),
             self.shard_options.clone(),
-            self.pool.clone(),
+            self.pools.clone(),
         );
         blocking(move || {
             store.adopt_collection(&record)?;
@@ -511,7 +503,7 @@ impl Host {
                 s,
                 shard_store,
                 options,
-                pool,
+                pools,
             )?)
         })
         .await
@@ -591,7 +583,9 @@ impl Host {
             group,
         })?;
         if !parent.sealed.load(Ordering::Acquire) {
-            if parent.shard.is_rebuilding() {
+            // Before the seal, the index work the split would otherwise do while the
+            // shard's writes wait: a compaction finished, a fresh checkpoint saved.
+            if parent.shard.is_rebuilding() || !parent.shard.ready_to_split() {
                 return Ok(SplitProgress::Compacting);
             }
             return Ok(SplitProgress::NotSealed);
@@ -630,50 +624,61 @@ impl Host {
             .iter()
             .map(|(n, addr)| (*n, BasicNode::new(addr.clone())))
             .collect();
-        for child in &call.children {
-            let group = cm.group(child.shard);
-            if self.replicas.read().contains_key(&group) {
-                continue;
-            }
-            let record = CollectionRecord {
-                id: cm.id,
-                config: cm.config.clone(),
-            };
-            let store = self.store.clone();
-            let (parent, child, voters) = (parent.clone(), child.clone(), voters.clone());
-            let started = Instant::now();
-            let built = blocking(move || {
-                store.adopt_collection(&record)?;
-                let shard_store = store.shard(&record, child.shard)?;
-                if shard_store.applied_seq()? > 0 {
-                    // Built before a restart: the state is there, complete.
+        // Both children at once: the shard's writes wait until they are open.
+        let opened = futures::future::join_all(call.children.iter().map(|child| {
+            let voters = voters.clone();
+            async move {
+                let group = cm.group(child.shard);
+                if self.replicas.read().contains_key(&group) {
                     return Ok(None);
                 }
-                let shard = ShardStateMachine::build_child(
-                    &parent,
-                    shard_store,
-                    child.shard,
-                    child.first,
-                    child.last,
-                    voters,
-                )
-                .map_err(internal)?;
-                Ok(Some(shard))
-            })
-            .await?;
-            let (shard, built) = match built {
-                Some(shard) => (shard, true),
-                None => (self.open_shard(cm, child.shard).await?, false),
-            };
-            tracing::info!(
-                group,
-                shard = child.shard,
-                points = shard.stats().points,
-                built,
-                ms = started.elapsed().as_millis() as u64,
-                "opened a split's child (built from the sealed parent unless built before)"
-            );
-            self.start_group(group, shard).await?;
+                let record = CollectionRecord {
+                    id: cm.id,
+                    config: cm.config.clone(),
+                };
+                let store = self.store.clone();
+                let (parent, spec) = (parent.clone(), child.clone());
+                let started = Instant::now();
+                let built = blocking(move || {
+                    let child = spec;
+                    store.adopt_collection(&record)?;
+                    let shard_store = store.shard(&record, child.shard)?;
+                    if shard_store.applied_seq()? > 0 {
+                        // Built before a restart: the state is there, complete.
+                        return Ok(None);
+                    }
+                    let shard = ShardStateMachine::build_child(
+                        &parent,
+                        shard_store,
+                        child.shard,
+                        child.first,
+                        child.last,
+                        voters,
+                    )
+                    .map_err(internal)?;
+                    Ok(Some(shard))
+                })
+                .await?;
+                let (shard, built) = match built {
+                    Some(shard) => (shard, true),
+                    None => (self.open_shard(cm, child.shard).await?, false),
+                };
+                tracing::info!(
+                    group,
+                    shard = child.shard,
+                    points = shard.stats().points,
+                    built,
+                    ms = started.elapsed().as_millis() as u64,
+                    "opened a split's child (built from the sealed parent unless built before)"
+                );
+                Ok::<_, ClusterError>(Some((group, shard)))
+            }
+        }))
+        .await;
+        for child in opened {
+            if let Some((group, shard)) = child? {
+                self.start_group(group, shard).await?;
+            }
         }
         Ok(())
     }
@@ -859,7 +864,7 @@ impl Host {
                 return Ok(ReadResult::Search(vec![hits]));
             }
         }
-        on_pool(&self.pool, move |cancel| match op {
+        on_pool(&self.pools.foreground, move |cancel| match op {
             // A batch stops searching once its request is gone (the client
             // cancelled, or its deadline passed): what is left answers nobody.
             ReadOp::Search(reqs) => ReadResult::Search(
@@ -922,7 +927,7 @@ impl Host {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        on_pool(&self.pool, |_| f()).await
+        on_pool(&self.pools.foreground, |_| f()).await
     }
 
     /// Changes the membership of `group` if this node leads it (see
@@ -1272,6 +1277,52 @@ pub(crate) async fn initialize_later(
         Ok(true) => {}
         Err(e) => tracing::debug!(error = %e, "group stopped before initializing"),
     }
+}
+
+/// The `nice` value of the compaction pool's threads (see [`Pools`]): under
+/// contention the kernel gives each of them about a tenth of a normal thread's share
+/// of the CPU, and all of it when the node is otherwise idle. Builds something waits
+/// for (a split's children, a snapshot install) keep the normal priority: at nice 10
+/// on a busy node a split's children took a minute to open, with the shard's writes
+/// waiting.
+const COMPACTION_NICE: i32 = 10;
+
+/// A pool of `threads` threads named `name-<i>` whose scheduling priority is lowered
+/// by `nice` (0: left as is). A panic in a job must not abort the node: the job's
+/// caller sees its result channel closed and answers INTERNAL.
+fn pool_of(threads: usize, name: &'static str, nice: i32) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("{name}-{i}"))
+        .start_handler(move |_| {
+            if nice != 0 {
+                // Linux keeps a nice value per thread: this lowers only the calling
+                // thread. Failing leaves it at the foreground's priority, which costs
+                // only the preference.
+                // SAFETY: plain system calls on the calling thread.
+                let failed = unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
+                };
+                if failed {
+                    tracing::warn!(
+                        pool = name,
+                        error = %std::io::Error::last_os_error(),
+                        "could not lower the priority of a pool thread"
+                    );
+                }
+            }
+        })
+        .panic_handler(move |p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(pool = name, panic = %msg, "a pool job panicked");
+        })
+        .build()
+        .map_err(internal)
 }
 
 /// Whether the request a pool job works for is gone. See [`on_pool`].

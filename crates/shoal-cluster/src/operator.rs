@@ -306,6 +306,9 @@ impl Operator {
     }
 
     /// One step of a split (see [`OpKind::Split`]):
+    /// 0. wait until no replica of the parent is compacting its index and each has a
+    ///    fresh checkpoint (asking for one): the work of step 2 then leaves out the
+    ///    whole-graph dump, so the pause of the shard's writes is short;
     /// 1. seal the parent (a log entry; from then on it refuses writes, which the
     ///    routers send to the children once they take over);
     /// 2. ask every replica of the parent to build and open both children from its
@@ -385,9 +388,9 @@ impl Operator {
                 .any(|a| matches!(a, Ok(SplitProgress::Compacting)));
             if !sealed && sealed_now.is_none() && compacting {
                 // Sealing now would pause the shard's writes while its replicas are
-                // busy compacting (an earlier split's child): wait for them.
+                // busy compacting (an earlier split's child) or checkpointing: wait.
                 return Ok(Step::Waiting(format!(
-                    "{describe}: waiting for the shard's replicas to compact their index"
+                    "{describe}: waiting for the shard's replicas to compact or checkpoint their index"
                 )));
             }
             if !sealed && sealed_now.is_none() {

@@ -78,7 +78,9 @@ pub(crate) enum SplitProgress {
     /// Its replica of the parent has not applied the seal yet.
     NotSealed,
     /// Not sealed, and its replica of the parent is compacting its index (a child of
-    /// an earlier split): the split waits, so that it does not pile up on that work.
+    /// an earlier split) or saving a checkpoint for the children to start from: the
+    /// split waits, so that the shard's writes do not wait for that work after the
+    /// seal.
     Compacting,
     /// Building the children.
     Building,

@@ -64,5 +64,6 @@ pub mod testing;
 pub use error::ShardError;
 pub use payload_index::PayloadIndex;
 pub use shard::{
-    BackgroundWork, Shard, ShardGauges, ShardOptions, ShardSnapshot, ShardStats, background_work,
+    BackgroundWork, Pools, Shard, ShardGauges, ShardOptions, ShardSnapshot, ShardStats,
+    background_work,
 };

@@ -722,3 +722,131 @@ fn stats_never_wait_for_the_writer_lock() {
         assert!(!rebuilding);
     });
 }
+
+/// A graph rebuild runs on the compaction pool: while that pool is busy, the shard's writes
+/// (whose index inserts use the foreground pool) go on, and the rebuild waits. With one
+/// pool for both, a write queued behind a rebuild of a split's child for its seconds:
+/// the node's writes timed out (BENCHMARKS.md "Resharding").
+#[test]
+fn a_rebuild_never_holds_up_the_foreground_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = shoal_storage::Store::open(dir.path()).unwrap();
+    let record = store.create_collection(testing::config(DIM)).unwrap();
+    let one = || {
+        std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap(),
+        )
+    };
+    let pools = shoal_shard::Pools {
+        foreground: one(),
+        build: one(),
+        compaction: one(),
+    };
+    let shard = Shard::open(
+        std::sync::Arc::new(testing::config(DIM)),
+        0,
+        store.shard(&record, 0).unwrap(),
+        ShardOptions {
+            rebuild_min_tombstones: 10,
+            rebuild_tombstone_ratio: 0.3,
+            ..ShardOptions::default()
+        },
+        pools.clone(),
+    )
+    .unwrap();
+    let pt = |i: u64| Point {
+        id: PointId::Num(i),
+        vector: vec![(i % 31) as f32, (i / 31) as f32, 1.0, 2.0],
+        payload: Payload::default(),
+    };
+    shard
+        .sync(testing::upsert(&shard, (0..200).map(pt).collect()).unwrap())
+        .unwrap();
+    // Hold the compaction pool's one thread until released (at most 30 s).
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (holding, held) = std::sync::mpsc::channel();
+    pools.compaction.spawn(move || {
+        holding.send(()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(30));
+    });
+    held.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Deleting most points starts a rebuild, which waits for the compaction pool.
+    shard
+        .sync(testing::delete(&shard, (0..150).map(PointId::Num).collect()).unwrap())
+        .unwrap();
+    assert!(shard.is_rebuilding());
+    let (answered, answer) = std::sync::mpsc::channel();
+    let writer = shard.clone();
+    std::thread::spawn(move || {
+        let done =
+            testing::upsert(&writer, (1_000..1_100).map(pt).collect()).and_then(|t| writer.sync(t));
+        let _ = answered.send(done.is_ok());
+    });
+    let wrote = answer.recv_timeout(Duration::from_secs(10));
+    let rebuilding = shard.is_rebuilding();
+    release.send(()).unwrap();
+    assert_eq!(
+        wrote,
+        Ok(true),
+        "a write waited for the pool a rebuild occupies"
+    );
+    assert!(rebuilding, "the rebuild ran without the compaction pool");
+    testing::wait_for_rebuild(&shard);
+    assert_eq!(shard.stats().tombstones, 0);
+    assert_eq!(shard.count(None), 150);
+}
+
+/// Before a split seals a shard, its replicas save a checkpoint for the children to
+/// start from, so that the pause of the shard's writes leaves out the whole-graph dump:
+/// `ready_to_split` says whether the newest checkpoint is fresh and otherwise starts
+/// one; a rebuild makes the checkpoint of the old graph stale.
+#[test]
+fn a_shard_is_ready_to_split_once_a_fresh_checkpoint_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = testing::open(
+        dir.path(),
+        DIM,
+        ShardOptions {
+            rebuild_min_tombstones: 10,
+            rebuild_tombstone_ratio: 0.3,
+            ..ShardOptions::default()
+        },
+    );
+    let pt = |i: u64| Point {
+        id: PointId::Num(i),
+        vector: vec![(i % 31) as f32, (i / 31) as f32, 1.0, 2.0],
+        payload: Payload::default(),
+    };
+    shard
+        .sync(testing::upsert(&shard, (0..300).map(pt).collect()).unwrap())
+        .unwrap();
+    let ready_within = |secs: u64| {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < until {
+            if shard.ready_to_split() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    // No checkpoint yet: not ready, and asking starts one.
+    assert!(!shard.ready_to_split());
+    assert!(ready_within(20), "a checkpoint was saved when asked");
+    assert!(shard.gauges().checkpoint_age_secs.is_some());
+    // A rebuild replaces the graph: the checkpoint of the old one is stale, however
+    // recent (asking again saves one of the new graph).
+    shard
+        .sync(testing::delete(&shard, (0..250).map(PointId::Num).collect()).unwrap())
+        .unwrap();
+    testing::wait_for_rebuild(&shard);
+    assert_eq!(shard.stats().tombstones, 0, "rebuilt");
+    assert!(
+        !shard.ready_to_split(),
+        "the old graph's checkpoint is not fresh"
+    );
+    assert!(ready_within(20), "a checkpoint of the new graph was saved");
+}

@@ -3,8 +3,9 @@
 //!
 //! Neither may change what the shard answers. A checkpoint reads the state under the
 //! writer lock; a rebuild builds a new index from a copy of the live points without
-//! any lock, then, under the writer lock, replays the writes logged meanwhile and swaps
-//! it in, unless a snapshot install replaced the shard in between.
+//! any lock, then replays the writes logged meanwhile — in rounds outside the writer
+//! lock while many are logged, the last few under it — and swaps it in, unless a
+//! snapshot install replaced the shard in between.
 //!
 //! Rebuilds run one at a time per process ([`REBUILDS`]): many shards due at once (a
 //! split's children, each half tombstones) would otherwise build their graphs
@@ -77,6 +78,38 @@ impl Shard {
             return Ok(());
         }
         self.checkpoint_locked(&mut w)
+    }
+
+    /// Whether the newest checkpoint is recent enough for a split to start its
+    /// children from it ([`Shard::split_off`] re-inserts what was written since): at
+    /// most `max(2_000, live / 20)` points written since, or saved in the last 10 s;
+    /// never with as many points written since as the shard holds (a checkpoint of a
+    /// graph a rebuild replaced counts as every point written since).
+    pub(super) fn checkpoint_fresh(&self, w: &Writer) -> bool {
+        let live = self.inner.state.read().ids.len();
+        let saved = self.inner.checkpointed_ms.load(Ordering::Relaxed);
+        let age_ms = super::unix_ms(std::time::SystemTime::now()).saturating_sub(saved);
+        let since = w.since_checkpoint;
+        self.has_checkpoint()
+            && since < live.max(1)
+            && (since <= (live / 20).max(2_000) || (saved > 0 && age_ms < 10_000))
+    }
+
+    /// Readies this shard for [`Shard::split_off`] with a short pause: true if its
+    /// newest checkpoint is fresh (see above); else starts one in the background
+    /// (unless one runs) and returns false, as it does while the writer lock is held:
+    /// it never waits for that lock (async callers).
+    pub fn ready_to_split(&self) -> bool {
+        let Some(mut w) = self.inner.writer.try_lock() else {
+            return false;
+        };
+        if self.checkpoint_fresh(&w) {
+            return true;
+        }
+        if !w.checkpointing {
+            self.start_checkpoint(&mut w);
+        }
+        false
     }
 
     fn has_checkpoint(&self) -> bool {
@@ -210,35 +243,50 @@ impl Shard {
         let _running = Running::start(&REBUILDS_RUNNING);
         let started = std::time::Instant::now();
         let n = snapshot.len();
-        let result = State::build(&inner.config, inner.options.backend, &inner.pool, snapshot)
-            .and_then(|mut state| {
-                let mut w = inner.writer.lock();
-                if w.generation != generation {
-                    // A snapshot replaced the shard meanwhile; this build is of old data.
-                    return Ok(());
-                }
-                let mut next = state.records.len() as InternalId;
-                inner.rebuilding.store(false, Ordering::Release);
-                for write in w.rebuild_log.take().unwrap_or_default() {
-                    match write {
-                        Write::Upsert(points) => {
-                            let base = allocate(&mut next, points.len())?;
-                            insert_vectors(&inner.pool, &*state.index, base, &points)?;
-                            state.publish_upserts(
-                                base,
-                                points.into_iter().map(|p| (p.id, p.payload)),
-                            );
-                        }
-                        Write::Delete(ids) => state.publish_deletes(&ids),
+        let result = State::build(
+            &inner.config,
+            inner.options.backend,
+            &inner.pools.compaction,
+            snapshot,
+        )
+        .and_then(|mut state| {
+            let mut next = state.records.len() as InternalId;
+            // Catch up with the writes logged meanwhile outside the writer lock, a
+            // round at a time (the shard's writes go on and keep logging), so that
+            // only the last few are replayed while its writes wait.
+            for _ in 0..CATCH_UP_ROUNDS {
+                let logged = {
+                    let mut w = inner.writer.lock();
+                    if w.generation != generation {
+                        // A snapshot replaced the shard meanwhile; this build is of
+                        // old data.
+                        return Ok(());
                     }
-                }
-                *inner.state.write() = state;
-                w.next_internal = next;
-                // The saved checkpoint (if any) is of the old graph: the next one
-                // requested is taken, not skipped.
-                w.since_checkpoint = w.since_checkpoint.max(1);
-                Ok(())
-            });
+                    match w.rebuild_log.as_mut() {
+                        Some(log) if weight(log) > LAST_ROUND => std::mem::take(log),
+                        _ => break,
+                    }
+                };
+                replay(&inner.pools.compaction, &mut state, &mut next, logged)?;
+            }
+            let mut w = inner.writer.lock();
+            if w.generation != generation {
+                return Ok(());
+            }
+            let rest = w.rebuild_log.take().unwrap_or_default();
+            // Under the writer lock, which the shard's writes wait for: on the
+            // foreground pool.
+            replay(&inner.pools.foreground, &mut state, &mut next, rest)?;
+            let live = state.ids.len();
+            *inner.state.write() = state;
+            w.next_internal = next;
+            // Only now: whoever sees the rebuild over sees the new index.
+            inner.rebuilding.store(false, Ordering::Release);
+            // The saved checkpoint (if any) is of the old graph: as stale as if
+            // every point was written since (the next write saves one).
+            w.since_checkpoint = w.since_checkpoint.max(live).max(1);
+            Ok(())
+        });
         match result {
             Ok(()) => {
                 metrics::counter!("shoal_index_rebuilds_total").increment(1);
@@ -258,4 +306,42 @@ impl Shard {
             }
         }
     }
+}
+
+/// At most this many rounds of a rebuild's catch-up run outside the writer lock.
+const CATCH_UP_ROUNDS: usize = 8;
+
+/// A rebuild replays at most this many logged points and ids under the writer lock,
+/// unless its catch-up rounds ran out first.
+const LAST_ROUND: usize = 256;
+
+/// Points and ids in `log`.
+fn weight(log: &[Write]) -> usize {
+    log.iter()
+        .map(|w| match w {
+            Write::Upsert(points) => points.len(),
+            Write::Delete(ids) => ids.len(),
+        })
+        .sum()
+}
+
+/// Applies `writes` to `state`, a rebuilt index not yet swapped in, its inserts in
+/// parallel on `pool`; `next` is its next free internal id.
+fn replay(
+    pool: &rayon::ThreadPool,
+    state: &mut State,
+    next: &mut InternalId,
+    writes: Vec<Write>,
+) -> Result<(), ShardError> {
+    for write in writes {
+        match write {
+            Write::Upsert(points) => {
+                let base = allocate(next, points.len())?;
+                insert_vectors(pool, &*state.index, base, &points)?;
+                state.publish_upserts(base, points.into_iter().map(|p| (p.id, p.payload)));
+            }
+            Write::Delete(ids) => state.publish_deletes(&ids),
+        }
+    }
+    Ok(())
 }

@@ -32,6 +32,38 @@ pub use background::{BackgroundWork, background_work};
 use state::{State, Writer};
 pub use write::ShardSnapshot;
 
+/// The thread pools a shard's work runs on (usually every shard of a process shares
+/// one set).
+///
+/// Rayon workers take new jobs from outside only once their own queues are empty, so
+/// a whole-graph build on the pool that searches and writes use would hold every one
+/// of them for the build's seconds: on a two-core node, a split's children
+/// compacting their graphs timed out the node's writes (BENCHMARKS.md
+/// "Resharding"). Builds therefore run on pools of their own, whose threads the
+/// operating system schedules beside the foreground's; compactions, which nothing
+/// waits for, on one whose threads the builder of the pools may give a lower priority.
+#[derive(Clone)]
+pub struct Pools {
+    /// Work a request waits for: searches and the index inserts of writes.
+    pub foreground: Arc<rayon::ThreadPool>,
+    /// Graph builds something waits for: opening (without a checkpoint, or
+    /// reconciling one, a split's children included) and a snapshot install.
+    pub build: Arc<rayon::ThreadPool>,
+    /// Graph builds nothing waits for: the rebuild once tombstones pile up.
+    pub compaction: Arc<rayon::ThreadPool>,
+}
+
+impl From<Arc<rayon::ThreadPool>> for Pools {
+    /// One pool for both kinds of work (tests, tools).
+    fn from(pool: Arc<rayon::ThreadPool>) -> Pools {
+        Pools {
+            foreground: pool.clone(),
+            build: pool.clone(),
+            compaction: pool,
+        }
+    }
+}
+
 /// Tuning knobs of a shard.
 #[derive(Debug, Clone)]
 pub struct ShardOptions {
@@ -102,10 +134,10 @@ fn unix_ms(t: std::time::SystemTime) -> u64 {
 /// A shard's parts, shared by its clones and its background threads.
 struct Inner {
     config: Arc<CollectionConfig>,
-    /// Where index inserts run in parallel. Locks are never held by jobs on this pool
-    /// across a rayon join, so a pool thread can never wait on a lock its own stack
-    /// holds (see [`Shard::apply_at`]).
-    pool: Arc<rayon::ThreadPool>,
+    /// Where index inserts run in parallel (see [`Pools`]). Locks are never held by
+    /// jobs on these pools across a rayon join, so a pool thread can never wait on a
+    /// lock its own stack holds (see [`Shard::apply_at`]).
+    pools: Pools,
     shard_no: u32,
     store: ShardStore,
     options: ShardOptions,

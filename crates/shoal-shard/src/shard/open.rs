@@ -18,22 +18,22 @@ use shoal_index::{InternalId, VectorIndex};
 use shoal_storage::{Quarantined, ShardStore};
 
 use super::state::{Record, State, Writer, allocate, index_params, insert_vectors};
-use super::{Inner, Shard, ShardOptions};
+use super::{Inner, Pools, Shard, ShardOptions};
 use crate::ShardError;
 use crate::checkpoint;
 
 impl Shard {
     /// Opens shard `shard_no` of a collection: loads its points from `store` and
-    /// builds the index (in parallel on `pool`, which index inserts of later writes
-    /// use too).
+    /// builds the index (in parallel on the build pool of `pools`; index inserts of
+    /// later writes use the foreground pool).
     pub fn open(
         config: Arc<CollectionConfig>,
         shard_no: u32,
         store: ShardStore,
         options: ShardOptions,
-        pool: Arc<rayon::ThreadPool>,
+        pools: impl Into<Pools>,
     ) -> Result<Shard, ShardError> {
-        let shard = Self::open_quietly(config, shard_no, store, options, pool)?;
+        let shard = Self::open_quietly(config, shard_no, store, options, pools.into())?;
         // Save what the open had to rebuild, so the next one need not.
         shard.maybe_start_checkpoint(&mut shard.inner.writer.lock());
         Ok(shard)
@@ -45,7 +45,7 @@ impl Shard {
         shard_no: u32,
         store: ShardStore,
         options: ShardOptions,
-        pool: Arc<rayon::ThreadPool>,
+        pools: Pools,
     ) -> Result<Shard, ShardError> {
         let applied_seq = store.applied_seq()?;
         let params = index_params(&config, 0);
@@ -56,14 +56,14 @@ impl Shard {
             diverged,
             quarantined,
         } = match checkpoint::read_latest(store.derived_dir(), &params) {
-            Some((index, ids)) => reconcile(&pool, Arc::from(index), ids, &store, check)?,
+            Some((index, ids)) => reconcile(&pools.build, Arc::from(index), ids, &store, check)?,
             None => {
                 let mut points = Vec::new();
                 let bad = store.points_checked(check, |p| {
                     points.push(p);
                     Ok::<_, ShardError>(())
                 })?;
-                let state = State::build(&config, options.backend, &pool, points)?;
+                let state = State::build(&config, options.backend, &pools.build, points)?;
                 Opened {
                     next_internal: state.records.len() as InternalId,
                     diverged: state.ids.len(),
@@ -92,7 +92,7 @@ impl Shard {
         let shard = Shard {
             inner: Arc::new(Inner {
                 config,
-                pool,
+                pools,
                 shard_no,
                 store,
                 options,
@@ -119,8 +119,9 @@ impl Shard {
 impl Shard {
     /// Creates a new shard in the empty `store` holding the points of this shard that
     /// `keep` selects, stored with sequence number `seq` and metadata `meta` (a split's
-    /// child). Starts from this shard's index: a fresh checkpoint of it is linked into
-    /// the new shard's checkpoint directory, and opening reconciles it with the stored
+    /// child). Starts from this shard's index: its newest checkpoint (saved now unless
+    /// fresh, see [`Shard::ready_to_split`]) is linked into the new shard's checkpoint
+    /// directory, and opening reconciles it with the stored
     /// points (the others' graph nodes deleted, nothing re-inserted), so no graph is
     /// built; the tombstones go with the background rebuild its first write starts
     /// ([`Shard::is_rebuilding`] tells while it runs). Must be called
@@ -133,8 +134,12 @@ impl Shard {
         seq: u64,
         meta: &[u8],
     ) -> Result<Shard, ShardError> {
-        // A checkpoint failure only costs time: the new shard then builds its graph.
-        if let Err(e) = self.checkpoint() {
+        // A fresh checkpoint (see `ready_to_split`, which the split asks for before
+        // the seal) serves as it is: the new shard re-inserts the few points written
+        // since, instead of this pause dumping the whole graph. A checkpoint failure
+        // only costs time: the new shard then builds its graph.
+        let fresh = self.checkpoint_fresh(&self.inner.writer.lock());
+        if !fresh && let Err(e) = self.checkpoint() {
             tracing::warn!(error = %e, "no checkpoint to split off from; building the graph");
         }
         let linked = checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir())
@@ -154,7 +159,7 @@ impl Shard {
             shard_no,
             store,
             self.inner.options.clone(),
-            self.inner.pool.clone(),
+            self.inner.pools.clone(),
         )?;
         // The linked checkpoint serves a reopen (reconciled again, cheaply): no
         // checkpoint now, which would hold the new shard's writes while it dumps. Its

@@ -125,7 +125,7 @@ impl Shard {
         inner.applied.store(seq, Ordering::Release);
         let base = allocate(&mut w.next_internal, points.len())?;
         let index = inner.state.read().index.clone();
-        insert_vectors(&inner.pool, &*index, base, &points)?;
+        insert_vectors(&inner.pools.foreground, &*index, base, &points)?;
         let items_len = points.len();
         let logged = w.rebuild_log.as_ref().map(|_| points.clone());
         inner
@@ -254,7 +254,12 @@ impl Shard {
         let left_out = (before - points.len()) as u64;
         inner.quarantined.fetch_add(left_out, Ordering::Relaxed);
         let ticket = inner.store.replace_all(&points, snapshot.seq, &meta)?;
-        let state = State::build(&inner.config, inner.options.backend, &inner.pool, points)?;
+        let state = State::build(
+            &inner.config,
+            inner.options.backend,
+            &inner.pools.build,
+            points,
+        )?;
         w.next_internal = state.records.len() as InternalId;
         w.since_checkpoint = state.ids.len();
         *inner.state.write() = state;
