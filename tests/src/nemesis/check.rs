@@ -39,6 +39,9 @@ pub struct Report {
     pub faults: BTreeMap<FaultKind, usize>,
     /// Per kind of write, per outcome.
     pub writes: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// Why writes failed, by status code and the start of the message (digits
+    /// left out), with how many.
+    pub failure_causes: BTreeMap<String, u64>,
     pub ok_reads: u64,
     pub failed_reads: u64,
     pub acknowledged_points: usize,
@@ -160,6 +163,14 @@ impl Report {
                 g("unknown")
             );
         }
+        if !self.failure_causes.is_empty() {
+            let _ = writeln!(s, "failed writes by cause:");
+            let mut causes: Vec<_> = self.failure_causes.iter().collect();
+            causes.sort_by(|a, b| b.1.cmp(a.1));
+            for (cause, n) in causes.iter().take(12) {
+                let _ = writeln!(s, "  {n:>7}  {cause}");
+            }
+        }
         let _ = writeln!(
             s,
             "reads: {} answered, {} failed; SESSION reads checked: {}",
@@ -222,7 +233,12 @@ fn med_max(v: Option<&Vec<Option<Duration>>>) -> (String, String) {
             "never".into()
         }
     };
-    (f(d[d.len() / 2]), f(d[d.len() - 1]))
+    (f(d[(d.len() - 1) / 2]), f(d[d.len() - 1]))
+}
+
+/// An error's class: its first 70 characters, digits left out.
+fn cause(e: &str) -> String {
+    e.chars().filter(|c| !c.is_ascii_digit()).take(70).collect()
 }
 
 /// What the history says of one id.
@@ -400,6 +416,14 @@ pub async fn check(shared: &Shared, seed: u64, duration: Duration) -> Report {
                 .or_default()
                 .entry(op.outcome.name())
                 .or_default() += 1;
+        }
+        for e in h
+            .inserts
+            .iter()
+            .filter_map(|op| op.error.as_ref())
+            .chain(h.deletes.iter().filter_map(|op| op.error.as_ref()))
+        {
+            *report.failure_causes.entry(cause(e)).or_default() += 1;
         }
         for op in &h.deletes {
             *writes

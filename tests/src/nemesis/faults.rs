@@ -268,6 +268,19 @@ pub fn thread_dump(pid: u32, path: &Path) -> String {
     }
 }
 
+/// Whether the node behind `channel` answers a gRPC health check (SERVING or not:
+/// any answer shows the process is alive) within `timeout`.
+pub async fn answers_health(channel: tonic::transport::Channel, timeout: Duration) -> bool {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let req = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    matches!(
+        bounded(timeout, client.check(request(req, timeout))).await,
+        Some(Ok(_))
+    )
+}
+
 /// Watches every node until `stop`: a health check per node every second. See the
 /// module's documentation.
 pub async fn watchdog(
@@ -280,19 +293,7 @@ pub async fn watchdog(
     let mut last_ok = vec![Instant::now(); n];
     let short = Duration::from_secs(2);
     while !stop.load(Ordering::Relaxed) {
-        let checks = (1..=n).map(|i| {
-            let mut client = tonic_health::pb::health_client::HealthClient::new(shared.channel(i));
-            async move {
-                let req = tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                };
-                // Any answer (SERVING or not) shows the process is alive.
-                !matches!(
-                    bounded(short, client.check(request(req, short))).await,
-                    None | Some(Err(_))
-                )
-            }
-        });
+        let checks = (1..=n).map(|i| answers_health(shared.channel(i), short));
         let answers = futures_join_all(checks).await;
         let now = Instant::now();
         for (k, answered) in answers.into_iter().enumerate() {

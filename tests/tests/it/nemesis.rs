@@ -13,9 +13,13 @@
 //! Needs root (network namespaces, nftables); without it the test says why and
 //! skips. The long soak is the `shoal-nemesis` binary (BENCHMARKS.md).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use shoal_tests::nemesis::{self, Config, RunError};
+use shoal_tests::nemesis::cluster::NsCluster;
+use shoal_tests::nemesis::workload::Shared;
+use shoal_tests::nemesis::{self, Config, RunError, faults};
 
 use crate::binary;
 use crate::cluster::ONE_AT_A_TIME;
@@ -64,4 +68,82 @@ fn a_short_seeded_nemesis_run_loses_nothing_and_stays_linearizable() {
             kept.display()
         );
     }
+}
+
+/// The watchdog can fail: a node stopped behind the nemesis's back (SIGSTOP, its
+/// state still "up") is counted as a hang once silent past the limit, its threads
+/// are dumped with gdb, and it is restarted; the other nodes are not counted.
+#[test]
+fn the_watchdog_counts_a_silent_node_as_a_hang_and_dumps_its_threads() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the nemesis suite needs root (network namespaces)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    let out = tempfile::Builder::new()
+        .prefix("watchdog-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let dir = out.path().to_path_buf();
+    let cluster = match NsCluster::start(binary(), 3, &dir.join("data"), &dir, &[]) {
+        Ok(c) => c,
+        Err(e) if e.contains("not installed") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let runtime = cluster.net.runtime(2).unwrap();
+    let hangs = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let shared = Arc::new(Shared::new(cluster, Duration::from_secs(5), 1));
+            // Every node answers first.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for i in 1..=3 {
+                while !faults::answers_health(shared.channel(i), Duration::from_secs(2)).await {
+                    assert!(Instant::now() < deadline, "node {i} never answered");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            let pid = shared.cluster.node(2).pid().expect("node 2 runs");
+            // SAFETY: a signal to a process of this test.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            let stop = Arc::new(AtomicBool::new(false));
+            let watchdog = tokio::spawn(faults::watchdog(
+                shared.clone(),
+                Duration::from_secs(4),
+                dir,
+                stop.clone(),
+            ));
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while shared.history.lock().hangs.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // The restarted node answers again (and is not counted twice).
+            while !faults::answers_health(shared.channel(2), Duration::from_secs(2)).await
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stop.store(true, Ordering::Relaxed);
+            watchdog.await.unwrap();
+            let h = shared.history.lock();
+            (h.hangs.clone(), h.exits.clone())
+        })
+        .await
+        .unwrap()
+    });
+    let (hangs, exits) = hangs;
+    assert!(exits.is_empty(), "{exits:?}");
+    assert_eq!(hangs.len(), 1, "{hangs:#?}");
+    assert_eq!(hangs[0].node, 2);
+    assert!(hangs[0].silent > Duration::from_secs(4));
+    let dump = std::fs::read_to_string(&hangs[0].dump)
+        .unwrap_or_else(|e| panic!("thread dump {}: {e}", hangs[0].dump));
+    assert!(
+        dump.contains("Thread ") && dump.contains("tokio"),
+        "not a thread dump of the node:\n{dump}"
+    );
 }
