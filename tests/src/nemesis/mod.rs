@@ -54,6 +54,9 @@ pub struct Config {
     /// Extra `shoal serve` flags of every node.
     pub serve_args: Vec<String>,
     pub registers: u64,
+    /// Plants one violation of each kind in the history before the check (a test
+    /// that the checkers can fail; see [`plant_canaries`]).
+    pub canaries: bool,
 }
 
 impl Config {
@@ -72,6 +75,7 @@ impl Config {
             timing: faults::Timing::default(),
             serve_args: Vec::new(),
             registers: 3,
+            canaries: false,
         }
     }
 }
@@ -192,6 +196,9 @@ async fn run_inside(cluster: cluster::NsCluster, config: Config) -> Result<Repor
         let _ = tokio::time::timeout(config.timeout * 2, c).await;
     }
     let ran = started.elapsed();
+    if config.canaries {
+        plant_canaries(&shared);
+    }
     let nemesis_result = nemesis.map_err(RunError::Failed);
     let report = check::check(&shared, config.seed, ran).await;
     stop_watchdog.store(true, Ordering::Relaxed);
@@ -200,4 +207,68 @@ async fn run_inside(cluster: cluster::NsCluster, config: Config) -> Result<Repor
     let _ = std::fs::write(config.out.join("report.txt"), report.table());
     nemesis_result?;
     Ok(report)
+}
+
+/// Plants in the history, as if the cluster had misbehaved: an acknowledged insert
+/// of an id never sent (lost), an insert answered "not written" of an id that was
+/// written (observed), an acknowledged delete of an id that was not deleted (back),
+/// a STRONG read of a value never written (not linearizable) and a SESSION read that
+/// missed its write. Each must show in the report.
+pub fn plant_canaries(shared: &workload::Shared) {
+    use history::*;
+    let never_sent = shared.ids(1);
+    let now = shared.clock.now();
+    let mut h = shared.history.lock();
+    let deleted: std::collections::HashSet<u64> = h
+        .deletes
+        .iter()
+        .flat_map(|d| d.ids.iter().copied())
+        .collect();
+    // Two acknowledged, never deleted inserts of `nem`.
+    let mut acked = h
+        .inserts
+        .iter()
+        .filter(|op| op.collection == workload::MULTI && op.outcome == Outcome::Ok)
+        .flat_map(|op| op.ids.iter().copied())
+        .filter(|id| !deleted.contains(id));
+    let (written, kept) = (acked.next(), acked.next());
+    let fake = |ids: Vec<u64>, outcome| InsertOp {
+        collection: workload::MULTI,
+        ids,
+        node: 1,
+        call: now,
+        ret: now,
+        outcome,
+        error: Some("canary".into()),
+    };
+    h.inserts.push(fake(never_sent.clone(), Outcome::Ok));
+    if let Some(id) = written {
+        h.inserts.push(fake(vec![id], Outcome::NotWritten));
+    }
+    if let Some(id) = kept {
+        h.deletes.push(DeleteOp {
+            collection: workload::MULTI,
+            ids: vec![id],
+            node: 1,
+            call: now,
+            ret: now,
+            outcome: Outcome::Ok,
+            error: None,
+        });
+    }
+    h.registers.push(RegisterOp {
+        key: 0,
+        node: 1,
+        call: now,
+        ret: now + 1,
+        kind: RegisterKind::Read {
+            value: Some(u64::MAX - 1),
+        },
+    });
+    h.ryw_violations.push(RywViolation {
+        id: never_sent[0],
+        write_node: 1,
+        read_node: 2,
+        at: now,
+    });
 }

@@ -147,3 +147,53 @@ fn the_watchdog_counts_a_silent_node_as_a_hang_and_dumps_its_threads() {
         "not a thread dump of the node:\n{dump}"
     );
 }
+
+/// The checkers can fail: a run without faults whose history has one planted
+/// violation of each kind (an acknowledged insert never sent, a "not written" insert
+/// that was written, an acknowledged delete that was not made, a register read of a
+/// value never written, a SESSION read that missed its write) reports each of them,
+/// against the real cluster's answers.
+#[test]
+fn the_checkers_report_planted_violations() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    let out = tempfile::Builder::new()
+        .prefix("canaries-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let mut config = Config::new(
+        SEED,
+        Duration::ZERO,
+        binary().to_path_buf(),
+        out.path().to_path_buf(),
+    );
+    config.canaries = true;
+    let report = match nemesis::run(&config) {
+        Ok(report) => report,
+        Err(RunError::Skip(why)) => {
+            eprintln!("skipped: the nemesis suite {why}");
+            return;
+        }
+        Err(RunError::Failed(e)) => panic!("the run failed: {e}"),
+    };
+    println!("{}", report.table());
+    // Each planted id, through each of the 3 nodes, STRONG and EVENTUAL.
+    assert_eq!(report.lost.len(), 6, "{:#?}", report.lost);
+    assert_eq!(report.deleted_back.len(), 6, "{:#?}", report.deleted_back);
+    assert_eq!(
+        report.refused_but_applied.len(),
+        6,
+        "{:#?}",
+        report.refused_but_applied
+    );
+    assert_eq!(
+        report.not_linearizable.len(),
+        1,
+        "{:#?}",
+        report.not_linearizable
+    );
+    assert_eq!(report.ryw_violations, 1);
+    assert!(report.faults.is_empty());
+    assert_eq!(report.digests, None);
+    assert_eq!(report.counts, None);
+    assert_eq!(report.violations().len(), 5, "{:#?}", report.violations());
+}
