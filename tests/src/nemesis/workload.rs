@@ -3,7 +3,10 @@
 //! Clients that keep writing and reading through random nodes while the nemesis
 //! works, recording every operation in the [`History`]:
 //! - unique inserts: multi-shard batches into `nem` (3 shards) and single-shard
-//!   batches into `one` (1 shard); every id is written once, never retried;
+//!   batches into `one` (1 shard) through random nodes, and multi-shard batches
+//!   through each node by a client of its own (so that a client waiting on a hit
+//!   node does not hide how soon the others take writes); every id is written once,
+//!   never retried;
 //! - registers: a few points of `nem` whose payload `v` is overwritten with unique
 //!   values, and read back with STRONG Gets;
 //! - SESSION read-your-writes: a point written through one node, read with the
@@ -302,6 +305,17 @@ async fn inserter(shared: Arc<Shared>, seed: u64, collection: &'static str, batc
     }
 }
 
+/// Multi-shard batches through one node only, every 100 ms: a client that is not
+/// held up by another node's fault, so the write stall after a fault can be read
+/// through every node it did not hit.
+async fn pinned_inserter(shared: Arc<Shared>, node: usize) {
+    while !shared.stopped() {
+        let ids = shared.ids(6);
+        insert(&shared, MULTI, ids, node, true).await;
+        tokio::time::sleep(PACE * 5).await;
+    }
+}
+
 async fn register_client(shared: Arc<Shared>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let n = shared.cluster.len();
@@ -420,6 +434,9 @@ pub fn spawn_all(shared: &Arc<Shared>, seed: u64) -> Vec<tokio::task::JoinHandle
         SINGLE,
         3,
     )));
+    for node in 1..=shared.cluster.len() {
+        tasks.push(tokio::spawn(pinned_inserter(shared.clone(), node)));
+    }
     for k in 0..3 {
         tasks.push(tokio::spawn(register_client(
             shared.clone(),

@@ -80,6 +80,11 @@ fn the_watchdog_counts_a_silent_node_as_a_hang_and_dumps_its_threads() {
         eprintln!("skipped: the nemesis suite needs root (network namespaces)");
         return;
     }
+    let gdb = std::process::Command::new("gdb").arg("--version").output();
+    if !gdb.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: the watchdog's thread dumps need gdb");
+        return;
+    }
     let _one = ONE_AT_A_TIME.blocking_lock();
     let out = tempfile::Builder::new()
         .prefix("watchdog-")
