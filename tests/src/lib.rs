@@ -3,9 +3,14 @@
 //! Test kit for Shoal's integration tests: [`Node`] runs a real `shoal serve` process
 //! on a free loopback port over a data directory, can kill it with SIGKILL and start
 //! it again over the same directory; [`data`] locates the shared SIFT data;
-//! [`SmallDisk`] gives a node a small file system of its own, to fill.
+//! [`SmallDisk`] gives a node a small file system of its own, to fill;
+//! [`netns`] gives nodes network namespaces of their own, to cut off; [`nemesis`] is
+//! the fault-injection suite (workload, nemesis, history, checkers).
 //!
 //! The tests themselves live in `tests/it/`.
+
+pub mod nemesis;
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

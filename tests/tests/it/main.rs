@@ -13,6 +13,7 @@ mod elastic;
 mod internal_security;
 mod limits;
 mod metrics;
+mod nemesis;
 mod recall;
 
 use std::path::Path;
