@@ -1143,9 +1143,14 @@ impl Host {
     }
 
     /// Asks each local shard to save a checkpoint if it has unsaved writes and has
-    /// been idle (never blocks: a busy shard declines at once).
+    /// been idle (never blocks: a busy shard declines at once). A sealed shard is
+    /// idle because it is being split: its checkpoint would only compete with the
+    /// building of its children, which the shard's writes wait for.
     pub fn checkpoint_idle_shards(&self) {
         for (_, replica) in self.local_replicas() {
+            if replica.sealed.load(Ordering::Acquire) {
+                continue;
+            }
             if replica.shard.checkpoint_if_idle() {
                 tracing::debug!(
                     shard = replica.shard.shard_no(),
