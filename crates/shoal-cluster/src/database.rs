@@ -173,13 +173,19 @@ impl Database {
 
     /// The collection named `name`: from this node's metadata, or — if this node has
     /// not applied it yet — from the metadata leader. One being restored is hidden
-    /// ([`MetaError::BeingRestored`]).
+    /// ([`MetaError::BeingRestored`]); as this node may not have applied the end of
+    /// its restore yet (a client that saw the restore finish through another node
+    /// asks here next), the metadata leader decides that.
     async fn collection_meta(&self, name: &str) -> Result<CollectionMeta> {
         let cm = self.collection_meta_any(name).await?;
-        if cm.restoring {
-            return Err(MetaError::BeingRestored(name.to_string()).into());
+        if !cm.restoring {
+            return Ok(cm);
         }
-        Ok(cm)
+        match self.fresh_state().await?.collections.get(name) {
+            Some(fresh) if !fresh.restoring => Ok(fresh.clone()),
+            Some(_) => Err(MetaError::BeingRestored(name.to_string()).into()),
+            None => Err(MetaError::NoSuchCollection(name.to_string()).into()),
+        }
     }
 
     /// [`Database::collection_meta`], also of a collection being restored.
