@@ -757,13 +757,8 @@ fn a_rebuild_never_holds_up_the_foreground_pool() {
         pools.clone(),
     )
     .unwrap();
-    let pt = |i: u64| Point {
-        id: PointId::Num(i),
-        vector: vec![(i % 31) as f32, (i / 31) as f32, 1.0, 2.0],
-        payload: Payload::default(),
-    };
     shard
-        .sync(testing::upsert(&shard, (0..200).map(pt).collect()).unwrap())
+        .sync(testing::upsert(&shard, (0..200).map(|i| pt(i, i as f32)).collect()).unwrap())
         .unwrap();
     // Hold the compaction pool's one thread until released (at most 30 s).
     let (release, released) = std::sync::mpsc::channel::<()>();
@@ -781,8 +776,8 @@ fn a_rebuild_never_holds_up_the_foreground_pool() {
     let (answered, answer) = std::sync::mpsc::channel();
     let writer = shard.clone();
     std::thread::spawn(move || {
-        let done =
-            testing::upsert(&writer, (1_000..1_100).map(pt).collect()).and_then(|t| writer.sync(t));
+        let done = testing::upsert(&writer, (1_000..1_100).map(|i| pt(i, i as f32)).collect())
+            .and_then(|t| writer.sync(t));
         let _ = answered.send(done.is_ok());
     });
     let wrote = answer.recv_timeout(Duration::from_secs(10));
@@ -815,13 +810,8 @@ fn a_shard_is_ready_to_split_once_a_fresh_checkpoint_is_saved() {
             ..ShardOptions::default()
         },
     );
-    let pt = |i: u64| Point {
-        id: PointId::Num(i),
-        vector: vec![(i % 31) as f32, (i / 31) as f32, 1.0, 2.0],
-        payload: Payload::default(),
-    };
     shard
-        .sync(testing::upsert(&shard, (0..300).map(pt).collect()).unwrap())
+        .sync(testing::upsert(&shard, (0..300).map(|i| pt(i, i as f32)).collect()).unwrap())
         .unwrap();
     let ready_within = |secs: u64| {
         let until = std::time::Instant::now() + Duration::from_secs(secs);
