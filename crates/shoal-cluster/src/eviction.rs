@@ -112,10 +112,13 @@ pub(crate) fn spawn(
             // node that looks fine asks anyway now and then, since a returning node's
             // stale view can look fine (see `suspicious`).
             let ask = suspicious_ticks >= 2 || ticks % ROUTINE_EVERY_TICKS == 1;
-            if !ask || !removed_per_peers(&host, &seeds, every).await {
+            if !ask {
                 continue;
             }
-            let removal = if was_draining {
+            let Some(drained) = removed_per_peers(&host, &seeds, every).await else {
+                continue;
+            };
+            let removal = if was_draining || drained {
                 Removal::Drained(host.id)
             } else {
                 Removal::Replaced(host.id)
@@ -154,9 +157,13 @@ fn suspicious(host: &Host) -> bool {
     formed && (metrics.current_leader.is_none() || !member)
 }
 
-/// Asks every other node this node knows (and the seeds) for its metadata; true if
-/// one lists this node as removed.
-async fn removed_per_peers(host: &Host, seeds: &[(NodeId, String)], timeout: Duration) -> bool {
+/// Asks every other node this node knows (and the seeds) for its metadata: if one
+/// lists this node as removed, whether it was drained (`Some(true)`) or replaced.
+async fn removed_per_peers(
+    host: &Host,
+    seeds: &[(NodeId, String)],
+    timeout: Duration,
+) -> Option<bool> {
     let state = host.state();
     let mut ask: Vec<(NodeId, String)> = state
         .nodes
@@ -173,7 +180,7 @@ async fn removed_per_peers(host: &Host, seeds: &[(NodeId, String)], timeout: Dur
         min_applied: 0,
         op: ReadOp::ClusterState,
     }) else {
-        return false;
+        return None;
     };
     for (id, addr) in ask {
         if id == host.id {
@@ -192,8 +199,8 @@ async fn removed_per_peers(host: &Host, seeds: &[(NodeId, String)], timeout: Dur
         if let Ok(ReadResult::ClusterState(theirs)) = answer
             && theirs.removed.contains(&host.id)
         {
-            return true;
+            return Some(theirs.drained.contains(&host.id));
         }
     }
-    false
+    None
 }

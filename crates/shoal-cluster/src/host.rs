@@ -21,8 +21,12 @@
 //!
 //! **Splits.** A shard being split is sealed by a log entry (it refuses writes from
 //! then on, and STRONG reads, which the children must answer once they take over).
-//! When the operator asks ([`Host::split_local`]), this node builds the split's two
-//! children from its own sealed copy, in the background, and opens their groups
+//! Before the seal, when the operator asks ([`Host::split_local`]), this node copies
+//! the two children from its replica of the parent while it still takes writes
+//! (`shoal_shard::Shard::split_ahead`); the operator seals once every replica holds
+//! its copies. After the seal it builds the children from its own sealed replica, in
+//! the background — bringing the copies up to date with the writes since, or from
+//! scratch without them — and opens their groups
 //! (never initialized: every replica starts them from the same state, see
 //! `shoal_raft::ShardStateMachine::build_child`). Children stay open while the split
 //! is in flight; once the metadata lists them, they are ordinary replicas and the
@@ -41,7 +45,7 @@ use rayon::prelude::*;
 use shoal_meta::{ClusterState, CollectionMeta, META_GROUP, NodeId, ShardMeta, group_of};
 use shoal_raft::network::{Network, Peers, Registry};
 use shoal_raft::{Command, LogStore, MetaStateMachine, Reply, ShardStateMachine, TypeConfig};
-use shoal_shard::{Pools, Shard, ShardOptions};
+use shoal_shard::{Pools, Shard, ShardOptions, SplitCopy};
 use shoal_storage::{CollectionRecord, Store};
 use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
@@ -107,6 +111,17 @@ pub(crate) struct Host {
     closing: AtomicBool,
     /// Groups of split children being built here (see [`Host::split_local`]).
     building: parking_lot::Mutex<HashSet<u64>>,
+    /// Split children copied here ahead of their parent's seal, by child group (see
+    /// [`Host::split_local`]).
+    ahead: parking_lot::Mutex<HashMap<u64, AheadCopy>>,
+}
+
+/// A split's child being copied, or copied, ahead of its parent's seal.
+struct AheadCopy {
+    /// The parent's group.
+    parent: u64,
+    /// `None` while the copy is made.
+    copy: Option<Result<SplitCopy>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
@@ -213,6 +228,7 @@ impl Host {
             evicted: Default::default(),
             closing: Default::default(),
             building: Default::default(),
+            ahead: Default::default(),
         })
     }
 
@@ -285,6 +301,33 @@ impl Host {
     /// The leader of `group` as this node's replica sees it.
     pub fn leader_hint(&self, group: u64) -> Option<NodeId> {
         self.raft(group)?.metrics().borrow().current_leader
+    }
+
+    /// Resolves, with the new leader, once this node's replica of `group` knows of a
+    /// leader other than `from` elected after the call (in a later term): a request
+    /// still waiting on `from` then waits on a node that no longer leads (paused or
+    /// cut off: its connection is found dead only by keepalive, seconds later). Never
+    /// resolves if this node hosts no replica of `group`.
+    pub(crate) async fn leader_moved_from(&self, group: u64, from: NodeId) -> NodeId {
+        let Some(raft) = self.raft(group) else {
+            return std::future::pending().await;
+        };
+        let mut metrics = raft.metrics();
+        let start = metrics.borrow().current_term;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.current_term > start
+                    && let Some(leader) = m.current_leader
+                    && leader != from
+                {
+                    return leader;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Whether this node failed, and why (see the `failure` module): its store's
@@ -408,6 +451,7 @@ impl Host {
             "removing the replica from this node"
         );
         self.registry.remove(group);
+        self.forget_copies(cid, Some(group));
         let replica = self.replicas.write().remove(&group);
         if let Some(r) = replica {
             let _ = r.raft.shutdown().await;
@@ -423,6 +467,7 @@ impl Host {
 
     async fn drop_collection(&self, record: CollectionRecord) -> Result<()> {
         tracing::info!(collection = %record.config.name, id = record.id, "removing collection");
+        self.forget_copies(record.id, None);
         let groups: Vec<u64> = self
             .replicas
             .read()
@@ -495,9 +540,20 @@ impl Host {
             self.shard_options.clone(),
             self.pools.clone(),
         );
+        let group = cm.group(s);
+        self.ahead.lock().remove(&group);
         blocking(move || {
             store.adopt_collection(&record)?;
-            let shard_store = store.shard(&record, s)?;
+            let mut shard_store = store.shard(&record, s)?;
+            if shard_store.applied_seq()? == 0 && shard_store.points().next().is_some() {
+                // A split's child copied ahead of a seal and never finished here (the
+                // split finished without this node's copy): not this replica's state,
+                // which the group's leader sends.
+                tracing::info!(group, "removing an unfinished copy of a split's child");
+                drop(shard_store);
+                store.delete_shard(record.id, s)?;
+                shard_store = store.shard(&record, s)?;
+            }
             Ok(Shard::open(
                 Arc::new(record.config),
                 s,
@@ -582,18 +638,40 @@ impl Host {
             node: self.id,
             group,
         })?;
-        if !parent.sealed.load(Ordering::Acquire) {
-            // Before the seal, the index work the split would otherwise do while the
-            // shard's writes wait: a compaction finished, a fresh checkpoint saved.
-            if parent.shard.is_rebuilding() || !parent.shard.ready_to_split() {
-                return Ok(SplitProgress::Compacting);
-            }
-            return Ok(SplitProgress::NotSealed);
-        }
         let cm =
             self.state().collection_by_id(cid).cloned().ok_or_else(|| {
                 ClusterError::from(shoal_meta::MetaError::NoSuchCollectionId(cid))
             })?;
+        if !parent.sealed.load(Ordering::Acquire) {
+            // Before the seal, the work the split would otherwise do while the shard's
+            // writes wait: a compaction finished, a fresh checkpoint saved, then the
+            // children copied.
+            let copies = {
+                let ahead = self.ahead.lock();
+                groups.map(|g| ahead.get(&g).map(|a| a.copy.as_ref().map(|c| c.is_ok())))
+            };
+            return Ok(match copies {
+                // Copied (or a copy failed: the build after the seal does it all).
+                [Some(Some(_)), Some(Some(_))] => SplitProgress::NotSealed,
+                c if c.contains(&Some(None)) => SplitProgress::Copying,
+                // None made yet (or one of them forgotten): copy both.
+                _ if parent.shard.is_rebuilding() || !parent.shard.ready_to_split() => {
+                    SplitProgress::Compacting
+                }
+                _ => {
+                    self.copy_ahead(&cm, group, &parent.shard, &call);
+                    SplitProgress::Copying
+                }
+            });
+        }
+        if groups
+            .iter()
+            .any(|g| self.ahead.lock().get(g).is_some_and(|a| a.copy.is_none()))
+        {
+            // A copy begun before this replica applied the seal is still writing the
+            // child's store: the build waits for it (and then finishes it).
+            return Ok(SplitProgress::Building);
+        }
         self.building.lock().extend(groups);
         let host = self.clone();
         tokio::spawn(async move {
@@ -611,6 +689,75 @@ impl Host {
             }
         });
         Ok(SplitProgress::Building)
+    }
+
+    /// Copies the children of `call` from this node's replica of the parent `group`
+    /// (not sealed yet) in the background, one after the other, into
+    /// [`Host::ahead`] (see `shoal_shard::Shard::split_ahead`).
+    fn copy_ahead(
+        self: &Arc<Self>,
+        cm: &CollectionMeta,
+        group: u64,
+        parent: &Shard,
+        call: &SplitCall,
+    ) {
+        {
+            let mut ahead = self.ahead.lock();
+            for child in &call.children {
+                ahead.insert(
+                    cm.group(child.shard),
+                    AheadCopy {
+                        parent: group,
+                        copy: None,
+                    },
+                );
+            }
+        }
+        let (host, cm, parent, call) = (self.clone(), cm.clone(), parent.clone(), call.clone());
+        tokio::spawn(async move {
+            for child in call.children {
+                let g = cm.group(child.shard);
+                let record = CollectionRecord {
+                    id: cm.id,
+                    config: cm.config.clone(),
+                };
+                let (store, parent, spec) = (host.store.clone(), parent.clone(), child.spec());
+                let started = Instant::now();
+                let copied = blocking(move || {
+                    store.adopt_collection(&record)?;
+                    let shard_store = store.shard(&record, spec.shard)?;
+                    ShardStateMachine::copy_child(&parent, shard_store, spec).map_err(internal)
+                })
+                .await;
+                match &copied {
+                    Ok(c) => tracing::info!(
+                        group = g,
+                        shard = child.shard,
+                        points = c.points(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "copied a split's child ahead of the seal"
+                    ),
+                    Err(e) => tracing::warn!(
+                        group = g,
+                        error = %e,
+                        "copying a split's child ahead of the seal failed; it is built after the seal"
+                    ),
+                }
+                // Dropped if the parent left this node meanwhile.
+                if let Some(a) = host.ahead.lock().get_mut(&g) {
+                    a.copy = Some(copied);
+                }
+            }
+        });
+    }
+
+    /// Forgets the split children copied ahead of `parent`'s seal (every parent of
+    /// collection `cid` with `parent` `None`).
+    fn forget_copies(&self, cid: u64, parent: Option<u64>) {
+        self.ahead.lock().retain(|_, a| match parent {
+            Some(p) => a.parent != p,
+            None => shoal_meta::location_of(a.parent).0 != cid,
+        });
     }
 
     async fn build_children(
@@ -637,25 +784,26 @@ impl Host {
                     config: cm.config.clone(),
                 };
                 let store = self.store.clone();
-                let (parent, spec) = (parent.clone(), child.clone());
+                let (parent, spec) = (parent.clone(), child.spec());
+                let copy = match self.ahead.lock().remove(&group) {
+                    Some(AheadCopy {
+                        copy: Some(Ok(copy)),
+                        ..
+                    }) => Some(copy),
+                    _ => None,
+                };
+                let copied = copy.is_some();
                 let started = Instant::now();
                 let built = blocking(move || {
-                    let child = spec;
                     store.adopt_collection(&record)?;
-                    let shard_store = store.shard(&record, child.shard)?;
+                    let shard_store = store.shard(&record, spec.shard)?;
                     if shard_store.applied_seq()? > 0 {
                         // Built before a restart: the state is there, complete.
                         return Ok(None);
                     }
-                    let shard = ShardStateMachine::build_child(
-                        &parent,
-                        shard_store,
-                        child.shard,
-                        child.first,
-                        child.last,
-                        voters,
-                    )
-                    .map_err(internal)?;
+                    let shard =
+                        ShardStateMachine::build_child(&parent, shard_store, spec, copy, voters)
+                            .map_err(internal)?;
                     Ok(Some(shard))
                 })
                 .await?;
@@ -668,8 +816,9 @@ impl Host {
                     shard = child.shard,
                     points = shard.stats().points,
                     built,
+                    copied,
                     ms = started.elapsed().as_millis() as u64,
-                    "opened a split's child (built from the sealed parent unless built before)"
+                    "opened a split's child (built from the sealed parent unless built before; from its copy made ahead of the seal if copied)"
                 );
                 Ok::<_, ClusterError>(Some((group, shard)))
             }

@@ -381,16 +381,26 @@ impl Operator {
             }))
             .await;
             let sealed = answers.iter().any(|a| {
-                matches!(a, Ok(p) if !matches!(p, SplitProgress::NotSealed | SplitProgress::Compacting))
+                matches!(a, Ok(p) if !matches!(p, SplitProgress::NotSealed | SplitProgress::Compacting | SplitProgress::Copying))
             });
             let compacting = answers
                 .iter()
                 .any(|a| matches!(a, Ok(SplitProgress::Compacting)));
+            let copying = answers
+                .iter()
+                .any(|a| matches!(a, Ok(SplitProgress::Copying)));
             if !sealed && sealed_now.is_none() && compacting {
                 // Sealing now would pause the shard's writes while its replicas are
                 // busy compacting (an earlier split's child) or checkpointing: wait.
                 return Ok(Step::Waiting(format!(
                     "{describe}: waiting for the shard's replicas to compact or checkpoint their index"
+                )));
+            }
+            if !sealed && sealed_now.is_none() && copying {
+                // The children are copied while the shard still takes writes; the
+                // pause after the seal then only brings the copies up to date.
+                return Ok(Step::Waiting(format!(
+                    "{describe}: copying the children ahead of the seal"
                 )));
             }
             if !sealed && sealed_now.is_none() {

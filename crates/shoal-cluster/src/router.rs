@@ -17,6 +17,13 @@
 //! the preferred leader. Retrying is safe: upserts and deletes are idempotent, so an
 //! entry committed twice (a retry after a lost reply) leaves the same state.
 //!
+//! **A target that stops leading mid-call** (paused, cut off) would hold the call
+//! until keepalive finds its connection dead (seconds after the election that replaced
+//! it). When this node hosts a replica of the group, the call is abandoned as soon as
+//! that replica learns of a newer leader ([`Host::leader_moved_from`]), as
+//! [`ClusterError::LeaderChanged`] (a write's outcome unknown, retried at the new
+//! leader).
+//!
 //! **Reads** go, for `EVENTUAL` and `SESSION`, to this node's own replica if it has
 //! one, else to the others in an order rotated by group (spreading load); this
 //! node's own replica goes last when this node failed (it serves, but no longer
@@ -67,6 +74,9 @@ pub(crate) struct Targets {
     next: usize,
     /// Nodes that failed (`NodeFailed`): never tried again.
     failed: Vec<NodeId>,
+    /// Only the group's leader answers (writes, STRONG reads): a call waiting on a
+    /// node that stopped leading is given up (see the module doc).
+    leaders: bool,
 }
 
 impl Targets {
@@ -75,6 +85,15 @@ impl Targets {
             order,
             next: 0,
             failed: Vec::new(),
+            leaders: false,
+        }
+    }
+
+    /// Targets for a request only the group's leader answers.
+    pub fn leaders(order: Vec<NodeId>) -> Targets {
+        Targets {
+            leaders: true,
+            ..Targets::new(order)
         }
     }
 
@@ -213,7 +232,23 @@ impl Router {
                 continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match attempt(target, left).await {
+            let outcome = if target == self.id() || !targets.leaders {
+                attempt(target, left).await
+            } else {
+                // A peer that stopped leading while the call waits on it (paused, cut
+                // off) is given up as soon as this node's replica sees a new leader.
+                tokio::select! {
+                    outcome = attempt(target, left) => outcome,
+                    leader = self.host.leader_moved_from(group, target) => {
+                        Err(ClusterError::LeaderChanged {
+                            node: target,
+                            group,
+                            leader: Some(leader),
+                        })
+                    }
+                }
+            };
+            match outcome {
                 Ok(v) => return Ok(v),
                 // Refused before appending by a node that cannot serve the group
                 // until it restarts: the others may; with none left, that is the
@@ -271,7 +306,7 @@ impl Router {
         }
         let (cmd, wire) = (&cmd, OnceLock::new());
         let wire = &wire;
-        self.retry(Op::Write, group, Targets::new(order), |target, left| {
+        self.retry(Op::Write, group, Targets::leaders(order), |target, left| {
             Box::pin(async move {
                 if target == self.id() {
                     self.host.propose_local(group, cmd.clone(), left).await
@@ -297,7 +332,7 @@ impl Router {
         order.extend(members.iter().filter(|r| Some(**r) != hint));
         let (change, wire) = (&change, OnceLock::new());
         let wire = &wire;
-        self.retry(Op::Write, group, Targets::new(order), |target, left| {
+        self.retry(Op::Write, group, Targets::leaders(order), |target, left| {
             Box::pin(async move {
                 if target == self.id() {
                     self.host
@@ -344,9 +379,13 @@ impl Router {
                 o
             }
         };
+        let targets = match call.consistency {
+            Consistency::Strong => Targets::leaders(order),
+            _ => Targets::new(order),
+        };
         let (call, wire) = (&call, OnceLock::new());
         let wire = &wire;
-        self.retry(Op::Read, group, Targets::new(order), |target, left| {
+        self.retry(Op::Read, group, targets, |target, left| {
             Box::pin(async move {
                 if target == me {
                     self.host.read_local(group, call.clone(), left).await
@@ -366,7 +405,7 @@ impl Router {
         let hint = self.host.leader_hint(group);
         let mut order: Vec<NodeId> = hint.into_iter().collect();
         order.extend(replicas.iter().filter(|r| Some(**r) != hint));
-        self.retry(Op::Read, group, Targets::new(order), |target, left| {
+        self.retry(Op::Read, group, Targets::leaders(order), |target, left| {
             Box::pin(async move {
                 if target == me {
                     return self.host.export_local(group, left).await;
@@ -731,6 +770,38 @@ mod tests {
             assert_eq!(ended.len(), 1, "every writer meets the delete: {ended:?}");
             assert!(matches!(ended[0], Error::NotFound(_)), "{ended:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_tells_a_call_waiting_on_a_silent_leader_who_leads_now() {
+        let mut cluster = TestCluster::start(3).await;
+        cluster
+            .node(1)
+            .create_collection(config("c", 1, 3))
+            .await
+            .unwrap();
+        cluster.node(1).upsert("c", points(0..10)).await.unwrap();
+        let leader = leader_of(cluster.node(1), "c", 0).await;
+        let group = cluster.node(1).cluster_state().collections["c"].group(0);
+        let watcher = (1..=3).find(|i| *i != leader).unwrap();
+        let host = cluster.node(watcher).database().router.host().clone();
+        let moved = tokio::spawn(async move { host.leader_moved_from(group, leader).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!moved.is_finished(), "the leader is still there");
+        // Paused or cut off: connections hang rather than fail.
+        cluster.silence(leader).await;
+        let now = tokio::time::timeout(Duration::from_secs(30), moved)
+            .await
+            .expect("a new leader within 30 s")
+            .unwrap();
+        assert_ne!(now, leader);
+        assert!(cluster.running().contains(&now), "{now}");
+        // A write through the watcher reaches it.
+        cluster
+            .node(watcher)
+            .upsert("c", points(10..20))
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,17 @@ pub(crate) struct SplitChild {
     pub last: u64,
 }
 
+impl SplitChild {
+    /// The child as the state machine builds it.
+    pub fn spec(&self) -> shoal_raft::ChildSpec {
+        shoal_raft::ChildSpec {
+            shard: self.shard,
+            first: self.first,
+            last: self.last,
+        }
+    }
+}
+
 /// Build (if not built) and open a split's children from the receiver's replica of
 /// the sealed parent (`GroupCall::group`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +93,10 @@ pub(crate) enum SplitProgress {
     /// split waits, so that the shard's writes do not wait for that work after the
     /// seal.
     Compacting,
+    /// Not sealed, and copying the children from its replica of the parent ahead of
+    /// the seal (`shoal_shard::Shard::split_ahead`): the split waits for the copies,
+    /// so that the pause after the seal only brings them up to date.
+    Copying,
     /// Building the children.
     Building,
     /// Both children are open here; the leader each knows of.

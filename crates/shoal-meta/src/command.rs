@@ -167,7 +167,11 @@ impl ClusterState {
                 if !self.is_empty_node(node) {
                     return Err(MetaError::NodeNotEmpty(node));
                 }
-                self.nodes.remove(&node);
+                if let Some(n) = self.nodes.remove(&node)
+                    && n.state == NodeState::Draining
+                {
+                    self.drained.insert(node);
+                }
                 self.removed.insert(node);
                 Ok(())
             }
@@ -713,6 +717,10 @@ mod tests {
             "a removed node does not come back"
         );
         assert_eq!(s.next_node_id(), 4, "nor does its id");
+        // Node 3 was not draining (replaced); node 2 was (drained).
+        assert_eq!(s.apply(MetaCommand::RemoveNode(2)), Ok(()));
+        assert_eq!(s.drained.iter().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(s.removed.len(), 2);
     }
 
     #[test]

@@ -199,6 +199,11 @@ pub struct ClusterState {
     pub next_operation_id: u64,
     /// Log index of the last entry applied (0 before any).
     pub applied: u64,
+    /// The removed nodes that were drained (the others were replaced while down): a
+    /// removed node that missed its own drain (its metadata replica behind) learns
+    /// from a peer which it was.
+    #[serde(default)]
+    pub drained: BTreeSet<NodeId>,
 }
 
 impl ClusterState {

@@ -47,7 +47,7 @@ use shoal_meta::{MetaCommand, MetaError};
 pub use error::RaftStoreError;
 pub use log_store::LogStore;
 pub use meta::MetaStateMachine;
-pub use state_machine::ShardStateMachine;
+pub use state_machine::{ChildSpec, ShardStateMachine};
 
 /// An entry of any group: shard groups carry [`Command::Shard`], the metadata group
 /// [`Command::Meta`]. A state machine given the other kind rejects it.

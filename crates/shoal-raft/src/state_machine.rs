@@ -45,7 +45,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use shoal_core::routing;
-use shoal_shard::{Shard, ShardError, ShardSnapshot};
+use shoal_shard::{Shard, ShardError, ShardSnapshot, SplitCopy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
@@ -53,6 +53,22 @@ use crate::error::storage_error;
 use crate::log_store::{blocking, decode, encode};
 use crate::snapshot_file::{CHUNK, FrameWriter, read_points, unnamed};
 use crate::{Command, RaftStoreError, Rejection, Reply, StorageError, TypeConfig};
+
+/// One child of a split: its shard number and the part of the parent's id-hash range
+/// it takes (`first..=last`, see `shoal_core::routing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildSpec {
+    pub shard: u32,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl ChildSpec {
+    /// Whether point `id` belongs to this child.
+    pub fn keeps(&self, id: &shoal_core::PointId) -> bool {
+        (self.first..=self.last).contains(&routing::id_hash(id))
+    }
+}
 
 /// What a state machine has applied: the metadata group's, persisted with its state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -147,13 +163,15 @@ impl ShardStateMachine {
     /// sealed shard `parent`: the parent's points whose id hash is in `first..=last`,
     /// applied at log index 0 with `voters` as the child group's membership (see the
     /// module doc), its index started from the parent's (`Shard::split_off`).
+    /// With `copy` (from [`ShardStateMachine::copy_child`], same range), only what the
+    /// parent's writes changed since the copy is applied to it (`Shard::finish_split`);
+    /// a copy gone stale is dropped and the child built as without one.
     /// Blocking; durable on return.
     pub fn build_child(
         parent: &Shard,
         store: shoal_storage::ShardStore,
-        child_no: u32,
-        first: u64,
-        last: u64,
+        child: ChildSpec,
+        copy: Option<SplitCopy>,
         voters: BTreeMap<u64, BasicNode>,
     ) -> Result<Shard, RaftStoreError> {
         if !Self::is_sealed(parent)? {
@@ -166,8 +184,30 @@ impl ShardStateMachine {
             membership: StoredMembership::new(Some(origin), Membership::new(vec![ids], voters)),
             sealed: false,
         };
-        let keep = |id: &shoal_core::PointId| (first..=last).contains(&routing::id_hash(id));
-        Ok(parent.split_off(store, child_no, keep, 1, &encode(&applied)?)?)
+        let meta = encode(&applied)?;
+        if let Some(copy) = copy {
+            match parent.finish_split(copy, |id| child.keeps(id), 1, &meta) {
+                Err(ShardError::StaleSplitCopy) => {
+                    tracing::info!(
+                        shard = child.shard,
+                        "the split's child copied ahead is stale; splitting it off afresh"
+                    );
+                }
+                done => return Ok(done?),
+            }
+        }
+        Ok(parent.split_off(store, child.shard, |id| child.keeps(id), 1, &meta)?)
+    }
+
+    /// Copies one child of a split (shard `child.shard` into the empty `store`) from
+    /// `parent` before the parent is sealed (`Shard::split_ahead`), for
+    /// [`ShardStateMachine::build_child`] to finish at the seal. Blocking.
+    pub fn copy_child(
+        parent: &Shard,
+        store: shoal_storage::ShardStore,
+        child: ChildSpec,
+    ) -> Result<SplitCopy, RaftStoreError> {
+        Ok(parent.split_ahead(store, child.shard, |id| child.keeps(id))?)
     }
 
     fn cached(&self) -> Option<Built> {

@@ -3,7 +3,7 @@
 
 use openraft::testing::{StoreBuilder, Suite};
 use shoal_core::{CollectionConfig, HnswParams, Metric};
-use shoal_raft::{LogStore, ShardStateMachine, StorageError, TypeConfig};
+use shoal_raft::{ChildSpec, LogStore, ShardStateMachine, StorageError, TypeConfig};
 use shoal_shard::{Shard, ShardOptions};
 use shoal_storage::Store;
 
@@ -119,10 +119,22 @@ async fn a_sealed_shard_refuses_writes_and_its_children_hold_their_halves() {
     };
     let (_ls, low_store) = empty(low_dir.path());
     let (_hs, high_store) = empty(high_dir.path());
+    let child = |first, last| ChildSpec {
+        shard: 0,
+        first,
+        last,
+    };
     let low =
-        ShardStateMachine::build_child(&shard, low_store, 0, 0, at - 1, voters.clone()).unwrap();
-    let high = ShardStateMachine::build_child(&shard, high_store, 0, at, u64::MAX, voters.clone())
-        .unwrap();
+        ShardStateMachine::build_child(&shard, low_store, child(0, at - 1), None, voters.clone())
+            .unwrap();
+    let high = ShardStateMachine::build_child(
+        &shard,
+        high_store,
+        child(at, u64::MAX),
+        None,
+        voters.clone(),
+    )
+    .unwrap();
     let (n_low, n_high) = (low.stats().points, high.stats().points);
     assert_eq!(n_low + n_high, 200);
     assert!(n_low > 50 && n_high > 50, "{n_low} / {n_high}");
@@ -145,7 +157,158 @@ async fn a_sealed_shard_refuses_writes_and_its_children_hold_their_halves() {
     let (other_dir, unsealed_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_us, unsealed) = open(unsealed_dir.path());
     let (_os, other) = empty(other_dir.path());
-    assert!(ShardStateMachine::build_child(&unsealed, other, 0, 0, 10, voters).is_err());
+    assert!(ShardStateMachine::build_child(&unsealed, other, child(0, 10), None, voters).is_err());
+}
+
+/// Every point of `shard` among ids `0..n`, with vector and payload, in id order.
+fn contents(shard: &Shard, n: u64) -> Vec<shoal_core::RetrievedPoint> {
+    let ids: Vec<shoal_core::PointId> = (0..n).map(shoal_core::PointId::Num).collect();
+    shard.get(&ids, true, true)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_copied_ahead_of_the_seal_holds_what_one_split_off_at_the_seal_holds() {
+    use openraft::storage::RaftStateMachine;
+    use shoal_core::{PointId, Write};
+    use shoal_raft::Command;
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, shard) = open(dir.path());
+    let mut sm = ShardStateMachine::new(shard.clone(), dir.path().join("snapshots"));
+    sm.apply(vec![entry(
+        1,
+        Write::Upsert((0..300).map(|i| point(i, i as f32)).collect()),
+    )])
+    .await
+    .unwrap();
+    let at = 1u64 << 63;
+    let halves = [
+        ChildSpec {
+            shard: 1,
+            first: 0,
+            last: at - 1,
+        },
+        ChildSpec {
+            shard: 2,
+            first: at,
+            last: u64::MAX,
+        },
+    ];
+    let voters: BTreeMap<u64, openraft::BasicNode> = (1..=3)
+        .map(|n| (n, openraft::BasicNode::new(format!("n{n}"))))
+        .collect();
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let record = store.create_collection(config()).unwrap();
+        let shard = store.shard(&record, 0).unwrap();
+        (dir, store, shard)
+    };
+    let ahead: Vec<_> = halves.iter().map(|_| fresh()).collect();
+    let copies: Vec<_> = halves
+        .iter()
+        .zip(&ahead)
+        .map(|(c, (_, _, s))| ShardStateMachine::copy_child(&shard, s.clone(), *c).unwrap())
+        .collect();
+    assert_eq!(copies.iter().map(|c| c.points()).sum::<u64>(), 300);
+    // Writes after the copy: new points, changed ones, deleted ones; then the seal.
+    let mut changed: Vec<_> = (0..20).map(|i| point(i, 1000.0 + i as f32)).collect();
+    changed.extend((300..340).map(|i| point(i, i as f32)));
+    sm.apply(vec![
+        entry(2, Write::Upsert(changed)),
+        entry(3, Write::Delete((20..40).map(PointId::Num).collect())),
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 4),
+            payload: openraft::EntryPayload::Normal(Command::Seal),
+        },
+    ])
+    .await
+    .unwrap();
+    let mut from_copies = Vec::new();
+    for ((c, copy), (_, _, s)) in halves.iter().zip(copies).zip(&ahead) {
+        let child =
+            ShardStateMachine::build_child(&shard, s.clone(), *c, Some(copy), voters.clone())
+                .unwrap();
+        from_copies.push(child);
+    }
+    let at_seal: Vec<_> = halves.iter().map(|_| fresh()).collect();
+    for ((c, child), (_, _, s)) in halves.iter().zip(&from_copies).zip(&at_seal) {
+        let plain =
+            ShardStateMachine::build_child(&shard, s.clone(), *c, None, voters.clone()).unwrap();
+        assert_eq!(contents(child, 400), contents(&plain, 400));
+        assert_eq!(child.meta().unwrap(), plain.meta().unwrap());
+        let mut csm = ShardStateMachine::new(child.clone(), dir.path().join("c"));
+        let (applied, _) = csm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(0));
+    }
+    let all: Vec<_> = from_copies.iter().flat_map(|c| contents(c, 400)).collect();
+    assert_eq!(all.len(), 320, "300 + 40 new - 20 deleted");
+    assert!(
+        all.iter()
+            .filter(|p| matches!(p.id, PointId::Num(i) if i < 20))
+            .all(|p| p.vector.as_ref().is_some_and(|v| v[0] >= 1000.0)),
+        "the copies hold the changed vectors"
+    );
+    // The children found after a restart hold the same (their stores are synced).
+    drop(from_copies);
+    for ((_, store, _), c) in ahead.iter().zip(&halves) {
+        let reopened = store.shard(&store.collections().unwrap()[0], 0).unwrap();
+        assert!(reopened.applied_seq().unwrap() > 0, "child {}", c.shard);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_copied_before_the_parent_installed_a_snapshot_is_split_off_afresh() {
+    use openraft::storage::RaftStateMachine;
+    use shoal_core::{PointId, Write};
+    use shoal_raft::Command;
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, shard) = open(dir.path());
+    let mut sm = ShardStateMachine::new(shard.clone(), dir.path().join("snapshots"));
+    sm.apply(vec![
+        entry(
+            1,
+            Write::Upsert((0..100).map(|i| point(i, i as f32)).collect()),
+        ),
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
+            payload: openraft::EntryPayload::Normal(Command::Seal),
+        },
+    ])
+    .await
+    .unwrap();
+    let whole = ChildSpec {
+        shard: 1,
+        first: 0,
+        last: u64::MAX,
+    };
+    let copy_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(copy_dir.path()).unwrap();
+    let record = store.create_collection(config()).unwrap();
+    let copy =
+        ShardStateMachine::copy_child(&shard, store.shard(&record, 0).unwrap(), whole).unwrap();
+    // The parent's contents replaced by a snapshot (a lagging replica catching up):
+    // the same sealed state without points 0..50.
+    let mut snap = shard.snapshot().unwrap();
+    snap.points
+        .retain(|p| !matches!(p.id, PointId::Num(i) if i < 50));
+    shard.sync(shard.install(snap).unwrap()).unwrap();
+    let voters: BTreeMap<u64, openraft::BasicNode> = (1..=3)
+        .map(|n| (n, openraft::BasicNode::new(format!("n{n}"))))
+        .collect();
+    let child = ShardStateMachine::build_child(
+        &shard,
+        store.shard(&record, 0).unwrap(),
+        whole,
+        Some(copy),
+        voters,
+    )
+    .unwrap();
+    assert_eq!(contents(&child, 100), contents(&shard, 100));
+    assert_eq!(child.stats().points, 50);
 }
 
 #[tokio::test(flavor = "multi_thread")]

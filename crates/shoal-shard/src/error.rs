@@ -24,6 +24,10 @@ pub enum ShardError {
         new: usize,
         limit: usize,
     },
+    /// A split's child copied ahead of the seal no longer matches its parent (whose
+    /// contents a snapshot replaced since): it must be split off afresh.
+    #[error("the split's copy of the child is stale; it is split off afresh")]
+    StaleSplitCopy,
 }
 
 impl From<ShardError> for shoal_core::Error {
@@ -35,6 +39,7 @@ impl From<ShardError> for shoal_core::Error {
             e @ ShardError::TooManyPayloadKeys { .. } => {
                 shoal_core::Error::exhausted("points[].payload", e.to_string())
             }
+            e @ ShardError::StaleSplitCopy => shoal_core::Error::Internal(e.to_string()),
             ShardError::Checkpoint(c) => {
                 shoal_core::Error::Internal(format!("index checkpoint: {c}"))
             }

@@ -64,6 +64,6 @@ pub mod testing;
 pub use error::ShardError;
 pub use payload_index::PayloadIndex;
 pub use shard::{
-    BackgroundWork, Pools, Shard, ShardGauges, ShardOptions, ShardSnapshot, ShardStats,
+    BackgroundWork, Pools, Shard, ShardGauges, ShardOptions, ShardSnapshot, ShardStats, SplitCopy,
     background_work,
 };

@@ -4,6 +4,7 @@
 //!   writer's bookkeeping;
 //! - `open.rs`: opening, from a checkpoint reconciled with storage or from storage;
 //! - `write.rs`: applying writes at a sequence number, snapshots and their install;
+//! - `split.rs`: a split's children, copied ahead of the seal or split off in it;
 //! - `read.rs`: searches and their strategy, gets, scrolls, counts;
 //! - `background.rs`: checkpoint and rebuild threads.
 //!
@@ -25,10 +26,12 @@ use shoal_storage::ShardStore;
 mod background;
 mod open;
 mod read;
+mod split;
 mod state;
 mod write;
 
 pub use background::{BackgroundWork, background_work};
+pub use split::SplitCopy;
 use state::{State, Writer};
 pub use write::ShardSnapshot;
 

@@ -40,7 +40,7 @@ impl Shard {
     }
 
     /// [`Shard::open`] without the checkpoint of what differed from the last one.
-    fn open_quietly(
+    pub(super) fn open_quietly(
         config: Arc<CollectionConfig>,
         shard_no: u32,
         store: ShardStore,
@@ -104,6 +104,7 @@ impl Shard {
                     checkpointing: false,
                     last_write: Instant::now(),
                     generation: 0,
+                    split_dirty: None,
                 }),
                 applied: AtomicU64::new(applied_seq),
                 rebuilding: AtomicBool::new(false),
@@ -112,61 +113,6 @@ impl Shard {
                 checkpointed_ms: AtomicU64::new(checkpointed_ms),
             }),
         };
-        Ok(shard)
-    }
-}
-
-impl Shard {
-    /// Creates a new shard in the empty `store` holding the points of this shard that
-    /// `keep` selects, stored with sequence number `seq` and metadata `meta` (a split's
-    /// child). Starts from this shard's index: its newest checkpoint (saved now unless
-    /// fresh, see [`Shard::ready_to_split`]) is linked into the new shard's checkpoint
-    /// directory, and opening reconciles it with the stored
-    /// points (the others' graph nodes deleted, nothing re-inserted), so no graph is
-    /// built; the tombstones go with the background rebuild its first write starts
-    /// ([`Shard::is_rebuilding`] tells while it runs). Must be called
-    /// while this shard takes no writes (sealed), from outside its pool.
-    pub fn split_off(
-        &self,
-        store: ShardStore,
-        shard_no: u32,
-        keep: impl Fn(&PointId) -> bool,
-        seq: u64,
-        meta: &[u8],
-    ) -> Result<Shard, ShardError> {
-        // A fresh checkpoint (see `ready_to_split`, which the split asks for before
-        // the seal) serves as it is: the new shard re-inserts the few points written
-        // since, instead of this pause dumping the whole graph. A checkpoint failure
-        // only costs time: the new shard then builds its graph.
-        let fresh = self.checkpoint_fresh(&self.inner.writer.lock());
-        if !fresh && let Err(e) = self.checkpoint() {
-            tracing::warn!(error = %e, "no checkpoint to split off from; building the graph");
-        }
-        let linked = checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir())
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "linking the checkpoint failed; building the graph");
-                false
-            });
-        let points: Vec<Point> = {
-            let st = self.inner.state.read();
-            st.points().filter(|p| keep(&p.id)).collect()
-        };
-        store.sync(store.replace_all(&points, seq, meta)?)?;
-        tracing::debug!(linked, points = points.len(), "split off a shard");
-        drop(points);
-        let shard = Shard::open_quietly(
-            self.inner.config.clone(),
-            shard_no,
-            store,
-            self.inner.options.clone(),
-            self.inner.pools.clone(),
-        )?;
-        // The linked checkpoint serves a reopen (reconciled again, cheaply): no
-        // checkpoint now, which would hold the new shard's writes while it dumps. Its
-        // graph is compacted by the background rebuild its first write starts (not at
-        // once: every replica's children compacting while the split is still in
-        // flight starved a shared machine, BENCHMARKS.md "Resharding").
-        shard.inner.writer.lock().since_checkpoint = 0;
         Ok(shard)
     }
 }

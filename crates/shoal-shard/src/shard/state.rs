@@ -7,7 +7,7 @@
 //! and a record is published or retired together with its payload-index entries, in
 //! one state write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -90,6 +90,16 @@ impl State {
 
     pub(super) fn record(&self, id: InternalId) -> Option<&Record> {
         self.records.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// The live point `id`, if the shard holds it.
+    pub(super) fn point(&self, id: &PointId) -> Option<Point> {
+        let iid = *self.ids.get(id)?;
+        Some(Point {
+            id: *id,
+            vector: self.index.vector(iid)?,
+            payload: self.record(iid)?.payload.clone(),
+        })
     }
 
     /// Every live point, in id order.
@@ -186,6 +196,9 @@ pub(super) struct Writer {
     /// Bumped when a snapshot replaces the shard's contents: a rebuild that started
     /// from an older generation must not swap its result in.
     pub(super) generation: u64,
+    /// Ids written since a split's children were copied ahead of the seal
+    /// ([`super::Shard::split_ahead`]): what they still need. `None` before.
+    pub(super) split_dirty: Option<HashSet<PointId>>,
 }
 
 pub(super) fn index_params(config: &CollectionConfig, capacity_hint: usize) -> IndexParams {

@@ -127,6 +127,9 @@ impl Shard {
         let index = inner.state.read().index.clone();
         insert_vectors(&inner.pools.foreground, &*index, base, &points)?;
         let items_len = points.len();
+        if let Some(dirty) = w.split_dirty.as_mut() {
+            dirty.extend(points.iter().map(|p| p.id));
+        }
         let logged = w.rebuild_log.as_ref().map(|_| points.clone());
         inner
             .state
@@ -156,6 +159,9 @@ impl Shard {
         inner.applied.store(seq, Ordering::Release);
         w.last_write = Instant::now();
         inner.state.write().publish_deletes(&ids);
+        if let Some(dirty) = w.split_dirty.as_mut() {
+            dirty.extend(ids.iter().copied());
+        }
         if let Some(log) = w.rebuild_log.as_mut() {
             log.push(Write::Delete(ids));
         }
@@ -267,6 +273,8 @@ impl Shard {
         inner.applied.store(snapshot.seq, Ordering::Release);
         w.rebuild_log = None;
         inner.rebuilding.store(false, Ordering::Release);
+        // Children copied ahead of a split no longer match: they are built anew.
+        w.split_dirty = None;
         w.generation += 1;
         Ok(ticket)
     }
