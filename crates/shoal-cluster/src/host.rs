@@ -1071,14 +1071,6 @@ impl Host {
         }
     }
 
-    /// Runs `f` on the search pool and awaits it.
-    pub async fn on_pool<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
-        on_pool(&self.pools.foreground, |_| f()).await
-    }
-
     /// Changes the membership of `group` if this node leads it (see
     /// [`MembershipChange`]), and describes it as it is afterwards.
     pub async fn membership_local(
@@ -1267,21 +1259,24 @@ impl Host {
             };
             if digests {
                 let shard = r.shard.clone();
-                let (applied, digest, points) = self
-                    .on_pool(move || -> Result<(u64, u64, u64)> {
-                        let mut snap = shard.snapshot()?;
-                        snap.points.sort_by_key(|p| p.id);
-                        let mut h = Xxh3::new();
-                        for p in &snap.points {
-                            h.update(&postcard::to_stdvec(p).map_err(internal)?);
-                        }
-                        Ok((
-                            snap.seq.saturating_sub(1),
-                            h.digest(),
-                            snap.points.len() as u64,
-                        ))
-                    })
-                    .await??;
+                // Off the pools: the snapshot takes the shard's writer lock, whose
+                // holder (a write) may be waiting on the foreground pool for its index
+                // inserts — and a pool thread inside that insert may pick up this job
+                // (a deadlock seen in the status test; ARCHITECTURE.md's pool rule).
+                let (applied, digest, points) = blocking(move || -> Result<(u64, u64, u64)> {
+                    let mut snap = shard.snapshot()?;
+                    snap.points.sort_by_key(|p| p.id);
+                    let mut h = Xxh3::new();
+                    for p in &snap.points {
+                        h.update(&postcard::to_stdvec(p).map_err(internal)?);
+                    }
+                    Ok((
+                        snap.seq.saturating_sub(1),
+                        h.digest(),
+                        snap.points.len() as u64,
+                    ))
+                })
+                .await?;
                 report.applied = applied;
                 report.digest = Some(digest);
                 report.points = points;
