@@ -122,7 +122,14 @@ struct AheadCopy {
     parent: u64,
     /// `None` while the copy is made.
     copy: Option<Result<SplitCopy>>,
+    /// How many times the split's copies were made again before this one (they fell
+    /// behind the writes).
+    round: u32,
 }
+
+/// How many times a split's children are copied again before the seal when the
+/// writes since the copy would make the pause long (see [`Host::split_local`]).
+const MAX_SPLIT_RECOPIES: u32 = 2;
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Internal(e.to_string())
@@ -646,23 +653,47 @@ impl Host {
             // Before the seal, the work the split would otherwise do while the shard's
             // writes wait: a compaction finished, a fresh checkpoint saved, then the
             // children copied.
-            let copies = {
+            let (copies, mut round) = {
                 let ahead = self.ahead.lock();
-                groups.map(|g| ahead.get(&g).map(|a| a.copy.as_ref().map(|c| c.is_ok())))
+                let copies =
+                    groups.map(|g| ahead.get(&g).map(|a| a.copy.as_ref().map(|c| c.is_ok())));
+                let round = groups.iter().filter_map(|g| ahead.get(g)).map(|a| a.round);
+                (copies, round.max().unwrap_or(0))
             };
-            return Ok(match copies {
-                // Copied (or a copy failed: the build after the seal does it all).
-                [Some(Some(_)), Some(Some(_))] => SplitProgress::NotSealed,
-                c if c.contains(&Some(None)) => SplitProgress::Copying,
+            match copies {
+                // Copied (or a copy failed: the build after the seal does it all)...
+                [Some(Some(_)), Some(Some(_))] => {
+                    if parent.shard.is_rebuilding() {
+                        return Ok(SplitProgress::Compacting);
+                    }
+                    // ... unless the writes since (while the other replicas compacted,
+                    // say) would make the pause long: copied again, a bounded number
+                    // of times (writes faster than a copy would never let it end).
+                    let live = parent.shard.stats().points as usize;
+                    let stale = parent
+                        .shard
+                        .split_dirty()
+                        .is_some_and(|n| n > (live / 20).max(2_000));
+                    if !stale || round >= MAX_SPLIT_RECOPIES {
+                        return Ok(SplitProgress::NotSealed);
+                    }
+                    tracing::info!(
+                        group,
+                        round,
+                        "the split's copies fell behind the writes; copying again"
+                    );
+                    self.forget_copies(cid, Some(group));
+                    round += 1;
+                }
+                c if c.contains(&Some(None)) => return Ok(SplitProgress::Copying),
                 // None made yet (or one of them forgotten): copy both.
-                _ if parent.shard.is_rebuilding() || !parent.shard.ready_to_split() => {
-                    SplitProgress::Compacting
-                }
-                _ => {
-                    self.copy_ahead(&cm, group, &parent.shard, &call);
-                    SplitProgress::Copying
-                }
-            });
+                _ => {}
+            }
+            if parent.shard.is_rebuilding() || !parent.shard.ready_to_split() {
+                return Ok(SplitProgress::Compacting);
+            }
+            self.copy_ahead(&cm, group, &parent.shard, &call, round);
+            return Ok(SplitProgress::Copying);
         }
         if groups
             .iter()
@@ -700,6 +731,7 @@ impl Host {
         group: u64,
         parent: &Shard,
         call: &SplitCall,
+        round: u32,
     ) {
         {
             let mut ahead = self.ahead.lock();
@@ -709,12 +741,25 @@ impl Host {
                     AheadCopy {
                         parent: group,
                         copy: None,
+                        round,
                     },
                 );
             }
         }
         let (host, cm, parent, call) = (self.clone(), cm.clone(), parent.clone(), call.clone());
         tokio::spawn(async move {
+            if round > 0 {
+                // The record of the writes since the earlier copies starts over.
+                let p = parent.clone();
+                if let Err(e) = blocking(move || {
+                    p.split_restart();
+                    Ok(())
+                })
+                .await
+                {
+                    tracing::warn!(error = %e, "restarting a split's copies failed");
+                }
+            }
             for child in call.children {
                 let g = cm.group(child.shard);
                 let record = CollectionRecord {

@@ -309,6 +309,17 @@ async fn a_child_copied_before_the_parent_installed_a_snapshot_is_split_off_afre
     .unwrap();
     assert_eq!(contents(&child, 100), contents(&shard, 100));
     assert_eq!(child.stats().points, 50);
+    // A copy made before the record of the writes restarted is stale as well.
+    let again_dir = tempfile::tempdir().unwrap();
+    let again = Store::open(again_dir.path()).unwrap();
+    let record = again.create_collection(config()).unwrap();
+    let copy =
+        ShardStateMachine::copy_child(&shard, again.shard(&record, 0).unwrap(), whole).unwrap();
+    shard.split_restart();
+    assert!(matches!(
+        shard.finish_split(copy, |_| true, 1, &[]),
+        Err(shoal_shard::ShardError::StaleSplitCopy)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -105,6 +105,7 @@ impl Shard {
                     last_write: Instant::now(),
                     generation: 0,
                     split_dirty: None,
+                    split_epoch: 0,
                 }),
                 applied: AtomicU64::new(applied_seq),
                 rebuilding: AtomicBool::new(false),

@@ -33,8 +33,8 @@ use crate::checkpoint;
 /// a shard by [`Shard::finish_split`] once the parent is sealed.
 pub struct SplitCopy {
     shard: Shard,
-    /// The parent's contents generation the copy was taken from.
-    generation: u64,
+    /// The parent's split epoch the copy was taken in.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for SplitCopy {
@@ -42,7 +42,7 @@ impl std::fmt::Debug for SplitCopy {
         f.debug_struct("SplitCopy")
             .field("shard", &self.shard.shard_no())
             .field("points", &self.shard.stats().points)
-            .field("generation", &self.generation)
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
@@ -67,12 +67,12 @@ impl Shard {
         shard_no: u32,
         keep: impl Fn(&PointId) -> bool,
     ) -> Result<SplitCopy, ShardError> {
-        let (points, generation) = {
+        let (points, epoch) = {
             let mut w = self.inner.writer.lock();
             w.split_dirty.get_or_insert_with(HashSet::new);
             let st = self.inner.state.read();
             let points: Vec<Point> = st.points().filter(|p| keep(&p.id)).collect();
-            (points, w.generation)
+            (points, w.split_epoch)
         };
         let linked = checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir())
             .unwrap_or_else(|e| {
@@ -93,7 +93,30 @@ impl Shard {
             self.inner.options.clone(),
             self.inner.pools.clone(),
         )?;
-        Ok(SplitCopy { shard, generation })
+        Ok(SplitCopy { shard, epoch })
+    }
+
+    /// Forgets which ids this shard's writes touched since a split's children were
+    /// copied: every copy made so far is stale ([`Shard::finish_split`] refuses it),
+    /// and the next [`Shard::split_ahead`] starts the record afresh. For copies that
+    /// fell too far behind, before copying again.
+    pub fn split_restart(&self) {
+        let mut w = self.inner.writer.lock();
+        w.split_dirty = None;
+        w.split_epoch += 1;
+    }
+
+    /// How many ids this shard's writes touched since a split's children were copied
+    /// ahead of the seal (what [`Shard::finish_split`] would bring up to date): `None`
+    /// without copies, or while a write holds the writer lock (async callers: it
+    /// never waits for that lock).
+    pub fn split_dirty(&self) -> Option<usize> {
+        self.inner
+            .writer
+            .try_lock()?
+            .split_dirty
+            .as_ref()
+            .map(|d| d.len())
     }
 
     /// Makes `copy` (from [`Shard::split_ahead`] on this shard, with the same `keep`)
@@ -101,7 +124,8 @@ impl Shard {
     /// this shard holds them or deleted, stored with sequence number `seq` and
     /// metadata `meta`, and synced. Must be called while this shard takes no writes
     /// (sealed). [`ShardError::StaleSplitCopy`] if this shard's contents were replaced
-    /// since (a snapshot install): the caller splits off afresh.
+    /// since (a snapshot install) or [`Shard::split_restart`] was called: the caller
+    /// splits off afresh.
     pub fn finish_split(
         &self,
         copy: SplitCopy,
@@ -112,7 +136,7 @@ impl Shard {
         let (upserts, deletes) = {
             let w = self.inner.writer.lock();
             let dirty = match &w.split_dirty {
-                Some(d) if w.generation == copy.generation => d,
+                Some(d) if w.split_epoch == copy.epoch => d,
                 _ => return Err(ShardError::StaleSplitCopy),
             };
             let st = self.inner.state.read();

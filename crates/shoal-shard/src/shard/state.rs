@@ -199,6 +199,9 @@ pub(super) struct Writer {
     /// Ids written since a split's children were copied ahead of the seal
     /// ([`super::Shard::split_ahead`]): what they still need. `None` before.
     pub(super) split_dirty: Option<HashSet<PointId>>,
+    /// Bumped whenever `split_dirty` starts over (a snapshot install, or
+    /// [`super::Shard::split_restart`]): copies of an older epoch are stale.
+    pub(super) split_epoch: u64,
 }
 
 pub(super) fn index_params(config: &CollectionConfig, capacity_hint: usize) -> IndexParams {

@@ -275,6 +275,7 @@ impl Shard {
         inner.rebuilding.store(false, Ordering::Release);
         // Children copied ahead of a split no longer match: they are built anew.
         w.split_dirty = None;
+        w.split_epoch += 1;
         w.generation += 1;
         Ok(ticket)
     }
