@@ -122,14 +122,14 @@ struct AheadCopy {
     parent: u64,
     /// `None` while the copy is made.
     copy: Option<Result<SplitCopy>>,
-    /// How many times the split's copies were made again before this one (they fell
-    /// behind the writes).
-    round: u32,
+    /// When the copy was finished.
+    made: Option<Instant>,
 }
 
-/// How many times a split's children are copied again before the seal when the
-/// writes since the copy would make the pause long (see [`Host::split_local`]).
-const MAX_SPLIT_RECOPIES: u32 = 2;
+/// The least time between two copies of a split's children made before the seal
+/// (copied again when the writes since would make the pause long, see
+/// [`Host::split_local`]).
+const SPLIT_RECOPY_AFTER: Duration = Duration::from_secs(60);
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Internal(e.to_string())
@@ -653,13 +653,14 @@ impl Host {
             // Before the seal, the work the split would otherwise do while the shard's
             // writes wait: a compaction finished, a fresh checkpoint saved, then the
             // children copied.
-            let (copies, mut round) = {
+            let (copies, oldest) = {
                 let ahead = self.ahead.lock();
                 let copies =
                     groups.map(|g| ahead.get(&g).map(|a| a.copy.as_ref().map(|c| c.is_ok())));
-                let round = groups.iter().filter_map(|g| ahead.get(g)).map(|a| a.round);
-                (copies, round.max().unwrap_or(0))
+                let made = groups.iter().filter_map(|g| ahead.get(g)?.made);
+                (copies, made.min())
             };
+            let mut restart = false;
             match copies {
                 // Copied (or a copy failed: the build after the seal does it all)...
                 [Some(Some(_)), Some(Some(_))] => {
@@ -667,23 +668,24 @@ impl Host {
                         return Ok(SplitProgress::Compacting);
                     }
                     // ... unless the writes since (while the other replicas compacted,
-                    // say) would make the pause long: copied again, a bounded number
-                    // of times (writes faster than a copy would never let it end).
+                    // say) would make the pause long: copied again, but not sooner than
+                    // `SPLIT_RECOPY_AFTER` after the last copy, so that however fast
+                    // the writes come, the replicas are ready together for most of
+                    // the time and the operator can seal.
                     let live = parent.shard.stats().points as usize;
-                    let stale = parent
-                        .shard
-                        .split_dirty()
-                        .is_some_and(|n| n > (live / 20).max(2_000));
-                    if !stale || round >= MAX_SPLIT_RECOPIES {
+                    let dirty = parent.shard.split_dirty().unwrap_or(0);
+                    let stale = dirty > (live / 50).max(2_000);
+                    let old = oldest.is_some_and(|t| t.elapsed() >= SPLIT_RECOPY_AFTER);
+                    if !stale || !old {
                         return Ok(SplitProgress::NotSealed);
                     }
                     tracing::info!(
                         group,
-                        round,
+                        written_since = dirty,
                         "the split's copies fell behind the writes; copying again"
                     );
                     self.forget_copies(cid, Some(group));
-                    round += 1;
+                    restart = true;
                 }
                 c if c.contains(&Some(None)) => return Ok(SplitProgress::Copying),
                 // None made yet (or one of them forgotten): copy both.
@@ -692,7 +694,7 @@ impl Host {
             if parent.shard.is_rebuilding() || !parent.shard.ready_to_split() {
                 return Ok(SplitProgress::Compacting);
             }
-            self.copy_ahead(&cm, group, &parent.shard, &call, round);
+            self.copy_ahead(&cm, group, &parent.shard, &call, restart);
             return Ok(SplitProgress::Copying);
         }
         if groups
@@ -731,7 +733,7 @@ impl Host {
         group: u64,
         parent: &Shard,
         call: &SplitCall,
-        round: u32,
+        restart: bool,
     ) {
         {
             let mut ahead = self.ahead.lock();
@@ -741,14 +743,14 @@ impl Host {
                     AheadCopy {
                         parent: group,
                         copy: None,
-                        round,
+                        made: None,
                     },
                 );
             }
         }
         let (host, cm, parent, call) = (self.clone(), cm.clone(), parent.clone(), call.clone());
         tokio::spawn(async move {
-            if round > 0 {
+            if restart {
                 // The record of the writes since the earlier copies starts over.
                 let p = parent.clone();
                 if let Err(e) = blocking(move || {
@@ -791,6 +793,7 @@ impl Host {
                 // Dropped if the parent left this node meanwhile.
                 if let Some(a) = host.ahead.lock().get_mut(&g) {
                     a.copy = Some(copied);
+                    a.made = Some(Instant::now());
                 }
             }
         });
