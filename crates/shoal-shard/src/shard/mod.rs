@@ -32,7 +32,7 @@ mod write;
 
 pub use background::{BackgroundWork, background_work};
 pub use split::SplitCopy;
-use state::{State, Writer};
+use state::{SplitTrack, State, Writer};
 pub use write::ShardSnapshot;
 
 /// The thread pools a shard's work runs on (usually every shard of a process shares
@@ -145,6 +145,8 @@ struct Inner {
     store: ShardStore,
     options: ShardOptions,
     writer: Mutex<Writer>,
+    /// Taken inside `writer` when both are (see [`SplitTrack`]).
+    split: Mutex<SplitTrack>,
     /// `Writer::applied_seq` and whether a rebuild is logging writes, mirrored for
     /// readers that must never wait for the writer lock, which a checkpoint, a
     /// snapshot or a snapshot install holds for seconds ([`Shard::stats`],

@@ -17,7 +17,7 @@ use shoal_core::{CollectionConfig, Point, PointId};
 use shoal_index::{InternalId, VectorIndex};
 use shoal_storage::{Quarantined, ShardStore};
 
-use super::state::{Record, State, Writer, allocate, index_params, insert_vectors};
+use super::state::{Record, SplitTrack, State, Writer, allocate, index_params, insert_vectors};
 use super::{Inner, Pools, Shard, ShardOptions};
 use crate::ShardError;
 use crate::checkpoint;
@@ -104,9 +104,8 @@ impl Shard {
                     checkpointing: false,
                     last_write: Instant::now(),
                     generation: 0,
-                    split_dirty: None,
-                    split_epoch: 0,
                 }),
+                split: Mutex::new(SplitTrack::default()),
                 applied: AtomicU64::new(applied_seq),
                 rebuilding: AtomicBool::new(false),
                 state: RwLock::new(state),

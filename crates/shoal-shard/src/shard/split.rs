@@ -68,11 +68,13 @@ impl Shard {
         keep: impl Fn(&PointId) -> bool,
     ) -> Result<SplitCopy, ShardError> {
         let (points, epoch) = {
-            let mut w = self.inner.writer.lock();
-            w.split_dirty.get_or_insert_with(HashSet::new);
+            // No write between the copy and the start of the record.
+            let _w = self.inner.writer.lock();
+            let mut split = self.inner.split.lock();
+            split.dirty.get_or_insert_with(HashSet::new);
             let st = self.inner.state.read();
             let points: Vec<Point> = st.points().filter(|p| keep(&p.id)).collect();
-            (points, w.split_epoch)
+            (points, split.epoch)
         };
         let linked = checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir())
             .unwrap_or_else(|e| {
@@ -101,22 +103,16 @@ impl Shard {
     /// and the next [`Shard::split_ahead`] starts the record afresh. For copies that
     /// fell too far behind, before copying again.
     pub fn split_restart(&self) {
-        let mut w = self.inner.writer.lock();
-        w.split_dirty = None;
-        w.split_epoch += 1;
+        let mut split = self.inner.split.lock();
+        split.dirty = None;
+        split.epoch += 1;
     }
 
     /// How many ids this shard's writes touched since a split's children were copied
     /// ahead of the seal (what [`Shard::finish_split`] would bring up to date): `None`
-    /// without copies, or while a write holds the writer lock (async callers: it
-    /// never waits for that lock).
+    /// without copies. Never waits for the writer lock.
     pub fn split_dirty(&self) -> Option<usize> {
-        self.inner
-            .writer
-            .try_lock()?
-            .split_dirty
-            .as_ref()
-            .map(|d| d.len())
+        self.inner.split.lock().dirty.as_ref().map(|d| d.len())
     }
 
     /// Makes `copy` (from [`Shard::split_ahead`] on this shard, with the same `keep`)
@@ -134,9 +130,11 @@ impl Shard {
         meta: &[u8],
     ) -> Result<Shard, ShardError> {
         let (upserts, deletes) = {
-            let w = self.inner.writer.lock();
-            let dirty = match &w.split_dirty {
-                Some(d) if w.split_epoch == copy.epoch => d,
+            // Not the writer lock: sealed, the shard takes no writes, and a checkpoint
+            // begun before the seal may hold that lock for seconds.
+            let split = self.inner.split.lock();
+            let dirty = match &split.dirty {
+                Some(d) if split.epoch == copy.epoch => d,
                 _ => return Err(ShardError::StaleSplitCopy),
             };
             let st = self.inner.state.read();

@@ -196,12 +196,19 @@ pub(super) struct Writer {
     /// Bumped when a snapshot replaces the shard's contents: a rebuild that started
     /// from an older generation must not swap its result in.
     pub(super) generation: u64,
-    /// Ids written since a split's children were copied ahead of the seal
-    /// ([`super::Shard::split_ahead`]): what they still need. `None` before.
-    pub(super) split_dirty: Option<HashSet<PointId>>,
-    /// Bumped whenever `split_dirty` starts over (a snapshot install, or
+}
+
+/// Which ids a shard's writes touched since a split's children were copied ahead of
+/// the seal ([`super::Shard::split_ahead`]). Behind a lock of its own, taken inside
+/// the writer lock by writes and alone by the split's finish, which must not wait for
+/// a checkpoint that holds the writer lock.
+#[derive(Default)]
+pub(super) struct SplitTrack {
+    /// What the copies still need; `None` before any copy.
+    pub(super) dirty: Option<HashSet<PointId>>,
+    /// Bumped whenever `dirty` starts over (a snapshot install, or
     /// [`super::Shard::split_restart`]): copies of an older epoch are stale.
-    pub(super) split_epoch: u64,
+    pub(super) epoch: u64,
 }
 
 pub(super) fn index_params(config: &CollectionConfig, capacity_hint: usize) -> IndexParams {

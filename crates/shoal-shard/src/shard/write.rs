@@ -127,7 +127,7 @@ impl Shard {
         let index = inner.state.read().index.clone();
         insert_vectors(&inner.pools.foreground, &*index, base, &points)?;
         let items_len = points.len();
-        if let Some(dirty) = w.split_dirty.as_mut() {
+        if let Some(dirty) = inner.split.lock().dirty.as_mut() {
             dirty.extend(points.iter().map(|p| p.id));
         }
         let logged = w.rebuild_log.as_ref().map(|_| points.clone());
@@ -159,7 +159,7 @@ impl Shard {
         inner.applied.store(seq, Ordering::Release);
         w.last_write = Instant::now();
         inner.state.write().publish_deletes(&ids);
-        if let Some(dirty) = w.split_dirty.as_mut() {
+        if let Some(dirty) = inner.split.lock().dirty.as_mut() {
             dirty.extend(ids.iter().copied());
         }
         if let Some(log) = w.rebuild_log.as_mut() {
@@ -274,8 +274,11 @@ impl Shard {
         w.rebuild_log = None;
         inner.rebuilding.store(false, Ordering::Release);
         // Children copied ahead of a split no longer match: they are built anew.
-        w.split_dirty = None;
-        w.split_epoch += 1;
+        {
+            let mut split = inner.split.lock();
+            split.dirty = None;
+            split.epoch += 1;
+        }
         w.generation += 1;
         Ok(ticket)
     }
