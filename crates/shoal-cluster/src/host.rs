@@ -433,7 +433,16 @@ impl Host {
         wanted.extend(state.splitting_children());
         for (cm, shard) in hosted {
             let group = cm.group(shard.id);
-            if !self.replicas.read().contains_key(&group) && !self.building.lock().contains(&group)
+            // A split's child still being copied here (the split finished without this
+            // node's copy) opens once the copy ends: the copy reconciles then.
+            let copying = self
+                .ahead
+                .lock()
+                .get(&group)
+                .is_some_and(|a| a.copy.is_none());
+            if !self.replicas.read().contains_key(&group)
+                && !self.building.lock().contains(&group)
+                && !copying
             {
                 self.open_replica(cm, shard, &state).await?;
             }
@@ -795,6 +804,11 @@ impl Host {
                     a.copy = Some(copied);
                     a.made = Some(Instant::now());
                 }
+            }
+            // The split may have finished meanwhile without this node's copies: open
+            // what the metadata places here now (a leftover copy is deleted first).
+            if let Err(e) = host.reconcile(host.state()).await {
+                tracing::warn!(error = %e, "reconciling after copying a split's children failed");
             }
         });
     }
