@@ -76,11 +76,7 @@ impl Shard {
             let points: Vec<Point> = st.points().filter(|p| keep(&p.id)).collect();
             (points, split.epoch)
         };
-        let linked = checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir())
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "linking the checkpoint failed; building the graph");
-                false
-            });
+        let linked = self.link_checkpoint_into(&store);
         store.replace_all(&points, 0, &[])?;
         tracing::debug!(
             linked,
@@ -88,13 +84,7 @@ impl Shard {
             "copied a split's child ahead of the seal"
         );
         drop(points);
-        let shard = Shard::open_quietly(
-            self.inner.config.clone(),
-            shard_no,
-            store,
-            self.inner.options.clone(),
-            self.inner.pools.clone(),
-        )?;
+        let shard = self.open_child(shard_no, store)?;
         Ok(SplitCopy { shard, epoch })
     }
 
@@ -217,11 +207,7 @@ impl Shard {
         if !fresh && let Err(e) = self.checkpoint() {
             tracing::warn!(error = %e, "no checkpoint to split off from; building the graph");
         }
-        let linked = checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir())
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "linking the checkpoint failed; building the graph");
-                false
-            });
+        let linked = self.link_checkpoint_into(&store);
         let points: Vec<Point> = {
             let st = self.inner.state.read();
             st.points().filter(|p| keep(&p.id)).collect()
@@ -229,13 +215,7 @@ impl Shard {
         store.sync(store.replace_all(&points, seq, meta)?)?;
         tracing::debug!(linked, points = points.len(), "split off a shard");
         drop(points);
-        let shard = Shard::open_quietly(
-            self.inner.config.clone(),
-            shard_no,
-            store,
-            self.inner.options.clone(),
-            self.inner.pools.clone(),
-        )?;
+        let shard = self.open_child(shard_no, store)?;
         // The linked checkpoint serves a reopen (reconciled again, cheaply): no
         // checkpoint now, which would hold the new shard's writes while it dumps. Its
         // graph is compacted by the background rebuild its first write starts (not at
@@ -243,5 +223,31 @@ impl Shard {
         // flight starved a shared machine, BENCHMARKS.md "Resharding").
         shard.inner.writer.lock().since_checkpoint = 0;
         Ok(shard)
+    }
+}
+
+impl Shard {
+    /// Hard-links this shard's newest index checkpoint into `store`'s checkpoint
+    /// directory, for a split's child to start its index from. A failure only costs
+    /// time (the child then builds its graph): logged, and false.
+    fn link_checkpoint_into(&self, store: &ShardStore) -> bool {
+        checkpoint::link_latest(self.inner.store.derived_dir(), store.derived_dir()).unwrap_or_else(
+            |e| {
+                tracing::warn!(error = %e, "linking the checkpoint failed; building the graph");
+                false
+            },
+        )
+    }
+
+    /// Opens the split's child `shard_no` in `store` with this shard's collection,
+    /// options and pools, saving no checkpoint.
+    fn open_child(&self, shard_no: u32, store: ShardStore) -> Result<Shard, ShardError> {
+        Shard::open_quietly(
+            self.inner.config.clone(),
+            shard_no,
+            store,
+            self.inner.options.clone(),
+            self.inner.pools.clone(),
+        )
     }
 }
