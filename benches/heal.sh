@@ -93,6 +93,7 @@ PEERS="1=10.98.0.1:7471,2=10.98.0.2:7471,3=10.98.0.3:7471"
 for i in 1 2 3; do
   RUST_LOG=${RUST_LOG:-warn} ip netns exec "n$i" "$S" serve --node-id "$i" \
     --listen "10.98.0.$i:7470" --raft-listen "10.98.0.$i:7471" --peers "$PEERS" \
+    --cluster-secret heal-bench-secret-0123456789abcdef \
     --data-dir "$W/n$i" > "$W/n$i.out" 2> "$W/n$i.log" &
   PIDS+=($!)
 done

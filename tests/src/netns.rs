@@ -156,6 +156,39 @@ impl Network {
         }
     }
 
+    /// Runs `script` with `sh -c` in the holder's mount namespace (where
+    /// [`Network::mount_tmpfs`] mounts live), bounded in time; its standard output.
+    pub fn run_in_mounts(&self, script: &str) -> Result<String, String> {
+        let pid = self.holder.id().to_string();
+        let out = Command::new("timeout")
+            .arg(COMMAND_TIMEOUT.as_secs().to_string())
+            .args(["nsenter", "-t", &pid, "-m", "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {script:?}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{script:?}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Mounts a tmpfs of `bytes` over `dir` (created if missing) in the holder's
+    /// mount namespace: the nodes started afterwards see it (`ip netns exec` copies
+    /// the holder's mounts), the host does not, and it vanishes with the holder.
+    pub fn mount_tmpfs(&self, dir: &std::path::Path, bytes: u64) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        self.run_in_mounts(&format!(
+            "mount -t tmpfs -o size={bytes} tmpfs '{}'",
+            dir.display()
+        ))
+        .map(|_| ())
+    }
+
     /// Cuts node `i` off from its peers: every packet to or from TCP port `port` (its
     /// internal port, and its peers' internal port) is dropped in its namespace, both
     /// ways. Its other ports stay reachable.

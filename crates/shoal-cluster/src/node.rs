@@ -29,6 +29,7 @@ use shoal_meta::ClusterState;
 use shoal_proto::internal::v1::cluster_internal_server::ClusterInternalServer;
 use shoal_proto::internal::v1::raft_transport_server::RaftTransportServer;
 use shoal_raft::auth::{Gate, InternalTls};
+use shoal_raft::election_gate::{ElectionGate, GateTiming};
 use shoal_raft::network::{MAX_RAFT_MESSAGE, RaftTransportService, internal_server};
 use tonic::service::interceptor::InterceptedService;
 
@@ -128,6 +129,7 @@ impl Node {
             node.bootstrap(&options).await?;
         }
         spawn_reconciler(host);
+        spawn_election_gate(host);
         LoadMeter::spawn_sampler(&host.load);
         let idle = options.shard.checkpoint_idle;
         if !idle.is_zero() && options.shard.checkpoint_every > 0 {
@@ -663,6 +665,27 @@ fn spawn_reconciler(host: &Arc<Host>) {
             if let Err(e) = host.reconcile(state).await {
                 tracing::error!(error = %e, "reconciling shard replicas failed");
             }
+        }
+    });
+}
+
+/// Opens and closes the election gates of the host's groups (`shoal_raft::
+/// election_gate`: no election without a majority in reach), while the host lives.
+fn spawn_election_gate(host: &Arc<Host>) {
+    let t = &host.timing;
+    let timing = GateTiming::from_raft(t.heartbeat_ms, t.election_min_ms, t.election_max_ms);
+    let mut gate = ElectionGate::new(host.id, host.registry.clone(), host.peers.clone(), timing);
+    let weak: Weak<Host> = Arc::downgrade(host);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(timing.probe_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(host) if !host.is_closing() && !host.is_evicted() => {}
+                _ => break,
+            }
+            gate.tick();
         }
     });
 }

@@ -24,6 +24,9 @@
 //! - [`network`]: the gRPC Raft transport shared by every group of a node (one
 //!   channel per peer) and the node's [`network::Registry`] of groups.
 //!
+//! - [`election_gate`]: a replica stands for election only while its node reaches a
+//!   majority of the group's voters (openraft 0.9 has no pre-vote; a node cut off
+//!   would otherwise raise its term and unseat the leader when the network heals).
 //! - [`auth`]: the cluster secret that every call between nodes carries and every
 //!   internal port checks.
 //!
@@ -33,6 +36,7 @@
 //! shard (`Shard::check`) so that no entry can break a replica.
 
 pub mod auth;
+pub mod election_gate;
 mod error;
 mod log_store;
 mod meta;

@@ -121,6 +121,16 @@ impl Registry {
             .cloned()
     }
 
+    /// Every group hosted now, with its Raft instance.
+    pub fn all(&self) -> Vec<(u64, Raft<TypeConfig>)> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(g, r)| (*g, r.clone()))
+            .collect()
+    }
+
     pub fn remove(&self, group: u64) -> Option<Raft<TypeConfig>> {
         self.groups
             .write()
@@ -237,6 +247,46 @@ impl Peers {
         if channels.get(addr).is_some_and(|c| c.serial == serial) {
             channels.remove(addr);
             tracing::debug!(addr, "peer connection failed; reconnecting afresh");
+        }
+    }
+
+    /// Pings node `id` at `addr` (a [`RaftRpc::Ping`]), waiting at most `timeout`:
+    /// whether that node answered. A refusal the peer itself sent counts as an answer
+    /// (an older node that does not know the ping refuses it as an unknown kind),
+    /// except one saying it is another node or does not let this one in. A failed
+    /// connection is dropped, as by every call (the next ping connects afresh).
+    pub async fn ping(&self, id: u64, addr: &str, timeout: Duration) -> bool {
+        let Ok(PeerChannel { channel, serial }) = self.peer_channel(addr) else {
+            return false;
+        };
+        let mut request = tonic::Request::new(RaftRequest {
+            group: 0,
+            rpc: RaftRpc::Ping as i32,
+            payload: Vec::new(),
+            to: id,
+        });
+        request.set_timeout(timeout);
+        let mut client = RaftTransportClient::with_interceptor(channel, self.credential());
+        let call = tokio::time::timeout(timeout, client.call(request)).await;
+        match call {
+            Ok(Ok(_)) => true,
+            Ok(Err(s)) => {
+                if Peers::is_transport_failure(&s) {
+                    self.forget(addr, serial);
+                    return false;
+                }
+                // A status the peer sent has no local source.
+                std::error::Error::source(&s).is_none()
+                    && !matches!(
+                        s.code(),
+                        tonic::Code::FailedPrecondition
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                            | tonic::Code::Unauthenticated
+                            | tonic::Code::PermissionDenied
+                    )
+            }
+            Err(_) => false,
         }
     }
 
@@ -446,6 +496,9 @@ impl RaftTransport for RaftTransportService {
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
         let req = request.into_inner();
         check_recipient(self.node, req.to)?;
+        if req.rpc == RaftRpc::Ping as i32 {
+            return Ok(tonic::Response::new(RaftReply::default()));
+        }
         let raft = self.registry.get(req.group).ok_or_else(|| {
             tonic::Status::not_found(format!("group {} is not hosted here", req.group))
         })?;
@@ -462,7 +515,7 @@ impl RaftTransport for RaftTransportService {
                 let r = decode(&req.payload).map_err(bad_request)?;
                 encode(&raft.install_snapshot(r).await)
             }
-            _ => {
+            Ok(RaftRpc::Ping) | Ok(RaftRpc::Unspecified) | Err(_) => {
                 return Err(tonic::Status::invalid_argument(format!(
                     "rpc: unknown kind {}",
                     req.rpc
@@ -545,6 +598,44 @@ mod tests {
         assert_eq!(peers.peer_channel(&addr).unwrap().serial, first);
         peers.forget(&addr, first);
         assert_ne!(peers.peer_channel(&addr).unwrap().serial, first);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ping_is_answered_by_the_node_named_and_by_no_other() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let service = RaftTransportServer::new(RaftTransportService::new(Registry::default(), 1));
+        let server = tokio::spawn(
+            internal_server(None)
+                .unwrap()
+                .add_service(service)
+                .serve_with_incoming(internal_incoming(listener)),
+        );
+        let peers = Peers::default();
+        let t = Duration::from_secs(5);
+        assert!(peers.ping(1, &addr, t).await);
+        // The node at that address is not node 2.
+        assert!(!peers.ping(2, &addr, t).await);
+        // A listener that never answers: no answer within the timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        assert!(
+            !peers
+                .ping(1, &silent_addr, Duration::from_millis(300))
+                .await
+        );
+        // Nothing listens: refused.
+        held.abort();
+        server.abort();
+        let _ = server.await;
+        peers.forget(&addr, peers.peer_channel(&addr).unwrap().serial);
+        assert!(!peers.ping(1, &addr, t).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use shoal_tests::nemesis::{self, Config, RunError};
+use shoal_tests::nemesis::{self, Config, FaultKind, RunError};
 
 #[derive(Parser)]
 #[command(about = "Fault injection against a three-node Shoal cluster, with checkers")]
@@ -41,6 +41,20 @@ struct Args {
     /// paused) counts as a hang.
     #[arg(long, default_value_t = 15)]
     hang_after_s: u64,
+    /// Only these kinds of fault, comma-separated (default: all): kill-leader,
+    /// kill-node, kill-all, pause, partition, partition-meta-leader, disk-full.
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+    faults: Vec<FaultKind>,
+}
+
+fn parse_kind(s: &str) -> Result<FaultKind, String> {
+    FaultKind::ALL
+        .into_iter()
+        .find(|k| k.flag() == s)
+        .ok_or_else(|| {
+            let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.flag()).collect();
+            format!("unknown fault {s:?}; one of {}", names.join(", "))
+        })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -93,6 +107,9 @@ fn run() -> anyhow::Result<bool> {
     );
     config.keep_data = args.keep_data;
     config.hang_after = Duration::from_secs(args.hang_after_s);
+    if !args.faults.is_empty() {
+        config.kinds = args.faults.clone();
+    }
     eprintln!(
         "nemesis: seed {}, {} s of faults; logs and history in {}",
         args.seed,

@@ -5,7 +5,9 @@
 //! data directory of its own, its stdout and stderr appended to `nI.log` in the
 //! output directory. It can kill a node with SIGKILL, start it again over the same
 //! directory, pause it (SIGSTOP) and resume it (SIGCONT), and cut it off from its
-//! peers. What state each node is in (up, killed, paused, partitioned) is kept here,
+//! peers. With a small disk, the last node's data directory is a tmpfs of its own
+//! (in the network holder's mount namespace) that [`NsCluster::fill_disk`] fills up
+//! and [`NsCluster::free_disk`] frees. What state each node is in (up, killed, paused, partitioned) is kept here,
 //! behind one lock per node, so the nemesis and the watchdog never act on a node at
 //! the same time.
 //!
@@ -46,6 +48,10 @@ pub struct NodeProc {
     pub state: NodeState,
     /// Times started (1 after the first start).
     pub starts: u32,
+    /// The node may exit by itself (its disk was filled: it exits to be restarted
+    /// once it has room again); the watchdog restarts it, as a supervisor would,
+    /// without counting the exit.
+    pub expect_exit: bool,
 }
 
 impl NodeProc {
@@ -70,22 +76,35 @@ pub struct NsCluster {
     data: PathBuf,
     out: PathBuf,
     extra: Vec<String>,
+    /// The node whose data directory is a small tmpfs.
+    small_disk: Option<usize>,
 }
+
+/// Name of the file that fills a node's small disk.
+const FILLER: &str = "nemesis-filler";
+/// Room left on a filled disk: less than any write needs for long.
+const LEFT_FREE: u64 = 256 << 10;
 
 impl NsCluster {
     /// Starts `count` nodes of `binary` (the `shoal` executable) forming one cluster,
-    /// data under `data`, logs under `out`, with extra `serve` flags. Does not wait
-    /// for them to serve (see [`NsCluster::url`] and the caller's probes).
+    /// data under `data`, logs under `out`, with extra `serve` flags; with
+    /// `small_disk`, node `count`'s data directory is a tmpfs of that many bytes.
+    /// Does not wait for them to serve (see [`NsCluster::url`] and the caller's
+    /// probes).
     pub fn start(
         binary: &Path,
         count: usize,
         data: &Path,
         out: &Path,
         extra: &[String],
+        small_disk: Option<u64>,
     ) -> Result<NsCluster, String> {
         let net = Network::create(count)?;
         std::fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
         std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        if let Some(bytes) = small_disk {
+            net.mount_tmpfs(&data.join(format!("n{count}")), bytes)?;
+        }
         let cluster = NsCluster {
             net,
             nodes: (1..=count)
@@ -95,6 +114,7 @@ impl NsCluster {
                         child: None,
                         state: NodeState::Killed,
                         starts: 0,
+                        expect_exit: false,
                     })
                 })
                 .collect(),
@@ -102,6 +122,7 @@ impl NsCluster {
             data: data.to_path_buf(),
             out: out.to_path_buf(),
             extra: extra.to_vec(),
+            small_disk: small_disk.map(|_| count),
         };
         for i in 1..=count {
             let mut node = cluster.node(i);
@@ -251,11 +272,53 @@ impl NsCluster {
         }
     }
 
+    /// The node whose data directory is a small disk, if one is.
+    pub fn small_disk(&self) -> Option<usize> {
+        self.small_disk
+    }
+
+    /// Fills `node`'s small disk but for a few hundred KiB (a file taking the room
+    /// left); the node may exit once the disk is freed (`expect_exit`). The bytes
+    /// taken.
+    pub fn fill_disk(&self, node: &mut NodeProc) -> Result<u64, String> {
+        let dir = self.small_disk_dir(node)?;
+        node.expect_exit = true;
+        let out = self.net.run_in_mounts(&format!(
+            "cd '{dir}' && free=$(df -B1 --output=avail . | tail -1) && \
+             n=$((free - {LEFT_FREE})) && [ $n -gt 0 ] && fallocate -l $n {FILLER} && echo $n"
+        ))?;
+        out.trim()
+            .parse()
+            .map_err(|e| format!("filling the disk of node {}: {e}: {out:?}", node.id))
+    }
+
+    /// Frees what [`NsCluster::fill_disk`] took.
+    pub fn free_disk(&self, node: &mut NodeProc) -> Result<(), String> {
+        let dir = self.small_disk_dir(node)?;
+        self.net
+            .run_in_mounts(&format!("rm -f '{dir}/{FILLER}'"))
+            .map(|_| ())
+    }
+
+    fn small_disk_dir(&self, node: &NodeProc) -> Result<String, String> {
+        if self.small_disk != Some(node.id) {
+            return Err(format!("node {} has no small disk", node.id));
+        }
+        Ok(self
+            .data
+            .join(format!("n{}", node.id))
+            .display()
+            .to_string())
+    }
+
     /// Every node running and unpartitioned: resumes paused nodes, heals partitions,
     /// starts killed nodes.
     pub fn restore_all(&self) -> Result<(), String> {
         for i in 1..=self.len() {
             let mut node = self.node(i);
+            if self.small_disk == Some(i) {
+                self.free_disk(&mut node)?;
+            }
             match node.state {
                 NodeState::Paused => self.resume(&mut node),
                 NodeState::Killed => self.launch(&mut node)?,

@@ -3,13 +3,17 @@
 //! [`nemesis`] injects faults one at a time, in a seeded random order that goes
 //! through every kind before repeating one: kill -9 of a shard leader, of any node,
 //! of all nodes (then restart), a SIGSTOP pause, a partition of one node or of the
-//! metadata leader from its peers (nftables drops in its namespace, both ways), each
-//! undone after a seeded random time, then a probe measures how long the hit nodes
-//! take to serve again (a STRONG read and a write through each). [`watchdog`] asks
+//! metadata leader from its peers (nftables drops in its namespace, both ways), a
+//! full disk (the node with the small disk has it filled but for a few hundred KiB:
+//! its store fails, it reports NOT_SERVING and, once the disk is freed, exits to be
+//! restarted — by the watchdog, as a supervisor would), each undone after a seeded
+//! random time, then a probe measures how long the hit nodes take to serve again (a
+//! STRONG read and a write through each). [`watchdog`] asks
 //! every running node's gRPC health service every second; a node the nemesis has
 //! neither killed nor paused that answers nothing for longer than the limit is a
 //! hang: its threads are dumped with gdb into the output directory, and it is
-//! killed and restarted so the run goes on.
+//! killed and restarted so the run goes on. A node that exits by itself is counted
+//! (an unexpected exit) and started again, unless its disk was just filled.
 //!
 //! Owns the faults and their records. Must never: leave a fault in place at its end
 //! (the run's end restores every node), hold a node's lock across an `.await`, or
@@ -89,6 +93,8 @@ pub struct Timing {
     pub down: (f64, f64),
     pub pause: (f64, f64),
     pub partition: (f64, f64),
+    /// A disk stays full this long.
+    pub disk_full: (f64, f64),
     /// Longest wait for the hit nodes to serve after a fault is undone.
     pub serve_bound: Duration,
 }
@@ -100,6 +106,7 @@ impl Default for Timing {
             down: (1.0, 5.0),
             pause: (3.0, 8.0),
             partition: (5.0, 15.0),
+            disk_full: (3.0, 8.0),
             serve_bound: Duration::from_secs(60),
         }
     }
@@ -132,6 +139,10 @@ pub async fn nemesis(
         }
         let kind = queue.pop().expect("kinds");
         let start = shared.clock.now();
+        // When the fault was undone and since when the hit nodes are waited for, if
+        // not when the match below ends (a freed disk: the node exits and restarts).
+        let mut undone = None;
+        let mut serve_from = Instant::now();
         let cluster = &shared.cluster;
         let hit: Vec<usize> = match kind {
             FaultKind::KillLeader | FaultKind::KillNode => {
@@ -199,9 +210,39 @@ pub async fn nemesis(
                 }
                 vec![target]
             }
+            FaultKind::DiskFull => {
+                let Some(target) = cluster.small_disk() else {
+                    return Err("a full-disk fault needs a node with a small disk".into());
+                };
+                let d = secs(&mut rng, timing.disk_full);
+                let filled = {
+                    let mut node = cluster.node(target);
+                    matches!(node.state, NodeState::Up { .. })
+                        && cluster.fill_disk(&mut node).map(|_| true)?
+                };
+                tokio::time::sleep(d).await;
+                if filled {
+                    let starts = {
+                        let mut node = cluster.node(target);
+                        cluster.free_disk(&mut node)?;
+                        node.starts
+                    };
+                    undone = Some(shared.clock.now());
+                    let freed = Instant::now();
+                    settle_after_disk(&shared, target, starts).await;
+                    serve_from = freed;
+                }
+                vec![target]
+            }
         };
-        let end = shared.clock.now();
-        let serve_after = serve_probe(&shared, &hit, timing.serve_bound).await;
+        let end = undone.unwrap_or_else(|| shared.clock.now());
+        if undone.is_none() {
+            serve_from = Instant::now();
+        }
+        let waited = serve_from.elapsed();
+        let serve_after = serve_probe(&shared, &hit, timing.serve_bound)
+            .await
+            .map(|d| d + waited);
         shared.history.lock().faults.push(Fault {
             kind,
             nodes: hit,
@@ -211,6 +252,37 @@ pub async fn nemesis(
         });
     }
     shared.cluster.restore_all()
+}
+
+/// After node `i`'s disk was freed: waits (at most 30 s) until it either reports
+/// SERVING (its storage never failed) or exited and was started again by the watchdog
+/// (a failed node exits once it has room, for its supervisor to restart it); from
+/// then on an exit of it counts again.
+async fn settle_after_disk(shared: &Shared, i: usize, starts: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if shared.cluster.node(i).starts > starts {
+            break;
+        }
+        if serving(shared.channel(i), Duration::from_secs(2)).await == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shared.cluster.node(i).expect_exit = false;
+}
+
+/// Whether the node behind `channel` reports SERVING (`None`: no answer within
+/// `timeout`).
+pub async fn serving(channel: tonic::transport::Channel, timeout: Duration) -> Option<bool> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let req = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let r = bounded(timeout, client.check(request(req, timeout)))
+        .await?
+        .ok()?;
+    Some(r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
 }
 
 /// How long until every node of `nodes` has answered a STRONG read of a register and
@@ -300,13 +372,16 @@ pub async fn watchdog(
             let i = k + 1;
             let mut node = shared.cluster.node(i);
             if let Some(status) = node.exited() {
-                // Exited by itself while up or paused: record it and start it again.
+                // Exited by itself while up or paused: record it (unless its disk
+                // was filled: then it exits to be restarted) and start it again.
                 if node.state != NodeState::Killed {
-                    shared
-                        .history
-                        .lock()
-                        .exits
-                        .push((i, shared.clock.now(), status.to_string()));
+                    if !node.expect_exit {
+                        shared.history.lock().exits.push((
+                            i,
+                            shared.clock.now(),
+                            status.to_string(),
+                        ));
+                    }
                     node.state = NodeState::Killed;
                     let _ = shared.cluster.launch(&mut node);
                     last_ok[k] = now;

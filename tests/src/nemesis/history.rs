@@ -29,8 +29,9 @@ impl Clock {
 pub enum Outcome {
     /// Acknowledged: committed and durable.
     Ok,
-    /// Refused, provably never appended (UNAVAILABLE saying "not written" and
-    /// nothing committed): it must never take effect.
+    /// Refused, provably never appended (UNAVAILABLE, or RESOURCE_EXHAUSTED for a
+    /// full disk, saying "not written" and nothing committed): it must never take
+    /// effect.
     NotWritten,
     /// DEADLINE_EXCEEDED, a transport error, a client timeout, a partial multi-shard
     /// write, or any other error: it may or may not take effect, at any later time.
@@ -57,10 +58,12 @@ pub fn classify_write<T>(result: Option<&Result<T, tonic::Status>>, multi_shard:
         Some(Err(s)) => {
             let m = s.message();
             // The server's own refusal (a transport error is UNAVAILABLE too, but
-            // never says "not written"). A multi-shard write it refused may have
+            // never says "not written"); RESOURCE_EXHAUSTED for a full disk. A multi-shard write it refused may have
             // committed on some shards: only "committed on 0 of" rules that out.
-            let refused = s.code() == tonic::Code::Unavailable
-                && m.contains("not written")
+            let refused = matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+            ) && m.contains("not written")
                 && !m.contains("outcome unknown")
                 && !m.contains("may have been appended");
             let partial = m.contains("committed on") && !m.contains("committed on 0 of");
@@ -138,16 +141,32 @@ pub enum FaultKind {
     Pause,
     Partition,
     PartitionMetaLeader,
+    /// The node with the small disk has it filled, then freed.
+    DiskFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    /// The kind's name on the `shoal-nemesis` command line.
+    pub fn flag(self) -> &'static str {
+        match self {
+            FaultKind::KillLeader => "kill-leader",
+            FaultKind::KillNode => "kill-node",
+            FaultKind::KillAll => "kill-all",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::PartitionMetaLeader => "partition-meta-leader",
+            FaultKind::DiskFull => "disk-full",
+        }
+    }
+
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::KillAll,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::PartitionMetaLeader,
+        FaultKind::DiskFull,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -157,6 +176,7 @@ impl FaultKind {
             FaultKind::Pause => "pause (SIGSTOP)",
             FaultKind::Partition => "partition node",
             FaultKind::PartitionMetaLeader => "partition meta leader",
+            FaultKind::DiskFull => "full disk",
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct Config {
     pub timing: faults::Timing,
     /// Extra `shoal serve` flags of every node.
     pub serve_args: Vec<String>,
+    /// The size of node 3's data directory, a tmpfs of its own, which the full-disk
+    /// fault fills (`None`: on the output directory's file system like the others;
+    /// then no full-disk fault).
+    pub small_disk: Option<u64>,
     pub registers: u64,
     /// Plants one violation of each kind in the history before the check (a test
     /// that the checkers can fail; see [`plant_canaries`]).
@@ -74,11 +78,16 @@ impl Config {
             kinds: FaultKind::ALL.to_vec(),
             timing: faults::Timing::default(),
             serve_args: Vec::new(),
+            small_disk: Some(SMALL_DISK),
             registers: 3,
             canaries: false,
         }
     }
 }
+
+/// Node 3's disk by default: room for a long soak's data (the workload's points are
+/// small; fjall's journals and memtables take most), in memory only as used.
+pub const SMALL_DISK: u64 = 2 << 30;
 
 /// Why a run did not produce a report.
 #[derive(Debug)]
@@ -99,6 +108,9 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
         &config.data,
         &config.out,
         &config.serve_args,
+        config
+            .small_disk
+            .filter(|_| config.kinds.contains(&FaultKind::DiskFull)),
     )
     .map_err(|e| {
         if e.contains("needs root")
@@ -128,7 +140,9 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
     result
 }
 
-async fn create_collections(shared: &workload::Shared) -> Result<(), String> {
+/// Creates the workload's collections (3 shards and 1 shard, replication factor 3)
+/// through any node, and waits until every node serves STRONG reads of both.
+pub async fn create_collections(shared: &workload::Shared) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     for (name, shards) in [(workload::MULTI, 3), (workload::SINGLE, 1)] {
         for attempt in 0.. {

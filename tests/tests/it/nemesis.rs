@@ -1,8 +1,9 @@
 //! The nemesis suite's short form (issue 14): three `shoal` processes, each in a
 //! network namespace of its own, under a workload of inserts, registers, SESSION
 //! reads and deletes through random nodes, while a seeded nemesis kills shard
-//! leaders, single nodes and all nodes with SIGKILL, pauses nodes with SIGSTOP and
-//! cuts a node (or the metadata leader) off from its peers with nftables drops.
+//! leaders, single nodes and all nodes with SIGKILL, pauses nodes with SIGSTOP,
+//! cuts a node (or the metadata leader) off from its peers with nftables drops and
+//! fills node 3's disk (a tmpfs of its own) until its writes fail.
 //! After a heal and a settle, the checkers must find nothing: no acknowledged write
 //! lost, no acknowledged delete undone, no write answered "not written" observed,
 //! every register linearizable (a Wing–Gong/Lowe search), no SESSION
@@ -91,7 +92,7 @@ fn the_watchdog_counts_a_silent_node_as_a_hang_and_dumps_its_threads() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let dir = out.path().to_path_buf();
-    let cluster = match NsCluster::start(binary(), 3, &dir.join("data"), &dir, &[]) {
+    let cluster = match NsCluster::start(binary(), 3, &dir.join("data"), &dir, &[], None) {
         Ok(c) => c,
         Err(e) if e.contains("not installed") || e.contains("namespaces failed") => {
             eprintln!("skipped: {e}");
@@ -201,4 +202,149 @@ fn the_checkers_report_planted_violations() {
     assert_eq!(report.digests, None);
     assert_eq!(report.counts, None);
     assert_eq!(report.violations().len(), 5, "{:#?}", report.violations());
+}
+
+/// Issue 14, item 2: a node cut off from its peers stands for no election (openraft
+/// 0.9 has no pre-vote; `shoal_raft::election_gate` withholds elections without a
+/// majority in reach). Without that it raised its term every election timeout, and
+/// when the network healed its first answer to a leader carried the higher term: the
+/// leader stepped down and the group waited for another election. Here the node that
+/// leads fewest shards is cut off for 8 s (four times the first election's delay):
+/// its replicas of the shards others lead stay in their term meanwhile, and after the
+/// heal those shards keep their leader and term while the node catches up and serves.
+#[test]
+fn a_node_cut_off_from_its_peers_rejoins_without_unseating_a_leader() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: partitions need root (network namespaces)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    let out = tempfile::Builder::new()
+        .prefix("rejoin-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let dir = out.path().to_path_buf();
+    // No leader balancing: a leadership handed back after the heal would change terms.
+    let extra = ["--leader-balance-ms".to_string(), "0".to_string()];
+    let cluster = match NsCluster::start(binary(), 3, &dir.join("data"), &dir, &extra, None) {
+        Ok(c) => c,
+        Err(e) if e.contains("not installed") || e.contains("namespaces failed") => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let runtime = cluster.net.runtime(2).unwrap();
+    let result = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let shared = Arc::new(Shared::new(cluster, Duration::from_secs(5), 1));
+            nemesis::create_collections(&shared).await?;
+            // (collection, shard) -> (leader, term), as node 1 reports them.
+            let leaders = |s: &shoal_proto::v1::ClusterStatus| {
+                let mut m = std::collections::BTreeMap::new();
+                for c in &s.collections {
+                    for sh in &c.shards {
+                        let term = sh
+                            .replicas
+                            .iter()
+                            .find(|r| Some(r.node) == sh.leader)
+                            .map(|r| r.term);
+                        m.insert((c.name.clone(), sh.shard), (sh.leader, term));
+                    }
+                }
+                m
+            };
+            let before = faults::status(&shared, 1, false, Duration::from_secs(5))
+                .await
+                .ok_or("no status through node 1")?;
+            let before = leaders(&before);
+            if before.values().any(|(l, t)| l.is_none() || t.is_none()) {
+                return Err(format!("a shard without a leader: {before:?}"));
+            }
+            let led = |n: u64| before.values().filter(|(l, _)| *l == Some(n)).count();
+            let cut = (1..=3u64).min_by_key(|&n| led(n)).unwrap();
+            let others: Vec<_> = before
+                .iter()
+                .filter(|(_, (l, _))| *l != Some(cut))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            assert!(!others.is_empty());
+            {
+                let mut node = shared.cluster.node(cut as usize);
+                shared.cluster.partition(&mut node)?;
+            }
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            // The cut-off node's own view (its public port is reachable).
+            let during = faults::status(&shared, cut as usize, false, Duration::from_secs(8))
+                .await
+                .ok_or("no status through the cut-off node")?;
+            {
+                let mut node = shared.cluster.node(cut as usize);
+                shared.cluster.heal(&mut node)?;
+            }
+            let mut raised = Vec::new();
+            for c in &during.collections {
+                for sh in &c.shards {
+                    let key = (c.name.clone(), sh.shard);
+                    let Some((_, Some(term))) = before.get(&key) else {
+                        continue;
+                    };
+                    if before[&key].0 == Some(cut) {
+                        continue;
+                    }
+                    let mine = sh.replicas.iter().find(|r| r.node == cut);
+                    if mine.map(|r| r.term) != Some(*term) {
+                        raised.push((key, *term, mine.map(|r| (r.term, r.state.clone()))));
+                    }
+                }
+            }
+            // Caught up: every replica of every shard at one applied index, as node 1
+            // reports it (bounded).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let after = loop {
+                let s = faults::status(&shared, 1, false, Duration::from_secs(5)).await;
+                if let Some(s) = s {
+                    let even = s.collections.iter().flat_map(|c| &c.shards).all(|sh| {
+                        sh.replicas.len() == 3
+                            && sh.replicas.iter().all(|r| {
+                                r.state != "unreachable"
+                                    && r.applied_index == sh.replicas[0].applied_index
+                            })
+                    });
+                    if even {
+                        break s;
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err("the healed node never caught up".to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            let after = leaders(&after);
+            let unseated: Vec<_> = others
+                .iter()
+                .filter(|(k, v)| after.get(k) != Some(v))
+                .map(|(k, v)| (k.clone(), *v, after.get(k).cloned()))
+                .collect();
+            nemesis::check::wait_serving(&shared, Duration::from_secs(60)).await?;
+            Ok::<_, String>((cut, raised, unseated))
+        })
+        .await
+        .unwrap()
+    });
+    let (cut, raised, unseated) = result.unwrap_or_else(|e| {
+        let kept = out.keep();
+        panic!("{e} (logs in {})", kept.display())
+    });
+    assert!(
+        raised.is_empty(),
+        "node {cut}, cut off, stood for election in shards led by others \
+         ((shard, term before, its term and state)): {raised:?}"
+    );
+    assert!(
+        unseated.is_empty(),
+        "node {cut}'s return unseated leaders ((shard, leader and term before, after)): \
+         {unseated:?}"
+    );
 }

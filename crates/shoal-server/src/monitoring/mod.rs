@@ -125,6 +125,7 @@ pub const METRICS: &[(Kind, &str, &str, &str)] = {
         (Counter, "shoal_raft_leader_changes_total", "collection, shard", "New leaders this node's replica saw (its first included)."),
         (Counter, "shoal_raft_snapshot_sends_total", "collection, shard", "Snapshots this node sent to a follower in full."),
         (Counter, "shoal_raft_snapshot_installs_total", "collection, shard", "Snapshots this node's replica installed."),
+        (Gauge, "shoal_raft_elections_withheld", "", "Raft groups (shards and metadata) in which this node stands for no election: it reaches no majority of the group's voters."),
         (Gauge, "shoal_metadata_is_leader", "", "1 if this node leads the metadata group."),
         (Gauge, "shoal_metadata_term", "", "The metadata group's Raft term on this node."),
         (Gauge, "shoal_metadata_applied_index", "", "The metadata log index this node applied."),
