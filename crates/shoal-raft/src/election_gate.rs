@@ -167,15 +167,6 @@ impl ElectionGate {
         }
     }
 
-    pub fn timing(&self) -> GateTiming {
-        self.timing
-    }
-
-    /// The groups whose elections are withheld now.
-    pub fn closed(&self) -> &BTreeSet<u64> {
-        &self.closed
-    }
-
     /// Pings every peer voter not already being pinged, then opens or closes each
     /// group's gate on what the answers so far say. Returns at once.
     pub fn tick(&mut self) {

@@ -279,13 +279,16 @@ impl NsCluster {
 
     /// Fills `node`'s small disk but for a few hundred KiB (a file taking the room
     /// left); the node may exit once the disk is freed (`expect_exit`). The bytes
-    /// taken.
+    /// taken. The node writes meanwhile: when the room measured is gone before the
+    /// file takes it (`fallocate` refused), zeros are written until the disk is full.
     pub fn fill_disk(&self, node: &mut NodeProc) -> Result<u64, String> {
         let dir = self.small_disk_dir(node)?;
         node.expect_exit = true;
         let out = self.net.run_in_mounts(&format!(
             "cd '{dir}' && free=$(df -B1 --output=avail . | tail -1) && \
-             n=$((free - {LEFT_FREE})) && [ $n -gt 0 ] && fallocate -l $n {FILLER} && echo $n"
+             n=$((free - {LEFT_FREE})) && [ $n -gt 0 ] && \
+             {{ fallocate -l $n {FILLER} 2>/dev/null || head -c $n /dev/zero > {FILLER} 2>/dev/null || true; }} && \
+             stat -c %s {FILLER}"
         ))?;
         out.trim()
             .parse()

@@ -343,14 +343,7 @@ pub fn thread_dump(pid: u32, path: &Path) -> String {
 /// Whether the node behind `channel` answers a gRPC health check (SERVING or not:
 /// any answer shows the process is alive) within `timeout`.
 pub async fn answers_health(channel: tonic::transport::Channel, timeout: Duration) -> bool {
-    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-    let req = tonic_health::pb::HealthCheckRequest {
-        service: String::new(),
-    };
-    matches!(
-        bounded(timeout, client.check(request(req, timeout))).await,
-        Some(Ok(_))
-    )
+    serving(channel, timeout).await.is_some()
 }
 
 /// Watches every node until `stop`: a health check per node every second. See the

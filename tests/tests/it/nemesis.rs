@@ -92,13 +92,8 @@ fn the_watchdog_counts_a_silent_node_as_a_hang_and_dumps_its_threads() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let dir = out.path().to_path_buf();
-    let cluster = match NsCluster::start(binary(), 3, &dir.join("data"), &dir, &[], None) {
-        Ok(c) => c,
-        Err(e) if e.contains("not installed") || e.contains("namespaces failed") => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(cluster) = start_cluster(&dir, &[]) else {
+        return;
     };
     let runtime = cluster.net.runtime(2).unwrap();
     let hangs = runtime.block_on(async move {
@@ -152,6 +147,19 @@ fn the_watchdog_counts_a_silent_node_as_a_hang_and_dumps_its_threads() {
         dump.contains("Thread ") && dump.contains("tokio"),
         "not a thread dump of the node:\n{dump}"
     );
+}
+
+/// Three nodes in network namespaces, data and logs under `dir`; `None` (the reason
+/// printed) where the machine lacks a tool the namespaces need.
+fn start_cluster(dir: &std::path::Path, extra: &[String]) -> Option<NsCluster> {
+    match NsCluster::start(binary(), 3, &dir.join("data"), dir, extra, None) {
+        Ok(c) => Some(c),
+        Err(e) if e.contains("not installed") || e.contains("namespaces failed") => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// The checkers can fail: a run without faults whose history has one planted
@@ -227,13 +235,8 @@ fn a_node_cut_off_from_its_peers_rejoins_without_unseating_a_leader() {
     let dir = out.path().to_path_buf();
     // No leader balancing: a leadership handed back after the heal would change terms.
     let extra = ["--leader-balance-ms".to_string(), "0".to_string()];
-    let cluster = match NsCluster::start(binary(), 3, &dir.join("data"), &dir, &extra, None) {
-        Ok(c) => c,
-        Err(e) if e.contains("not installed") || e.contains("namespaces failed") => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(cluster) = start_cluster(&dir, &extra) else {
+        return;
     };
     let runtime = cluster.net.runtime(2).unwrap();
     let result = runtime.block_on(async move {
