@@ -165,10 +165,18 @@ impl Frames {
                 format!("a frame of {len} bytes"),
             ));
         }
-        let mut frame = vec![0u8; len];
-        self.input
-            .read_exact(&mut frame)
+        // Grown with the bytes read, never to a length a header merely claims.
+        let mut frame = Vec::new();
+        (&mut self.input)
+            .take(len as u64)
+            .read_to_end(&mut frame)
             .map_err(|e| BackupError::corrupt(&self.file, format!("a frame ends early: {e}")))?;
+        if frame.len() != len {
+            return Err(BackupError::corrupt(
+                &self.file,
+                format!("a frame of {len} bytes ends after {}", frame.len()),
+            ));
+        }
         let points: Vec<Point> = postcard::from_bytes(&frame).map_err(|e| {
             BackupError::corrupt(&self.file, format!("a frame does not decode: {e}"))
         })?;

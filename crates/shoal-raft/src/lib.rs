@@ -50,7 +50,11 @@ use shoal_meta::{MetaCommand, MetaError};
 
 pub use error::RaftStoreError;
 pub use log_store::LogStore;
+/// How a peer's message and a stored entry are decoded, and how a snapshot's points
+/// are read: public for the fuzz targets (`crates/shoal-fuzz`).
+pub use log_store::decode;
 pub use meta::MetaStateMachine;
+pub use snapshot_file::read_points;
 pub use state_machine::{ChildSpec, ShardStateMachine};
 
 /// An entry of any group: shard groups carry [`Command::Shard`], the metadata group

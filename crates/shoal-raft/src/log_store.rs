@@ -36,7 +36,7 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RaftStoreError> {
     Ok(postcard::to_stdvec(v)?)
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, RaftStoreError> {
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, RaftStoreError> {
     Ok(postcard::from_bytes(b)?)
 }
 

@@ -55,8 +55,9 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
-/// Reads every point of a sequence of frames.
-pub(crate) fn read_points(input: impl Read) -> Result<Vec<Point>, RaftStoreError> {
+/// Reads every point of a sequence of frames. Memory grows with the bytes read, never
+/// with a length a frame merely claims.
+pub fn read_points(input: impl Read) -> Result<Vec<Point>, RaftStoreError> {
     let mut input = BufReader::with_capacity(1 << 20, input);
     let mut points = Vec::new();
     let mut frame = Vec::new();
@@ -73,8 +74,14 @@ pub(crate) fn read_points(input: impl Read) -> Result<Vec<Point>, RaftStoreError
                 "snapshot frame of {len} bytes"
             )));
         }
-        frame.resize(len, 0);
-        input.read_exact(&mut frame)?;
+        frame.clear();
+        (&mut input).take(len as u64).read_to_end(&mut frame)?;
+        if frame.len() != len {
+            return Err(RaftStoreError::Corrupt(format!(
+                "snapshot frame of {len} bytes cut at {}",
+                frame.len()
+            )));
+        }
         let chunk: Vec<Point> = postcard::from_bytes(&frame)?;
         points.extend(chunk);
     }

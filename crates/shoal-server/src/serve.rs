@@ -20,7 +20,7 @@ use shoal_proto::v1::{
     collections_server::CollectionsServer, points_server::PointsServer,
 };
 
-use crate::admission::{InFlightLayer, limit_connections};
+use crate::admission::{InFlightLayer, ReplyBudget, limit_connections};
 use crate::auth::{AuthLayer, AuthOptions, Authenticator, Secret};
 use crate::backup::BackupsService;
 use crate::service::{ClusterService, CollectionsService, PointsService};
@@ -118,6 +118,15 @@ pub struct ServeArgs {
     /// Default: 90% of the container's memory limit (cgroup), if it has one; 0: off.
     #[arg(long, env = "SHOAL_MEMORY_WATERMARK_BYTES")]
     pub memory_watermark_bytes: Option<u64>,
+    /// Most bytes of replies of points (Get, Search, SearchBatch, Scroll) ready and
+    /// not yet sent at once, e.g. held by clients that do not read them; one more that
+    /// does not fit is refused RESOURCE_EXHAUSTED. 0: no limit.
+    #[arg(long, env = "SHOAL_MAX_PENDING_REPLY_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_pending_reply_bytes: u64,
+    /// Seconds a connection of the public port may stay open without a call before
+    /// it is closed (clients reconnect on their next call); 0: never.
+    #[arg(long, env = "SHOAL_IDLE_CONNECTION_TIMEOUT_S", default_value_t = 600)]
+    pub idle_connection_timeout_s: u64,
     /// Most HTTP/2 streams (calls) open at once on one connection.
     #[arg(long, env = "SHOAL_MAX_STREAMS_PER_CONNECTION", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_connection: u32,
@@ -734,9 +743,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let collections = CollectionsServer::new(CollectionsService::new(node.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let points = PointsServer::new(PointsService::new(node.clone(), args.coalesce(), max))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let replies =
+        (args.max_pending_reply_bytes > 0).then(|| ReplyBudget::new(args.max_pending_reply_bytes));
+    let points = PointsServer::new(PointsService::new(
+        node.clone(),
+        args.coalesce(),
+        max,
+        replies,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let cluster = ClusterServer::new(ClusterService::new(node.clone()));
     let backup_dir = args
         .backup_dir
@@ -799,6 +815,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             crate::early_status::remap::<tonic::body::Body>,
         ))
         .layer(crate::deadline::DeadlineLayer)
+        // Keeps each connection's open calls, for its idle timeout.
+        .layer(crate::admission::TrackCallsLayer)
         .layer(AuthLayer::new(auth))
         .layer(InFlightLayer::new(
             args.max_concurrent_requests as usize,
@@ -810,6 +828,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(points)
         .add_service(cluster)
         .add_service(backups);
+    let idle_timeout = (args.idle_connection_timeout_s > 0)
+        .then(|| Duration::from_secs(args.idle_connection_timeout_s));
     match tls {
         Some(tls) => {
             router
@@ -817,6 +837,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     limit_connections(
                         crate::tls::incoming(listener, tls),
                         args.max_connections as usize,
+                        idle_timeout,
                     ),
                     stop_serving(&node),
                 )
@@ -831,6 +852,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         tonic::transport::server::TcpIncoming::from(listener)
                             .with_nodelay(Some(true)),
                         args.max_connections as usize,
+                        idle_timeout,
                     ),
                     stop_serving(&node),
                 )

@@ -21,6 +21,7 @@ use shoal_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::admission::ReplyBudget;
 use crate::auth::{Authorized, Principal};
 use crate::convert;
 use crate::status::to_status;
@@ -135,17 +136,35 @@ pub struct PointsService {
     node: Node,
     searches: SearchCoalescer,
     max_reply_bytes: usize,
+    replies: Option<ReplyBudget>,
 }
 
 impl PointsService {
     /// Must be called inside the tokio runtime that serves it (the coalescer runs its
-    /// batches there). Replies over `max_reply_bytes` are refused ([`sized`]).
-    pub fn new(node: Node, coalesce: CoalesceOptions, max_reply_bytes: usize) -> Self {
+    /// batches there). Replies over `max_reply_bytes` are refused ([`sized`]); with
+    /// `replies`, each reserves its size there until sent.
+    pub fn new(
+        node: Node,
+        coalesce: CoalesceOptions,
+        max_reply_bytes: usize,
+        replies: Option<ReplyBudget>,
+    ) -> Self {
         PointsService {
             searches: SearchCoalescer::new(&node, coalesce),
             node,
             max_reply_bytes,
+            replies,
         }
+    }
+
+    /// `reply` as a response, within the size limit and the pending replies' budget.
+    fn reply<T: Message>(&self, reply: T) -> Result<Response<T>, Status> {
+        let mut response = sized(reply, self.max_reply_bytes)?;
+        if let Some(budget) = &self.replies {
+            let permit = budget.reserve(response.get_ref().encoded_len())?;
+            response.extensions_mut().insert(permit);
+        }
+        Ok(response)
     }
 }
 
@@ -197,12 +216,9 @@ impl Points for PointsService {
             .get(&r.collection, ids, r.with_payload, r.with_vector, read)
             .await
             .map_err(to_status)?;
-        sized(
-            pb::GetPointsResponse {
-                points: points.into_iter().map(convert::retrieved).collect(),
-            },
-            self.max_reply_bytes,
-        )
+        self.reply(pb::GetPointsResponse {
+            points: points.into_iter().map(convert::retrieved).collect(),
+        })
     }
 
     async fn search(
@@ -220,7 +236,7 @@ impl Points for PointsService {
             .search(&collection, search, read)
             .await
             .map_err(to_status)?;
-        sized(convert::scored(hits), self.max_reply_bytes)
+        self.reply(convert::scored(hits))
     }
 
     async fn search_batch(
@@ -245,12 +261,9 @@ impl Points for PointsService {
             .search_batch(&r.collection, searches, read)
             .await
             .map_err(to_status)?;
-        sized(
-            pb::SearchBatchResponse {
-                responses: results.into_iter().map(convert::scored).collect(),
-            },
-            self.max_reply_bytes,
-        )
+        self.reply(pb::SearchBatchResponse {
+            responses: results.into_iter().map(convert::scored).collect(),
+        })
     }
 
     async fn scroll(
@@ -285,13 +298,10 @@ impl Points for PointsService {
             )
             .await
             .map_err(to_status)?;
-        sized(
-            pb::ScrollResponse {
-                points: points.into_iter().map(convert::retrieved).collect(),
-                next_offset: next.map(convert::point_id_to_pb),
-            },
-            self.max_reply_bytes,
-        )
+        self.reply(pb::ScrollResponse {
+            points: points.into_iter().map(convert::retrieved).collect(),
+            next_offset: next.map(convert::point_id_to_pb),
+        })
     }
 
     async fn count(

@@ -143,6 +143,7 @@ pub async fn nemesis(
         // not when the match below ends (a freed disk: the node exits and restarts).
         let mut undone = None;
         let mut serve_from = Instant::now();
+        let mut confirming = Duration::ZERO;
         let cluster = &shared.cluster;
         let hit: Vec<usize> = match kind {
             FaultKind::KillLeader | FaultKind::KillNode => {
@@ -229,7 +230,7 @@ pub async fn nemesis(
                     };
                     undone = Some(shared.clock.now());
                     let freed = Instant::now();
-                    settle_after_disk(&shared, target, starts).await;
+                    confirming = settle_after_disk(&shared, target, starts).await;
                     serve_from = freed;
                 }
                 vec![target]
@@ -239,7 +240,7 @@ pub async fn nemesis(
         if undone.is_none() {
             serve_from = Instant::now();
         }
-        let waited = serve_from.elapsed();
+        let waited = serve_from.elapsed().saturating_sub(confirming);
         let serve_after = serve_probe(&shared, &hit, timing.serve_bound)
             .await
             .map(|d| d + waited);
@@ -254,22 +255,38 @@ pub async fn nemesis(
     shared.cluster.restore_all()
 }
 
+/// How long a node whose disk was freed must report SERVING without a break before
+/// its storage counts as not failed: a write that hit the full disk just before the
+/// free fails it a few milliseconds later, after it may already have answered
+/// SERVING once (soak run 7 counted that node's exit as unexpected).
+const SERVING_SETTLED: Duration = Duration::from_secs(3);
+
 /// After node `i`'s disk was freed: waits (at most 30 s) until it either reports
-/// SERVING (its storage never failed) or exited and was started again by the watchdog
-/// (a failed node exits once it has room, for its supervisor to restart it); from
-/// then on an exit of it counts again.
-async fn settle_after_disk(shared: &Shared, i: usize, starts: u32) {
+/// SERVING throughout [`SERVING_SETTLED`] (its storage never failed) or exited and
+/// was started again by the watchdog (a failed node exits once it has room, for its
+/// supervisor to restart it); from then on an exit of it counts again. Returns the
+/// time spent only confirming that SERVING lasted, which is not the node's to serve.
+async fn settle_after_disk(shared: &Shared, i: usize, starts: u32) -> Duration {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut serving_since: Option<Instant> = None;
+    let mut confirming = Duration::ZERO;
     while Instant::now() < deadline {
         if shared.cluster.node(i).starts > starts {
             break;
         }
         if serving(shared.channel(i), Duration::from_secs(2)).await == Some(true) {
-            break;
+            let since = *serving_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SERVING_SETTLED {
+                confirming = since.elapsed();
+                break;
+            }
+        } else {
+            serving_since = None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     shared.cluster.node(i).expect_exit = false;
+    confirming
 }
 
 /// Whether the node behind `channel` reports SERVING (`None`: no answer within

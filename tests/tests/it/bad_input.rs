@@ -56,12 +56,8 @@ async fn raw_call(
         .header("grpc-timeout", timeout)
         .body(())
         .unwrap();
-    let body = msg.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
     let (resp, mut send) = client.send_request(req, false).unwrap();
-    send.send_data(bytes::Bytes::from(frame), true).unwrap();
+    send.send_data(grpc_frame(&msg), true).unwrap();
     let resp = resp.await.unwrap();
     let get = |h: &http::HeaderMap| {
         (

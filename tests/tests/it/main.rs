@@ -49,6 +49,16 @@ pub fn string(v: &str) -> pb::Value {
     }
 }
 
+/// `msg` as the body of a gRPC call on a raw HTTP/2 stream: uncompressed, length
+/// prefixed.
+pub fn grpc_frame(msg: &impl prost::Message) -> bytes::Bytes {
+    let body = msg.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame.into()
+}
+
 pub fn point(id: u64, vector: Vec<f32>, payload: &[(&str, pb::Value)]) -> pb::Point {
     pb::Point {
         id: num(id),

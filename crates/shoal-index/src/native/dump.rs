@@ -130,10 +130,13 @@ pub(super) fn read(graph: &Graph, dir: &Path, meta: &Meta) -> Result<(), IndexEr
     }
     let path = dir.join(FILE);
     let bytes = std::fs::read(&path).map_err(|e| IndexError::io(&path, e))?;
-    let mut r = Reader {
-        bytes: &bytes,
-        at: 0,
-    };
+    parse(graph, &bytes, meta.params.dim, meta.params.m)
+}
+
+/// Parses the bytes of a dump file into the empty `graph`, whose manifest says `dim`
+/// and `m`, checking everything.
+pub(super) fn parse(graph: &Graph, bytes: &[u8], dim: usize, m: usize) -> Result<(), IndexError> {
+    let mut r = Reader { bytes, at: 0 };
     if r.take(8)? != MAGIC {
         return Err(bad("missing header"));
     }
@@ -141,11 +144,10 @@ pub(super) fn read(graph: &Graph, dir: &Path, meta: &Meta) -> Result<(), IndexEr
     if version != VERSION {
         return Err(bad(format!("unknown version {version}")));
     }
-    let (dim, m) = (r.u32()? as usize, r.u32()? as usize);
-    if dim != meta.params.dim || m != meta.params.m || m != graph.m() {
+    let (file_dim, file_m) = (r.u32()? as usize, r.u32()? as usize);
+    if file_dim != dim || file_m != m || m != graph.m() {
         return Err(bad(format!(
-            "dim {dim} / m {m}, the manifest says {} / {}",
-            meta.params.dim, meta.params.m
+            "dim {file_dim} / m {file_m}, the manifest says {dim} / {m}"
         )));
     }
     let (entry_id, entry_level) = (r.u32()?, r.u32()?);

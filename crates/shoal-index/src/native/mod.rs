@@ -82,30 +82,51 @@ impl NativeIndex {
 
     /// Restores an index from a dump whose manifest [`crate::meta::read`] verified.
     pub(crate) fn load(dir: &Path, meta: &Meta) -> Result<Self, IndexError> {
-        if meta.params.dim == 0 || u32::try_from(meta.params.dim).is_err() {
-            return Err(IndexError::corrupt(format!(
-                "dimension {} cannot have been written by this backend",
-                meta.params.dim
-            )));
-        }
-        if Self::clamp(meta.params) != meta.params {
-            return Err(IndexError::corrupt(format!(
-                "parameters m {} / ef_construction {} cannot have been written by this backend",
-                meta.params.m, meta.params.ef_construction
-            )));
-        }
+        Self::check_params(meta.params)?;
         let index = NativeIndex::new(meta.params);
         dump::read(&index.graph, dir, meta)?;
-        // A dump taken while a batch was being inserted holds nodes the graph had not
-        // received yet: give them to it now.
+        Ok(index.finish_load())
+    }
+
+    /// Restores an index from the bytes of its dump file (`native.graph`) as if a
+    /// manifest for `params` had vouched for them: only the parser's own checks stand
+    /// between the bytes and the index. For the fuzz targets (`crates/shoal-fuzz`); a
+    /// node loads dumps with [`crate::load`], which verifies the manifest first.
+    pub fn from_dump_bytes(params: IndexParams, bytes: &[u8]) -> Result<Self, IndexError> {
+        Self::check_params(params)?;
+        let index = NativeIndex::new(params);
+        dump::parse(&index.graph, bytes, params.dim, params.m)?;
+        Ok(index.finish_load())
+    }
+
+    /// Refuses parameters this backend cannot have written.
+    fn check_params(params: IndexParams) -> Result<(), IndexError> {
+        if params.dim == 0 || u32::try_from(params.dim).is_err() {
+            return Err(IndexError::corrupt(format!(
+                "dimension {} cannot have been written by this backend",
+                params.dim
+            )));
+        }
+        if Self::clamp(params) != params {
+            return Err(IndexError::corrupt(format!(
+                "parameters m {} / ef_construction {} cannot have been written by this backend",
+                params.m, params.ef_construction
+            )));
+        }
+        Ok(())
+    }
+
+    /// A dump taken while a batch was being inserted holds nodes the graph had not
+    /// received yet: gives them to it now.
+    fn finish_load(self) -> Self {
         let mut missing = Vec::new();
-        index.graph.store.for_each_live(|id, _| {
-            if !index.graph.store.in_graph(id) {
+        self.graph.store.for_each_live(|id, _| {
+            if !self.graph.store.in_graph(id) {
                 missing.push(id);
             }
         });
-        index.insert_graph(&missing);
-        Ok(index)
+        self.insert_graph(&missing);
+        self
     }
 
     fn insert_graph(&self, ids: &[InternalId]) {
