@@ -24,7 +24,7 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   exit 2
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-cargo run -q -p shoal-fuzz --example seed
+cargo run -q --release -p shoal-fuzz --example seed
 LOGS=$PWD/target/fuzz-logs
 mkdir -p "$LOGS"
 cd fuzz

@@ -1,7 +1,7 @@
 //! Writes well-formed seed inputs for every fuzz target into `fuzz/corpus/<target>/`
 //! (`seed-*` files; existing files stay): the fuzzers start from messages the node
 //! really parses rather than from nothing. Run by `fuzz/run.sh` before fuzzing:
-//! `cargo run -p shoal-fuzz --example seed`.
+//! `cargo run --release -p shoal-fuzz --example seed`.
 
 use std::collections::BTreeMap;
 
